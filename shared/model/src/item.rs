@@ -1,0 +1,390 @@
+//! The DynamoDB single-table layout, as a pure codec between objects and items.
+//!
+//! One table, two items per object, both in the object's cluster partition:
+//!
+//! | attribute | desired item | observed item |
+//! |---|---|---|
+//! | `pk` | `<namespace>#<cluster>` | same |
+//! | `sk` | `<Kind>#<name>#spec` | `<Kind>#<name>#status` |
+//! | written by | people (CLI or raw PutItem) and parents creating children | the object's own reconciler |
+//! | holds | apiVersion, kind, name, namespace, labels, annotations, ownerReferences, spec | uid, generation, specHash, timestamps, finalizers, ownerReferences, status |
+//! | `rv` | version, bumped by every conditional write | same, independently |
+//! | `instanceId` | — | Machines with an instance only: the key of the sparse `instance-index` GSI |
+//!
+//! The namespace leads the partition key so `dynamodb:LeadingKeys` can confine a team
+//! to its namespaces; one Query on `pk` reads a cluster's whole tree; an observed item
+//! without its desired item means "being deleted" (it is the finalizer).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Number, Value};
+use thiserror::Error;
+
+use crate::hash::spec_hash;
+use crate::meta::ObjectMeta;
+use crate::object::{API_VERSION, Kind, Object, ObjectKey};
+
+/// Name of the sparse global secondary index from instance id to Machine.
+pub const INSTANCE_INDEX: &str = "instance-index";
+/// Attribute names the key schema and the index use.
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const RV: &str = "rv";
+pub const INSTANCE_ID: &str = "instanceId";
+
+/// A DynamoDB attribute value (the subset Capstan writes and reads).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    S(String),
+    /// Numbers travel as strings, as in DynamoDB.
+    N(String),
+    Bool(bool),
+    Null,
+    L(Vec<AttrValue>),
+    M(BTreeMap<String, AttrValue>),
+}
+
+/// One item: attribute name to value.
+pub type Item = BTreeMap<String, AttrValue>;
+
+/// Which of an object's two items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    Desired,
+    Observed,
+}
+
+pub fn partition_key(namespace: &str, cluster: &str) -> String {
+    format!("{namespace}#{cluster}")
+}
+
+pub fn sort_key(kind: Kind, name: &str, part: Part) -> String {
+    match part {
+        Part::Desired => format!("{kind}#{name}#spec"),
+        Part::Observed => format!("{kind}#{name}#status"),
+    }
+}
+
+/// The sort-key prefix both of an object's items share (for a one-object Query).
+pub fn object_prefix(kind: Kind, name: &str) -> String {
+    format!("{kind}#{name}#")
+}
+
+/// Primary key of one item.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ItemKey {
+    pub pk: String,
+    pub sk: String,
+}
+
+impl ItemKey {
+    pub fn of(key: &ObjectKey, part: Part) -> ItemKey {
+        ItemKey {
+            pk: partition_key(&key.namespace, &key.cluster),
+            sk: sort_key(key.kind, &key.name, part),
+        }
+    }
+
+    /// Reads the key back into an object key and part; None for items that are not ours.
+    pub fn parse(&self) -> Option<(ObjectKey, Part)> {
+        let (namespace, cluster) = self.pk.split_once('#')?;
+        let mut parts = self.sk.splitn(3, '#');
+        let kind = Kind::parse(parts.next()?)?;
+        let name = parts.next()?;
+        let part = match parts.next()? {
+            "spec" => Part::Desired,
+            "status" => Part::Observed,
+            _ => return None,
+        };
+        Some((ObjectKey::new(namespace, cluster, kind, name), part))
+    }
+}
+
+pub fn item_key(item: &Item) -> Option<ItemKey> {
+    match (item.get(PK), item.get(SK)) {
+        (Some(AttrValue::S(pk)), Some(AttrValue::S(sk))) => Some(ItemKey {
+            pk: pk.clone(),
+            sk: sk.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The version attribute of an item; an item written without one (a raw PutItem) is version 0.
+pub fn version_of(item: &Item) -> u64 {
+    match item.get(RV) {
+        Some(AttrValue::N(n)) => n.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// An object as stored: the merged object and the version of each item that exists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredObject {
+    pub object: Object,
+    /// Version of the desired item; None once a person deleted it (the object is being deleted).
+    pub desired_rv: Option<u64>,
+    /// Version of the observed item; None until its reconciler first saw it.
+    pub observed_rv: Option<u64>,
+    /// The spec hash the observed item last recorded.
+    pub observed_spec_hash: Option<String>,
+}
+
+impl StoredObject {
+    pub fn key(&self) -> ObjectKey {
+        self.object.key()
+    }
+
+    /// The desired item is gone: tear down, then remove the observed item.
+    pub fn is_deleting(&self) -> bool {
+        self.desired_rv.is_none()
+    }
+
+    /// The reconciler has not yet taken the object in (no uid, no finalizer).
+    pub fn is_new(&self) -> bool {
+        self.observed_rv.is_none()
+    }
+
+    /// The desired spec differs from the one the observed item last recorded.
+    pub fn spec_changed(&self) -> bool {
+        self.desired_rv.is_some()
+            && self.observed_spec_hash.as_deref()
+                != Some(spec_hash(&self.object.spec_json()).as_str())
+    }
+}
+
+/// Why an item could not be read back into an object.
+#[derive(Debug, Error, PartialEq)]
+pub enum DecodeError {
+    /// The item lacks `pk`/`sk` or they do not follow the layout.
+    #[error("item key {0:?} does not follow Capstan's layout")]
+    BadKey(String),
+    /// The item's content does not decode into its kind.
+    #[error("{key}: {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        key: String,
+        errors: Vec<crate::FieldError>,
+    },
+}
+
+/// The desired item of an object, at version `rv`.
+pub fn encode_desired(object: &Object, rv: u64) -> Item {
+    let key = object.key();
+    let m = object.metadata();
+    let mut item = Item::new();
+    let ik = ItemKey::of(&key, Part::Desired);
+    item.insert(PK.into(), AttrValue::S(ik.pk));
+    item.insert(SK.into(), AttrValue::S(ik.sk));
+    item.insert("apiVersion".into(), AttrValue::S(API_VERSION.into()));
+    item.insert("kind".into(), AttrValue::S(key.kind.as_str().into()));
+    item.insert("name".into(), AttrValue::S(m.name.clone()));
+    item.insert("namespace".into(), AttrValue::S(m.namespace.clone()));
+    if !m.labels.is_empty() {
+        item.insert("labels".into(), string_map(&m.labels));
+    }
+    if !m.annotations.is_empty() {
+        item.insert("annotations".into(), string_map(&m.annotations));
+    }
+    if !m.owner_references.is_empty() {
+        item.insert(
+            "ownerReferences".into(),
+            to_attr(&json(&m.owner_references)),
+        );
+    }
+    item.insert("spec".into(), to_attr(&object.spec_json()));
+    item.insert(RV.into(), AttrValue::N(rv.to_string()));
+    item
+}
+
+/// The observed item of an object, at version `rv`, recording `spec_hash`.
+pub fn encode_observed(object: &Object, spec_hash: &str, rv: u64) -> Item {
+    let key = object.key();
+    let m = object.metadata();
+    let mut item = Item::new();
+    let ik = ItemKey::of(&key, Part::Observed);
+    item.insert(PK.into(), AttrValue::S(ik.pk));
+    item.insert(SK.into(), AttrValue::S(ik.sk));
+    item.insert("kind".into(), AttrValue::S(key.kind.as_str().into()));
+    item.insert("name".into(), AttrValue::S(m.name.clone()));
+    item.insert("namespace".into(), AttrValue::S(m.namespace.clone()));
+    item.insert("cluster".into(), AttrValue::S(key.cluster.clone()));
+    if let Some(uid) = &m.uid {
+        item.insert("uid".into(), AttrValue::S(uid.clone()));
+    }
+    if let Some(generation) = m.generation {
+        item.insert("generation".into(), AttrValue::N(generation.to_string()));
+    }
+    item.insert("specHash".into(), AttrValue::S(spec_hash.to_string()));
+    if let Some(t) = m.creation_timestamp {
+        item.insert("creationTimestamp".into(), AttrValue::S(t.to_string()));
+    }
+    if let Some(t) = m.deletion_timestamp {
+        item.insert("deletionTimestamp".into(), AttrValue::S(t.to_string()));
+    }
+    if !m.finalizers.is_empty() {
+        item.insert("finalizers".into(), to_attr(&json(&m.finalizers)));
+    }
+    if !m.owner_references.is_empty() {
+        item.insert(
+            "ownerReferences".into(),
+            to_attr(&json(&m.owner_references)),
+        );
+    }
+    // The observed item also keeps the last spec it acted on, so a deleted object can
+    // still be torn down (and shown) after its desired item is gone.
+    item.insert("spec".into(), to_attr(&object.spec_json()));
+    item.insert("status".into(), to_attr(&object.status_json()));
+    if let Object::Machine(machine) = object {
+        if let Some(id) = &machine.status.instance_id {
+            item.insert(INSTANCE_ID.into(), AttrValue::S(id.clone()));
+        }
+    }
+    item.insert(RV.into(), AttrValue::N(rv.to_string()));
+    item
+}
+
+/// Reads an object back from whichever of its items exist (at least one must).
+pub fn decode(
+    desired: Option<&Item>,
+    observed: Option<&Item>,
+) -> Result<StoredObject, DecodeError> {
+    let any = desired
+        .or(observed)
+        .ok_or_else(|| DecodeError::BadKey(String::new()))?;
+    let ik = item_key(any).ok_or_else(|| DecodeError::BadKey(format!("{any:?}")))?;
+    let (key, _) = ik
+        .parse()
+        .ok_or_else(|| DecodeError::BadKey(format!("{}/{}", ik.pk, ik.sk)))?;
+
+    let mut meta = Map::new();
+    meta.insert("name".into(), key.name.clone().into());
+    meta.insert("namespace".into(), key.namespace.clone().into());
+    let mut body = Map::new();
+    body.insert("apiVersion".into(), API_VERSION.into());
+    body.insert("kind".into(), key.kind.as_str().into());
+
+    let mut observed_spec_hash = None;
+    if let Some(o) = observed {
+        let o = from_item(o);
+        for field in [
+            "uid",
+            "generation",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "finalizers",
+            "ownerReferences",
+        ] {
+            if let Some(v) = o.get(field) {
+                meta.insert(field.into(), v.clone());
+            }
+        }
+        if let Some(status) = o.get("status") {
+            body.insert("status".into(), status.clone());
+        }
+        if let Some(spec) = o.get("spec") {
+            body.insert("spec".into(), spec.clone());
+        }
+        observed_spec_hash = o
+            .get("specHash")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    if let Some(d) = desired {
+        let d = from_item(d);
+        for field in ["labels", "annotations", "ownerReferences"] {
+            if let Some(v) = d.get(field) {
+                meta.insert(field.into(), v.clone());
+            }
+        }
+        // The desired spec wins: it is what people asked for now.
+        body.insert(
+            "spec".into(),
+            d.get("spec").cloned().unwrap_or(Value::Object(Map::new())),
+        );
+    }
+    let desired_rv = desired.map(version_of);
+    if let Some(rv) = desired_rv {
+        meta.insert("resourceVersion".into(), rv.to_string().into());
+    }
+    body.insert("metadata".into(), Value::Object(meta));
+
+    let object = crate::parse::decode_object(Value::Object(body)).map_err(|errors| {
+        DecodeError::Invalid {
+            key: key.to_string(),
+            errors,
+        }
+    })?;
+    Ok(StoredObject {
+        object,
+        desired_rv,
+        observed_rv: observed.map(version_of),
+        observed_spec_hash,
+    })
+}
+
+/// Item form of a JSON value.
+pub fn to_attr(value: &Value) -> AttrValue {
+    match value {
+        Value::Null => AttrValue::Null,
+        Value::Bool(b) => AttrValue::Bool(*b),
+        Value::Number(n) => AttrValue::N(n.to_string()),
+        Value::String(s) => AttrValue::S(s.clone()),
+        Value::Array(a) => AttrValue::L(a.iter().map(to_attr).collect()),
+        Value::Object(o) => AttrValue::M(o.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect()),
+    }
+}
+
+/// JSON form of an item value. A number DynamoDB holds but JSON cannot is kept as a string.
+pub fn from_attr(value: &AttrValue) -> Value {
+    match value {
+        AttrValue::Null => Value::Null,
+        AttrValue::Bool(b) => Value::Bool(*b),
+        AttrValue::N(n) => n
+            .parse::<i64>()
+            .map(Value::from)
+            .ok()
+            .or_else(|| n.parse::<u64>().ok().map(Value::from))
+            .or_else(|| {
+                n.parse::<f64>()
+                    .ok()
+                    .and_then(Number::from_f64)
+                    .map(Value::Number)
+            })
+            .unwrap_or_else(|| Value::String(n.clone())),
+        AttrValue::S(s) => Value::String(s.clone()),
+        AttrValue::L(l) => Value::Array(l.iter().map(from_attr).collect()),
+        AttrValue::M(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect())
+        }
+    }
+}
+
+fn from_item(item: &Item) -> Map<String, Value> {
+    item.iter()
+        .map(|(k, v)| (k.clone(), from_attr(v)))
+        .collect()
+}
+
+fn string_map(map: &BTreeMap<String, String>) -> AttrValue {
+    AttrValue::M(
+        map.iter()
+            .map(|(k, v)| (k.clone(), AttrValue::S(v.clone())))
+            .collect(),
+    )
+}
+
+fn json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+impl ObjectMeta {
+    /// Drops everything the control plane owns, keeping what a person may set.
+    pub fn clear_system_fields(&mut self) {
+        self.uid = None;
+        self.generation = None;
+        self.resource_version = None;
+        self.creation_timestamp = None;
+        self.deletion_timestamp = None;
+        self.finalizers.clear();
+    }
+}

@@ -1,0 +1,87 @@
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::{HealthCheckChecks, HealthCheckRemediation, Rollout};
+use crate::meta::Conditions;
+
+/// A Kubernetes cluster's machines: a control plane and worker pools, each expanded
+/// by the cluster reconciler into a MachineDeployment (Cluster API's topology).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterSpec {
+    /// Kubernetes version every machine is built for, e.g. "v1.31.2".
+    pub version: String,
+    /// While true, no reconciler acts on this cluster's tree (deletion still proceeds).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    pub control_plane: ControlPlaneTopology,
+    pub workers: Vec<WorkerPool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ControlPlaneTopology {
+    pub machine_class: String,
+    pub replicas: i32,
+}
+
+/// A pool of identical worker machines.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerPool {
+    pub name: String,
+    pub machine_class: String,
+    /// Desired size; with `autoscaling` set, only the initial size (an autoscaler owns it after).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<PoolHealthCheck>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Autoscaling {
+    pub min: i32,
+    pub max: i32,
+}
+
+/// A MachineHealthCheck the cluster reconciler creates for one pool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PoolHealthCheck {
+    pub checks: HealthCheckChecks,
+    pub remediation: HealthCheckRemediation,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterPhase {
+    #[default]
+    Pending,
+    Provisioning,
+    Provisioned,
+    Deleting,
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    pub phase: ClusterPhase,
+    pub control_plane: ReplicaSummary,
+    pub workers: ReplicaSummary,
+    #[serde(skip_serializing_if = "Conditions::is_empty")]
+    pub conditions: Conditions,
+}
+
+/// Desired against ready machines across a set of pools.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReplicaSummary {
+    pub desired: i32,
+    pub ready: i32,
+}

@@ -1,0 +1,173 @@
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::{Market, MetadataOptions, RootVolume};
+use crate::meta::Conditions;
+
+/// What a Machine is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    ControlPlane,
+    #[default]
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// The machine part of a MachineDeployment's or MachineSet's template.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MachineTemplateSpec {
+    pub role: Role,
+    pub version: String,
+    pub machine_class: String,
+    /// Pins every Machine to one subnet; otherwise they spread over the class's subnets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_domain: Option<String>,
+}
+
+/// One EC2 instance, owned for its whole life.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MachineSpec {
+    pub cluster_name: String,
+    pub role: Role,
+    pub version: String,
+    pub machine_class: String,
+    /// The subnet this Machine's instance goes to.
+    pub failure_domain: String,
+    /// Everything RunInstances needs, resolved from the MachineClass when the Machine
+    /// was created, so a later class edit rolls Machines instead of mutating them.
+    pub launch: LaunchSpec,
+}
+
+/// A fully resolved launch: no defaults left to apply, nothing left to look up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LaunchSpec {
+    pub image_id: String,
+    /// Tried in order.
+    pub instance_types: Vec<String>,
+    pub security_groups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
+    pub root_volume: RootVolume,
+    pub market: Market,
+    pub metadata_options: MetadataOptions,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+}
+
+/// Where a Machine is in its life (Cluster API's phases).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MachinePhase {
+    /// Known, nothing launched yet.
+    #[default]
+    Pending,
+    /// Launch requested; the instance id is not recorded yet.
+    Provisioning,
+    /// Instance id recorded; the instance is not running yet.
+    Provisioned,
+    Running,
+    Deleting,
+    Deleted,
+    /// Needs a person or a health check: see `failureReason` and `failureMessage`.
+    Failed,
+}
+
+/// EC2's instance states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => InstanceState::Pending,
+            "running" => InstanceState::Running,
+            "stopping" => InstanceState::Stopping,
+            "stopped" => InstanceState::Stopped,
+            "shutting-down" => InstanceState::ShuttingDown,
+            "terminated" => InstanceState::Terminated,
+            _ => return None,
+        })
+    }
+
+    /// Terminated instances never come back.
+    pub fn is_final(self) -> bool {
+        self == InstanceState::Terminated
+    }
+
+    /// Still an instance we pay for and must account for.
+    pub fn is_live(self) -> bool {
+        self != InstanceState::Terminated
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineAddress {
+    #[serde(rename = "type")]
+    pub address_type: String,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MachineStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    pub phase: MachinePhase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_state: Option<InstanceState>,
+    /// When EC2 reported `instanceState`; older reports are ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_state_time: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<MachineAddress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_requested_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_message: Option<String>,
+    #[serde(skip_serializing_if = "Conditions::is_empty")]
+    pub conditions: Conditions,
+}

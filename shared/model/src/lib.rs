@@ -1,0 +1,22 @@
+//! Capstan's resources (`capstan.dev/v1alpha1`): the six kinds, their defaults and
+//! validation, YAML and JSON in and out, and the DynamoDB item codec.
+//!
+//! Pure: no I/O beyond parsing the bytes it is given, no async, no AWS crates.
+
+pub mod defaults;
+pub mod hash;
+pub mod item;
+pub mod kinds;
+pub mod meta;
+pub mod object;
+pub mod parse;
+
+pub use item::{AttrValue, Item, ItemKey, Part, StoredObject};
+pub use jiff::Timestamp;
+pub use kinds::*;
+pub use meta::{Condition, ConditionStatus, Conditions, LabelSelector, ObjectMeta, OwnerReference};
+pub use object::{
+    API_VERSION, Cluster, Kind, Machine, MachineClass, MachineDeployment, MachineHealthCheck,
+    MachineSet, Object, ObjectKey, Resource,
+};
+pub use parse::{FieldError, decode_object};

@@ -1,0 +1,8 @@
+//! Capstan's handlers, the ports they act through, and the local runtime that
+//! drives them. Depends on `capstan-model` and `capstan-reconcile`; never on an AWS
+//! SDK crate (adapters implement the ports elsewhere).
+
+pub mod ports;
+pub mod routes;
+
+pub use ports::*;

@@ -1,0 +1,249 @@
+//! The ports: one narrow trait per outside system. Handlers are generic over them;
+//! `capstan-sim` implements them in memory (embedded runtime, simulator) and
+//! `capstan-aws` (a later crate) over the AWS SDK.
+//!
+//! Every method's contract says what is retried and what is final, so an adapter
+//! knows what to map each service error to.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use capstan_model::item::{Item, ItemKey};
+use capstan_model::{InstanceState, Market, MetadataOptions, RootVolume, Timestamp};
+use thiserror::Error;
+
+/// The bus's event envelope: EventBridge's own shape.
+pub type BusEvent = aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value>;
+
+// ---------------------------------------------------------------- Store
+
+/// The condition a write is made under (DynamoDB ConditionExpression).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// No condition.
+    Any,
+    /// The item must not exist (`attribute_not_exists(pk)`): create.
+    Absent,
+    /// The item must exist with this `rv` (0 matches an item written without one).
+    Version(u64),
+}
+
+/// Why a store call failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The write's condition did not hold: re-read and decide again. Not an error to report.
+    #[error("conditional check failed")]
+    Conflict,
+    /// Throttled (ProvisionedThroughputExceeded, ThrottlingException, RequestLimitExceeded).
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// A 5xx, a timeout, a dropped connection: the call may or may not have happened.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A request the store refuses (validation, access denied): retrying will not help.
+    #[error("store rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Throttled(_) | StoreError::Unavailable(_))
+    }
+}
+
+/// The table. Reads on the base table are strongly consistent; the instance index is
+/// eventually consistent (like a DynamoDB GSI). Writes change one item atomically and
+/// show up on the change stream in order per key.
+pub trait Store: Send + Sync {
+    /// Every item of partition `pk` whose sort key starts with `sk_prefix` (all when
+    /// None), in sort-key order, read consistently. Pages are followed to the end.
+    fn query(
+        &self,
+        pk: &str,
+        sk_prefix: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Item>, StoreError>> + Send;
+
+    /// Writes `item` whole if `expect` holds; `Conflict` otherwise, and nothing changes.
+    fn put(
+        &self,
+        item: Item,
+        expect: Expect,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the item if `expect` holds; deleting an absent item under `Expect::Any` succeeds.
+    fn delete(
+        &self,
+        key: &ItemKey,
+        expect: Expect,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The observed item whose `instanceId` is `instance_id`, through the sparse index.
+    /// Eventually consistent: a just-written id may not be found yet.
+    fn find_by_instance(
+        &self,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Option<ItemKey>, StoreError>> + Send;
+
+    /// Every item whose sort key starts with `sk_prefix`, across partitions. A Scan: for
+    /// the drift sweep only, never on a per-event path.
+    fn scan(&self, sk_prefix: &str) -> impl Future<Output = Result<Vec<Item>, StoreError>> + Send;
+}
+
+/// What happened to one item, as DynamoDB Streams reports it (NEW_AND_OLD_IMAGES).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Insert,
+    Modify,
+    Remove,
+}
+
+/// One change-stream record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamRecord {
+    /// Increases with every record (per shard; the in-memory table has one shard).
+    pub sequence: u64,
+    pub kind: ChangeKind,
+    pub key: ItemKey,
+    pub old_image: Option<Item>,
+    pub new_image: Option<Item>,
+}
+
+// ---------------------------------------------------------------- Compute
+
+/// Everything one RunInstances needs for one instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchRequest {
+    /// Idempotency token: the Machine's uid. A repeated token returns the first launch.
+    pub client_token: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub security_groups: Vec<String>,
+    pub instance_profile: Option<String>,
+    pub root_volume: RootVolume,
+    pub market: Market,
+    pub metadata_options: MetadataOptions,
+    /// Applied at launch (TagSpecifications), so the instance is never untagged.
+    pub tags: BTreeMap<String, String>,
+    pub user_data: Option<String>,
+}
+
+/// An instance as EC2 describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub instance_id: String,
+    pub state: InstanceState,
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub availability_zone: String,
+    pub private_ip: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub launch_time: Timestamp,
+}
+
+/// Why an EC2 call failed, classified by error code (never by message).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ComputeError {
+    /// RequestLimitExceeded and friends: retry with backoff.
+    #[error("{code}: throttled")]
+    Throttled { code: String },
+    /// InsufficientInstanceCapacity, MaxSpotInstanceCountExceeded, VcpuLimitExceeded,
+    /// Unsupported, InsufficientFreeAddressesInSubnet: this offering cannot be had now;
+    /// another instance type or subnet may work.
+    #[error("{code}: {message}")]
+    Unfulfillable { code: String, message: String },
+    /// InvalidAMIID.NotFound, InvalidSubnetID.NotFound, InvalidParameterValue,
+    /// UnauthorizedOperation…: the request is wrong; retrying will not fix it.
+    #[error("{code}: {message}")]
+    Invalid { code: String, message: String },
+    /// A 5xx or a timeout: the call may have happened.
+    #[error("EC2 unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ComputeError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ComputeError::Throttled { .. } | ComputeError::Unavailable(_)
+        )
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            ComputeError::Throttled { code } => code,
+            ComputeError::Unfulfillable { code, .. } | ComputeError::Invalid { code, .. } => code,
+            ComputeError::Unavailable(_) => "ServiceUnavailable",
+        }
+    }
+}
+
+/// EC2.
+pub trait Compute: Send + Sync {
+    /// Launches a set of instances, one result per request in the same order. Requests
+    /// are independent: one failing does not fail the others. Launches are taken as a
+    /// set so identical ones can later share a call.
+    fn run_instances(
+        &self,
+        launches: Vec<LaunchRequest>,
+    ) -> impl Future<Output = Vec<Result<Instance, ComputeError>>> + Send;
+
+    /// Terminates instances; returns each one's state after the call. Terminating an
+    /// already terminated instance succeeds. An adapter refuses instances that do not
+    /// carry `tag_guard` (key, value) with `Invalid { code: "UnauthorizedOperation" }`,
+    /// as the IAM policy does in AWS.
+    fn terminate_instances(
+        &self,
+        instance_ids: Vec<String>,
+        tag_guard: (String, String),
+    ) -> impl Future<Output = Result<Vec<(String, InstanceState)>, ComputeError>> + Send;
+
+    /// Every instance carrying all of `tags`, following pages. For the drift sweep and
+    /// for crash recovery (finding a launch whose id was never recorded), never per event.
+    fn describe_instances(
+        &self,
+        tags: Vec<(String, String)>,
+    ) -> impl Future<Output = Result<Vec<Instance>, ComputeError>> + Send;
+}
+
+// ---------------------------------------------------------------- Bus
+
+/// Why publishing failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BusError {
+    #[error("throttled: {0}")]
+    Throttled(String),
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// EventBridge (publishing) and the work queues (re-queueing with a delay).
+pub trait Bus: Send + Sync {
+    /// Publishes events to the `capstan` bus; rules route each to the queues that want it.
+    /// Delivery is at least once.
+    fn put_events(
+        &self,
+        events: Vec<BusEvent>,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Puts `event` back on `queue` to be delivered again after `delay` (SQS DelaySeconds).
+    fn requeue(
+        &self,
+        queue: &str,
+        event: BusEvent,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+// ---------------------------------------------------------------- Clock, Entropy
+
+/// Wall time, or virtual time in tests and simulation. Nothing else reads the clock.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// Fresh randomness for uids and generated names, injectable so a simulation replays.
+pub trait Entropy: Send + Sync {
+    fn next_u128(&self) -> u128;
+}
