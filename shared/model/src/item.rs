@@ -47,6 +47,17 @@ pub enum AttrValue {
 /// One item: attribute name to value.
 pub type Item = BTreeMap<String, AttrValue>;
 
+/// The condition a write is made under (DynamoDB ConditionExpression).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// No condition.
+    Any,
+    /// The item must not exist (`attribute_not_exists(pk)`): create.
+    Absent,
+    /// The item must exist with this `rv` (0 matches an item written without one).
+    Version(u64),
+}
+
 /// Which of an object's two items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Part {

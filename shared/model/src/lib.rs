@@ -7,11 +7,14 @@ pub mod defaults;
 pub mod hash;
 pub mod item;
 pub mod kinds;
+pub mod labels;
+pub mod launch;
 pub mod meta;
 pub mod object;
 pub mod parse;
 
-pub use item::{AttrValue, Item, ItemKey, Part, StoredObject};
+pub use item::{AttrValue, Expect, Item, ItemKey, Part, StoredObject};
+pub use launch::LaunchRequest;
 pub use jiff::Timestamp;
 pub use kinds::*;
 pub use meta::{Condition, ConditionStatus, Conditions, LabelSelector, ObjectMeta, OwnerReference};

@@ -145,6 +145,57 @@ impl Object {
         }
     }
 
+    /// An empty object of `key`'s kind carrying only its name, namespace and cluster:
+    /// what a reconciler reports on when the stored spec cannot be read.
+    pub fn blank(key: &ObjectKey) -> Object {
+        let metadata = ObjectMeta {
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            ..ObjectMeta::default()
+        };
+        let mut object = match key.kind {
+            Kind::Cluster => Object::Cluster(Resource { metadata, ..Default::default() }),
+            Kind::MachineClass => Object::MachineClass(Resource { metadata, ..Default::default() }),
+            Kind::MachineDeployment => Object::MachineDeployment(Resource { metadata, ..Default::default() }),
+            Kind::MachineSet => Object::MachineSet(Resource { metadata, ..Default::default() }),
+            Kind::Machine => Object::Machine(Resource { metadata, ..Default::default() }),
+            Kind::MachineHealthCheck => Object::MachineHealthCheck(Resource { metadata, ..Default::default() }),
+        };
+        object.set_cluster_name(&key.cluster);
+        object
+    }
+
+    fn set_cluster_name(&mut self, cluster: &str) {
+        let name = cluster.to_string();
+        match self {
+            Object::Cluster(_) => {}
+            Object::MachineClass(r) => r.spec.cluster_name = name,
+            Object::MachineDeployment(r) => r.spec.cluster_name = name,
+            Object::MachineSet(r) => r.spec.cluster_name = name,
+            Object::Machine(r) => r.spec.cluster_name = name,
+            Object::MachineHealthCheck(r) => r.spec.cluster_name = name,
+        }
+    }
+
+    pub fn as_cluster(&self) -> Option<&Cluster> {
+        if let Object::Cluster(r) = self { Some(r) } else { None }
+    }
+    pub fn as_machine_class(&self) -> Option<&MachineClass> {
+        if let Object::MachineClass(r) = self { Some(r) } else { None }
+    }
+    pub fn as_machine_deployment(&self) -> Option<&MachineDeployment> {
+        if let Object::MachineDeployment(r) = self { Some(r) } else { None }
+    }
+    pub fn as_machine_set(&self) -> Option<&MachineSet> {
+        if let Object::MachineSet(r) = self { Some(r) } else { None }
+    }
+    pub fn as_machine(&self) -> Option<&Machine> {
+        if let Object::Machine(r) = self { Some(r) } else { None }
+    }
+    pub fn as_health_check(&self) -> Option<&MachineHealthCheck> {
+        if let Object::MachineHealthCheck(r) = self { Some(r) } else { None }
+    }
+
     pub fn metadata(&self) -> &ObjectMeta {
         with_resource!(self, r => &r.metadata)
     }

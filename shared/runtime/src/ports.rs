@@ -9,25 +9,16 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+pub use capstan_model::item::Expect;
+pub use capstan_model::launch::LaunchRequest;
 use capstan_model::item::{Item, ItemKey};
-use capstan_model::{InstanceState, Market, MetadataOptions, RootVolume, Timestamp};
+use capstan_model::{InstanceState, Timestamp};
 use thiserror::Error;
 
 /// The bus's event envelope: EventBridge's own shape.
 pub type BusEvent = aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value>;
 
 // ---------------------------------------------------------------- Store
-
-/// The condition a write is made under (DynamoDB ConditionExpression).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
-    /// No condition.
-    Any,
-    /// The item must not exist (`attribute_not_exists(pk)`): create.
-    Absent,
-    /// The item must exist with this `rv` (0 matches an item written without one).
-    Version(u64),
-}
 
 /// Why a store call failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -110,24 +101,6 @@ pub struct StreamRecord {
 }
 
 // ---------------------------------------------------------------- Compute
-
-/// Everything one RunInstances needs for one instance.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LaunchRequest {
-    /// Idempotency token: the Machine's uid. A repeated token returns the first launch.
-    pub client_token: String,
-    pub image_id: String,
-    pub instance_type: String,
-    pub subnet_id: String,
-    pub security_groups: Vec<String>,
-    pub instance_profile: Option<String>,
-    pub root_volume: RootVolume,
-    pub market: Market,
-    pub metadata_options: MetadataOptions,
-    /// Applied at launch (TagSpecifications), so the instance is never untagged.
-    pub tags: BTreeMap<String, String>,
-    pub user_data: Option<String>,
-}
 
 /// An instance as EC2 describes it.
 #[derive(Clone, Debug, PartialEq)]

@@ -162,6 +162,12 @@ pub struct MachineStatus {
     pub addresses: Vec<MachineAddress>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub launch_requested_at: Option<Timestamp>,
+    /// Launches that failed in a way a retry may fix; drives the backoff.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub launch_attempts: u32,
+    /// No launch before this time (backoff after a failed launch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub running_since: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,4 +176,8 @@ pub struct MachineStatus {
     pub failure_message: Option<String>,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

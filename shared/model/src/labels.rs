@@ -1,0 +1,28 @@
+//! Label, annotation and EC2 tag keys Capstan reads and writes. The tag keys are
+//! the contract with IAM: infra/ conditions TerminateInstances on them.
+
+/// Labels the controllers put on the objects they create (Cluster API's, under capstan.dev/).
+pub const CLUSTER_NAME: &str = "capstan.dev/cluster-name";
+pub const POOL: &str = "capstan.dev/pool";
+pub const ROLE: &str = "capstan.dev/role";
+pub const DEPLOYMENT_NAME: &str = "capstan.dev/deployment-name";
+pub const SET_NAME: &str = "capstan.dev/set-name";
+
+/// Annotation that makes a Machine the first to go when its MachineSet scales down.
+pub const DELETE_MACHINE: &str = "capstan.dev/delete-machine";
+/// Annotation that opts a Machine out of health-check remediation.
+pub const SKIP_REMEDIATION: &str = "capstan.dev/skip-remediation";
+
+/// EC2 tags on every instance Capstan launches. Nothing without the installation tag
+/// is ever terminated.
+pub const TAG_INSTALLATION: &str = "capstan.dev/installation";
+pub const TAG_NAMESPACE: &str = "capstan.dev/namespace";
+pub const TAG_CLUSTER: &str = "capstan.dev/cluster";
+pub const TAG_MACHINE: &str = "capstan.dev/machine";
+pub const TAG_MACHINE_UID: &str = "capstan.dev/machine-uid";
+
+/// Prefix reserved for Capstan's own tags and labels.
+pub const RESERVED_PREFIX: &str = "capstan.dev/";
+
+/// The pool name of a cluster's control plane.
+pub const CONTROL_PLANE_POOL: &str = "control-plane";
