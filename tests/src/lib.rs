@@ -1,1 +1,73 @@
-//! End-to-end tests live in tests/*.rs.
+//! Shared helpers for the end-to-end tests in `tests/tests/`: they drive Capstan
+//! through its real entry points (the embedded control plane's API, the CLI binary).
+
+use std::time::Duration;
+
+use capstan_model::{Kind, Object, ObjectKey};
+use capstan_sim::{Embedded, EmbeddedConfig, RunOutcome};
+
+/// The quickstart a newcomer applies first.
+pub const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
+
+/// Virtual time allowed for any convergence in these tests.
+pub const CONVERGE_WITHIN: Duration = Duration::from_secs(30 * 60);
+
+pub fn quickstart() -> Vec<Object> {
+    match capstan_model::manifest::read_manifests("examples/quickstart.yaml", QUICKSTART) {
+        Ok(objects) => objects,
+        Err(e) => panic!("the quickstart must be valid:\n{e}"),
+    }
+}
+
+/// An embedded control plane on virtual time with zero boot delay.
+pub fn control_plane(seed: u64, tune: impl FnOnce(&mut EmbeddedConfig)) -> Embedded {
+    let mut config = EmbeddedConfig::default();
+    config.ec2.boot_delay = Duration::ZERO;
+    config.ec2.shutdown_delay = Duration::ZERO;
+    tune(&mut config);
+    Embedded::virtual_time(config, seed)
+}
+
+/// Runs until everything converged (every object Ready, every Machine Running);
+/// panics with what did not, and the tree, on timeout.
+pub async fn converge(cp: &mut Embedded) {
+    let outcome = cp
+        .run_until(CONVERGE_WITHIN, |cp| Some(cp.not_converged()).filter(|p| !p.is_empty()), |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("control plane error: {e}"));
+    if let RunOutcome::TimedOut(problems) = outcome {
+        panic!("did not converge:\n{}\n{}", problems.join("\n"), cp.describe());
+    }
+}
+
+/// Runs until the table is empty; panics on timeout.
+pub async fn drain(cp: &mut Embedded) {
+    let outcome = cp
+        .run_until(
+            CONVERGE_WITHIN,
+            |cp| (!cp.store.is_empty()).then(|| vec![format!("{} items left", cp.store.len())]),
+            |_| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("control plane error: {e}"));
+    if let RunOutcome::TimedOut(problems) = outcome {
+        panic!("table not emptied:\n{}\n{}", problems.join("\n"), cp.describe());
+    }
+}
+
+pub fn cluster_key() -> ObjectKey {
+    ObjectKey::new("default", "demo", Kind::Cluster, "demo")
+}
+
+/// Every Machine in the table, with its stored state.
+pub fn machines(cp: &Embedded) -> Vec<capstan_model::Machine> {
+    cp.trees()
+        .iter()
+        .flat_map(|t| {
+            t.of_kind(Kind::Machine)
+                .filter(|s| !s.is_deleting())
+                .filter_map(|s| s.object.as_machine().cloned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

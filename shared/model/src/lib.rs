@@ -7,19 +7,25 @@ pub mod defaults;
 pub mod hash;
 pub mod item;
 pub mod kinds;
+pub mod manifest;
 pub mod labels;
 pub mod launch;
 pub mod meta;
 pub mod object;
 pub mod parse;
+pub mod validate;
 
 pub use item::{AttrValue, Expect, Item, ItemKey, Part, StoredObject};
 pub use launch::LaunchRequest;
 pub use jiff::Timestamp;
 pub use kinds::*;
+pub use manifest::{
+    DocumentError, ManifestErrors, check_references, read_manifests, to_json, to_yaml, validate_set,
+};
 pub use meta::{Condition, ConditionStatus, Conditions, LabelSelector, ObjectMeta, OwnerReference};
 pub use object::{
     API_VERSION, Cluster, Kind, Machine, MachineClass, MachineDeployment, MachineHealthCheck,
     MachineSet, Object, ObjectKey, Resource,
 };
 pub use parse::{FieldError, decode_object};
+pub use validate::validate_object;

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_path_to_error::Segment;
 
 use crate::object::{API_VERSION, Kind, Object, Resource};
 
@@ -128,36 +129,254 @@ where
     Resource<S, T>: DeserializeOwned,
 {
     let mut unknown = Vec::new();
+    // Deserialize from a borrow so the value stays at hand to explain a type error.
     let result: Result<Resource<S, T>, _> = serde_path_to_error::deserialize(
-        serde_ignored::Deserializer::new(body, &mut |path: serde_ignored::Path| {
-            unknown.push(path.to_string())
+        serde_ignored::Deserializer::new(&body, &mut |path: serde_ignored::Path| {
+            unknown.push(ignored_path(&path))
         }),
     );
-    for path in unknown {
-        let field = path.rsplit('.').next().unwrap_or(&path).to_string();
+    for (path, field) in unknown {
+        let hint = match did_you_mean(&field) {
+            Some(known) => format!("did you mean {known:?}? Otherwise remove it"),
+            None => "remove it, or check its spelling and indentation against the schema"
+                .to_string(),
+        };
         errors.push(FieldError::new(
-            path.clone(),
+            path,
             format!("unknown field {field:?}"),
-            "remove it, or check its spelling and indentation against the schema",
+            hint,
         ));
     }
     match result {
         Ok(resource) => Some(resource),
         Err(e) => {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "(document)".to_string()
-            } else {
-                path
-            };
-            errors.push(FieldError::new(
-                path,
-                e.into_inner().to_string(),
-                "fix the value's type or range",
-            ));
+            let segments: Vec<Segment> = e.path().iter().cloned().collect();
+            let found = value_at(&body, &segments);
+            errors.push(explain(&segments, found, &e.into_inner().to_string()));
             None
         }
     }
+}
+
+/// Formats a path as `spec.workers[1].replicas`.
+pub fn format_path(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    if out.is_empty() {
+        "(document)".to_string()
+    } else {
+        out
+    }
+}
+
+/// The path serde_ignored reports, as `spec.workers[1].replica`, and the field's name.
+fn ignored_path(path: &serde_ignored::Path) -> (String, String) {
+    let mut segments = Vec::new();
+    let mut at = path;
+    loop {
+        match at {
+            serde_ignored::Path::Root => break,
+            serde_ignored::Path::Seq { parent, index } => {
+                segments.push(Segment::Seq { index: *index });
+                at = parent;
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                segments.push(Segment::Map { key: key.clone() });
+                at = parent;
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => at = parent,
+        }
+    }
+    segments.reverse();
+    let field = match segments.last() {
+        Some(Segment::Map { key }) => key.clone(),
+        _ => String::new(),
+    };
+    (format_path(&segments), field)
+}
+
+/// The value a path points at, if the document has it.
+fn value_at<'v>(root: &'v Value, segments: &[Segment]) -> Option<&'v Value> {
+    let mut at = root;
+    for segment in segments {
+        at = match (segment, at) {
+            (Segment::Seq { index }, Value::Array(items)) => items.get(*index)?,
+            (Segment::Map { key }, Value::Object(map)) => map.get(key)?,
+            _ => return None,
+        };
+    }
+    Some(at)
+}
+
+/// Turns serde's error at `segments` into a message that says what was found and
+/// what was expected, in the schema's terms rather than Rust's.
+fn explain(segments: &[Segment], found: Option<&Value>, serde_message: &str) -> FieldError {
+    let path = format_path(segments);
+    if let Some(field) = serde_message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        let mut full = segments.to_vec();
+        full.push(Segment::Map {
+            key: field.to_string(),
+        });
+        return FieldError::new(
+            format_path(&full),
+            "is required",
+            format!("add {field}"),
+        );
+    }
+    if let Some(rest) = serde_message.strip_prefix("unknown variant `") {
+        let (given, expected) = rest.split_once("`, expected ").unwrap_or((rest, ""));
+        let expected = expected.replace('`', "");
+        return FieldError::new(
+            path,
+            format!("unknown value {given:?}: expected {expected}"),
+            format!("use {expected}"),
+        );
+    }
+    // serde's "invalid type: X, expected Y" and "invalid value: X, expected Y".
+    let expected = serde_message
+        .rsplit_once(", expected ")
+        .map(|(_, expected)| expected);
+    let (Some(expected), Some(found)) = (expected, found) else {
+        return FieldError::new(path, serde_message, "fix the value's type or range");
+    };
+    if is_integer_type(expected) {
+        let wanted = crate::validate::expected_number(&path)
+            .unwrap_or_else(|| "a whole number".to_string());
+        return number_error(path, found, &wanted);
+    }
+    let expected = match expected {
+        "a map" => "a mapping",
+        "a boolean" => "true or false",
+        other if other.starts_with("struct ") => "a mapping",
+        other => other,
+    };
+    let hint = match found {
+        Value::Null => format!("give it a value ({expected}), or remove the field"),
+        Value::Bool(_) | Value::Number(_) if expected == "a string" => {
+            format!("quote it (\"{found}\"): YAML reads unquoted numbers and booleans as such")
+        }
+        _ => format!("write {expected} here"),
+    };
+    FieldError::new(
+        path,
+        format!("expected {expected}, found {}", found_text(found)),
+        hint,
+    )
+}
+
+fn is_integer_type(expected: &str) -> bool {
+    matches!(
+        expected,
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize"
+    )
+}
+
+/// A number field given something else, or a number it cannot hold.
+fn number_error(path: String, found: &Value, wanted: &str) -> FieldError {
+    let hint = format!("set {wanted}");
+    let message = match found {
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            let negative = n.as_i64().is_some_and(|i| i < 0);
+            let size = if negative { "too small" } else { "too large" };
+            format!("{n} is {size}: expected {wanted}")
+        }
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() >= 2f64.powi(31) => {
+                let size = if f < 0.0 { "too small" } else { "too large" };
+                format!("{n} is {size}: expected {wanted}")
+            }
+            _ => format!("{n} is not a whole number: expected {wanted}"),
+        },
+        Value::String(s) => {
+            return FieldError::new(
+                path,
+                format!("expected {wanted}, found the string {:?}", truncate(s)),
+                format!("write {wanted} in digits, without quotes"),
+            );
+        }
+        other => format!("expected {wanted}, found {}", found_text(other)),
+    };
+    FieldError::new(path, message, hint)
+}
+
+fn found_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("the string {:?}", truncate(s)),
+        Value::Number(n) => format!("the number {n}"),
+        Value::Bool(b) => format!("the boolean {b}"),
+        other => describe(other).to_string(),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+/// Field names of the schema, for "did you mean" hints on unknown fields.
+const FIELD_NAMES: &[&str] = &[
+    "apiVersion", "kind", "metadata", "spec", "status", "name", "namespace", "labels",
+    "annotations", "ownerReferences", "finalizers", "clusterName", "version", "paused",
+    "controlPlane", "workers", "machineClass", "replicas", "autoscaling", "min", "max",
+    "rollout", "healthCheck", "imageId", "instanceTypes", "subnets", "securityGroups",
+    "instanceProfile", "rootVolume", "sizeGiB", "type", "encrypted", "kmsKeyId", "iops",
+    "market", "spotMaxPrice", "metadataOptions", "httpTokens", "httpPutResponseHopLimit",
+    "instanceMetadataTags", "tags", "userData", "template", "role", "failureDomain",
+    "strategy", "rollingUpdate", "maxSurge", "maxUnavailable", "after", "minReadySeconds",
+    "deletion", "order", "launch", "selector", "matchLabels", "checks",
+    "nodeStartupTimeoutSeconds", "unhealthyInstanceStates", "unhealthyMachineConditions",
+    "timeoutSeconds", "remediation", "triggerIf", "unhealthyLessThanOrEqualTo",
+    "unhealthyInRange", "maxInFlight",
+];
+
+/// The schema field closest to `field`, if it is a likely typo of one.
+pub fn did_you_mean(field: &str) -> Option<&'static str> {
+    let lower = field.to_ascii_lowercase();
+    FIELD_NAMES
+        .iter()
+        .map(|known| (edit_distance(&lower, &known.to_ascii_lowercase()), *known))
+        .filter(|(d, known)| *d > 0 || *known != field)
+        .filter(|(d, known)| *d <= (known.len() / 4).clamp(1, 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, known)| known)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// A short name for a value's type, for error messages.

@@ -1,1 +1,24 @@
-//! placeholder
+//! Capstan's reconcile decisions. Every step is `(snapshot, now) -> Plan`: pure, no
+//! I/O, no async, no clock read, no AWS crate. The runtime reads a [`Tree`], calls
+//! [`reconcile`], performs the [`Plan`]'s actions, and comes back when told to.
+//!
+//! Layout: one module per kind (`cluster`, `deployment`, `machine_set`, `machine`,
+//! `machine_class`, `health_check`), `lifecycle` for what every kind shares (taking a
+//! new object in, generations, deletion), `launch` for how a Machine's instance is
+//! described to EC2.
+
+pub mod cluster;
+pub mod deployment;
+pub mod health_check;
+pub mod launch;
+pub mod lifecycle;
+pub mod machine;
+pub mod machine_class;
+pub mod machine_set;
+pub mod names;
+pub mod plan;
+pub mod tree;
+
+pub use lifecycle::{Ctx, reconcile};
+pub use plan::{Action, Plan};
+pub use tree::Tree;

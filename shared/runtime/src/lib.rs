@@ -6,3 +6,13 @@ pub mod ports;
 pub mod routes;
 
 pub use ports::*;
+pub mod controllers;
+pub mod events;
+pub mod handlers;
+pub mod sweep;
+
+pub use controllers::{Controllers, HandlerError};
+pub use handlers::{BatchOutcome, Delivery};
+pub mod apply;
+pub mod describe;
+pub mod system;

@@ -10,7 +10,6 @@ pub const SOURCE: &str = "capstan";
 /// Source and detail types of the EC2 events Capstan consumes from the default bus.
 pub const EC2_SOURCE: &str = "aws.ec2";
 pub const EC2_STATE_CHANGE: &str = "EC2 Instance State-change Notification";
-pub const EC2_SPOT_INTERRUPTION: &str = "EC2 Spot Instance Interruption Warning";
 /// Detail type the drift sweep and re-queues use to ask for a reconcile.
 pub const RESYNC: &str = "Resync";
 
@@ -105,7 +104,7 @@ impl Reconciler {
             ],
             Reconciler::InstanceEvents => vec![json!({
                 "source": [EC2_SOURCE],
-                "detail-type": [EC2_STATE_CHANGE, EC2_SPOT_INTERRUPTION],
+                "detail-type": [EC2_STATE_CHANGE],
             })],
         }
     }

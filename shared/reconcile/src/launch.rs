@@ -1,0 +1,58 @@
+//! How a Machine's instance is described to EC2: the launch spec resolved from its
+//! MachineClass when the Machine is made, and the one RunInstances request built from
+//! it, with the tags that make the instance provably Capstan's.
+
+use std::collections::BTreeMap;
+
+use capstan_model::labels::{TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE};
+use capstan_model::{LaunchRequest, LaunchSpec, Machine, MachineClassSpec};
+
+/// The launch spec a new Machine gets from its class: a copy, so a later class edit
+/// rolls Machines through a new MachineSet instead of changing live ones.
+pub fn launch_spec(class: &MachineClassSpec) -> LaunchSpec {
+    LaunchSpec {
+        image_id: class.image_id.clone(),
+        instance_types: class.instance_types.clone(),
+        security_groups: class.security_groups.clone(),
+        instance_profile: class.instance_profile.clone(),
+        root_volume: class.root_volume.clone(),
+        market: class.market.clone(),
+        metadata_options: class.metadata_options.clone(),
+        tags: class.tags.clone(),
+        user_data: class.user_data.clone(),
+    }
+}
+
+/// The tags every instance carries from launch: the class's own, then Capstan's, which
+/// win. Nothing without `capstan.dev/installation` is ever terminated.
+pub fn instance_tags(machine: &Machine, installation: &str) -> BTreeMap<String, String> {
+    let m = &machine.metadata;
+    let mut tags = machine.spec.launch.tags.clone();
+    tags.entry("Name".to_string()).or_insert_with(|| m.name.clone());
+    tags.insert(format!("kubernetes.io/cluster/{}", machine.spec.cluster_name), "owned".to_string());
+    tags.insert(TAG_INSTALLATION.to_string(), installation.to_string());
+    tags.insert(TAG_NAMESPACE.to_string(), m.namespace.clone());
+    tags.insert(TAG_CLUSTER.to_string(), machine.spec.cluster_name.clone());
+    tags.insert(TAG_MACHINE.to_string(), m.name.clone());
+    tags.insert(TAG_MACHINE_UID.to_string(), m.uid.clone().unwrap_or_default());
+    tags
+}
+
+/// The RunInstances request for `machine`'s instance: the idempotency token is
+/// the Machine's uid, so a repeated launch returns the first instance.
+pub fn launch_request(machine: &Machine, installation: &str) -> LaunchRequest {
+    let launch = &machine.spec.launch;
+    LaunchRequest {
+        client_token: machine.metadata.uid.clone().unwrap_or_default(),
+        image_id: launch.image_id.clone(),
+        instance_type: launch.instance_types.first().cloned().unwrap_or_default(),
+        subnet_id: machine.spec.failure_domain.clone(),
+        security_groups: launch.security_groups.clone(),
+        instance_profile: launch.instance_profile.clone(),
+        root_volume: launch.root_volume.clone(),
+        market: launch.market.clone(),
+        metadata_options: launch.metadata_options.clone(),
+        tags: instance_tags(machine, installation),
+        user_data: launch.user_data.clone(),
+    }
+}

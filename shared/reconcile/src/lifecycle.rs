@@ -1,0 +1,206 @@
+//! What every kind's reconcile shares: reduce the stored object to a stage, take a new
+//! object in, bump its generation when its spec changed, hand the live or deleting
+//! object to its kind's decider, and write the observed item only when it changed.
+
+use std::time::Duration;
+
+use capstan_model::meta::{FINALIZER, condition};
+use capstan_model::{Expect, FieldError, Kind, LaunchRequest, Object, ObjectKey, StoredObject, Timestamp};
+
+use crate::plan::{Action, Plan, version_after};
+use crate::tree::Tree;
+use crate::{cluster, deployment, health_check, machine, machine_class, machine_set, names};
+
+/// What a decision may know besides the snapshot: the time, fresh entropy for names
+/// and uids, and the installation whose instances it may touch.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub now: Timestamp,
+    pub entropy: u128,
+    pub installation: String,
+}
+
+/// The stage an object is in; every reconcile matches on this first.
+#[derive(Debug)]
+pub enum Stage<'a> {
+    /// Its desired spec cannot be read: report and stop, touch nothing.
+    Invalid(&'a [FieldError]),
+    /// Its cluster is paused: report and stop.
+    Paused,
+    /// Its desired item is gone: tear down, then release the observed item.
+    Deleting,
+    Live,
+}
+
+/// What a kind's decider wants besides the new status.
+#[derive(Debug, Default)]
+pub struct Decision {
+    /// Teardown is complete: remove the observed item.
+    pub remove: bool,
+    /// Writes to other objects (children), performed after the observed write.
+    pub children: Vec<Action>,
+    /// One call to EC2, performed last, its outcome recorded on the observed item.
+    pub external: Option<External>,
+    pub requeue_after: Option<Duration>,
+}
+
+impl Decision {
+    pub fn requeue(&mut self, after: Duration) {
+        self.requeue_after = Some(self.requeue_after.map_or(after, |d| d.min(after)));
+    }
+}
+
+/// The EC2 call a Machine decision asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum External {
+    Launch { request: LaunchRequest, recover: bool },
+    Terminate { instance_id: String },
+    FindInstance,
+}
+
+pub fn stage<'a>(stored: &StoredObject, tree: &'a Tree) -> Stage<'a> {
+    let key = stored.key();
+    if stored.is_deleting() {
+        Stage::Deleting
+    } else if let Some(errors) = tree.spec_errors(key.kind, &key.name) {
+        Stage::Invalid(errors)
+    } else if tree.cluster_paused() {
+        Stage::Paused
+    } else {
+        Stage::Live
+    }
+}
+
+/// Decides what to do for the object `key` given the snapshot `tree` (which must hold
+/// the object and everything its kind's decider reads).
+pub fn reconcile(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
+    let Some(stored) = tree.get(key.kind, &key.name) else {
+        // Both items are gone: nothing left to do.
+        return Plan::idle();
+    };
+    let mut object = stored.object.clone();
+    let expect = take_in(&mut object, stored, ctx);
+
+    let decision = match stage(stored, tree) {
+        Stage::Invalid(errors) => {
+            let message = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+            object
+                .conditions_mut()
+                .set_false(condition::SPEC_VALID, "InvalidSpec", message, ctx.now);
+            Decision::default()
+        }
+        Stage::Paused => {
+            object.conditions_mut().set_true(
+                condition::PAUSED,
+                "ClusterPaused",
+                "the cluster is paused: nothing is reconciled until spec.paused is false",
+                ctx.now,
+            );
+            Decision::default()
+        }
+        stage @ (Stage::Live | Stage::Deleting) => {
+            let conditions = object.conditions_mut();
+            conditions.remove(condition::SPEC_VALID);
+            conditions.remove(condition::PAUSED);
+            let deleting = matches!(stage, Stage::Deleting);
+            if deleting {
+                object.conditions_mut().set_true(
+                    condition::DELETING,
+                    "Deleting",
+                    "the desired item was deleted; tearing down",
+                    ctx.now,
+                );
+            }
+            decide_kind(&mut object, stored, tree, ctx, deleting)
+        }
+    };
+
+    let mut plan = Plan::idle();
+    let mut observed_rv = stored.observed_rv.unwrap_or(0);
+    if decision.remove {
+        plan.push(Action::DeleteObserved { key: key.clone(), expect });
+    } else if stored.is_new() || stored.spec_changed() || object != stored.object {
+        *object.observed_generation_mut() = object.metadata().generation;
+        plan.push(Action::PutObserved { object: object.clone(), expect });
+        observed_rv = version_after(expect);
+    }
+    plan.actions.extend(decision.children);
+    if let (Some(external), Object::Machine(machine)) = (decision.external, &object) {
+        let machine = machine.clone();
+        plan.push(match external {
+            External::Launch { request, recover } => Action::Launch { machine, request, observed_rv, recover },
+            External::Terminate { instance_id } => Action::Terminate { machine, instance_id, observed_rv },
+            External::FindInstance => Action::FindInstance { machine, observed_rv },
+        });
+    }
+    if let Some(after) = decision.requeue_after {
+        plan.requeue(after);
+    }
+    plan
+}
+
+/// Fills in what the control plane owns: a new object gets its uid, generation 1,
+/// creation time and finalizer (whether a person used the CLI or a raw PutItem); a
+/// changed spec gets the next generation; a deleting object its deletion time.
+/// Returns the condition to write the observed item under.
+fn take_in(object: &mut Object, stored: &StoredObject, ctx: &Ctx) -> Expect {
+    let meta = object.metadata_mut();
+    let expect = match stored.observed_rv {
+        None => {
+            meta.uid = Some(names::uid(ctx.entropy));
+            meta.generation = Some(1);
+            meta.creation_timestamp = Some(ctx.now);
+            Expect::Absent
+        }
+        Some(rv) => {
+            if stored.spec_changed() {
+                meta.generation = Some(meta.generation.unwrap_or(0) + 1);
+            }
+            Expect::Version(rv)
+        }
+    };
+    if !meta.finalizers.iter().any(|f| f == FINALIZER) {
+        meta.finalizers.push(FINALIZER.to_string());
+    }
+    if stored.is_deleting() && meta.deletion_timestamp.is_none() {
+        meta.deletion_timestamp = Some(ctx.now);
+    }
+    expect
+}
+
+fn decide_kind(object: &mut Object, stored: &StoredObject, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decision {
+    match object {
+        Object::Cluster(c) => cluster::decide(c, tree, ctx, deleting),
+        Object::MachineClass(c) => machine_class::decide(c, ctx, deleting),
+        Object::MachineDeployment(d) => deployment::decide(d, tree, ctx, deleting),
+        Object::MachineSet(s) => machine_set::decide(s, tree, ctx, deleting),
+        Object::Machine(m) => machine::decide(m, ctx, deleting),
+        Object::MachineHealthCheck(h) => health_check::decide(h, stored, tree, ctx, deleting),
+    }
+}
+
+/// The owner reference a parent puts on a child it creates.
+pub fn owner_ref(kind: Kind, meta: &capstan_model::ObjectMeta) -> capstan_model::OwnerReference {
+    capstan_model::OwnerReference {
+        kind,
+        name: meta.name.clone(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: true,
+    }
+}
+
+/// Deletes the desired item of every child still wanted alive; true while any child
+/// (wanted or being torn down) remains. Shared by every kind that cascades.
+pub fn cascade<'a>(children: impl Iterator<Item = &'a StoredObject>, actions: &mut Vec<Action>) -> bool {
+    let mut remaining = false;
+    for child in children {
+        remaining = true;
+        if let Some(rv) = child.desired_rv {
+            actions.push(Action::DeleteDesired {
+                key: child.key(),
+                expect: Expect::Version(rv),
+            });
+        }
+    }
+    remaining
+}

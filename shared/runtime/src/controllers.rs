@@ -1,0 +1,240 @@
+//! The driver around the pure decisions: read a snapshot, decide, act, and on a
+//! conflict read and decide again. One `Controllers` value serves every handler; the
+//! Lambda functions, the embedded runtime and the simulator all build one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_model::hash::spec_hash;
+use capstan_model::item::{ItemKey, Part, encode_desired, encode_observed, object_prefix, partition_key};
+use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
+use capstan_model::{Expect, InstanceState, Kind, Machine, Object, ObjectKey};
+use capstan_reconcile::machine::{self as machine_decisions, FoundInstance, LaunchOutcome};
+use capstan_reconcile::plan::version_after;
+use capstan_reconcile::{Action, Ctx, Plan, Tree};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::ports::{Bus, BusError, Clock, Compute, ComputeError, Entropy, Instance, Store, StoreError};
+
+/// How many times one reconcile re-reads after a conflict before giving up for now.
+pub const CONFLICT_RETRIES: usize = 5;
+/// When a reconcile gave up on conflicts, how soon to look again.
+pub const CONFLICT_REQUEUE: Duration = Duration::from_secs(1);
+
+/// Why a handler could not finish. Retryable errors leave the message on its queue.
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("EC2: {0}")]
+    Compute(#[from] ComputeError),
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    /// The event cannot be understood; it goes to the dead-letter queue.
+    #[error("malformed event: {0}")]
+    Malformed(String),
+}
+
+impl HandlerError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HandlerError::Store(e) => e.is_retryable(),
+            HandlerError::Compute(e) => e.is_retryable(),
+            HandlerError::Bus(_) => true,
+            HandlerError::Malformed(_) => false,
+        }
+    }
+}
+
+/// A conflict stops a plan half-way; anything else is an error.
+enum Interrupt {
+    Conflict,
+    Failed(HandlerError),
+}
+
+impl From<StoreError> for Interrupt {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Interrupt::Conflict,
+            other => Interrupt::Failed(other.into()),
+        }
+    }
+}
+
+impl From<ComputeError> for Interrupt {
+    fn from(e: ComputeError) -> Self {
+        Interrupt::Failed(e.into())
+    }
+}
+
+/// Every handler's dependencies: the ports and the installation name.
+pub struct Controllers<S, C, B> {
+    pub store: S,
+    pub compute: C,
+    pub bus: B,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    /// Tags every instance; only instances carrying it are ever terminated.
+    pub installation: String,
+}
+
+impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
+    /// Reads what deciding about `key` needs, consistently: a Machine's own two items
+    /// and its Cluster's; for every other kind, the cluster's whole partition (one Query).
+    pub async fn snapshot(&self, key: &ObjectKey) -> Result<Tree, StoreError> {
+        let pk = partition_key(&key.namespace, &key.cluster);
+        let items = match key.kind {
+            Kind::Machine => {
+                let mut items = self.store.query(&pk, Some(&object_prefix(Kind::Machine, &key.name))).await?;
+                items.extend(self.store.query(&pk, Some(&object_prefix(Kind::Cluster, &key.cluster))).await?);
+                items
+            }
+            _ => self.store.query(&pk, None).await?,
+        };
+        Ok(Tree::from_items(&items))
+    }
+
+    /// Reconciles one object: read, decide, act; on a conflict, read and decide again.
+    /// Returns when to look again.
+    pub async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Duration>, HandlerError> {
+        for attempt in 0..CONFLICT_RETRIES {
+            let tree = self.snapshot(key).await?;
+            let ctx = Ctx {
+                now: self.clock.now(),
+                entropy: self.entropy.next_u128(),
+                installation: self.installation.clone(),
+            };
+            let plan = capstan_reconcile::reconcile(key, &tree, &ctx);
+            if !plan.actions.is_empty() {
+                debug!(object = %key, step = "decide", actions = plan.actions.len(), "decided");
+            }
+            match self.execute(&plan).await {
+                Ok(()) => return Ok(plan.requeue_after),
+                Err(Interrupt::Conflict) => {
+                    debug!(object = %key, step = "act", attempt, "conflict; reading again");
+                }
+                Err(Interrupt::Failed(e)) => return Err(e),
+            }
+        }
+        Ok(Some(CONFLICT_REQUEUE))
+    }
+
+    async fn execute(&self, plan: &Plan) -> Result<(), Interrupt> {
+        for action in &plan.actions {
+            match action {
+                Action::PutDesired { object, expect } => {
+                    self.store.put(encode_desired(object, version_after(*expect)), *expect).await?;
+                }
+                Action::DeleteDesired { key, expect } => {
+                    self.store.delete(&ItemKey::of(key, Part::Desired), *expect).await?;
+                }
+                Action::PutObserved { object, expect } => self.put_observed(object, *expect).await?,
+                Action::DeleteObserved { key, expect } => {
+                    info!(object = %key, step = "release", "removing the observed item");
+                    self.store.delete(&ItemKey::of(key, Part::Observed), *expect).await?;
+                }
+                Action::Launch { machine, request, observed_rv, recover } => {
+                    let found = if *recover { self.find_instance(machine).await? } else { None };
+                    let outcome = match found {
+                        Some(found) => {
+                            info!(object = %key_of(machine), step = "launch", instance = %found.instance_id, "found the instance of an unrecorded launch");
+                            LaunchOutcome::Launched(found)
+                        }
+                        None => self.launch(machine, request.clone()).await,
+                    };
+                    let updated = machine_decisions::after_launch(machine, outcome, self.clock.now());
+                    self.put_machine(&updated, *observed_rv).await?;
+                }
+                Action::Terminate { machine, instance_id, observed_rv } => {
+                    info!(object = %key_of(machine), step = "terminate", instance = %instance_id, "terminating");
+                    let guard = (TAG_INSTALLATION.to_string(), self.installation.clone());
+                    let state = match self.compute.terminate_instances(vec![instance_id.clone()], guard).await {
+                        Ok(states) => states
+                            .into_iter()
+                            .find(|(id, _)| id == instance_id)
+                            .map_or(InstanceState::ShuttingDown, |(_, s)| s),
+                        // Gone from EC2 altogether: as terminated as it gets.
+                        Err(ComputeError::Invalid { code, .. }) if code == "InvalidInstanceID.NotFound" => InstanceState::Terminated,
+                        Err(e) => return Err(e.into()),
+                    };
+                    if let Some(updated) = machine_decisions::record_instance_state(machine, instance_id, state, self.clock.now()) {
+                        self.put_machine(&updated, *observed_rv).await?;
+                    }
+                }
+                Action::FindInstance { machine, observed_rv } => {
+                    let found = self.find_instance(machine).await?;
+                    let updated = machine_decisions::record_found(machine, found, self.clock.now());
+                    if &updated != machine {
+                        self.put_machine(&updated, *observed_rv).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn put_observed(&self, object: &Object, expect: Expect) -> Result<(), StoreError> {
+        let hash = spec_hash(&object.spec_json());
+        self.store.put(encode_observed(object, &hash, version_after(expect)), expect).await
+    }
+
+    async fn put_machine(&self, machine: &Machine, observed_rv: u64) -> Result<(), StoreError> {
+        self.put_observed(&Object::Machine(machine.clone()), Expect::Version(observed_rv)).await
+    }
+
+    /// One RunInstances for one Machine, its error classified for the decision.
+    async fn launch(&self, machine: &Machine, request: capstan_model::LaunchRequest) -> LaunchOutcome {
+        info!(object = %key_of(machine), step = "launch", instance_type = %request.instance_type, subnet = %request.subnet_id, "launching");
+        let result = self.compute.run_instances(vec![request]).await.into_iter().next();
+        match result {
+            Some(Ok(instance)) => LaunchOutcome::Launched(found(instance)),
+            Some(Err(e)) => {
+                warn!(object = %key_of(machine), step = "launch", error = %e, "launch failed");
+                match e {
+                    ComputeError::Invalid { code, message } => LaunchOutcome::Final { code, message },
+                    ComputeError::Unfulfillable { code, message } => LaunchOutcome::Retryable { code, message },
+                    other => LaunchOutcome::Retryable { code: other.code().to_string(), message: other.to_string() },
+                }
+            }
+            None => LaunchOutcome::Retryable {
+                code: "NoResult".to_string(),
+                message: "RunInstances returned no result".to_string(),
+            },
+        }
+    }
+
+    /// The live instance tagged with this Machine's uid, if EC2 already shows one.
+    async fn find_instance(&self, machine: &Machine) -> Result<Option<FoundInstance>, ComputeError> {
+        let Some(uid) = machine.metadata.uid.clone() else {
+            return Ok(None);
+        };
+        let tags = vec![
+            (TAG_INSTALLATION.to_string(), self.installation.clone()),
+            (TAG_MACHINE_UID.to_string(), uid),
+        ];
+        let instances = self.compute.describe_instances(tags).await?;
+        Ok(instances.into_iter().find(|i| i.state.is_live()).map(found))
+    }
+}
+
+fn found(i: Instance) -> FoundInstance {
+    FoundInstance {
+        instance_id: i.instance_id,
+        instance_type: i.instance_type,
+        subnet_id: i.subnet_id,
+        availability_zone: i.availability_zone,
+        private_ip: i.private_ip,
+        state: i.state,
+    }
+}
+
+fn key_of(m: &Machine) -> ObjectKey {
+    ObjectKey::new(&m.metadata.namespace, &m.spec.cluster_name, Kind::Machine, &m.metadata.name)
+}
+
+/// Decodes a Machine's observed item read through the instance index.
+pub(crate) fn machine_from(tree: &Tree, key: &ObjectKey) -> Option<(Machine, u64)> {
+    let stored = tree.get(Kind::Machine, &key.name)?;
+    Some((stored.object.as_machine()?.clone(), stored.observed_rv?))
+}

@@ -1,0 +1,142 @@
+//! The events Capstan publishes and consumes, in EventBridge's envelope: "<Kind>
+//! Changed" (from the stream router), "Resync" (from re-queues and the drift sweep),
+//! and EC2's "Instance State-change Notification".
+
+use capstan_model::item::{self, Item, Part};
+use capstan_model::{InstanceState, Kind, ObjectKey, OwnerReference, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ports::{BusEvent, ChangeKind, StreamRecord};
+use crate::routes::{EC2_SOURCE, EC2_STATE_CHANGE, RESYNC, SOURCE, changed};
+
+/// What an object event says: which object, which of its items, and its owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEvent {
+    pub namespace: String,
+    pub cluster: String,
+    pub kind: Kind,
+    pub name: String,
+    /// "spec" or "status"; absent on a resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
+    /// INSERT, MODIFY or REMOVE; absent on a resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+    /// The controlling owner; for objects nobody owns, their Cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerKey {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl ObjectEvent {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::new(&self.namespace, &self.cluster, self.kind, &self.name)
+    }
+
+    pub fn owner_key(&self) -> Option<ObjectKey> {
+        self.owner
+            .as_ref()
+            .map(|o| ObjectKey::new(&self.namespace, &self.cluster, o.kind, &o.name))
+    }
+}
+
+/// EC2's state-change detail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStateChange {
+    #[serde(rename = "instance-id")]
+    pub instance_id: String,
+    pub state: String,
+}
+
+/// Builds an event in EventBridge's envelope.
+pub fn envelope(source: &str, detail_type: &str, detail: Value, now: Timestamp) -> BusEvent {
+    let mut event = BusEvent::default();
+    event.version = Some("0".to_string());
+    event.source = source.to_string();
+    event.detail_type = detail_type.to_string();
+    event.time = chrono::DateTime::from_timestamp_millis(now.as_millisecond());
+    event.resources = Some(Vec::new());
+    event.detail = detail;
+    event
+}
+
+/// The event for one stream record, or None when it says nothing new (an identical
+/// rewrite) or the item is not Capstan's.
+pub fn changed_event(record: &StreamRecord, now: Timestamp) -> Option<BusEvent> {
+    if record.kind == ChangeKind::Modify && record.old_image == record.new_image {
+        return None;
+    }
+    let (key, part) = record.key.parse()?;
+    let image = record.new_image.as_ref().or(record.old_image.as_ref());
+    let owner = image
+        .and_then(controller_of)
+        .or_else(|| (key.kind != Kind::Cluster).then(|| OwnerKey { kind: Kind::Cluster, name: key.cluster.clone() }));
+    let detail = ObjectEvent {
+        namespace: key.namespace.clone(),
+        cluster: key.cluster.clone(),
+        kind: key.kind,
+        name: key.name.clone(),
+        part: Some(match part {
+            Part::Desired => "spec".to_string(),
+            Part::Observed => "status".to_string(),
+        }),
+        change: Some(
+            match record.kind {
+                ChangeKind::Insert => "INSERT",
+                ChangeKind::Modify => "MODIFY",
+                ChangeKind::Remove => "REMOVE",
+            }
+            .to_string(),
+        ),
+        owner,
+    };
+    let mut event = envelope(SOURCE, &changed(key.kind), serde_json::to_value(detail).ok()?, now);
+    event.id = Some(format!("{}-{}", record.key.pk, record.sequence));
+    Some(event)
+}
+
+fn controller_of(image: &Item) -> Option<OwnerKey> {
+    let refs = item::from_attr(image.get("ownerReferences")?);
+    let refs: Vec<OwnerReference> = serde_json::from_value(refs).ok()?;
+    refs.into_iter()
+        .find(|r| r.controller)
+        .map(|r| OwnerKey { kind: r.kind, name: r.name })
+}
+
+/// Asks the reconciler of `key`'s kind to look at it again.
+pub fn resync_event(key: &ObjectKey, now: Timestamp) -> BusEvent {
+    let detail = ObjectEvent {
+        namespace: key.namespace.clone(),
+        cluster: key.cluster.clone(),
+        kind: key.kind,
+        name: key.name.clone(),
+        part: None,
+        change: None,
+        owner: None,
+    };
+    envelope(SOURCE, RESYNC, serde_json::to_value(detail).unwrap_or(Value::Null), now)
+}
+
+/// An EC2 state-change notification's instance, state and time; None if it is not one.
+pub fn instance_state_change(event: &BusEvent) -> Option<(String, InstanceState, Timestamp)> {
+    if event.source != EC2_SOURCE || event.detail_type != EC2_STATE_CHANGE {
+        return None;
+    }
+    let detail: InstanceStateChange = serde_json::from_value(event.detail.clone()).ok()?;
+    let state = InstanceState::parse(&detail.state)?;
+    let at = event
+        .time
+        .and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok())?;
+    Some((detail.instance_id, state, at))
+}
+
+/// When the event was published.
+pub fn event_time(event: &BusEvent) -> Option<Timestamp> {
+    event.time.and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok())
+}

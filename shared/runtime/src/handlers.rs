@@ -1,0 +1,222 @@
+//! The entry points, one per function: the stream router, the reconcilers' queue
+//! handler, and the EC2 instance-events handler. Each takes the batch its trigger
+//! delivers and reports which messages failed, so one bad message never blocks or
+//! re-runs the rest (SQS ReportBatchItemFailures).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use capstan_model::item::{Part, object_prefix, partition_key};
+use capstan_model::{Kind, ObjectKey};
+use capstan_reconcile::Tree;
+use capstan_reconcile::machine::record_instance_state;
+use tracing::{debug, error, info, warn};
+
+use crate::controllers::{Controllers, HandlerError, machine_from};
+use crate::events::{ObjectEvent, changed_event, event_time, instance_state_change, resync_event};
+use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord};
+use crate::routes::Reconciler;
+
+/// SQS delays a message by at most 15 minutes.
+pub const MAX_REQUEUE: Duration = Duration::from_secs(900);
+/// An instance event for an instance no Machine records yet is retried while this
+/// young (the launch may not be recorded, or the index may lag); older, it is dropped.
+pub const UNKNOWN_INSTANCE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// One message of a batch: its id (for partial failures) and its event.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub message_id: String,
+    pub event: BusEvent,
+}
+
+/// Which messages of a batch failed and should be delivered again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub failed: Vec<String>,
+}
+
+impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
+    /// stream-router: turns table changes into "<Kind> Changed" events on the bus.
+    pub async fn route_stream(&self, records: &[StreamRecord]) -> Result<usize, HandlerError> {
+        let now = self.clock.now();
+        let events: Vec<BusEvent> = records.iter().filter_map(|r| changed_event(r, now)).collect();
+        let n = events.len();
+        for chunk in events.chunks(10) {
+            self.bus.put_events(chunk.to_vec()).await?;
+        }
+        Ok(n)
+    }
+
+    /// A reconciler's queue handler: works out which objects the batch names, reconciles
+    /// each once (events for the same object coalesce), and re-queues the ones that
+    /// asked to be looked at again.
+    pub async fn handle_batch(&self, reconciler: Reconciler, batch: Vec<Delivery>) -> BatchOutcome {
+        if reconciler == Reconciler::InstanceEvents {
+            return self.handle_instance_events(batch).await;
+        }
+        let mut outcome = BatchOutcome::default();
+        let mut by_target: BTreeMap<Target, Vec<String>> = BTreeMap::new();
+        for d in batch {
+            match targets(reconciler, &d.event) {
+                Ok(ts) => {
+                    for t in ts {
+                        by_target.entry(t).or_default().push(d.message_id.clone());
+                    }
+                }
+                Err(e) => {
+                    error!(reconciler = reconciler.name(), message = %d.message_id, error = %e, "malformed event; it will reach the dead-letter queue");
+                    outcome.failed.push(d.message_id);
+                }
+            }
+        }
+        for (target, messages) in by_target {
+            if let Err(e) = self.reconcile_target(reconciler, &target).await {
+                warn!(reconciler = reconciler.name(), object = %target.key(), error = %e, retryable = e.is_retryable(), "reconcile failed");
+                outcome.failed.extend(messages);
+            }
+        }
+        outcome.failed.sort();
+        outcome.failed.dedup();
+        outcome
+    }
+
+    async fn reconcile_target(&self, reconciler: Reconciler, target: &Target) -> Result<(), HandlerError> {
+        let keys = match target {
+            Target::Object(key) => vec![key.clone()],
+            // Every object of `kind` in the cluster that `via` may concern.
+            Target::Related { via, kind } => self.related(via, *kind).await?,
+        };
+        for key in keys {
+            if let Some(after) = self.reconcile(&key).await? {
+                let event = resync_event(&key, self.clock.now());
+                self.bus.requeue(reconciler.name(), event, after.min(MAX_REQUEUE)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn related(&self, via: &ObjectKey, kind: Kind) -> Result<Vec<ObjectKey>, HandlerError> {
+        let pk = partition_key(&via.namespace, &via.cluster);
+        let tree = Tree::from_items(&self.store.query(&pk, Some(&format!("{kind}#"))).await?);
+        let mut keys: Vec<ObjectKey> = tree
+            .of_kind(kind)
+            .filter(|s| match (&s.object, via.kind) {
+                (capstan_model::Object::MachineDeployment(md), Kind::MachineClass) => md.spec.template.spec.machine_class == via.name,
+                _ => true,
+            })
+            .map(|s| s.key())
+            .collect();
+        if via.kind == kind {
+            keys.push(via.clone());
+        }
+        Ok(keys)
+    }
+
+    /// instance-events: records an EC2 state change on the Machine that owns the
+    /// instance (found through the instance index); the Machine's reconciler takes it
+    /// from there when the change event arrives.
+    async fn handle_instance_events(&self, batch: Vec<Delivery>) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        for d in batch {
+            let Some((instance_id, state, at)) = instance_state_change(&d.event) else {
+                error!(message = %d.message_id, "not an EC2 state-change notification; it will reach the dead-letter queue");
+                outcome.failed.push(d.message_id);
+                continue;
+            };
+            match self.record_state(&instance_id, state, at).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let age = event_time(&d.event)
+                        .and_then(|t| std::time::Duration::try_from(self.clock.now().duration_since(t)).ok())
+                        .unwrap_or_default();
+                    if age < UNKNOWN_INSTANCE_PATIENCE {
+                        debug!(instance = %instance_id, "no Machine records this instance yet; retrying");
+                        outcome.failed.push(d.message_id);
+                    } else {
+                        debug!(instance = %instance_id, "not a Capstan instance; ignored");
+                    }
+                }
+                Err(e) => {
+                    warn!(instance = %instance_id, error = %e, "recording instance state failed");
+                    outcome.failed.push(d.message_id);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Records `state` on the Machine owning `instance_id`. False when no Machine does.
+    pub async fn record_state(&self, instance_id: &str, state: capstan_model::InstanceState, at: capstan_model::Timestamp) -> Result<bool, HandlerError> {
+        let Some(ik) = self.store.find_by_instance(instance_id).await? else {
+            return Ok(false);
+        };
+        let Some((key, Part::Observed)) = ik.parse() else {
+            return Ok(false);
+        };
+        for _ in 0..crate::controllers::CONFLICT_RETRIES {
+            let items = self.store.query(&ik.pk, Some(&object_prefix(Kind::Machine, &key.name))).await?;
+            let Some((machine, rv)) = machine_from(&Tree::from_items(&items), &key) else {
+                return Ok(false);
+            };
+            let Some(updated) = record_instance_state(&machine, instance_id, state, at) else {
+                return Ok(true);
+            };
+            info!(object = %key, step = "instance-state", instance = %instance_id, state = state.as_str(), "recorded");
+            let object = capstan_model::Object::Machine(updated);
+            let hash = capstan_model::hash::spec_hash(&object.spec_json());
+            match self
+                .store
+                .put(capstan_model::item::encode_observed(&object, &hash, rv + 1), Expect::Version(rv))
+                .await
+            {
+                Ok(()) => return Ok(true),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(HandlerError::Store(StoreError::Unavailable("too many conflicts recording instance state".into())))
+    }
+}
+
+/// What one event asks a reconciler to look at.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Object(ObjectKey),
+    /// Objects of `kind` related to `via` (deployments using a class, checks over a Machine).
+    Related { via: ObjectKey, kind: Kind },
+}
+
+impl Target {
+    fn key(&self) -> &ObjectKey {
+        match self {
+            Target::Object(k) => k,
+            Target::Related { via, .. } => via,
+        }
+    }
+}
+
+fn targets(reconciler: Reconciler, event: &BusEvent) -> Result<BTreeSet<Target>, HandlerError> {
+    let detail: ObjectEvent =
+        serde_json::from_value(event.detail.clone()).map_err(|e| HandlerError::Malformed(format!("detail: {e}")))?;
+    let own = reconciler.kind().ok_or_else(|| HandlerError::Malformed("no kind for this reconciler".into()))?;
+    let mut out = BTreeSet::new();
+    let key = detail.key();
+    match (reconciler, key.kind) {
+        (Reconciler::Deployment, Kind::MachineClass) => {
+            out.insert(Target::Object(key.clone()));
+            out.insert(Target::Related { via: key.clone(), kind: Kind::MachineDeployment });
+        }
+        (Reconciler::HealthCheck, Kind::Machine) => {
+            out.insert(Target::Related { via: key.clone(), kind: Kind::MachineHealthCheck });
+        }
+        (_, kind) if kind == own => {
+            out.insert(Target::Object(key.clone()));
+        }
+        _ => {}
+    }
+    if let Some(owner) = detail.owner_key().filter(|o| o.kind == own) {
+        out.insert(Target::Object(owner));
+    }
+    Ok(out)
+}

@@ -1,0 +1,673 @@
+//! A simulated EC2: instances with lifecycles on the injected clock, the validation
+//! and idempotency RunInstances does, a tag-conditioned TerminateInstances, and the
+//! state-change events EC2 sends to EventBridge.
+//!
+//! Semantics kept from EC2:
+//! - ClientToken makes RunInstances idempotent: a repeated token returns the instance
+//!   first launched with it, in its current state, even after it terminated; the same
+//!   token with different parameters is `IdempotentParameterMismatch`
+//!   (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html>);
+//! - pending → running after the boot delay; shutting-down → terminated and
+//!   stopping → stopped after the shutdown delay; terminated instances stay visible
+//!   (AWS keeps them about an hour; here, forever) and lose their private IP;
+//! - every state change emits an "EC2 Instance State-change Notification" with the
+//!   time of the change, in EventBridge's shape
+//!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-instance-state-changes.html>);
+//! - a TerminateInstances whose instances do not all carry the guard tag is refused
+//!   whole, as an IAM `aws:ResourceTag` condition refuses the request.
+//!
+//! Time moves with the clock: every call first applies the transitions that are due,
+//! so what a caller sees never lags the clock. [`SimEc2::advance`] does the same
+//! without a call, and [`SimEc2::next_transition`] says when to look again.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use capstan_model::{InstanceState, Timestamp};
+use capstan_runtime::routes::{EC2_SOURCE, EC2_STATE_CHANGE};
+use capstan_runtime::{BusEvent, Clock, Compute, ComputeError, Instance, LaunchRequest};
+use serde_json::json;
+
+use crate::clock::after;
+use crate::rng::{Rng, mix, uuid};
+
+/// What the simulated region offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ec2Config {
+    pub region: String,
+    pub account: String,
+    /// pending → running.
+    pub boot_delay: Duration,
+    /// shutting-down → terminated, stopping → stopped.
+    pub shutdown_delay: Duration,
+    /// AMIs that exist.
+    pub images: BTreeSet<String>,
+    /// Subnet id → availability zone. Each subnet gets its own /20 in 10.0.0.0/8, in
+    /// map order.
+    pub subnets: BTreeMap<String, String>,
+    /// Instance types offered in every zone.
+    pub instance_types: BTreeSet<String>,
+}
+
+impl Default for Ec2Config {
+    fn default() -> Ec2Config {
+        let families = ["m5", "m6i", "m7i", "c6i", "c7i", "r6i", "r7i"];
+        let sizes = ["large", "xlarge", "2xlarge", "4xlarge", "8xlarge"];
+        let burstable = [
+            "t3.nano",
+            "t3.micro",
+            "t3.small",
+            "t3.medium",
+            "t3.large",
+            "t3.xlarge",
+            "t3.2xlarge",
+        ];
+        let instance_types = families
+            .iter()
+            .flat_map(|f| sizes.iter().map(move |s| format!("{f}.{s}")))
+            .chain(burstable.iter().map(|t| t.to_string()))
+            .collect();
+        Ec2Config {
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            boot_delay: Duration::from_secs(3),
+            shutdown_delay: Duration::from_secs(2),
+            images: ["ami-0abcdef1234567890", "ami-0fedcba9876543210"]
+                .map(String::from)
+                .into(),
+            subnets: [
+                ("subnet-0a1b2c3d4e5f60001", "us-east-1a"),
+                ("subnet-0a1b2c3d4e5f60002", "us-east-1b"),
+                ("subnet-0a1b2c3d4e5f60003", "us-east-1c"),
+            ]
+            .map(|(s, z)| (s.to_string(), z.to_string()))
+            .into(),
+            instance_types,
+        }
+    }
+}
+
+/// An EC2 API operation, for fault injection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Ec2Op {
+    RunInstances,
+    TerminateInstances,
+    DescribeInstances,
+}
+
+/// API requests made through the `Compute` port (one per call, however many instances).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ec2Calls {
+    pub run_instances: u64,
+    pub terminate_instances: u64,
+    pub describe_instances: u64,
+}
+
+/// Addresses per subnet (/20) and the ones AWS reserves: the first four and the last.
+const SUBNET_SIZE: u32 = 4096;
+const FIRST_HOST: u32 = 4;
+const LAST_HOST: u32 = SUBNET_SIZE - 2;
+
+/// The simulated EC2. Clones share it.
+#[derive(Clone)]
+pub struct SimEc2 {
+    clock: Arc<dyn Clock>,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for SimEc2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.lock();
+        f.debug_struct("SimEc2")
+            .field("instances", &s.instances.len())
+            .field("calls", &s.calls)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct SimInstance {
+    instance: Instance,
+    /// Offset of the private IP in its subnet, while the instance holds one.
+    address: Option<u32>,
+    /// The transition this instance is waiting for.
+    next: Option<(Timestamp, InstanceState)>,
+}
+
+#[derive(Debug)]
+struct State {
+    config: Ec2Config,
+    instances: Vec<SimInstance>,
+    by_id: BTreeMap<String, usize>,
+    /// ClientToken → the instance first launched with it and the request that did.
+    tokens: BTreeMap<String, (usize, LaunchRequest)>,
+    /// Due transitions, by (time, launch order).
+    schedule: BTreeSet<(Timestamp, usize)>,
+    /// Subnet → address offsets in use.
+    addresses: BTreeMap<String, BTreeSet<u32>>,
+    /// (instance type, availability zone) pairs out of capacity.
+    no_capacity: BTreeSet<(String, String)>,
+    events: Vec<BusEvent>,
+    event_ids: Rng,
+    launched_total: u64,
+    calls: Ec2Calls,
+    terminated_by_request: Vec<String>,
+    faults: BTreeMap<Ec2Op, VecDeque<ComputeError>>,
+}
+
+impl SimEc2 {
+    pub fn new(config: Ec2Config, clock: Arc<dyn Clock>) -> SimEc2 {
+        SimEc2 {
+            clock,
+            state: Arc::new(Mutex::new(State {
+                config,
+                instances: Vec::new(),
+                by_id: BTreeMap::new(),
+                tokens: BTreeMap::new(),
+                schedule: BTreeSet::new(),
+                addresses: BTreeMap::new(),
+                no_capacity: BTreeSet::new(),
+                events: Vec::new(),
+                event_ids: Rng::new(0xec2_e7e7),
+                launched_total: 0,
+                calls: Ec2Calls::default(),
+                terminated_by_request: Vec::new(),
+                faults: BTreeMap::new(),
+            })),
+        }
+    }
+
+    /// Applies every transition due at or before the clock's now, in time order.
+    pub fn advance(&self) {
+        self.settled();
+    }
+
+    /// When the next transition is due, if any instance is waiting for one.
+    pub fn next_transition(&self) -> Option<Timestamp> {
+        self.settled().schedule.first().map(|(t, _)| *t)
+    }
+
+    /// Drains the state-change events, oldest first.
+    pub fn take_events(&self) -> Vec<BusEvent> {
+        std::mem::take(&mut self.settled().events)
+    }
+
+    /// Every instance, terminated ones included, in launch order.
+    pub fn instances(&self) -> Vec<Instance> {
+        self.settled()
+            .instances
+            .iter()
+            .map(|i| i.instance.clone())
+            .collect()
+    }
+
+    pub fn instance(&self, id: impl AsRef<str>) -> Option<Instance> {
+        let state = self.settled();
+        state
+            .by_id
+            .get(id.as_ref())
+            .map(|&i| state.instances[i].instance.clone())
+    }
+
+    /// Instances launched through `run_instances` (a repeated ClientToken launches
+    /// nothing; foreign instances are not counted).
+    pub fn launched_total(&self) -> u64 {
+        self.lock().launched_total
+    }
+
+    pub fn calls(&self) -> Ec2Calls {
+        self.lock().calls
+    }
+
+    /// Instances that `terminate_instances` moved to shutting-down, in order.
+    pub fn terminated_by_request(&self) -> Vec<String> {
+        self.lock().terminated_by_request.clone()
+    }
+
+    /// The next call of `op` fails with `err` and has no effect (for RunInstances, every
+    /// launch of the call gets `err`). Faults queue up per operation.
+    pub fn fail_next(&self, op: Ec2Op, err: ComputeError) {
+        self.lock().faults.entry(op).or_default().push_back(err);
+    }
+
+    /// Takes an offering out of capacity (or gives it back): launches of
+    /// `instance_type` in `availability_zone` fail with `InsufficientInstanceCapacity`.
+    pub fn set_capacity(&self, instance_type: &str, availability_zone: &str, available: bool) {
+        let key = (instance_type.to_string(), availability_zone.to_string());
+        let mut state = self.lock();
+        if available {
+            state.no_capacity.remove(&key);
+        } else {
+            state.no_capacity.insert(key);
+        }
+    }
+
+    /// Someone stops a running instance behind our back: stopping, then stopped after
+    /// the shutdown delay. False (and nothing happens) unless it is running.
+    pub fn stop_instance(&self, id: impl AsRef<str>) -> bool {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        let Some(&idx) = state.by_id.get(id.as_ref()) else {
+            return false;
+        };
+        if state.instances[idx].instance.state != InstanceState::Running {
+            return false;
+        }
+        state.set_state(idx, InstanceState::Stopping, now);
+        true
+    }
+
+    /// Someone terminates an instance behind our back (console, another tool, a
+    /// health-check replacement). False if it is already shutting down or gone.
+    pub fn terminate_externally(&self, id: impl AsRef<str>) -> bool {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        let Some(&idx) = state.by_id.get(id.as_ref()) else {
+            return false;
+        };
+        state.begin_termination(idx, now)
+    }
+
+    /// An instance Capstan did not launch (another team's, or a leak from before), in
+    /// `subnet_id`, carrying `tags`. Emits the same events as any launch.
+    pub fn launch_foreign<K, V>(
+        &self,
+        subnet_id: impl AsRef<str>,
+        tags: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Instance, ComputeError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        let subnet_id = subnet_id.as_ref();
+        let instance_type = state
+            .config
+            .instance_types
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "t3.micro".into());
+        let tags = tags
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let idx = state.launch(subnet_id, &instance_type, tags, now)?;
+        Ok(state.instances[idx].instance.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, with every transition due by now applied.
+    fn settled(&self) -> MutexGuard<'_, State> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.advance_to(now);
+        state
+    }
+}
+
+impl State {
+    fn advance_to(&mut self, now: Timestamp) {
+        while let Some(&(due, idx)) = self.schedule.first() {
+            if due > now {
+                break;
+            }
+            self.schedule.pop_first();
+            if let Some((_, to)) = self.instances[idx].next.take() {
+                self.set_state(idx, to, due);
+            }
+        }
+    }
+
+    fn take_fault(&mut self, op: Ec2Op) -> Option<ComputeError> {
+        self.faults.get_mut(&op).and_then(VecDeque::pop_front)
+    }
+
+    /// Replaces the instance's pending transition.
+    fn reschedule(&mut self, idx: usize, next: Option<(Timestamp, InstanceState)>) {
+        if let Some((t, _)) = self.instances[idx].next.take() {
+            self.schedule.remove(&(t, idx));
+        }
+        if let Some((t, _)) = next {
+            self.schedule.insert((t, idx));
+        }
+        self.instances[idx].next = next;
+    }
+
+    /// Moves an instance to `to` at time `at`: records it, emits the event, and
+    /// schedules what follows.
+    fn set_state(&mut self, idx: usize, to: InstanceState, at: Timestamp) {
+        let inst = &mut self.instances[idx];
+        inst.instance.state = to;
+        let id = inst.instance.instance_id.clone();
+        if to == InstanceState::Terminated {
+            inst.instance.private_ip = None;
+            if let Some(offset) = inst.address.take() {
+                if let Some(used) = self.addresses.get_mut(&inst.instance.subnet_id) {
+                    used.remove(&offset);
+                }
+            }
+        }
+        let event = self.event(
+            EC2_STATE_CHANGE,
+            &id,
+            json!({ "instance-id": id, "state": to.as_str() }),
+            at,
+        );
+        self.events.push(event);
+        let follow = match to {
+            InstanceState::Pending => Some((after(at, self.config.boot_delay), InstanceState::Running)),
+            InstanceState::Stopping => Some((after(at, self.config.shutdown_delay), InstanceState::Stopped)),
+            InstanceState::ShuttingDown => {
+                Some((after(at, self.config.shutdown_delay), InstanceState::Terminated))
+            }
+            InstanceState::Running | InstanceState::Stopped | InstanceState::Terminated => None,
+        };
+        self.reschedule(idx, follow);
+    }
+
+    /// Starts terminating an instance; false if it already is (or is gone).
+    fn begin_termination(&mut self, idx: usize, now: Timestamp) -> bool {
+        match self.instances[idx].instance.state {
+            InstanceState::ShuttingDown | InstanceState::Terminated => false,
+            InstanceState::Pending
+            | InstanceState::Running
+            | InstanceState::Stopping
+            | InstanceState::Stopped => {
+                self.set_state(idx, InstanceState::ShuttingDown, now);
+                true
+            }
+        }
+    }
+
+    fn event(&mut self, detail_type: &str, id: &str, detail: serde_json::Value, at: Timestamp) -> BusEvent {
+        let mut e = BusEvent::default();
+        e.version = Some("0".into());
+        e.id = Some(uuid(self.event_ids.next_u128()));
+        e.detail_type = detail_type.into();
+        e.source = EC2_SOURCE.into();
+        e.account = Some(self.config.account.clone());
+        e.time = event_time(at);
+        e.region = Some(self.config.region.clone());
+        e.resources = Some(vec![format!(
+            "arn:aws:ec2:{}:{}:instance/{id}",
+            self.config.region, self.config.account
+        )]);
+        e.detail = detail;
+        e
+    }
+
+    /// One RunInstances launch, after its token was checked.
+    fn run_one(&mut self, req: &LaunchRequest, now: Timestamp) -> Result<Instance, ComputeError> {
+        if let Some((idx, first)) = self.tokens.get(&req.client_token) {
+            if first != req {
+                return Err(invalid(
+                    "IdempotentParameterMismatch",
+                    format!(
+                        "The client token '{}' was already used with different parameters.",
+                        req.client_token
+                    ),
+                ));
+            }
+            return Ok(self.instances[*idx].instance.clone());
+        }
+        if req.client_token.len() > 64 || !req.client_token.is_ascii() {
+            return Err(invalid(
+                "InvalidParameterValue",
+                "The client token must be at most 64 ASCII characters.".into(),
+            ));
+        }
+        if !self.config.images.contains(&req.image_id) {
+            return Err(invalid(
+                "InvalidAMIID.NotFound",
+                format!("The image id '[{}]' does not exist", req.image_id),
+            ));
+        }
+        if !self.config.subnets.contains_key(&req.subnet_id) {
+            return Err(invalid(
+                "InvalidSubnetID.NotFound",
+                format!("The subnet ID '{}' does not exist", req.subnet_id),
+            ));
+        }
+        if !self.config.instance_types.contains(&req.instance_type) {
+            return Err(invalid(
+                "InvalidParameterValue",
+                format!("Invalid value '{}' for InstanceType.", req.instance_type),
+            ));
+        }
+        validate_tags(&req.tags)?;
+        if req.user_data.as_ref().is_some_and(|u| u.len() > 16 * 1024) {
+            return Err(invalid(
+                "InvalidParameterValue",
+                "User data is limited to 16384 bytes".into(),
+            ));
+        }
+        let idx = self.launch(&req.subnet_id, &req.instance_type, req.tags.clone(), now)?;
+        self.launched_total += 1;
+        if !req.client_token.is_empty() {
+            self.tokens.insert(req.client_token.clone(), (idx, req.clone()));
+        }
+        Ok(self.instances[idx].instance.clone())
+    }
+
+    /// Places a new pending instance in `subnet_id`.
+    fn launch(
+        &mut self,
+        subnet_id: &str,
+        instance_type: &str,
+        tags: BTreeMap<String, String>,
+            now: Timestamp,
+    ) -> Result<usize, ComputeError> {
+        let Some((subnet_index, zone)) = self
+            .config
+            .subnets
+            .iter()
+            .enumerate()
+            .find(|(_, (s, _))| s.as_str() == subnet_id)
+            .map(|(i, (_, z))| (i, z.clone()))
+        else {
+            return Err(invalid(
+                "InvalidSubnetID.NotFound",
+                format!("The subnet ID '{subnet_id}' does not exist"),
+            ));
+        };
+        if self
+            .no_capacity
+            .contains(&(instance_type.to_string(), zone.clone()))
+        {
+            return Err(ComputeError::Unfulfillable {
+                code: "InsufficientInstanceCapacity".into(),
+                message: format!(
+                    "We currently do not have sufficient {instance_type} capacity in the Availability Zone you requested ({zone}). Our system will be working on provisioning additional capacity. You can currently get {instance_type} capacity by not specifying an Availability Zone in your request or choosing a different Availability Zone."
+                ),
+            });
+        }
+        let used = self.addresses.entry(subnet_id.to_string()).or_default();
+        let Some(offset) = (FIRST_HOST..=LAST_HOST).find(|o| !used.contains(o)) else {
+            return Err(ComputeError::Unfulfillable {
+                code: "InsufficientFreeAddressesInSubnet".into(),
+                message: format!(
+                    "There are not enough free addresses in subnet '{subnet_id}' to satisfy the requested number of instances."
+                ),
+            });
+        };
+        used.insert(offset);
+        let idx = self.instances.len();
+        // mix is a bijection, so ids from a counter are unique and look like EC2's.
+        let instance_id = format!("i-0{:016x}", mix(idx as u64 ^ 0xc4a5_7a11));
+        let address = (10u32 << 24) + (subnet_index as u32) * SUBNET_SIZE + offset;
+        self.instances.push(SimInstance {
+            instance: Instance {
+                instance_id: instance_id.clone(),
+                state: InstanceState::Pending,
+                instance_type: instance_type.to_string(),
+                subnet_id: subnet_id.to_string(),
+                availability_zone: zone,
+                private_ip: Some(std::net::Ipv4Addr::from(address).to_string()),
+                tags,
+                launch_time: now,
+            },
+            address: Some(offset),
+            next: None,
+        });
+        self.by_id.insert(instance_id, idx);
+        self.set_state(idx, InstanceState::Pending, now);
+        Ok(idx)
+    }
+}
+
+impl Compute for SimEc2 {
+    async fn run_instances(
+        &self,
+        launches: Vec<LaunchRequest>,
+    ) -> Vec<Result<Instance, ComputeError>> {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        state.calls.run_instances += 1;
+        if let Some(err) = state.take_fault(Ec2Op::RunInstances) {
+            return launches.iter().map(|_| Err(err.clone())).collect();
+        }
+        launches.iter().map(|req| state.run_one(req, now)).collect()
+    }
+
+    async fn terminate_instances(
+        &self,
+        instance_ids: Vec<String>,
+        tag_guard: (String, String),
+    ) -> Result<Vec<(String, InstanceState)>, ComputeError> {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        state.calls.terminate_instances += 1;
+        if let Some(err) = state.take_fault(Ec2Op::TerminateInstances) {
+            return Err(err);
+        }
+        if instance_ids.is_empty() {
+            return Err(invalid(
+                "MissingParameter",
+                "The request must contain the parameter InstanceId".into(),
+            ));
+        }
+        let mut ids: Vec<String> = Vec::with_capacity(instance_ids.len());
+        for id in instance_ids {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if let Some(bad) = ids.iter().find(|id| !well_formed(id)) {
+            return Err(invalid(
+                "InvalidInstanceID.Malformed",
+                format!("Invalid id: \"{bad}\""),
+            ));
+        }
+        let missing: Vec<&str> = ids
+            .iter()
+            .filter(|id| !state.by_id.contains_key(id.as_str()))
+            .map(String::as_str)
+            .collect();
+        match missing.as_slice() {
+            [] => {}
+            [one] => {
+                return Err(invalid(
+                    "InvalidInstanceID.NotFound",
+                    format!("The instance ID '{one}' does not exist"),
+                ));
+            }
+            many => {
+                return Err(invalid(
+                    "InvalidInstanceID.NotFound",
+                    format!("The instance IDs '{}' do not exist", many.join(", ")),
+                ));
+            }
+        }
+        let indices: Vec<usize> = ids.iter().filter_map(|id| state.by_id.get(id).copied()).collect();
+        let (key, value) = &tag_guard;
+        if let Some(&idx) = indices
+            .iter()
+            .find(|&&i| state.instances[i].instance.tags.get(key) != Some(value))
+        {
+            return Err(invalid(
+                "UnauthorizedOperation",
+                format!(
+                    "You are not authorized to perform this operation. ec2:TerminateInstances on resource arn:aws:ec2:{}:{}:instance/{} is allowed only with tag {key}={value}.",
+                    state.config.region, state.config.account, state.instances[idx].instance.instance_id
+                ),
+            ));
+        }
+        let mut result = Vec::with_capacity(indices.len());
+        for idx in indices {
+            if state.begin_termination(idx, now) {
+                let id = state.instances[idx].instance.instance_id.clone();
+                state.terminated_by_request.push(id);
+            }
+            let inst = &state.instances[idx].instance;
+            result.push((inst.instance_id.clone(), inst.state));
+        }
+        Ok(result)
+    }
+
+    async fn describe_instances(
+        &self,
+        tags: Vec<(String, String)>,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        let mut state = self.settled();
+        state.calls.describe_instances += 1;
+        if let Some(err) = state.take_fault(Ec2Op::DescribeInstances) {
+            return Err(err);
+        }
+        Ok(state
+            .instances
+            .iter()
+            .filter(|i| tags.iter().all(|(k, v)| i.instance.tags.get(k) == Some(v)))
+            .map(|i| i.instance.clone())
+            .collect())
+    }
+}
+
+fn invalid(code: &str, message: String) -> ComputeError {
+    ComputeError::Invalid {
+        code: code.into(),
+        message,
+    }
+}
+
+/// `i-` and 8 or 17 lowercase hex digits.
+fn well_formed(id: &str) -> bool {
+    id.strip_prefix("i-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// The tag rules TagSpecifications enforce
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions>).
+fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ComputeError> {
+    if tags.len() > 50 {
+        return Err(invalid(
+            "TagLimitExceeded",
+            "The maximum number of tags per resource is 50.".into(),
+        ));
+    }
+    for (k, v) in tags {
+        if k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(invalid(
+                "InvalidParameterValue",
+                format!("Tag key '{k}' is invalid: tag keys starting with 'aws:' are reserved for internal use"),
+            ));
+        }
+        if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
+            return Err(invalid(
+                "InvalidParameterValue",
+                format!("Tag '{k}' is invalid: keys are 1 to 128 characters, values at most 256"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// EventBridge's `time`: the change's time, to the second, as AWS writes it.
+fn event_time(at: Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(at.as_second(), 0)
+}

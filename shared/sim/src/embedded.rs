@@ -1,0 +1,274 @@
+//! The embedded control plane: every handler in one process over the in-memory
+//! adapters, driven the way AWS drives the functions — table changes through the
+//! stream router onto the bus, rules into one queue per reconciler, EC2 state changes
+//! from the default bus, and the drift sweep on a schedule.
+//!
+//! Time is either virtual (tests: idle periods are skipped, so a run takes
+//! milliseconds) or real (`capstan up`: the simulated EC2 takes seconds to boot).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_model::item::partition_key;
+use capstan_model::{Kind, Object, ObjectKey, Timestamp};
+use capstan_reconcile::Tree;
+use capstan_runtime::apply::{self, Applied, ApplyError};
+use capstan_runtime::describe;
+use capstan_runtime::routes::Reconciler;
+use capstan_runtime::system::{OsEntropy, SystemClock};
+use capstan_runtime::{Clock, Controllers, Delivery as BatchItem, Entropy, HandlerError, Store, StoreError};
+
+use crate::bus::{Delivery, MemBus};
+use crate::clock::{ManualClock, SeededEntropy};
+use crate::ec2::{Ec2Config, SimEc2};
+use crate::store::MemStore;
+
+/// How the embedded control plane behaves.
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// Tags every instance; see `capstan_model::labels::TAG_INSTALLATION`.
+    pub installation: String,
+    pub ec2: Ec2Config,
+    pub delivery: Delivery,
+    /// How often the drift sweep runs (5 minutes on AWS).
+    pub sweep_every: Duration,
+    /// Messages a reconciler takes from its queue at once (the Lambda batch size).
+    pub batch_size: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            installation: "embedded".to_string(),
+            ec2: Ec2Config::default(),
+            delivery: Delivery::default(),
+            sweep_every: Duration::from_secs(300),
+            batch_size: 10,
+        }
+    }
+}
+
+enum Time {
+    Virtual(ManualClock),
+    Real,
+}
+
+/// Counters a person (or a test) may want after a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub steps: u64,
+    pub batches: u64,
+    pub messages: u64,
+    pub failed_messages: u64,
+    pub stream_records: u64,
+    pub sweeps: u64,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    Done,
+    /// The deadline passed; what was still wrong, one line each.
+    TimedOut(Vec<String>),
+}
+
+pub struct Embedded {
+    pub controllers: Controllers<MemStore, SimEc2, MemBus>,
+    pub store: MemStore,
+    pub ec2: SimEc2,
+    pub bus: MemBus,
+    time: Time,
+    clock: Arc<dyn Clock>,
+    next_sweep: Timestamp,
+    pub config: EmbeddedConfig,
+    pub stats: Stats,
+}
+
+/// The virtual epoch tests start at.
+pub const VIRTUAL_EPOCH_SECONDS: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+impl Embedded {
+    /// On virtual time with seeded entropy: deterministic, idle time skipped.
+    pub fn virtual_time(config: EmbeddedConfig, seed: u64) -> Embedded {
+        let start = Timestamp::from_second(VIRTUAL_EPOCH_SECONDS).unwrap_or(Timestamp::UNIX_EPOCH);
+        let manual = ManualClock::new(start);
+        let clock: Arc<dyn Clock> = Arc::new(manual.clone());
+        Embedded::build(config, Time::Virtual(manual), clock, Arc::new(SeededEntropy::new(seed)))
+    }
+
+    /// On the wall clock with the operating system's randomness.
+    pub fn real_time(config: EmbeddedConfig) -> Embedded {
+        Embedded::build(config, Time::Real, Arc::new(SystemClock), Arc::new(OsEntropy))
+    }
+
+    fn build(config: EmbeddedConfig, time: Time, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> Embedded {
+        let store = MemStore::new(clock.clone());
+        let ec2 = SimEc2::new(config.ec2.clone(), clock.clone());
+        let bus = MemBus::new(clock.clone(), config.delivery.clone());
+        let controllers = Controllers {
+            store: store.clone(),
+            compute: ec2.clone(),
+            bus: bus.clone(),
+            clock: clock.clone(),
+            entropy,
+            installation: config.installation.clone(),
+        };
+        let next_sweep = clock.now().checked_add(config.sweep_every).unwrap_or(clock.now());
+        Embedded { controllers, store, ec2, bus, time, clock, next_sweep, config, stats: Stats::default() }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// `capstan apply` against the embedded table.
+    pub async fn apply(&self, objects: &[Object]) -> Result<Vec<Applied>, ApplyError> {
+        apply::apply(&self.store, objects).await
+    }
+
+    /// `capstan delete`: removes the desired item; the control plane does the rest.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<bool, StoreError> {
+        apply::delete(&self.store, key).await
+    }
+
+    /// One round: relay EC2's events, route the table's changes, give each reconciler
+    /// one batch, run the sweep when due. True if anything happened.
+    pub async fn step(&mut self) -> Result<bool, HandlerError> {
+        self.stats.steps += 1;
+        let mut worked = false;
+
+        self.ec2.advance();
+        let ec2_events = self.ec2.take_events();
+        worked |= !ec2_events.is_empty();
+        self.bus.publish(ec2_events);
+
+        let records = self.store.take_stream();
+        if !records.is_empty() {
+            worked = true;
+            self.stats.stream_records += records.len() as u64;
+            self.controllers.route_stream(&records).await?;
+        }
+
+        for reconciler in Reconciler::ALL {
+            let messages = self.bus.receive(reconciler, self.config.batch_size);
+            if messages.is_empty() {
+                continue;
+            }
+            worked = true;
+            self.stats.batches += 1;
+            self.stats.messages += messages.len() as u64;
+            let batch = messages
+                .iter()
+                .map(|m| BatchItem { message_id: m.id.clone(), event: m.event.clone() })
+                .collect();
+            let outcome = self.controllers.handle_batch(reconciler, batch).await;
+            for m in &messages {
+                if outcome.failed.contains(&m.id) {
+                    self.stats.failed_messages += 1;
+                } else {
+                    self.bus.ack(reconciler, &m.receipt);
+                }
+            }
+        }
+
+        if self.now() >= self.next_sweep {
+            self.stats.sweeps += 1;
+            self.controllers.sweep().await?;
+            self.next_sweep = self.now().checked_add(self.config.sweep_every).unwrap_or(self.now());
+            worked = true;
+        }
+        Ok(worked)
+    }
+
+    /// When something next happens on its own (an instance changing state, a delayed
+    /// message becoming visible, the sweep).
+    pub fn next_wakeup(&self) -> Timestamp {
+        [self.ec2.next_transition(), self.bus.next_visible(), Some(self.next_sweep)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.next_sweep)
+    }
+
+    /// Runs until `done` holds after a step with nothing left to do, or `timeout` passes
+    /// (in virtual or real time). `watch` sees the control plane after every idle step.
+    pub async fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Embedded) -> Option<Vec<String>>,
+        mut watch: impl FnMut(&Embedded),
+    ) -> Result<RunOutcome, HandlerError> {
+        let deadline = self.now().checked_add(timeout).unwrap_or(self.now());
+        loop {
+            let worked = self.step().await?;
+            if worked {
+                continue;
+            }
+            watch(self);
+            let problems = match done(self) {
+                None => return Ok(RunOutcome::Done),
+                Some(problems) => problems,
+            };
+            let now = self.now();
+            if now >= deadline {
+                return Ok(RunOutcome::TimedOut(problems));
+            }
+            let wake = self.next_wakeup().min(deadline);
+            match &self.time {
+                Time::Virtual(clock) => clock.set(wake.max(now)),
+                Time::Real => {
+                    let wait = Duration::try_from(wake.duration_since(now)).unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(wait.clamp(Duration::from_millis(20), Duration::from_millis(250))).await;
+                }
+            }
+        }
+    }
+
+    /// The tree of every cluster in the table, one Tree per cluster partition.
+    pub fn trees(&self) -> Vec<Tree> {
+        let mut by_pk: std::collections::BTreeMap<String, Vec<capstan_model::Item>> = Default::default();
+        for item in self.store.items() {
+            if let Some(k) = capstan_model::item::item_key(&item) {
+                by_pk.entry(k.pk).or_default().push(item);
+            }
+        }
+        by_pk.values().map(|items| Tree::from_items(items)).collect()
+    }
+
+    /// The tree of one cluster.
+    pub fn tree(&self, namespace: &str, cluster: &str) -> Tree {
+        let pk = partition_key(namespace, cluster);
+        let items: Vec<_> = self
+            .store
+            .items()
+            .into_iter()
+            .filter(|i| capstan_model::item::item_key(i).is_some_and(|k| k.pk == pk))
+            .collect();
+        Tree::from_items(&items)
+    }
+
+    /// What keeps the whole table from having converged: every object reconciled,
+    /// Ready, every Machine Running, nothing left on the queues.
+    pub fn not_converged(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self.trees().iter().flat_map(describe::not_converged).collect();
+        if self.bus.visible() > 0 {
+            problems.push(format!("{} events still queued", self.bus.visible()));
+        }
+        problems
+    }
+
+    /// Renders every cluster's tree.
+    pub fn describe(&self) -> String {
+        self.trees().iter().filter(|t| t.of_kind(Kind::Cluster).next().is_some()).map(describe::render).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Reads one object back, as the control plane sees it.
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Object>, StoreError> {
+        let pk = partition_key(&key.namespace, &key.cluster);
+        let items = self
+            .store
+            .query(&pk, Some(&capstan_model::item::object_prefix(key.kind, &key.name)))
+            .await?;
+        Ok(Tree::from_items(&items).get(key.kind, &key.name).map(|s| s.object.clone()))
+    }
+}

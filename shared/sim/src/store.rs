@@ -1,0 +1,407 @@
+//! An in-memory DynamoDB table with Capstan's key schema (`pk`, `sk`), its sparse
+//! `instance-index` GSI on `instanceId`, and a change stream with NEW_AND_OLD_IMAGES.
+//!
+//! Semantics kept from DynamoDB, because the handlers rely on them:
+//! - reads of the base table are strongly consistent; the GSI is eventually consistent
+//!   ([`MemStore::with_index_lag`]), and propagates in write order;
+//! - a write replaces the whole item, atomically, under its condition; a failed
+//!   condition (`ConditionalCheckFailedException`) changes nothing and emits no record;
+//! - every successful write that touches an item emits one stream record, even when the
+//!   new image equals the old one; deleting an absent item emits none
+//!   (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Streams.html>);
+//! - items are validated like DynamoDB does: key attributes must be non-empty strings, a
+//!   GSI key attribute must have the index's type and be non-empty, numbers must be
+//!   numbers, and an item may not exceed 400 KB.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use capstan_model::Timestamp;
+use capstan_model::item::{
+    AttrValue, INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, SK, item_key, version_of,
+};
+use capstan_runtime::{ChangeKind, Clock, Expect, Store, StoreError, StreamRecord};
+
+use crate::clock::after;
+
+/// DynamoDB's item size limit.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// The table. Clones share it.
+#[derive(Clone)]
+pub struct MemStore {
+    clock: Arc<dyn Clock>,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for MemStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.lock();
+        f.debug_struct("MemStore")
+            .field("items", &s.items.len())
+            .field("unread_stream", &s.stream.len())
+            .field("writes", &s.writes)
+            .field("conflicts", &s.conflicts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fault armed with `fail_next` / `fail_next_after_effect`.
+#[derive(Debug)]
+enum Fault {
+    /// The call fails and has no effect.
+    Before(StoreError),
+    /// The call takes effect, then reports the error (a timeout after success).
+    After(StoreError),
+}
+
+/// One index update still propagating to the GSI.
+#[derive(Debug)]
+struct IndexChange {
+    visible_at: Timestamp,
+    key: ItemKey,
+    instance_id: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: BTreeMap<ItemKey, Item>,
+    index_lag: Duration,
+    /// What the GSI shows now: item key → instance id, and the reverse.
+    index: BTreeMap<ItemKey, String>,
+    by_instance: BTreeMap<String, BTreeSet<ItemKey>>,
+    /// Updates not yet visible in the GSI, in write order.
+    propagating: VecDeque<IndexChange>,
+    stream: Vec<StreamRecord>,
+    sequence: u64,
+    writes: u64,
+    conflicts: u64,
+    faults: VecDeque<Fault>,
+}
+
+impl MemStore {
+    pub fn new(clock: Arc<dyn Clock>) -> MemStore {
+        MemStore {
+            clock,
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// GSI eventual consistency: an index entry becomes visible `lag` after its write
+    /// (DynamoDB: usually under a second). Zero, the default, makes it immediate.
+    pub fn with_index_lag(self, lag: Duration) -> MemStore {
+        self.lock().index_lag = lag;
+        self
+    }
+
+    /// Drains the change stream, oldest record first.
+    pub fn take_stream(&self) -> Vec<StreamRecord> {
+        std::mem::take(&mut self.lock().stream)
+    }
+
+    /// Every item, in key order.
+    pub fn items(&self) -> Vec<Item> {
+        self.lock().items.values().cloned().collect()
+    }
+
+    /// One item, read consistently.
+    pub fn get(&self, key: &ItemKey) -> Option<Item> {
+        self.lock().items.get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().items.is_empty()
+    }
+
+    /// Successful write requests (puts and deletes, including a delete of an absent
+    /// item, which DynamoDB also bills), not counting failed conditions.
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    /// Writes refused because their condition did not hold.
+    pub fn conflicts(&self) -> u64 {
+        self.lock().conflicts
+    }
+
+    /// The next call of a `Store` method fails with `err` and has no effect. Calls
+    /// queue up: arming twice fails the next two calls.
+    pub fn fail_next(&self, err: StoreError) {
+        self.lock().faults.push_back(Fault::Before(err));
+    }
+
+    /// The next call of a `Store` method takes effect, then reports `err`: a timeout
+    /// or 5xx whose request did succeed. Queues up with [`MemStore::fail_next`].
+    pub fn fail_next_after_effect(&self, err: StoreError) {
+        self.lock().faults.push_back(Fault::After(err));
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one store call under the armed fault, if any.
+    fn call<T>(
+        &self,
+        op: impl FnOnce(&mut State, Timestamp) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.settle_index(now);
+        match state.faults.pop_front() {
+            Some(Fault::Before(err)) => Err(err),
+            Some(Fault::After(err)) => op(&mut state, now).and(Err(err)),
+            None => op(&mut state, now),
+        }
+    }
+}
+
+impl State {
+    /// Applies the index updates that have become visible by `now`, in write order.
+    fn settle_index(&mut self, now: Timestamp) {
+        while self
+            .propagating
+            .front()
+            .is_some_and(|c| c.visible_at <= now)
+        {
+            let Some(change) = self.propagating.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.index.remove(&change.key) {
+                if let Some(keys) = self.by_instance.get_mut(&old) {
+                    keys.remove(&change.key);
+                    if keys.is_empty() {
+                        self.by_instance.remove(&old);
+                    }
+                }
+            }
+            if let Some(id) = change.instance_id {
+                self.by_instance
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(change.key.clone());
+                self.index.insert(change.key, id);
+            }
+        }
+    }
+
+    fn check(&mut self, key: &ItemKey, expect: Expect) -> Result<(), StoreError> {
+        let holds = match (expect, self.items.get(key)) {
+            (Expect::Any, _) => true,
+            (Expect::Absent, current) => current.is_none(),
+            (Expect::Version(_), None) => false,
+            (Expect::Version(rv), Some(item)) => version_of(item) == rv,
+        };
+        if holds {
+            Ok(())
+        } else {
+            self.conflicts += 1;
+            Err(StoreError::Conflict)
+        }
+    }
+
+    /// Replaces (or removes) one item and records the change.
+    fn write(&mut self, now: Timestamp, key: ItemKey, new: Option<Item>) {
+        self.writes += 1;
+        let old = match &new {
+            Some(item) => self.items.insert(key.clone(), item.clone()),
+            None => self.items.remove(&key),
+        };
+        let kind = match (&old, &new) {
+            (None, None) => return,
+            (None, Some(_)) => ChangeKind::Insert,
+            (Some(_), Some(_)) => ChangeKind::Modify,
+            (Some(_), None) => ChangeKind::Remove,
+        };
+        let (old_projection, new_projection) = (
+            old.as_ref().and_then(indexed_instance),
+            new.as_ref().and_then(indexed_instance),
+        );
+        if old_projection != new_projection {
+            self.propagating.push_back(IndexChange {
+                visible_at: after(now, self.index_lag),
+                key: key.clone(),
+                instance_id: new_projection,
+            });
+            self.settle_index(now);
+        }
+        self.sequence += 1;
+        self.stream.push(StreamRecord {
+            sequence: self.sequence,
+            kind,
+            key,
+            old_image: old,
+            new_image: new,
+        });
+    }
+}
+
+impl Store for MemStore {
+    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        self.call(|state, _| {
+            if pk.is_empty() {
+                return Err(invalid("the partition key value may not be empty"));
+            }
+            let prefix = sk_prefix.unwrap_or("");
+            let start = ItemKey {
+                pk: pk.to_string(),
+                sk: prefix.to_string(),
+            };
+            Ok(state
+                .items
+                .range(start..)
+                .take_while(|(k, _)| k.pk == pk && k.sk.starts_with(prefix))
+                .map(|(_, item)| item.clone())
+                .collect())
+        })
+    }
+
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), StoreError> {
+        self.call(|state, now| {
+            let key = validate(&item)?;
+            state.check(&key, expect)?;
+            state.write(now, key, Some(item));
+            Ok(())
+        })
+    }
+
+    async fn delete(&self, key: &ItemKey, expect: Expect) -> Result<(), StoreError> {
+        self.call(|state, now| {
+            if key.pk.is_empty() || key.sk.is_empty() {
+                return Err(invalid("the key attributes may not be empty strings"));
+            }
+            state.check(key, expect)?;
+            state.write(now, key.clone(), None);
+            Ok(())
+        })
+    }
+
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+        self.call(|state, _| {
+            if instance_id.is_empty() {
+                return Err(invalid("the index key value may not be empty"));
+            }
+            Ok(state
+                .by_instance
+                .get(instance_id)
+                .and_then(|keys| keys.first().cloned()))
+        })
+    }
+
+    async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
+        self.call(|state, _| {
+            Ok(state
+                .items
+                .iter()
+                .filter(|(k, _)| k.sk.starts_with(sk_prefix))
+                .map(|(_, item)| item.clone())
+                .collect())
+        })
+    }
+}
+
+/// What the sparse index holds for an item: its `instanceId`, when it is a string.
+fn indexed_instance(item: &Item) -> Option<String> {
+    match item.get(INSTANCE_ID) {
+        Some(AttrValue::S(id)) if !id.is_empty() => Some(id.clone()),
+        _ => None,
+    }
+}
+
+fn invalid(message: &str) -> StoreError {
+    StoreError::Rejected(format!(
+        "ValidationException: One or more parameter values were invalid: {message}"
+    ))
+}
+
+/// Checks an item the way PutItem does and returns its key.
+fn validate(item: &Item) -> Result<ItemKey, StoreError> {
+    for attr in [PK, SK] {
+        match item.get(attr) {
+            Some(AttrValue::S(s)) if !s.is_empty() => {}
+            Some(AttrValue::S(_)) => {
+                return Err(invalid(&format!(
+                    "An AttributeValue may not contain an empty string. Key: {attr}"
+                )));
+            }
+            Some(other) => {
+                return Err(invalid(&format!(
+                    "Type mismatch for key {attr} expected: S actual: {}",
+                    type_name(other)
+                )));
+            }
+            None => return Err(invalid(&format!("Missing the key {attr} in the item"))),
+        }
+    }
+    match item.get(INSTANCE_ID) {
+        None => {}
+        Some(AttrValue::S(s)) if !s.is_empty() => {}
+        Some(AttrValue::S(_)) => {
+            return Err(invalid(&format!(
+                "A value specified for a secondary index key is not supported. The AttributeValue for a key attribute cannot contain an empty string value. IndexName: {INSTANCE_INDEX}, IndexKey: {INSTANCE_ID}"
+            )));
+        }
+        Some(other) => {
+            return Err(invalid(&format!(
+                "Type mismatch for Index Key {INSTANCE_ID} Expected: S Actual: {} IndexName: {INSTANCE_INDEX}",
+                type_name(other)
+            )));
+        }
+    }
+    if let Some((name, n)) = item.iter().find_map(|(k, v)| bad_number(v).map(|n| (k, n))) {
+        return Err(invalid(&format!(
+            "attribute {name}: '{n}' is not a valid number"
+        )));
+    }
+    let size: usize = item.iter().map(|(k, v)| k.len() + attr_size(v)).sum();
+    if size > MAX_ITEM_BYTES {
+        return Err(StoreError::Rejected(
+            "ValidationException: Item size has exceeded the maximum allowed size".into(),
+        ));
+    }
+    item_key(item).ok_or_else(|| invalid("Missing the key in the item"))
+}
+
+fn type_name(v: &AttrValue) -> &'static str {
+    match v {
+        AttrValue::S(_) => "S",
+        AttrValue::N(_) => "N",
+        AttrValue::Bool(_) => "BOOL",
+        AttrValue::Null => "NULL",
+        AttrValue::L(_) => "L",
+        AttrValue::M(_) => "M",
+    }
+}
+
+/// The first number anywhere in `v` that DynamoDB would refuse.
+fn bad_number(v: &AttrValue) -> Option<&str> {
+    match v {
+        AttrValue::N(n) => {
+            let ok = !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+                && n.parse::<f64>().is_ok_and(f64::is_finite);
+            (!ok).then_some(n.as_str())
+        }
+        AttrValue::L(l) => l.iter().find_map(bad_number),
+        AttrValue::M(m) => m.values().find_map(bad_number),
+        _ => None,
+    }
+}
+
+/// DynamoDB's item size accounting, closely enough to enforce the 400 KB limit
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html>).
+fn attr_size(v: &AttrValue) -> usize {
+    match v {
+        AttrValue::S(s) => s.len(),
+        AttrValue::N(n) => n.len().div_ceil(2) + 1,
+        AttrValue::Bool(_) | AttrValue::Null => 1,
+        AttrValue::L(l) => 3 + l.iter().map(|e| 1 + attr_size(e)).sum::<usize>(),
+        AttrValue::M(m) => 3 + m.iter().map(|(k, e)| 1 + k.len() + attr_size(e)).sum::<usize>(),
+    }
+}
