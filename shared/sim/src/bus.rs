@@ -393,7 +393,11 @@ impl Bus for MemBus {
             )));
         };
         if delay > MAX_DELAY {
-            tracing::warn!(queue, ?delay, "SQS caps DelaySeconds at 900; delivering after 15 minutes");
+            tracing::warn!(
+                queue,
+                ?delay,
+                "SQS caps DelaySeconds at 900; delivering after 15 minutes"
+            );
         }
         state.send(target, event, after(now, delay.min(MAX_DELAY)));
         Ok(())

@@ -180,7 +180,7 @@ impl SimEc2 {
 
     /// Applies every transition due at or before the clock's now, in time order.
     pub fn advance(&self) {
-        self.settled();
+        drop(self.settled());
     }
 
     /// When the next transition is due, if any instance is waiting for one.
@@ -346,10 +346,11 @@ impl State {
         let id = inst.instance.instance_id.clone();
         if to == InstanceState::Terminated {
             inst.instance.private_ip = None;
-            if let Some(offset) = inst.address.take() {
-                if let Some(used) = self.addresses.get_mut(&inst.instance.subnet_id) {
-                    used.remove(&offset);
-                }
+            let freed = inst.address.take();
+            if let (Some(offset), Some(used)) =
+                (freed, self.addresses.get_mut(&inst.instance.subnet_id))
+            {
+                used.remove(&offset);
             }
         }
         let event = self.event(
@@ -360,11 +361,17 @@ impl State {
         );
         self.events.push(event);
         let follow = match to {
-            InstanceState::Pending => Some((after(at, self.config.boot_delay), InstanceState::Running)),
-            InstanceState::Stopping => Some((after(at, self.config.shutdown_delay), InstanceState::Stopped)),
-            InstanceState::ShuttingDown => {
-                Some((after(at, self.config.shutdown_delay), InstanceState::Terminated))
+            InstanceState::Pending => {
+                Some((after(at, self.config.boot_delay), InstanceState::Running))
             }
+            InstanceState::Stopping => Some((
+                after(at, self.config.shutdown_delay),
+                InstanceState::Stopped,
+            )),
+            InstanceState::ShuttingDown => Some((
+                after(at, self.config.shutdown_delay),
+                InstanceState::Terminated,
+            )),
             InstanceState::Running | InstanceState::Stopped | InstanceState::Terminated => None,
         };
         self.reschedule(idx, follow);
@@ -384,7 +391,13 @@ impl State {
         }
     }
 
-    fn event(&mut self, detail_type: &str, id: &str, detail: serde_json::Value, at: Timestamp) -> BusEvent {
+    fn event(
+        &mut self,
+        detail_type: &str,
+        id: &str,
+        detail: serde_json::Value,
+        at: Timestamp,
+    ) -> BusEvent {
         let mut e = BusEvent::default();
         e.version = Some("0".into());
         e.id = Some(uuid(self.event_ids.next_u128()));
@@ -449,7 +462,8 @@ impl State {
         let idx = self.launch(&req.subnet_id, &req.instance_type, req.tags.clone(), now)?;
         self.launched_total += 1;
         if !req.client_token.is_empty() {
-            self.tokens.insert(req.client_token.clone(), (idx, req.clone()));
+            self.tokens
+                .insert(req.client_token.clone(), (idx, req.clone()));
         }
         Ok(self.instances[idx].instance.clone())
     }
@@ -460,7 +474,7 @@ impl State {
         subnet_id: &str,
         instance_type: &str,
         tags: BTreeMap<String, String>,
-            now: Timestamp,
+        now: Timestamp,
     ) -> Result<usize, ComputeError> {
         let Some((subnet_index, zone)) = self
             .config
@@ -583,7 +597,10 @@ impl Compute for SimEc2 {
                 ));
             }
         }
-        let indices: Vec<usize> = ids.iter().filter_map(|id| state.by_id.get(id).copied()).collect();
+        let indices: Vec<usize> = ids
+            .iter()
+            .filter_map(|id| state.by_id.get(id).copied())
+            .collect();
         let (key, value) = &tag_guard;
         if let Some(&idx) = indices
             .iter()
@@ -593,7 +610,9 @@ impl Compute for SimEc2 {
                 "UnauthorizedOperation",
                 format!(
                     "You are not authorized to perform this operation. ec2:TerminateInstances on resource arn:aws:ec2:{}:{}:instance/{} is allowed only with tag {key}={value}.",
-                    state.config.region, state.config.account, state.instances[idx].instance.instance_id
+                    state.config.region,
+                    state.config.account,
+                    state.instances[idx].instance.instance_id
                 ),
             ));
         }
@@ -654,7 +673,9 @@ fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ComputeError> {
         if k.to_ascii_lowercase().starts_with("aws:") {
             return Err(invalid(
                 "InvalidParameterValue",
-                format!("Tag key '{k}' is invalid: tag keys starting with 'aws:' are reserved for internal use"),
+                format!(
+                    "Tag key '{k}' is invalid: tag keys starting with 'aws:' are reserved for internal use"
+                ),
             ));
         }
         if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {

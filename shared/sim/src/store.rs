@@ -173,11 +173,12 @@ impl State {
                 break;
             };
             if let Some(old) = self.index.remove(&change.key) {
-                if let Some(keys) = self.by_instance.get_mut(&old) {
+                let emptied = self.by_instance.get_mut(&old).is_some_and(|keys| {
                     keys.remove(&change.key);
-                    if keys.is_empty() {
-                        self.by_instance.remove(&old);
-                    }
+                    keys.is_empty()
+                });
+                if emptied {
+                    self.by_instance.remove(&old);
                 }
             }
             if let Some(id) = change.instance_id {
@@ -402,6 +403,11 @@ fn attr_size(v: &AttrValue) -> usize {
         AttrValue::N(n) => n.len().div_ceil(2) + 1,
         AttrValue::Bool(_) | AttrValue::Null => 1,
         AttrValue::L(l) => 3 + l.iter().map(|e| 1 + attr_size(e)).sum::<usize>(),
-        AttrValue::M(m) => 3 + m.iter().map(|(k, e)| 1 + k.len() + attr_size(e)).sum::<usize>(),
+        AttrValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, e)| 1 + k.len() + attr_size(e))
+                .sum::<usize>()
+        }
     }
 }

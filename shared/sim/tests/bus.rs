@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use capstan_model::Kind;
-use capstan_runtime::routes::{Reconciler, changed, SOURCE};
+use capstan_runtime::routes::{Reconciler, SOURCE, changed};
 use capstan_runtime::{Bus, BusError, BusEvent};
 use capstan_sim::{Delivery, ManualClock, MemBus};
 use common::{block_on, clock, start};
@@ -53,7 +53,11 @@ fn a_machine_change_wakes_its_reconciler_its_machineset_and_health_checks() {
     assert_eq!(bus.pending(), 3);
     assert_eq!(
         queues_with_messages(&bus),
-        BTreeSet::from([Reconciler::Machine, Reconciler::MachineSet, Reconciler::HealthCheck])
+        BTreeSet::from([
+            Reconciler::Machine,
+            Reconciler::MachineSet,
+            Reconciler::HealthCheck
+        ])
     );
     assert_eq!(bus.published_total(), 1);
 }
@@ -62,7 +66,10 @@ fn a_machine_change_wakes_its_reconciler_its_machineset_and_health_checks() {
 fn ec2_state_changes_go_to_instance_events_only() {
     let (_, bus) = bus(Delivery::default());
     bus.publish(vec![ec2_state_change("i-0123456789abcdef0")]);
-    assert_eq!(queues_with_messages(&bus), BTreeSet::from([Reconciler::InstanceEvents]));
+    assert_eq!(
+        queues_with_messages(&bus),
+        BTreeSet::from([Reconciler::InstanceEvents])
+    );
 }
 
 #[test]
@@ -72,7 +79,10 @@ fn put_events_fills_id_version_and_time_like_eventbridge() {
     let m = bus.receive(Reconciler::Machine, 1).remove(0);
     assert_eq!(m.event.version.as_deref(), Some("0"));
     assert_eq!(m.event.id.as_ref().map(String::len), Some(36));
-    assert_eq!(m.event.time.map(|t| t.timestamp()), Some(start().as_second()));
+    assert_eq!(
+        m.event.time.map(|t| t.timestamp()),
+        Some(start().as_second())
+    );
     assert_eq!(m.receive_count, 1);
 }
 
@@ -93,7 +103,10 @@ fn an_unacknowledged_message_comes_back_after_the_visibility_timeout() {
     assert_eq!(second[0].receive_count, 2);
     assert_ne!(second[0].receipt, first[0].receipt);
 
-    assert!(!bus.ack(Reconciler::Machine, &first[0].receipt), "a stale receipt deletes nothing");
+    assert!(
+        !bus.ack(Reconciler::Machine, &first[0].receipt),
+        "a stale receipt deletes nothing"
+    );
     assert!(bus.ack(Reconciler::Machine, &second[0].receipt));
     clock.advance(Duration::from_secs(60));
     assert!(bus.receive(Reconciler::Machine, 10).is_empty());
@@ -125,8 +138,12 @@ fn a_message_received_max_receives_times_goes_to_the_dead_letter_queue() {
 #[test]
 fn a_requeued_event_is_delivered_after_its_delay() {
     let (clock, bus) = bus(Delivery::default());
-    block_on(bus.requeue("machineset-reconciler", machine_changed("m"), Duration::from_secs(10)))
-        .unwrap();
+    block_on(bus.requeue(
+        "machineset-reconciler",
+        machine_changed("m"),
+        Duration::from_secs(10),
+    ))
+    .unwrap();
     assert_eq!((bus.pending(), bus.visible()), (1, 0));
     assert_eq!(bus.next_visible(), Some(start() + Duration::from_secs(10)));
     clock.advance(Duration::from_secs(9));
@@ -148,11 +165,21 @@ fn retry_later_makes_a_message_visible_after_the_delay() {
     let (clock, bus) = bus(Delivery::default());
     bus.publish(vec![ec2_state_change("i-0123456789abcdef0")]);
     let m = bus.receive(Reconciler::InstanceEvents, 1).remove(0);
-    assert!(bus.retry_later(Reconciler::InstanceEvents, &m.receipt, Duration::from_secs(5)));
+    assert!(bus.retry_later(
+        Reconciler::InstanceEvents,
+        &m.receipt,
+        Duration::from_secs(5)
+    ));
     assert_eq!(bus.next_visible(), Some(start() + Duration::from_secs(5)));
     clock.advance(Duration::from_secs(5));
-    assert_eq!(bus.receive(Reconciler::InstanceEvents, 1)[0].receive_count, 2);
-    assert!(!bus.retry_later(Reconciler::InstanceEvents, &m.receipt, Duration::ZERO), "stale receipt");
+    assert_eq!(
+        bus.receive(Reconciler::InstanceEvents, 1)[0].receive_count,
+        2
+    );
+    assert!(
+        !bus.retry_later(Reconciler::InstanceEvents, &m.receipt, Duration::ZERO),
+        "stale receipt"
+    );
 }
 
 #[test]
@@ -176,14 +203,26 @@ fn a_seeded_shuffle_is_deterministic() {
             shuffle_seed: seed,
             ..Delivery::default()
         });
-        bus.publish((0..10).map(|i| ec2_state_change(&format!("i-{i:08x}"))).collect());
+        bus.publish(
+            (0..10)
+                .map(|i| ec2_state_change(&format!("i-{i:08x}")))
+                .collect(),
+        );
         bus.receive(Reconciler::InstanceEvents, 10)
             .into_iter()
-            .map(|m| m.event.detail["instance-id"].as_str().unwrap_or_default().to_string())
+            .map(|m| {
+                m.event.detail["instance-id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .collect()
     };
     let fifo = order(None);
-    assert_eq!(fifo, (0..10).map(|i| format!("i-{i:08x}")).collect::<Vec<_>>());
+    assert_eq!(
+        fifo,
+        (0..10).map(|i| format!("i-{i:08x}")).collect::<Vec<_>>()
+    );
     let shuffled = order(Some(42));
     assert_eq!(shuffled, order(Some(42)));
     assert_ne!(shuffled, fifo);
@@ -195,7 +234,11 @@ fn a_seeded_shuffle_is_deterministic() {
 #[test]
 fn receive_returns_at_most_max() {
     let (_, bus) = bus(Delivery::default());
-    bus.publish((0..5).map(|i| ec2_state_change(&format!("i-{i:08x}"))).collect());
+    bus.publish(
+        (0..5)
+            .map(|i| ec2_state_change(&format!("i-{i:08x}")))
+            .collect(),
+    );
     assert_eq!(bus.receive(Reconciler::InstanceEvents, 2).len(), 2);
     assert_eq!(bus.receive(Reconciler::InstanceEvents, 10).len(), 3);
 }

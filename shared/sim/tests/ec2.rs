@@ -51,7 +51,10 @@ fn states(events: &[capstan_runtime::BusEvent]) -> Vec<(String, String)> {
         .iter()
         .map(|e| {
             (
-                e.detail["instance-id"].as_str().unwrap_or_default().to_string(),
+                e.detail["instance-id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 e.detail["state"].as_str().unwrap_or_default().to_string(),
             )
         })
@@ -69,8 +72,12 @@ fn a_repeated_client_token_returns_the_first_launch_even_after_termination() {
     assert_eq!(again.instance_id, first.instance_id);
 
     clock.advance(Duration::from_secs(3));
-    let states = block_on(ec2.terminate_instances(vec![first.instance_id.clone()], guard())).unwrap();
-    assert_eq!(states, vec![(first.instance_id.clone(), InstanceState::ShuttingDown)]);
+    let states =
+        block_on(ec2.terminate_instances(vec![first.instance_id.clone()], guard())).unwrap();
+    assert_eq!(
+        states,
+        vec![(first.instance_id.clone(), InstanceState::ShuttingDown)]
+    );
     clock.advance(Duration::from_secs(2));
 
     let after = run_one(&ec2, launch("uid-1")).unwrap();
@@ -87,7 +94,10 @@ fn the_same_token_with_other_parameters_is_a_mismatch() {
     run_one(&ec2, launch("uid-1")).unwrap();
     let mut other = launch("uid-1");
     other.instance_type = "m7i.xlarge".into();
-    assert_eq!(run_one(&ec2, other).unwrap_err().code(), "IdempotentParameterMismatch");
+    assert_eq!(
+        run_one(&ec2, other).unwrap_err().code(),
+        "IdempotentParameterMismatch"
+    );
     assert_eq!(ec2.launched_total(), 1);
 }
 
@@ -113,12 +123,13 @@ fn invalid_launches_get_ec2_error_codes() {
     instance_type.instance_type = "m7i.huge".into();
     let mut reserved_tag = launch("d");
     reserved_tag.tags.insert("aws:owner".into(), "me".into());
-    let codes: Vec<String> = block_on(ec2.run_instances(vec![image, subnet, instance_type, reserved_tag]))
-        .into_iter()
-        .map(|r| r.unwrap_err())
-        .inspect(|e| assert!(matches!(e, ComputeError::Invalid { .. }) && !e.is_retryable()))
-        .map(|e| e.code().to_string())
-        .collect();
+    let codes: Vec<String> =
+        block_on(ec2.run_instances(vec![image, subnet, instance_type, reserved_tag]))
+            .into_iter()
+            .map(|r| r.unwrap_err())
+            .inspect(|e| assert!(matches!(e, ComputeError::Invalid { .. }) && !e.is_retryable()))
+            .map(|e| e.code().to_string())
+            .collect();
     assert_eq!(
         codes,
         [
@@ -144,11 +155,21 @@ fn terminate_refuses_the_whole_request_when_one_instance_lacks_the_guard_tag() {
     ))
     .unwrap_err();
     assert_eq!(err.code(), "UnauthorizedOperation");
-    assert_eq!(ec2.instance(&ours.instance_id).unwrap().state, InstanceState::Pending);
-    assert_eq!(ec2.instance(&foreign.instance_id).unwrap().state, InstanceState::Pending);
+    assert_eq!(
+        ec2.instance(&ours.instance_id).unwrap().state,
+        InstanceState::Pending
+    );
+    assert_eq!(
+        ec2.instance(&foreign.instance_id).unwrap().state,
+        InstanceState::Pending
+    );
     assert!(ec2.terminated_by_request().is_empty());
     assert!(ec2.take_events().is_empty());
-    assert_eq!(ec2.launched_total(), 1, "a foreign instance is not ours to count");
+    assert_eq!(
+        ec2.launched_total(),
+        1,
+        "a foreign instance is not ours to count"
+    );
 }
 
 #[test]
@@ -161,7 +182,10 @@ fn terminate_needs_every_instance_to_exist() {
     ))
     .unwrap_err();
     assert_eq!(err.code(), "InvalidInstanceID.NotFound");
-    assert_eq!(ec2.instance(&ours.instance_id).unwrap().state, InstanceState::Pending);
+    assert_eq!(
+        ec2.instance(&ours.instance_id).unwrap().state,
+        InstanceState::Pending
+    );
     let err = block_on(ec2.terminate_instances(vec!["web-0".into()], guard())).unwrap_err();
     assert_eq!(err.code(), "InvalidInstanceID.Malformed");
 }
@@ -172,7 +196,10 @@ fn an_instance_runs_exactly_at_the_boot_delay_and_terminates_after_the_shutdown_
     let i = run_one(&ec2, launch("uid-1")).unwrap();
     let id = i.instance_id.clone();
     assert_eq!(i.launch_time, start());
-    assert_eq!(ec2.next_transition(), Some(start() + Duration::from_secs(3)));
+    assert_eq!(
+        ec2.next_transition(),
+        Some(start() + Duration::from_secs(3))
+    );
 
     clock.advance(Duration::from_millis(2999));
     ec2.advance();
@@ -183,19 +210,31 @@ fn an_instance_runs_exactly_at_the_boot_delay_and_terminates_after_the_shutdown_
     assert_eq!(ec2.next_transition(), None);
     assert_eq!(
         states(&ec2.take_events()),
-        [(id.clone(), "pending".into()), (id.clone(), "running".into())]
+        [
+            (id.clone(), "pending".into()),
+            (id.clone(), "running".into())
+        ]
     );
 
     clock.advance(Duration::from_secs(10));
     block_on(ec2.terminate_instances(vec![id.clone()], guard())).unwrap();
-    assert_eq!(ec2.next_transition(), Some(start() + Duration::from_secs(15)));
+    assert_eq!(
+        ec2.next_transition(),
+        Some(start() + Duration::from_secs(15))
+    );
     clock.advance(Duration::from_secs(2));
     let gone = ec2.instance(&id).unwrap();
     assert_eq!(gone.state, InstanceState::Terminated);
-    assert_eq!(gone.private_ip, None, "a terminated instance releases its address");
+    assert_eq!(
+        gone.private_ip, None,
+        "a terminated instance releases its address"
+    );
     assert_eq!(
         states(&ec2.take_events()),
-        [(id.clone(), "shutting-down".into()), (id.clone(), "terminated".into())]
+        [
+            (id.clone(), "shutting-down".into()),
+            (id.clone(), "terminated".into())
+        ]
     );
     assert_eq!(ec2.terminated_by_request(), vec![id.clone()]);
 
@@ -242,7 +281,10 @@ fn state_change_events_have_eventbridge_shape() {
     let json = serde_json::to_string(&events[0]).unwrap();
     let parsed: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed["version"], "0");
-    assert_eq!(parsed["detail-type"], "EC2 Instance State-change Notification");
+    assert_eq!(
+        parsed["detail-type"],
+        "EC2 Instance State-change Notification"
+    );
     assert_eq!(parsed["source"], "aws.ec2");
     assert_eq!(parsed["account"], "123456789012");
     assert_eq!(parsed["region"], "us-east-1");
@@ -274,10 +316,16 @@ fn with_no_boot_delay_the_instance_runs_on_the_next_advance() {
     let i = run_one(&ec2, launch("uid-1")).unwrap();
     assert_eq!(i.state, InstanceState::Pending);
     ec2.advance();
-    assert_eq!(ec2.instance(&i.instance_id).unwrap().state, InstanceState::Running);
+    assert_eq!(
+        ec2.instance(&i.instance_id).unwrap().state,
+        InstanceState::Running
+    );
     assert_eq!(
         states(&ec2.take_events()),
-        [(i.instance_id.clone(), "pending".into()), (i.instance_id, "running".into())]
+        [
+            (i.instance_id.clone(), "pending".into()),
+            (i.instance_id, "running".into())
+        ]
     );
 }
 
@@ -286,7 +334,10 @@ fn behind_our_back_stops_and_terminations_show_up_as_events() {
     let (clock, ec2) = ec2();
     let a = run_one(&ec2, launch("uid-a")).unwrap().instance_id;
     let b = run_one(&ec2, launch("uid-b")).unwrap().instance_id;
-    assert!(!ec2.stop_instance(&a), "a pending instance cannot be stopped");
+    assert!(
+        !ec2.stop_instance(&a),
+        "a pending instance cannot be stopped"
+    );
     clock.advance(Duration::from_secs(3));
     ec2.take_events();
     assert!(ec2.stop_instance(&a));
@@ -330,7 +381,10 @@ fn describe_finds_instances_by_tag_including_terminated_and_foreign_ones() {
     };
     assert_eq!(ids(vec![guard()]), [a.clone(), b.clone(), f]);
     assert_eq!(
-        ids(vec![guard(), ("capstan.dev/machine-uid".into(), "uid-b".into())]),
+        ids(vec![
+            guard(),
+            ("capstan.dev/machine-uid".into(), "uid-b".into())
+        ]),
         [b]
     );
     assert_eq!(ec2.calls().describe_instances, 2);
@@ -347,7 +401,11 @@ fn private_addresses_are_unique_and_in_the_subnet() {
         .map(|r| r.unwrap().private_ip.unwrap())
         .collect();
     assert_eq!(ips, ["10.0.0.4", "10.0.0.5", "10.0.16.4"]);
-    let zones: Vec<String> = ec2.instances().into_iter().map(|i| i.availability_zone).collect();
+    let zones: Vec<String> = ec2
+        .instances()
+        .into_iter()
+        .map(|i| i.availability_zone)
+        .collect();
     assert_eq!(zones, ["us-east-1a", "us-east-1a", "us-east-1b"]);
 }
 
@@ -361,11 +419,18 @@ fn fail_next_fails_one_call_of_that_operation() {
         },
     );
     let results = block_on(ec2.run_instances(vec![launch("a"), launch("b")]));
-    assert!(results.iter().all(|r| r.as_ref().is_err_and(ComputeError::is_retryable)));
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_err_and(ComputeError::is_retryable))
+    );
     assert!(ec2.instances().is_empty());
     assert!(run_one(&ec2, launch("a")).is_ok());
 
-    ec2.fail_next(Ec2Op::DescribeInstances, ComputeError::Unavailable("503".into()));
+    ec2.fail_next(
+        Ec2Op::DescribeInstances,
+        ComputeError::Unavailable("503".into()),
+    );
     assert!(block_on(ec2.describe_instances(vec![])).is_err());
     assert_eq!(block_on(ec2.describe_instances(vec![])).unwrap().len(), 1);
 }
@@ -375,10 +440,15 @@ fn an_offering_out_of_capacity_is_unfulfillable() {
     let (_, ec2) = ec2();
     ec2.set_capacity("m7i.large", "us-east-1a", false);
     let err = run_one(&ec2, launch("a")).unwrap_err();
-    assert!(matches!(err, ComputeError::Unfulfillable { ref code, .. } if code == "InsufficientInstanceCapacity"));
+    assert!(
+        matches!(err, ComputeError::Unfulfillable { ref code, .. } if code == "InsufficientInstanceCapacity")
+    );
     let mut elsewhere = launch("a");
     elsewhere.subnet_id = SUBNET_B.into();
-    assert!(run_one(&ec2, elsewhere).is_ok(), "the failed token was not consumed");
+    assert!(
+        run_one(&ec2, elsewhere).is_ok(),
+        "the failed token was not consumed"
+    );
     ec2.set_capacity("m7i.large", "us-east-1a", true);
     assert!(run_one(&ec2, launch("c")).is_ok());
 }

@@ -34,15 +34,24 @@ fn store() -> MemStore {
 fn create_if_absent_conflicts_when_the_item_exists() {
     let s = store();
     block_on(async {
-        s.put(item("ns#c", "Machine#a#spec", 1, &[("v", "first")]), Expect::Absent)
-            .await
-            .unwrap();
+        s.put(
+            item("ns#c", "Machine#a#spec", 1, &[("v", "first")]),
+            Expect::Absent,
+        )
+        .await
+        .unwrap();
         let again = s
-            .put(item("ns#c", "Machine#a#spec", 1, &[("v", "second")]), Expect::Absent)
+            .put(
+                item("ns#c", "Machine#a#spec", 1, &[("v", "second")]),
+                Expect::Absent,
+            )
             .await;
         assert_eq!(again, Err(StoreError::Conflict));
         let stored = s.query("ns#c", None).await.unwrap();
-        assert_eq!(stored, vec![item("ns#c", "Machine#a#spec", 1, &[("v", "first")])]);
+        assert_eq!(
+            stored,
+            vec![item("ns#c", "Machine#a#spec", 1, &[("v", "first")])]
+        );
     });
     assert_eq!(s.take_stream().len(), 1);
     assert_eq!((s.writes(), s.conflicts()), (1, 1));
@@ -59,19 +68,30 @@ fn stale_version_conflicts_and_leaves_item_and_stream_untouched() {
     s.take_stream();
     block_on(async {
         let stale = s
-            .put(item("ns#c", "Machine#a#status", 3, &[("phase", "Running")]), Expect::Version(2))
+            .put(
+                item("ns#c", "Machine#a#status", 3, &[("phase", "Running")]),
+                Expect::Version(2),
+            )
             .await;
         assert_eq!(stale, Err(StoreError::Conflict));
-        let stale_delete = s.delete(&key("ns#c", "Machine#a#status"), Expect::Version(2)).await;
+        let stale_delete = s
+            .delete(&key("ns#c", "Machine#a#status"), Expect::Version(2))
+            .await;
         assert_eq!(stale_delete, Err(StoreError::Conflict));
-        s.put(item("ns#c", "Machine#a#status", 4, &[("phase", "Running")]), Expect::Version(3))
-            .await
-            .unwrap();
+        s.put(
+            item("ns#c", "Machine#a#status", 4, &[("phase", "Running")]),
+            Expect::Version(3),
+        )
+        .await
+        .unwrap();
     });
     let stream = s.take_stream();
     assert_eq!(stream.len(), 1, "only the write under the current version");
     assert_eq!(stream[0].kind, ChangeKind::Modify);
-    assert_eq!(s.items(), vec![item("ns#c", "Machine#a#status", 4, &[("phase", "Running")])]);
+    assert_eq!(
+        s.items(),
+        vec![item("ns#c", "Machine#a#status", 4, &[("phase", "Running")])]
+    );
     assert_eq!(s.conflicts(), 2);
 }
 
@@ -114,12 +134,26 @@ fn stream_reports_insert_modify_remove_in_order_with_images() {
     let kinds: Vec<_> = stream.iter().map(|r| r.kind).collect();
     assert_eq!(
         kinds,
-        [ChangeKind::Insert, ChangeKind::Modify, ChangeKind::Modify, ChangeKind::Remove]
+        [
+            ChangeKind::Insert,
+            ChangeKind::Modify,
+            ChangeKind::Modify,
+            ChangeKind::Remove
+        ]
     );
     assert!(stream.windows(2).all(|w| w[0].sequence < w[1].sequence));
-    assert_eq!((&stream[0].old_image, &stream[0].new_image), (&None, &Some(v1.clone())));
-    assert_eq!((&stream[1].old_image, &stream[1].new_image), (&Some(v1), &Some(v2.clone())));
-    assert_eq!((&stream[3].old_image, &stream[3].new_image), (&Some(v2), &None));
+    assert_eq!(
+        (&stream[0].old_image, &stream[0].new_image),
+        (&None, &Some(v1.clone()))
+    );
+    assert_eq!(
+        (&stream[1].old_image, &stream[1].new_image),
+        (&Some(v1), &Some(v2.clone()))
+    );
+    assert_eq!(
+        (&stream[3].old_image, &stream[3].new_image),
+        (&Some(v2), &None)
+    );
     assert_eq!(stream[3].key, key("ns#c", "Machine#a#spec"));
     assert!(s.take_stream().is_empty(), "take_stream drains");
     assert!(s.is_empty());
@@ -131,7 +165,8 @@ fn delete_under_a_condition_needs_the_item() {
     let s = store();
     block_on(async {
         assert_eq!(
-            s.delete(&key("ns#c", "Machine#a#spec"), Expect::Version(0)).await,
+            s.delete(&key("ns#c", "Machine#a#spec"), Expect::Version(0))
+                .await,
             Err(StoreError::Conflict)
         );
         s.delete(&key("ns#c", "Machine#a#spec"), Expect::Absent)
@@ -166,7 +201,12 @@ fn query_reads_one_partition_in_sort_key_order_with_a_prefix() {
         };
         assert_eq!(
             sks(s.query("ns#c", None).await.unwrap()),
-            ["Machine#a#spec", "Machine#a#status", "Machine#b#spec", "MachineSet#s#spec"]
+            [
+                "Machine#a#spec",
+                "Machine#a#status",
+                "Machine#b#spec",
+                "MachineSet#s#spec"
+            ]
         );
         assert_eq!(
             sks(s.query("ns#c", Some("Machine#")).await.unwrap()),
@@ -186,7 +226,12 @@ fn query_reads_one_partition_in_sort_key_order_with_a_prefix() {
 fn instance_index_is_eventually_consistent() {
     let (clock, shared) = clock();
     let s = MemStore::new(shared).with_index_lag(Duration::from_millis(500));
-    let observed = item("ns#c", "Machine#a#status", 1, &[(INSTANCE_ID, "i-0123456789abcdef0")]);
+    let observed = item(
+        "ns#c",
+        "Machine#a#status",
+        1,
+        &[(INSTANCE_ID, "i-0123456789abcdef0")],
+    );
     block_on(async {
         s.put(observed, Expect::Absent).await.unwrap();
         assert_eq!(s.find_by_instance("i-0123456789abcdef0").await, Ok(None));
@@ -201,7 +246,12 @@ fn instance_index_is_eventually_consistent() {
         s.put(item("ns#c", "Machine#a#status", 2, &[]), Expect::Version(1))
             .await
             .unwrap();
-        assert!(s.find_by_instance("i-0123456789abcdef0").await.unwrap().is_some());
+        assert!(
+            s.find_by_instance("i-0123456789abcdef0")
+                .await
+                .unwrap()
+                .is_some()
+        );
         clock.advance(Duration::from_millis(500));
         assert_eq!(s.find_by_instance("i-0123456789abcdef0").await, Ok(None));
     });
@@ -214,9 +264,17 @@ fn instance_index_without_lag_is_immediate_and_sparse() {
         s.put(item("ns#c", "Machine#a#spec", 1, &[]), Expect::Absent)
             .await
             .unwrap();
-        s.put(item("ns#c", "Machine#a#status", 1, &[(INSTANCE_ID, "i-0aaaaaaaaaaaaaaaa")]), Expect::Absent)
-            .await
-            .unwrap();
+        s.put(
+            item(
+                "ns#c",
+                "Machine#a#status",
+                1,
+                &[(INSTANCE_ID, "i-0aaaaaaaaaaaaaaaa")],
+            ),
+            Expect::Absent,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             s.find_by_instance("i-0aaaaaaaaaaaaaaaa").await,
             Ok(Some(key("ns#c", "Machine#a#status")))
@@ -231,9 +289,13 @@ fn instance_index_without_lag_is_immediate_and_sparse() {
 #[test]
 fn fail_next_fails_one_call_without_effect() {
     let s = store();
-    s.fail_next(StoreError::Throttled("ProvisionedThroughputExceededException".into()));
+    s.fail_next(StoreError::Throttled(
+        "ProvisionedThroughputExceededException".into(),
+    ));
     block_on(async {
-        let err = s.put(item("ns#c", "Machine#a#spec", 1, &[]), Expect::Absent).await;
+        let err = s
+            .put(item("ns#c", "Machine#a#spec", 1, &[]), Expect::Absent)
+            .await;
         assert!(err.as_ref().is_err_and(StoreError::is_retryable));
         assert!(s.is_empty());
         s.put(item("ns#c", "Machine#a#spec", 1, &[]), Expect::Absent)
@@ -248,10 +310,14 @@ fn fail_next_after_effect_writes_then_reports_the_error() {
     let s = store();
     s.fail_next_after_effect(StoreError::Unavailable("timeout".into()));
     block_on(async {
-        let err = s.put(item("ns#c", "Machine#a#spec", 1, &[]), Expect::Absent).await;
+        let err = s
+            .put(item("ns#c", "Machine#a#spec", 1, &[]), Expect::Absent)
+            .await;
         assert_eq!(err, Err(StoreError::Unavailable("timeout".into())));
         // The retry finds the write already done.
-        let retry = s.put(item("ns#c", "Machine#a#spec", 1, &[]), Expect::Absent).await;
+        let retry = s
+            .put(item("ns#c", "Machine#a#spec", 1, &[]), Expect::Absent)
+            .await;
         assert_eq!(retry, Err(StoreError::Conflict));
     });
     assert_eq!(s.len(), 1);
@@ -263,7 +329,10 @@ fn items_dynamodb_would_refuse_are_rejected() {
     block_on(async {
         let mut no_sk = item("ns#c", "x", 1, &[]);
         no_sk.remove(SK);
-        assert!(matches!(s.put(no_sk, Expect::Any).await, Err(StoreError::Rejected(_))));
+        assert!(matches!(
+            s.put(no_sk, Expect::Any).await,
+            Err(StoreError::Rejected(_))
+        ));
         let mut numeric_index_key = item("ns#c", "Machine#a#status", 1, &[]);
         numeric_index_key.insert(INSTANCE_ID.into(), AttrValue::N("7".into()));
         assert!(matches!(
@@ -272,9 +341,20 @@ fn items_dynamodb_would_refuse_are_rejected() {
         ));
         let mut bad_number = item("ns#c", "Machine#a#status", 1, &[]);
         bad_number.insert("generation".into(), AttrValue::N("seven".into()));
-        assert!(matches!(s.put(bad_number, Expect::Any).await, Err(StoreError::Rejected(_))));
-        let huge = item("ns#c", "Machine#a#status", 1, &[("blob", &"x".repeat(400 * 1024))]);
-        assert!(matches!(s.put(huge, Expect::Any).await, Err(StoreError::Rejected(_))));
+        assert!(matches!(
+            s.put(bad_number, Expect::Any).await,
+            Err(StoreError::Rejected(_))
+        ));
+        let huge = item(
+            "ns#c",
+            "Machine#a#status",
+            1,
+            &[("blob", &"x".repeat(400 * 1024))],
+        );
+        assert!(matches!(
+            s.put(huge, Expect::Any).await,
+            Err(StoreError::Rejected(_))
+        ));
     });
     assert!(s.is_empty());
     assert!(s.take_stream().is_empty());

@@ -1,0 +1,82 @@
+//! The `capstan` binary, run as a person would run it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn capstan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run capstan")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn validate_accepts_the_quickstart() {
+    let out = capstan(&["validate", "-f", "examples/quickstart.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("3 object(s) valid"), "{}", text(&out));
+}
+
+#[test]
+fn up_converges_the_quickstart_and_prints_the_tree() {
+    let out = capstan(&["up", "-f", "examples/quickstart.yaml", "--virtual-time"]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("Cluster/demo created"), "{all}");
+    assert!(all.contains("Converged in"), "{all}");
+    let machine_rows: Vec<&str> = all.lines().filter(|l| l.contains("Machine/demo-")).collect();
+    assert_eq!(machine_rows.len(), 6, "{all}");
+    for row in machine_rows {
+        assert!(row.contains("True") && row.contains("Running") && row.contains(" i-"), "{row}");
+    }
+}
+
+#[test]
+fn up_with_an_invalid_file_writes_nothing_and_lists_every_error() {
+    let dir = std::env::temp_dir().join(format!("capstan-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.yaml");
+    let quickstart = std::fs::read_to_string(repo().join("examples/quickstart.yaml")).expect("quickstart");
+    let broken = quickstart.replacen("replicas: 3", "replicas: -2", 2).replacen("instanceTypes:", "instanceTypez:", 1);
+    std::fs::write(&bad, broken).expect("write");
+    let out = capstan(&["up", "-f", bad.to_str().expect("utf-8 path"), "--virtual-time"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("nothing was applied"), "{all}");
+    assert!(!all.contains("created"), "{all}");
+    assert!(all.contains("instanceTypez"), "{all}");
+    assert!(all.contains("replicas"), "{all}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn validate_reads_standard_input() {
+    let quickstart = std::fs::read(repo().join("examples/quickstart.yaml")).expect("quickstart");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["validate", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(&quickstart).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn validate_reports_a_missing_file_clearly() {
+    let out = capstan(&["validate", "-f", "does/not/exist.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("does/not/exist.yaml: cannot read"), "{}", text(&out));
+}
