@@ -152,7 +152,7 @@ pub fn read_manifests(source: &str, text: &str) -> Result<Vec<Object>, ManifestE
             FieldError::new(
                 "(file)",
                 format!(
-                    "is {} bytes, more than the limit of {MAX_MANIFEST_BYTES} bytes (4 MiB)",
+                    "is {} bytes, more than the limit of {MAX_MANIFEST_BYTES} bytes, 4 MiB",
                     text.len()
                 ),
                 "split it into several files",
@@ -314,6 +314,22 @@ impl Entry {
         }
     }
 
+    /// Takes kind, namespace and name from a document that may not decode.
+    fn label(&mut self, value: &Value) {
+        let text = |v: &Value, field: &str| {
+            v.get(field)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        self.kind = text(value, "kind");
+        if let Some(meta) = value.get("metadata") {
+            self.name = text(meta, "name");
+            self.namespace = text(meta, "namespace")
+                .or_else(|| Some(crate::meta::DEFAULT_NAMESPACE.to_string()));
+        }
+    }
+
     fn to_error(&self, source: &str) -> DocumentError {
         DocumentError {
             source: source.to_string(),
@@ -330,8 +346,11 @@ impl Entry {
 fn read_document(document: usize, chunk: &Chunk<'_>, entries: &mut Vec<Entry>) {
     let value = match parse_yaml(chunk) {
         Ok(value) => value,
-        Err(error) => {
+        Err((error, value)) => {
             let mut entry = Entry::new(document, chunk.line);
+            if let Some(value) = value {
+                entry.label(&value);
+            }
             entry.errors.push(error);
             entries.push(entry);
             return;
@@ -380,17 +399,7 @@ fn read_list(
 
 fn read_object(document: usize, line: usize, prefix: &str, value: Value, entries: &mut Vec<Entry>) {
     let mut entry = Entry::new(document, line);
-    let label = |v: &Value, field: &str| {
-        v.get(field)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
-    entry.kind = label(&value, "kind");
-    if let Some(meta) = value.get("metadata") {
-        entry.name = label(meta, "name");
-        entry.namespace = label(meta, "namespace");
-    }
+    entry.label(&value);
     match decode_object(value) {
         Ok(mut object) => {
             object.metadata_mut().clear_system_fields();
@@ -442,16 +451,18 @@ fn options() -> serde_saphyr::Options {
     options
 }
 
-fn parse_yaml(chunk: &Chunk<'_>) -> Result<Value, FieldError> {
+/// Parses one document; on error, also the document as far as it can be read, to
+/// name its kind and name.
+fn parse_yaml(chunk: &Chunk<'_>) -> Result<Value, (FieldError, Option<Value>)> {
     match serde_saphyr::from_str_with_options::<Value>(chunk.text, options()) {
         Ok(value) => Ok(value),
         Err(error) => {
             if let serde_saphyr::Error::NonFiniteFloat { value, .. } = original(&error) {
-                if let Some(better) = non_finite_at_path(chunk, value) {
-                    return Err(better);
+                if let Some((better, document)) = non_finite_at_path(chunk, value) {
+                    return Err((better, Some(document)));
                 }
             }
-            Err(yaml_error(&error, chunk.line))
+            Err((yaml_error(&error, chunk.line), None))
         }
     }
 }
@@ -459,11 +470,11 @@ fn parse_yaml(chunk: &Chunk<'_>) -> Result<Value, FieldError> {
 /// A number too large for a float (`1e400`) or `.inf`/`.nan` was rejected while
 /// parsing, which knows the line but not the field. Parse again with such values as
 /// strings, decode, and if the decoder then names the field, say so in its terms.
-fn non_finite_at_path(chunk: &Chunk<'_>, spelling: &str) -> Option<FieldError> {
+fn non_finite_at_path(chunk: &Chunk<'_>, spelling: &str) -> Option<(FieldError, Value)> {
     let mut options = options();
     options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::AsString;
     let value = serde_saphyr::from_str_with_options::<Value>(chunk.text, options).ok()?;
-    let errors = decode_object(value).err()?;
+    let errors = decode_object(value.clone()).err()?;
     let sentinel = |e: &&FieldError| {
         [".inf", "-.inf", ".nan"]
             .iter()
@@ -482,7 +493,10 @@ fn non_finite_at_path(chunk: &Chunk<'_>, spelling: &str) -> Option<FieldError> {
     } else {
         format!("{spelling} is {size}: expected {wanted}")
     };
-    Some(FieldError::new(error.path.clone(), message, format!("set {wanted}")))
+    Some((
+        FieldError::new(error.path.clone(), message, format!("set {wanted}")),
+        value,
+    ))
 }
 
 /// Unwraps the alias and snippet wrappers serde-saphyr puts around an error.
@@ -530,6 +544,11 @@ fn yaml_error(error: &serde_saphyr::Error, first_line: usize) -> FieldError {
             format!("{text} (aliases may expand to at most {MAX_NODES} values)"),
             "write the values out instead of repeating aliases".to_string(),
         )
+    } else if lower.contains("':'") {
+        (
+            text,
+            "check for an unclosed [ or { on an earlier line, or quote a value that contains \": \"".to_string(),
+        )
     } else if let serde_saphyr::Error::NonFiniteFloat { value, .. } = original(error) {
         (
             format!("{value} is not a finite number"),
@@ -543,7 +562,7 @@ fn yaml_error(error: &serde_saphyr::Error, first_line: usize) -> FieldError {
 
 fn budget_message(breach: &BudgetBreach) -> (String, String) {
     let aliases_hint = format!(
-        "write the values out: a document may use {MAX_ALIASES} aliases and {MAX_ANCHORS} anchors, expanding to at most {MAX_NODES} values (this refuses alias bombs)"
+        "write the values out: a document may use {MAX_ALIASES} aliases and {MAX_ANCHORS} anchors, expanding to at most {MAX_NODES} values; this refuses alias bombs"
     );
     let split_hint = "split the text into smaller documents".to_string();
     match breach {
@@ -737,7 +756,7 @@ fn references(
                 push(FieldError::new(
                     "spec.clusterName",
                     format!("Cluster {cluster:?} not found in namespace {namespace:?}"),
-                    format!("define the Cluster {cluster} (kind: Cluster) in this file, or apply it first"),
+                    format!("define Cluster {cluster} in this file, or apply it first"),
                 ));
             }
         }
@@ -786,7 +805,7 @@ fn class_ref(
             let known = resolver.classes_of(namespace, cluster);
             let hint = if known.is_empty() {
                 format!(
-                    "define MachineClass {class} (with spec.clusterName: {cluster}) in this file, or apply it first"
+                    "define MachineClass {class} with spec.clusterName: {cluster} in this file, or apply it first"
                 )
             } else {
                 format!(

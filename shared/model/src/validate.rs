@@ -136,7 +136,7 @@ fn name_limit(kind: Kind) -> (usize, &'static str) {
     match kind {
         Kind::Cluster => (
             MAX_CLUSTER_NAME_LEN,
-            "Capstan derives names from it (<cluster>-control-plane-<8 hex>-<5 chars>) that must stay within 63 characters",
+            "Capstan derives names from it, up to <cluster>-control-plane-<8 hex>-<5 chars>, that must stay within 63 characters",
         ),
         Kind::MachineDeployment => (
             MAX_MACHINE_DEPLOYMENT_NAME_LEN,
@@ -159,9 +159,9 @@ fn name(v: &mut Errors, path: &str, value: &str, max: usize, why: &str) {
     if let Some(problem) = dns_label_problem(value) {
         let hint = match suggest_name(value, max) {
             Some(s) => format!(
-                "use lowercase letters, digits and '-', starting and ending with a letter or digit (a DNS-1123 label), e.g. {s:?}"
+                "use a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, e.g. {s:?}"
             ),
-            None => "use lowercase letters, digits and '-', starting and ending with a letter or digit (a DNS-1123 label)".to_string(),
+            None => "use a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit".to_string(),
         };
         v.push(path, format!("{value:?} is not a valid name: {problem}"), hint);
     }
@@ -260,7 +260,7 @@ fn annotations(v: &mut Errors, path: &str, annotations: &BTreeMap<String, String
         v.push(
             path,
             format!("annotations take {total} bytes, more than {MAX_ANNOTATIONS_BYTES}"),
-            "keep large data elsewhere (S3, SSM) and annotate a reference to it",
+            "keep large data elsewhere, in S3 or SSM, and annotate a reference to it",
         );
     }
 }
@@ -362,7 +362,7 @@ fn rollout(v: &mut Errors, base: &str, rollout: &Rollout) {
         v.push(
             format!("{at}.maxUnavailable"),
             "may not be 0 when maxSurge is 0",
-            "let the rollout add a Machine first (maxSurge: 1) or take one down first (maxUnavailable: 1)",
+            "let the rollout add a Machine first with maxSurge: 1, or take one down first with maxUnavailable: 1",
         );
     }
 }
@@ -372,7 +372,7 @@ fn health_checks(v: &mut Errors, base: &str, checks: &HealthCheckChecks) {
         v,
         &format!("{base}.nodeStartupTimeoutSeconds"),
         checks.node_startup_timeout_seconds,
-        "set seconds, 0 or more (0 disables the startup check)",
+        "set seconds, 0 or more; 0 disables the startup check",
     );
     for (i, condition) in checks.unhealthy_machine_conditions.iter().enumerate() {
         let at = format!("{base}.unhealthyMachineConditions[{i}]");
@@ -555,16 +555,9 @@ fn machine_class(v: &mut Errors, spec: &MachineClassSpec) {
             metadata_options: &spec.metadata_options,
             tags: &spec.tags,
             user_data: spec.user_data.as_deref(),
+            subnets: Some(&spec.subnets),
         },
     );
-    if spec.subnets.is_empty() {
-        v.push(
-            "spec.subnets",
-            "must name at least one subnet",
-            "list the subnets to spread Machines over (one per availability zone), e.g. [subnet-0a1b2c3d4e5f60001]",
-        );
-    }
-    aws_ids(v, "spec.subnets", &spec.subnets, "subnet-", "subnet");
 }
 
 /// The launch fields a MachineClass and a Machine's resolved launch spec share.
@@ -578,6 +571,8 @@ struct LaunchFields<'a> {
     metadata_options: &'a MetadataOptions,
     tags: &'a BTreeMap<String, String>,
     user_data: Option<&'a str>,
+    /// A MachineClass's failure domains; a Machine has one, checked on its own.
+    subnets: Option<&'a [String]>,
 }
 
 impl<'a> From<&'a LaunchSpec> for LaunchFields<'a> {
@@ -592,6 +587,7 @@ impl<'a> From<&'a LaunchSpec> for LaunchFields<'a> {
             metadata_options: &l.metadata_options,
             tags: &l.tags,
             user_data: l.user_data.as_deref(),
+            subnets: None,
         }
     }
 }
@@ -608,6 +604,16 @@ fn launch(v: &mut Errors, base: &str, l: &LaunchFields) {
         );
     }
     instance_types(v, &at("instanceTypes"), l.instance_types);
+    if let Some(subnets) = l.subnets {
+        if subnets.is_empty() {
+            v.push(
+                at("subnets"),
+                "must name at least one subnet",
+                "list the subnets to spread Machines over, one per availability zone, e.g. [subnet-0a1b2c3d4e5f60001]",
+            );
+        }
+        aws_ids(v, &at("subnets"), subnets, "subnet-", "subnet");
+    }
     aws_ids(v, &at("securityGroups"), l.security_groups, "sg-", "security group");
     if let Some(profile) = l.instance_profile {
         instance_profile(v, &at("instanceProfile"), profile);
@@ -702,7 +708,7 @@ fn instance_profile(v: &mut Errors, path: &str, profile: &str) {
         v.push(
             path,
             "is an ARN; Capstan takes the instance profile's name",
-            "set the name alone, the part after instance-profile/ (e.g. capstan-nodes)",
+            "set the name alone, the part after instance-profile/, e.g. capstan-nodes",
         );
     } else if profile.is_empty() || profile.len() > MAX_INSTANCE_PROFILE_LEN {
         v.push(
@@ -747,7 +753,7 @@ fn root_volume(v: &mut Errors, base: &str, volume: &RootVolume) {
         }
         (VolumeType::Gp2, Some(_)) => v.push(
             iops_path,
-            "cannot be set for gp2 volumes (their IOPS follow their size)",
+            "cannot be set for gp2 volumes: their IOPS follow their size",
             "remove iops, or use type gp3",
         ),
         (VolumeType::Gp3, Some(n)) if !(MIN_GP3_IOPS..=MAX_GP3_IOPS).contains(&n) => v.push(
@@ -834,7 +840,7 @@ fn user_data(v: &mut Errors, path: &str, data: &str) {
         v.push(
             path,
             format!("is {} bytes, more than EC2's limit of {MAX_USER_DATA_BYTES}", data.len()),
-            "keep user data small: download larger scripts at boot (e.g. from S3)",
+            "keep user data small: download larger scripts at boot, e.g. from S3",
         );
     }
     for finding in secrets_in(data) {
