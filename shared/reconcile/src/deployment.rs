@@ -111,12 +111,10 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
             if let Some(rv) = stored.desired_rv {
                 d.children.push(Action::DeleteDesired { key: stored.key(), expect: Expect::Version(rv) });
             }
-        } else if next != set.spec.replicas {
-            if let Some(rv) = stored.desired_rv {
-                let mut set = set.clone();
-                set.spec.replicas = next.max(0);
-                d.children.push(Action::PutDesired { object: Object::MachineSet(set), expect: Expect::Version(rv) });
-            }
+        } else if let (true, Some(rv)) = (next != set.spec.replicas, stored.desired_rv) {
+            let mut set = set.clone();
+            set.spec.replicas = next.max(0);
+            d.children.push(Action::PutDesired { object: Object::MachineSet(set), expect: Expect::Version(rv) });
         }
     }
 

@@ -51,6 +51,8 @@ impl Decision {
 }
 
 /// The EC2 call a Machine decision asks for.
+// One per decision and short-lived: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum External {
     Launch { request: LaunchRequest, recover: bool },

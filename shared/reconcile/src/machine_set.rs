@@ -83,7 +83,7 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
     let c = &mut st.conditions;
     let (have, want) = (live.len() as i32, want as i32);
     if have < want {
-        if !c.get(condition::SCALING_UP).is_some_and(|x| x.reason == "MachineClassNotFound") {
+        if c.get(condition::SCALING_UP).is_none_or(|x| x.reason != "MachineClassNotFound") {
             c.set_true(condition::SCALING_UP, "ScalingUp", format!("scaling up from {have} to {want} replicas"), now);
         }
     } else {

@@ -6,6 +6,8 @@ use capstan_model::{Expect, LaunchRequest, Machine, Object, ObjectKey};
 
 /// One side effect for the driver to perform. Writes carry their condition; the
 /// item's new version is `1` after `Expect::Absent` and `n + 1` after `Expect::Version(n)`.
+// Plans are short lists that live for one reconcile: boxing the objects would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Writes an object's desired item (a parent creating or updating a child, or a

@@ -209,8 +209,7 @@ fn instance_state_reports_never_go_back_in_time_or_past_terminated() {
 }
 
 fn machine_set(replicas: i32) -> MachineSet {
-    let mut ms = MachineSet::default();
-    ms.metadata = meta("ms");
+    let mut ms = MachineSet { metadata: meta("ms"), ..Default::default() };
     ms.spec.cluster_name = "demo".into();
     ms.spec.replicas = replicas;
     ms.spec.template.spec.machine_class = "workers".into();
@@ -266,8 +265,7 @@ fn scale_down_takes_annotated_then_failed_then_unready_machines_first() {
 }
 
 fn cluster() -> Cluster {
-    let mut c = Cluster::default();
-    c.metadata = meta("demo");
+    let mut c = Cluster { metadata: meta("demo"), ..Default::default() };
     c.spec.version = "v1.31.2".into();
     c.spec.control_plane.machine_class = "workers".into();
     c.spec.workers = vec![WorkerPool { name: "pool".into(), machine_class: "workers".into(), replicas: Some(2), ..Default::default() }];
@@ -297,8 +295,7 @@ fn a_cluster_expands_into_a_control_plane_and_one_deployment_per_pool() {
 #[test]
 fn a_deleted_cluster_cascades_and_stays_until_its_partition_is_empty() {
     let c = Object::Cluster(cluster());
-    let mut md = MachineDeployment::default();
-    md.metadata = owned_by(meta("demo-pool"), Kind::Cluster, "demo");
+    let mut md = MachineDeployment { metadata: owned_by(meta("demo-pool"), Kind::Cluster, "demo"), ..Default::default() };
     md.spec.cluster_name = "demo".into();
     let md = Object::MachineDeployment(md);
     let plan = reconcile(&key(&c), &tree(&[(c.clone(), Stored::Deleting), (md.clone(), Stored::Live), (Object::MachineClass(class()), Stored::Live)]), &ctx(1));

@@ -124,12 +124,12 @@ pub fn not_converged(tree: &Tree) -> Vec<String> {
             continue;
         }
         let ready = o.conditions().get(condition::READY);
-        if let Object::Machine(m) = o {
-            if m.status.phase != MachinePhase::Running {
-                let why = ready.map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
-                problems.push(format!("{name} is {:?} ({why})", m.status.phase));
-                continue;
-            }
+        if let Object::Machine(m) = o
+            && m.status.phase != MachinePhase::Running
+        {
+            let why = ready.map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
+            problems.push(format!("{name} is {:?} ({why})", m.status.phase));
+            continue;
         }
         if let Some(c) = ready.filter(|c| c.status != ConditionStatus::True) {
             problems.push(format!("{name} is not Ready ({}: {})", c.reason, c.message));

@@ -38,11 +38,11 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         let mut keys: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut by_partition: BTreeMap<String, Vec<capstan_model::Item>> = BTreeMap::new();
         for it in items {
-            if let Some(ik) = item::item_key(&it) {
-                if let Some((key, _)) = ik.parse() {
-                    keys.insert(key);
-                    by_partition.entry(ik.pk.clone()).or_default().push(it);
-                }
+            if let Some(ik) = item::item_key(&it)
+                && let Some((key, _)) = ik.parse()
+            {
+                keys.insert(key);
+                by_partition.entry(ik.pk.clone()).or_default().push(it);
             }
         }
         let resyncs: Vec<_> = keys.iter().map(|k| resync_event(k, now)).collect();
