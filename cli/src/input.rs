@@ -14,7 +14,10 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<Object>, String> {
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
-            match std::io::stdin().take(MAX_MANIFEST_BYTES as u64 + 1).read_to_string(&mut text) {
+            match std::io::stdin()
+                .take(MAX_MANIFEST_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+            {
                 Ok(_) => sources.push(("-".to_string(), text)),
                 Err(e) => problems.push_str(&format!("-: cannot read standard input: {e}\n")),
             }
@@ -29,7 +32,10 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<Object>, String> {
                         read_file(&f, &mut sources, &mut problems);
                     }
                 }
-                Err(e) => problems.push_str(&format!("{}: cannot list the directory: {e}\n", path.display())),
+                Err(e) => problems.push_str(&format!(
+                    "{}: cannot list the directory: {e}\n",
+                    path.display()
+                )),
             }
         } else {
             read_file(path, &mut sources, &mut problems);

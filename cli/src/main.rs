@@ -10,7 +10,11 @@ mod input;
 mod up;
 
 #[derive(Parser)]
-#[command(name = "capstan", version, about = "A declarative control plane for the EC2 machines of Kubernetes clusters")]
+#[command(
+    name = "capstan",
+    version,
+    about = "A declarative control plane for the EC2 machines of Kubernetes clusters"
+)]
 struct Cli {
     /// Log format for diagnostics on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -55,15 +59,19 @@ enum Command {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write a number and a unit, e.g. 90s or 5m"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{s:?} is not a duration: write a number and a unit, e.g. 90s or 5m")
+    })?;
     let secs = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "" | "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
-        other => return Err(format!("unknown unit {other:?} in {s:?}: use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use ms, s, m or h"
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -71,7 +79,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -92,7 +102,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Up { files, timeout, boot_delay, virtual_time, json } => {
+        Command::Up {
+            files,
+            timeout,
+            boot_delay,
+            virtual_time,
+            json,
+        } => {
             let objects = match input::read(&files) {
                 Ok(objects) => objects,
                 Err(report) => {
@@ -101,14 +117,22 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: starting the async runtime: {e}");
                     return ExitCode::from(3);
                 }
             };
-            let options = up::Options { timeout, boot_delay, virtual_time, json };
+            let options = up::Options {
+                timeout,
+                boot_delay,
+                virtual_time,
+                json,
+            };
             match runtime.block_on(up::run(objects, options)) {
                 Ok(code) => code,
                 Err(e) => {

@@ -24,7 +24,10 @@ pub async fn run(objects: Vec<Object>, options: Options) -> anyhow::Result<ExitC
     } else {
         Embedded::real_time(config)
     };
-    println!("Embedded control plane started (installation {:?}, simulated EC2 in {}).", cp.config.installation, cp.config.ec2.region);
+    println!(
+        "Embedded control plane started (installation {:?}, simulated EC2 in {}).",
+        cp.config.installation, cp.config.ec2.region
+    );
     for applied in cp.apply(&objects).await.context("applying the manifests")? {
         let (key, verb) = match &applied {
             Applied::Created(k) => (k, "created"),
@@ -48,7 +51,8 @@ pub async fn run(objects: Vec<Object>, options: Options) -> anyhow::Result<ExitC
                 let line = progress(cp);
                 if line != last {
                     let elapsed = if options.virtual_time {
-                        Duration::try_from(cp.now().duration_since(virtual_start)).unwrap_or_default()
+                        Duration::try_from(cp.now().duration_since(virtual_start))
+                            .unwrap_or_default()
                     } else {
                         started.elapsed()
                     };
@@ -68,12 +72,20 @@ pub async fn run(objects: Vec<Object>, options: Options) -> anyhow::Result<ExitC
             .iter()
             .flat_map(|t| t.all().map(|s| s.object.to_json()).collect::<Vec<_>>())
             .collect();
-        println!("{}", serde_json::to_string_pretty(&objects).context("printing JSON")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&objects).context("printing JSON")?
+        );
     } else {
         print!("{}", cp.describe());
     }
     let took = if options.virtual_time {
-        format!("{:.1}s of virtual time", Duration::try_from(cp.now().duration_since(virtual_start)).unwrap_or_default().as_secs_f64())
+        format!(
+            "{:.1}s of virtual time",
+            Duration::try_from(cp.now().duration_since(virtual_start))
+                .unwrap_or_default()
+                .as_secs_f64()
+        )
     } else {
         format!("{:.1}s", started.elapsed().as_secs_f64())
     };
@@ -100,20 +112,46 @@ fn progress(cp: &Embedded) -> String {
         for s in tree.of_kind(Kind::Machine) {
             if let Some(m) = s.object.as_machine() {
                 machines += 1;
-                let phase = if s.is_deleting() { MachinePhase::Deleting } else { m.status.phase };
+                let phase = if s.is_deleting() {
+                    MachinePhase::Deleting
+                } else {
+                    m.status.phase
+                };
                 *phases.entry(format!("{phase:?}")).or_default() += 1;
             }
         }
     }
     let instances = cp.ec2.instances();
-    let running = instances.iter().filter(|i| i.state == InstanceState::Running).count();
-    let pending = instances.iter().filter(|i| i.state == InstanceState::Pending).count();
-    let phases = phases.iter().map(|(p, n)| format!("{n} {p}")).collect::<Vec<_>>().join(", ");
+    let running = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count();
+    let pending = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Pending)
+        .count();
+    let phases = phases
+        .iter()
+        .map(|(p, n)| format!("{n} {p}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("machines: {machines} ({phases}); instances: {running} running, {pending} pending")
 }
 
 fn summary(cp: &Embedded) -> String {
-    let running = cp.ec2.instances().iter().filter(|i| i.state == InstanceState::Running).count();
-    let machines: usize = cp.trees().iter().map(|t| t.of_kind(Kind::Machine).count()).sum();
-    format!("{machines} Machines, {running} instances running, {} launched in all", cp.ec2.launched_total())
+    let running = cp
+        .ec2
+        .instances()
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count();
+    let machines: usize = cp
+        .trees()
+        .iter()
+        .map(|t| t.of_kind(Kind::Machine).count())
+        .sum();
+    format!(
+        "{machines} Machines, {running} instances running, {} launched in all",
+        cp.ec2.launched_total()
+    )
 }

@@ -17,7 +17,11 @@ fn repo() -> PathBuf {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -34,10 +38,16 @@ fn up_converges_the_quickstart_and_prints_the_tree() {
     assert!(out.status.success(), "{all}");
     assert!(all.contains("Cluster/demo created"), "{all}");
     assert!(all.contains("Converged in"), "{all}");
-    let machine_rows: Vec<&str> = all.lines().filter(|l| l.contains("Machine/demo-")).collect();
+    let machine_rows: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("Machine/demo-"))
+        .collect();
     assert_eq!(machine_rows.len(), 6, "{all}");
     for row in machine_rows {
-        assert!(row.contains("True") && row.contains("Running") && row.contains(" i-"), "{row}");
+        assert!(
+            row.contains("True") && row.contains("Running") && row.contains(" i-"),
+            "{row}"
+        );
     }
 }
 
@@ -46,10 +56,18 @@ fn up_with_an_invalid_file_writes_nothing_and_lists_every_error() {
     let dir = std::env::temp_dir().join(format!("capstan-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let bad = dir.join("bad.yaml");
-    let quickstart = std::fs::read_to_string(repo().join("examples/quickstart.yaml")).expect("quickstart");
-    let broken = quickstart.replacen("replicas: 3", "replicas: -2", 2).replacen("instanceTypes:", "instanceTypez:", 1);
+    let quickstart =
+        std::fs::read_to_string(repo().join("examples/quickstart.yaml")).expect("quickstart");
+    let broken = quickstart
+        .replacen("replicas: 3", "replicas: -2", 2)
+        .replacen("instanceTypes:", "instanceTypez:", 1);
     std::fs::write(&bad, broken).expect("write");
-    let out = capstan(&["up", "-f", bad.to_str().expect("utf-8 path"), "--virtual-time"]);
+    let out = capstan(&[
+        "up",
+        "-f",
+        bad.to_str().expect("utf-8 path"),
+        "--virtual-time",
+    ]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("nothing was applied"), "{all}");
@@ -69,7 +87,12 @@ fn validate_reads_standard_input() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child.stdin.take().expect("stdin").write_all(&quickstart).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&quickstart)
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "{}", text(&out));
 }
@@ -78,5 +101,9 @@ fn validate_reads_standard_input() {
 fn validate_reports_a_missing_file_clearly() {
     let out = capstan(&["validate", "-f", "does/not/exist.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("does/not/exist.yaml: cannot read"), "{}", text(&out));
+    assert!(
+        text(&out).contains("does/not/exist.yaml: cannot read"),
+        "{}",
+        text(&out)
+    );
 }

@@ -32,11 +32,19 @@ pub fn control_plane(seed: u64, tune: impl FnOnce(&mut EmbeddedConfig)) -> Embed
 /// panics with what did not, and the tree, on timeout.
 pub async fn converge(cp: &mut Embedded) {
     let outcome = cp
-        .run_until(CONVERGE_WITHIN, |cp| Some(cp.not_converged()).filter(|p| !p.is_empty()), |_| {})
+        .run_until(
+            CONVERGE_WITHIN,
+            |cp| Some(cp.not_converged()).filter(|p| !p.is_empty()),
+            |_| {},
+        )
         .await
         .unwrap_or_else(|e| panic!("control plane error: {e}"));
     if let RunOutcome::TimedOut(problems) = outcome {
-        panic!("did not converge:\n{}\n{}", problems.join("\n"), cp.describe());
+        panic!(
+            "did not converge:\n{}\n{}",
+            problems.join("\n"),
+            cp.describe()
+        );
     }
 }
 
@@ -51,7 +59,11 @@ pub async fn drain(cp: &mut Embedded) {
         .await
         .unwrap_or_else(|e| panic!("control plane error: {e}"));
     if let RunOutcome::TimedOut(problems) = outcome {
-        panic!("table not emptied:\n{}\n{}", problems.join("\n"), cp.describe());
+        panic!(
+            "table not emptied:\n{}\n{}",
+            problems.join("\n"),
+            cp.describe()
+        );
     }
 }
 

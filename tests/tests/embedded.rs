@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capstan_model::labels::{TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE};
+use capstan_model::labels::{
+    TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE,
+};
 use capstan_model::{InstanceState, MachinePhase, Object};
 use capstan_tests::*;
 
@@ -16,21 +18,36 @@ async fn quickstart_converges_to_six_running_tagged_instances() {
     let machines = machines(&cp);
     assert_eq!(machines.len(), 6, "{}", cp.describe());
     let instances = cp.ec2.instances();
-    let running: Vec<_> = instances.iter().filter(|i| i.state == InstanceState::Running).collect();
+    let running: Vec<_> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .collect();
     assert_eq!(running.len(), 6);
     assert_eq!(cp.ec2.launched_total(), 6, "exactly one launch per Machine");
     for m in &machines {
         assert_eq!(m.status.phase, MachinePhase::Running, "{}", m.metadata.name);
-        let id = m.status.instance_id.as_deref().expect("instance id recorded");
+        let id = m
+            .status
+            .instance_id
+            .as_deref()
+            .expect("instance id recorded");
         let instance = cp.ec2.instance(id).expect("instance exists");
         assert_eq!(instance.state, InstanceState::Running);
         assert_eq!(instance.tags[TAG_INSTALLATION], "embedded");
         assert_eq!(instance.tags[TAG_NAMESPACE], "default");
         assert_eq!(instance.tags[TAG_CLUSTER], "demo");
         assert_eq!(instance.tags[TAG_MACHINE], m.metadata.name);
-        assert_eq!(Some(&instance.tags[TAG_MACHINE_UID]), m.metadata.uid.as_ref());
+        assert_eq!(
+            Some(&instance.tags[TAG_MACHINE_UID]),
+            m.metadata.uid.as_ref()
+        );
         assert_eq!(instance.subnet_id, m.spec.failure_domain);
-        assert!(m.status.provider_id.as_deref().is_some_and(|p| p.ends_with(id)));
+        assert!(
+            m.status
+                .provider_id
+                .as_deref()
+                .is_some_and(|p| p.ends_with(id))
+        );
     }
     // Each pool of three spreads over the class's three subnets.
     let mut per_pool: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -40,10 +57,16 @@ async fn quickstart_converges_to_six_running_tagged_instances() {
             .or_default()
             .insert(m.spec.failure_domain.clone());
     }
-    assert!(per_pool.values().all(|subnets| subnets.len() == 3), "{per_pool:?}");
+    assert!(
+        per_pool.values().all(|subnets| subnets.len() == 3),
+        "{per_pool:?}"
+    );
     let tree = cp.describe();
     println!("{tree}\n{:?} now={}", cp.stats, cp.now());
-    assert!(tree.contains("Cluster/demo") && tree.contains("Provisioned"), "{tree}");
+    assert!(
+        tree.contains("Cluster/demo") && tree.contains("Provisioned"),
+        "{tree}"
+    );
 }
 
 fn with_workers(objects: &[Object], replicas: i32) -> Vec<Object> {
@@ -64,7 +87,12 @@ fn worker_instances(cp: &capstan_sim::Embedded) -> BTreeMap<String, String> {
     machines(cp)
         .into_iter()
         .filter(|m| m.metadata.labels["capstan.dev/pool"] == "workers")
-        .map(|m| (m.metadata.name.clone(), m.status.instance_id.clone().unwrap_or_default()))
+        .map(|m| {
+            (
+                m.metadata.name.clone(),
+                m.status.instance_id.clone().unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -77,24 +105,46 @@ async fn worker_pool_scales_3_to_5_to_1_terminating_exactly_the_deleted_machines
     let before = worker_instances(&cp);
     assert_eq!(before.len(), 3);
 
-    cp.apply(&with_workers(&objects, 5)).await.expect("scale up");
+    cp.apply(&with_workers(&objects, 5))
+        .await
+        .expect("scale up");
     converge(&mut cp).await;
     let five = worker_instances(&cp);
     assert_eq!(five.len(), 5);
-    assert!(before.iter().all(|(m, i)| five.get(m) == Some(i)), "scale-up keeps existing machines");
+    assert!(
+        before.iter().all(|(m, i)| five.get(m) == Some(i)),
+        "scale-up keeps existing machines"
+    );
     assert_eq!(cp.ec2.launched_total(), 8);
 
-    cp.apply(&with_workers(&objects, 1)).await.expect("scale down");
+    cp.apply(&with_workers(&objects, 1))
+        .await
+        .expect("scale down");
     converge(&mut cp).await;
     let one = worker_instances(&cp);
     assert_eq!(one.len(), 1);
-    let deleted: BTreeSet<String> = five.iter().filter(|(m, _)| !one.contains_key(*m)).map(|(_, i)| i.clone()).collect();
+    let deleted: BTreeSet<String> = five
+        .iter()
+        .filter(|(m, _)| !one.contains_key(*m))
+        .map(|(_, i)| i.clone())
+        .collect();
     let terminated: BTreeSet<String> = cp.ec2.terminated_by_request().into_iter().collect();
-    assert_eq!(deleted, terminated, "terminated instances are exactly those of deleted Machines");
+    assert_eq!(
+        deleted, terminated,
+        "terminated instances are exactly those of deleted Machines"
+    );
     for id in &deleted {
-        assert_eq!(cp.ec2.instance(id).map(|i| i.state), Some(InstanceState::Terminated));
+        assert_eq!(
+            cp.ec2.instance(id).map(|i| i.state),
+            Some(InstanceState::Terminated)
+        );
     }
-    let running = cp.ec2.instances().iter().filter(|i| i.state == InstanceState::Running).count();
+    let running = cp
+        .ec2
+        .instances()
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count();
     assert_eq!(running, 4, "3 control plane + 1 worker");
 }
 
@@ -108,7 +158,12 @@ async fn deleting_the_cluster_terminates_every_instance_and_removes_every_item()
     assert!(cp.store.is_empty());
     let instances = cp.ec2.instances();
     assert_eq!(instances.len(), 6);
-    assert!(instances.iter().all(|i| i.state == InstanceState::Terminated), "{instances:?}");
+    assert!(
+        instances
+            .iter()
+            .all(|i| i.state == InstanceState::Terminated),
+        "{instances:?}"
+    );
 }
 
 /// A summary of the end state that does not depend on generated names.
@@ -136,7 +191,12 @@ async fn duplicated_and_shuffled_delivery_change_neither_end_state_nor_launch_co
     converge(&mut plain).await;
     let expected = end_state(&plain);
 
-    for (name, seed) in [("duplicated", 0u64), ("shuffled", 11), ("shuffled", 12), ("duplicated+shuffled", 13)] {
+    for (name, seed) in [
+        ("duplicated", 0u64),
+        ("shuffled", 11),
+        ("shuffled", 12),
+        ("duplicated+shuffled", 13),
+    ] {
         let mut cp = control_plane(4, |c| {
             c.delivery.duplicate = name.contains("duplicated");
             if name.contains("shuffled") {
@@ -146,6 +206,10 @@ async fn duplicated_and_shuffled_delivery_change_neither_end_state_nor_launch_co
         cp.apply(&quickstart()).await.expect("apply");
         converge(&mut cp).await;
         assert_eq!(end_state(&cp), expected, "{name} delivery (seed {seed})");
-        assert_eq!(cp.ec2.launched_total(), 6, "{name} delivery launched extra instances");
+        assert_eq!(
+            cp.ec2.launched_total(),
+            6,
+            "{name} delivery launched extra instances"
+        );
     }
 }

@@ -20,12 +20,22 @@ fn raw_item(object: &capstan_model::Object) -> Item {
 async fn raw_put_items_converge_like_an_apply() {
     let mut cp = control_plane(21, |_| {});
     for object in quickstart() {
-        cp.store.put(raw_item(&object), Expect::Absent).await.expect("raw put");
+        cp.store
+            .put(raw_item(&object), Expect::Absent)
+            .await
+            .expect("raw put");
     }
     converge(&mut cp).await;
     assert_eq!(machines(&cp).len(), 6);
-    let cluster = cp.get(&cluster_key()).await.expect("read").expect("cluster");
-    assert!(cluster.metadata().uid.is_some(), "the controller filled in the uid");
+    let cluster = cp
+        .get(&cluster_key())
+        .await
+        .expect("read")
+        .expect("cluster");
+    assert!(
+        cluster.metadata().uid.is_some(),
+        "the controller filled in the uid"
+    );
     assert_eq!(cluster.metadata().generation, Some(1));
 }
 
@@ -43,9 +53,18 @@ async fn a_raw_put_with_an_invalid_spec_is_reported_not_acted_on() {
     }
     cp.store.put(broken, Expect::Any).await.expect("raw put");
     // Run until nothing is left to do.
-    cp.run_until(CONVERGE_WITHIN, |_| None, |_| {}).await.expect("run");
-    let cluster = cp.get(&cluster_key()).await.expect("read").expect("cluster");
-    let c = cluster.conditions().get(condition::SPEC_VALID).expect("SpecValid condition");
+    cp.run_until(CONVERGE_WITHIN, |_| None, |_| {})
+        .await
+        .expect("run");
+    let cluster = cp
+        .get(&cluster_key())
+        .await
+        .expect("read")
+        .expect("cluster");
+    let c = cluster
+        .conditions()
+        .get(condition::SPEC_VALID)
+        .expect("SpecValid condition");
     assert!(c.message.contains("spec.workers"), "{}", c.message);
     assert_eq!(machines(&cp).len(), 6, "nothing torn down or launched");
     assert_eq!(cp.ec2.launched_total(), 6);
@@ -64,7 +83,10 @@ async fn a_raw_delete_item_of_a_machine_still_terminates_its_instance_and_the_se
         .expect("raw delete");
     converge(&mut cp).await;
     let id = victim.status.instance_id.expect("had an instance");
-    assert_eq!(cp.ec2.instance(&id).map(|i| i.state), Some(InstanceState::Terminated));
+    assert_eq!(
+        cp.ec2.instance(&id).map(|i| i.state),
+        Some(InstanceState::Terminated)
+    );
     assert_eq!(machines(&cp).len(), 6, "replaced");
     assert_eq!(cp.ec2.launched_total(), 7);
 }
@@ -78,15 +100,27 @@ async fn an_instance_terminated_behind_our_back_fails_its_machine_with_the_reaso
     let id = victim.status.instance_id.clone().expect("instance");
     assert!(cp.ec2.terminate_externally(&id));
     // A minute of virtual time: the state-change events arrive and are acted on.
-    cp.run_until(std::time::Duration::from_secs(60), |_| Some(vec![]), |_| {}).await.expect("run");
+    cp.run_until(std::time::Duration::from_secs(60), |_| Some(vec![]), |_| {})
+        .await
+        .expect("run");
     let key = ObjectKey::new("default", "demo", Kind::Machine, &victim.metadata.name);
     let m = cp.get(&key).await.expect("read").expect("machine");
     let m = m.as_machine().expect("a Machine");
     assert_eq!(m.status.phase, MachinePhase::Failed);
-    assert_eq!(m.status.failure_reason.as_deref(), Some("InstanceTerminated"));
+    assert_eq!(
+        m.status.failure_reason.as_deref(),
+        Some("InstanceTerminated")
+    );
     assert!(!m.status.conditions.is_true(condition::READY));
-    let cluster = cp.get(&cluster_key()).await.expect("read").expect("cluster");
-    assert!(!cluster.conditions().is_true(condition::READY), "the cluster reports the loss");
+    let cluster = cp
+        .get(&cluster_key())
+        .await
+        .expect("read")
+        .expect("cluster");
+    assert!(
+        !cluster.conditions().is_true(condition::READY),
+        "the cluster reports the loss"
+    );
 }
 
 #[tokio::test]

@@ -245,10 +245,10 @@ pub fn encode_observed(object: &Object, spec_hash: &str, rv: u64) -> Item {
     // still be torn down (and shown) after its desired item is gone.
     item.insert("spec".into(), to_attr(&object.spec_json()));
     item.insert("status".into(), to_attr(&object.status_json()));
-    if let Object::Machine(machine) = object {
-        if let Some(id) = &machine.status.instance_id {
-            item.insert(INSTANCE_ID.into(), AttrValue::S(id.clone()));
-        }
+    if let Object::Machine(machine) = object
+        && let Some(id) = &machine.status.instance_id
+    {
+        item.insert(INSTANCE_ID.into(), AttrValue::S(id.clone()));
     }
     item.insert(RV.into(), AttrValue::N(rv.to_string()));
     item

@@ -21,4 +21,3 @@ pub struct LaunchRequest {
     pub tags: BTreeMap<String, String>,
     pub user_data: Option<String>,
 }
-

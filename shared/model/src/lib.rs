@@ -7,20 +7,21 @@ pub mod defaults;
 pub mod hash;
 pub mod item;
 pub mod kinds;
-pub mod manifest;
 pub mod labels;
 pub mod launch;
+pub mod manifest;
 pub mod meta;
 pub mod object;
 pub mod parse;
 pub mod validate;
 
 pub use item::{AttrValue, Expect, Item, ItemKey, Part, StoredObject};
-pub use launch::LaunchRequest;
 pub use jiff::Timestamp;
 pub use kinds::*;
+pub use launch::LaunchRequest;
 pub use manifest::{
-    DocumentError, ManifestErrors, check_references, read_manifests, to_json, to_yaml, validate_set,
+    DocumentError, ManifestErrors, check_references, read_manifests, read_sources, to_json,
+    to_yaml, validate_set,
 };
 pub use meta::{Condition, ConditionStatus, Conditions, LabelSelector, ObjectMeta, OwnerReference};
 pub use object::{

@@ -66,7 +66,10 @@ impl DocumentError {
     pub fn location(&self) -> String {
         let mut out = self.source.clone();
         if self.document > 0 {
-            out.push_str(&format!(": document {} (line {})", self.document, self.line));
+            out.push_str(&format!(
+                ": document {} (line {})",
+                self.document, self.line
+            ));
         }
         if let Some(kind) = &self.kind {
             out.push(' ');
@@ -111,18 +114,6 @@ impl ManifestErrors {
             .iter()
             .flat_map(|d| d.errors.iter().map(move |e| (d, e)))
     }
-
-    fn whole_text(source: &str, error: FieldError) -> Self {
-        ManifestErrors(vec![DocumentError {
-            source: source.to_string(),
-            document: 0,
-            line: 0,
-            kind: None,
-            namespace: None,
-            name: None,
-            errors: vec![error],
-        }])
-    }
 }
 
 impl fmt::Display for ManifestErrors {
@@ -146,68 +137,44 @@ impl fmt::Display for ManifestErrors {
 /// as a whole: no duplicates, and every MachineClass and Cluster it names is in it.
 /// `source` names the text in errors (a file name, or `-` for standard input).
 pub fn read_manifests(source: &str, text: &str) -> Result<Vec<Object>, ManifestErrors> {
-    if text.len() > MAX_MANIFEST_BYTES {
-        return Err(ManifestErrors::whole_text(
-            source,
-            FieldError::new(
-                "(file)",
-                format!(
-                    "is {} bytes, more than the limit of {MAX_MANIFEST_BYTES} bytes, 4 MiB",
-                    text.len()
-                ),
-                "split it into several files",
-            ),
-        ));
-    }
-    let chunks = split_documents(text);
-    if chunks.len() > MAX_DOCUMENTS {
-        return Err(ManifestErrors::whole_text(
-            source,
-            FieldError::new(
-                "(file)",
-                format!(
-                    "has {} documents, more than the limit of {MAX_DOCUMENTS}",
-                    chunks.len()
-                ),
-                "split it into several files",
-            ),
-        ));
-    }
+    read_sources(&[(source, text)])
+}
 
+/// Reads several texts (`(source, text)` pairs, e.g. every file of a directory) as
+/// one set: as [`read_manifests`] does each, with duplicates and references checked
+/// across all of them, so a Cluster in one file may name a MachineClass in another.
+pub fn read_sources<S: AsRef<str>, T: AsRef<str>>(
+    sources: &[(S, T)],
+) -> Result<Vec<Object>, ManifestErrors> {
     let mut entries = Vec::new();
-    for (i, chunk) in chunks.iter().enumerate() {
-        read_document(i + 1, chunk, &mut entries);
-    }
-    let items = entries.len();
-    if items > MAX_DOCUMENTS {
-        return Err(ManifestErrors::whole_text(
-            source,
-            FieldError::new(
-                "(file)",
-                format!("has {items} objects, more than the limit of {MAX_DOCUMENTS}"),
-                "split it into several files",
-            ),
-        ));
+    for (index, (_, text)) in sources.iter().enumerate() {
+        read_text(index, text.as_ref(), &mut entries);
     }
 
     // Cross-object checks over everything that decoded, valid or not, so one error
     // does not cascade into "not found" elsewhere. If some document did not decode at
     // all, what it defined is unknown: skip "not found" rather than guess.
     let complete = entries.iter().all(|e| e.object.is_some());
+    let source_name = |i: usize| sources.get(i).map_or("", |(s, _)| s.as_ref());
     let decoded: Vec<(usize, Object)> = entries
         .iter()
-        .filter_map(|e| e.object.clone().map(|o| (e.document, o)))
-        .collect();
-    let positions: Vec<usize> = entries
-        .iter()
         .enumerate()
-        .filter_map(|(i, e)| e.object.as_ref().map(|_| i))
+        .filter_map(|(i, e)| e.object.clone().map(|o| (i, o)))
         .collect();
-    let mut set_errors = duplicates(&decoded);
+    let mut set_errors = duplicates(&decoded, &|later, earlier| match (
+        entries.get(later),
+        entries.get(earlier),
+    ) {
+        (Some(l), Some(e)) if l.source == e.source => format!("document {}", e.document),
+        (_, Some(e)) => format!("{} document {}", source_name(e.source), e.document),
+        _ => "another document".to_string(),
+    });
     let objects: Vec<Object> = decoded.iter().map(|(_, o)| o.clone()).collect();
     set_errors.extend(references(&objects, &|_| None, complete));
     for (index, error) in set_errors {
-        if let Some(entry) = positions.get(index).and_then(|p| entries.get_mut(*p)) {
+        if let Some((position, _)) = decoded.get(index)
+            && let Some(entry) = entries.get_mut(*position)
+        {
             entry.errors.push(error);
         }
     }
@@ -215,13 +182,60 @@ pub fn read_manifests(source: &str, text: &str) -> Result<Vec<Object>, ManifestE
     let errors: Vec<DocumentError> = entries
         .iter()
         .filter(|e| !e.errors.is_empty())
-        .map(|e| e.to_error(source))
+        .map(|e| e.to_error(source_name(e.source)))
         .collect();
     if errors.is_empty() {
         Ok(entries.into_iter().filter_map(|e| e.object).collect())
     } else {
         Err(ManifestErrors(errors))
     }
+}
+
+/// Reads one text's objects into `entries`, or refuses the whole text if it is over
+/// the limits.
+fn read_text(source: usize, text: &str, entries: &mut Vec<Entry>) {
+    let refuse = |entries: &mut Vec<Entry>, message: String| {
+        let mut entry = Entry::new(source, 0, 0);
+        entry.errors.push(FieldError::new(
+            "(file)",
+            message,
+            "split it into several files",
+        ));
+        entries.push(entry);
+    };
+    if text.len() > MAX_MANIFEST_BYTES {
+        return refuse(
+            entries,
+            format!(
+                "is {} bytes, more than the limit of {MAX_MANIFEST_BYTES} bytes, 4 MiB",
+                text.len()
+            ),
+        );
+    }
+    let chunks = split_documents(text);
+    if chunks.len() > MAX_DOCUMENTS {
+        return refuse(
+            entries,
+            format!(
+                "has {} documents, more than the limit of {MAX_DOCUMENTS}",
+                chunks.len()
+            ),
+        );
+    }
+    let mut read = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        read_document(source, i + 1, chunk, &mut read);
+    }
+    if read.len() > MAX_DOCUMENTS {
+        return refuse(
+            entries,
+            format!(
+                "has {} objects, more than the limit of {MAX_DOCUMENTS}",
+                read.len()
+            ),
+        );
+    }
+    entries.extend(read);
 }
 
 /// One document's text and where it starts.
@@ -292,6 +306,8 @@ fn is_blank_document(chunk: &str) -> bool {
 
 /// One object read from a document (or a list item), with its errors.
 struct Entry {
+    /// Index of the text it came from.
+    source: usize,
     document: usize,
     line: usize,
     kind: Option<String>,
@@ -302,8 +318,9 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(document: usize, line: usize) -> Self {
+    fn new(source: usize, document: usize, line: usize) -> Self {
         Entry {
+            source,
             document,
             line,
             kind: None,
@@ -343,11 +360,11 @@ impl Entry {
     }
 }
 
-fn read_document(document: usize, chunk: &Chunk<'_>, entries: &mut Vec<Entry>) {
+fn read_document(source: usize, document: usize, chunk: &Chunk<'_>, entries: &mut Vec<Entry>) {
     let value = match parse_yaml(chunk) {
         Ok(value) => value,
         Err((error, value)) => {
-            let mut entry = Entry::new(document, chunk.line);
+            let mut entry = Entry::new(source, document, chunk.line);
             if let Some(value) = value {
                 entry.label(&value);
             }
@@ -360,36 +377,40 @@ fn read_document(document: usize, chunk: &Chunk<'_>, entries: &mut Vec<Entry>) {
         Value::Null => {}
         Value::Array(items) => {
             for (i, item) in items.into_iter().enumerate() {
-                read_object(document, chunk.line, &format!("[{i}]"), item, entries);
+                read_object(
+                    (source, document, chunk.line),
+                    &format!("[{i}]"),
+                    item,
+                    entries,
+                );
             }
         }
         Value::Object(map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
-            read_list(document, chunk.line, map, entries);
+            read_list((source, document, chunk.line), map, entries);
         }
-        other => read_object(document, chunk.line, "", other, entries),
+        other => read_object((source, document, chunk.line), "", other, entries),
     }
 }
 
 /// A `kind: List` (as `kubectl get -o yaml` writes): each item is an object.
-fn read_list(
-    document: usize,
-    line: usize,
-    mut map: serde_json::Map<String, Value>,
-    entries: &mut Vec<Entry>,
-) {
+fn read_list(at: Origin, mut map: serde_json::Map<String, Value>, entries: &mut Vec<Entry>) {
     match map.remove("items") {
         Some(Value::Array(items)) => {
             for (i, item) in items.into_iter().enumerate() {
-                read_object(document, line, &format!("items[{i}]"), item, entries);
+                read_object(at, &format!("items[{i}]"), item, entries);
             }
         }
         Some(Value::Null) | None => {}
         Some(other) => {
-            let mut entry = Entry::new(document, line);
+            let (source, document, line) = at;
+            let mut entry = Entry::new(source, document, line);
             entry.kind = Some("List".to_string());
             entry.errors.push(FieldError::new(
                 "items",
-                format!("expected a sequence of objects, found {}", crate::parse::describe(&other)),
+                format!(
+                    "expected a sequence of objects, found {}",
+                    crate::parse::describe(&other)
+                ),
                 "list the objects under items:, each starting with '- '",
             ));
             entries.push(entry);
@@ -397,8 +418,12 @@ fn read_list(
     }
 }
 
-fn read_object(document: usize, line: usize, prefix: &str, value: Value, entries: &mut Vec<Entry>) {
-    let mut entry = Entry::new(document, line);
+/// Text index, document number and start line of a document.
+type Origin = (usize, usize, usize);
+
+fn read_object(at: Origin, prefix: &str, value: Value, entries: &mut Vec<Entry>) {
+    let (source, document, line) = at;
+    let mut entry = Entry::new(source, document, line);
     entry.label(&value);
     match decode_object(value) {
         Ok(mut object) => {
@@ -457,10 +482,10 @@ fn parse_yaml(chunk: &Chunk<'_>) -> Result<Value, (FieldError, Option<Value>)> {
     match serde_saphyr::from_str_with_options::<Value>(chunk.text, options()) {
         Ok(value) => Ok(value),
         Err(error) => {
-            if let serde_saphyr::Error::NonFiniteFloat { value, .. } = original(&error) {
-                if let Some((better, document)) = non_finite_at_path(chunk, value) {
-                    return Err((better, Some(document)));
-                }
+            if let serde_saphyr::Error::NonFiniteFloat { value, .. } = original(&error)
+                && let Some((better, document)) = non_finite_at_path(chunk, value)
+            {
+                return Err((better, Some(document)));
             }
             Err((yaml_error(&error, chunk.line), None))
         }
@@ -531,13 +556,17 @@ fn yaml_error(error: &serde_saphyr::Error, first_line: usize) -> FieldError {
         .collect();
     let lower = text.to_ascii_lowercase();
     let (message, hint) = if lower.contains("tab") {
-        (text, "indent with spaces: YAML does not allow tabs in indentation".to_string())
+        (
+            text,
+            "indent with spaces: YAML does not allow tabs in indentation".to_string(),
+        )
     } else if lower.contains("duplicate") {
         (text, "remove one of the two entries".to_string())
     } else if lower.contains("recursion limit") {
         (
             format!("is nested more than {MAX_DEPTH} levels deep"),
-            "Capstan objects are never this deep; look for unclosed or runaway brackets".to_string(),
+            "Capstan objects are never this deep; look for unclosed or runaway brackets"
+                .to_string(),
         )
     } else if lower.contains("alias") {
         (
@@ -555,7 +584,10 @@ fn yaml_error(error: &serde_saphyr::Error, first_line: usize) -> FieldError {
             "write a whole number, or quote it if you meant text".to_string(),
         )
     } else {
-        (text, "fix the YAML syntax there; check indentation, colons and quotes".to_string())
+        (
+            text,
+            "fix the YAML syntax there; check indentation, colons and quotes".to_string(),
+        )
     };
     FieldError::new(path, message, hint)
 }
@@ -568,7 +600,8 @@ fn budget_message(breach: &BudgetBreach) -> (String, String) {
     match breach {
         BudgetBreach::Depth { .. } => (
             format!("is nested more than {MAX_DEPTH} levels deep"),
-            "Capstan objects are never this deep; look for unclosed or runaway brackets".to_string(),
+            "Capstan objects are never this deep; look for unclosed or runaway brackets"
+                .to_string(),
         ),
         BudgetBreach::Nodes { .. } => (
             format!("expands to more than {MAX_NODES} values"),
@@ -579,9 +612,10 @@ fn budget_message(breach: &BudgetBreach) -> (String, String) {
         | BudgetBreach::AliasAnchorRatio { .. }
         | BudgetBreach::MergeKeys { .. }
         | BudgetBreach::RecordedAnchorEvents { .. }
-        | BudgetBreach::RecordedAnchorBytes { .. } => {
-            ("uses too many YAML anchors or aliases".to_string(), aliases_hint)
-        }
+        | BudgetBreach::RecordedAnchorBytes { .. } => (
+            "uses too many YAML anchors or aliases".to_string(),
+            aliases_hint,
+        ),
         BudgetBreach::ScalarBytes { .. } => (
             format!("holds more than {MAX_SCALAR_BYTES} bytes of text"),
             split_hint,
@@ -590,7 +624,10 @@ fn budget_message(breach: &BudgetBreach) -> (String, String) {
             format!("has more than {MAX_EVENTS} YAML events"),
             split_hint,
         ),
-        other => (format!("exceeds the parser's limits ({other:?})"), split_hint),
+        other => (
+            format!("exceeds the parser's limits ({other:?})"),
+            split_hint,
+        ),
     }
 }
 
@@ -605,7 +642,7 @@ pub fn validate_set(
     objects: &[(usize, Object)],
     stored: &dyn Fn(&ObjectKey) -> Option<Object>,
 ) -> Vec<(usize, FieldError)> {
-    let mut errors = duplicates(objects);
+    let mut errors = duplicates(objects, &|_, document| format!("document {document}"));
     let plain: Vec<Object> = objects.iter().map(|(_, o)| o.clone()).collect();
     errors.extend(references(&plain, stored, true));
     errors
@@ -624,21 +661,28 @@ pub fn check_references(
     references(objects, stored, true)
 }
 
-fn duplicates(objects: &[(usize, Object)]) -> Vec<(usize, FieldError)> {
+/// Reports the later of two objects with the same kind, namespace and name; `earlier`
+/// says where the first one is, given the indices of both in `objects`.
+fn duplicates(
+    objects: &[(usize, Object)],
+    earlier: &dyn Fn(usize, usize) -> String,
+) -> Vec<(usize, FieldError)> {
     let mut first: BTreeMap<(Kind, &str, &str), usize> = BTreeMap::new();
     let mut errors = Vec::new();
-    for (i, (_, object)) in objects.iter().enumerate() {
+    for (i, (later, object)) in objects.iter().enumerate() {
         let meta = object.metadata();
         let key = (object.kind(), meta.namespace.as_str(), meta.name.as_str());
         match first.get(&key) {
-            Some(earlier) => {
-                let document = objects.get(*earlier).map_or(0, |(d, _)| *d);
+            Some(&j) => {
+                let place = objects
+                    .get(j)
+                    .map_or_else(String::new, |(e, _)| earlier(*later, *e));
                 errors.push((
                     i,
                     FieldError::new(
                         "metadata.name",
                         format!(
-                            "duplicate {} {}/{}: document {document} defines it too",
+                            "duplicate {} {}/{}: {place} defines it too",
                             object.kind(),
                             meta.namespace,
                             meta.name
@@ -665,9 +709,7 @@ impl Resolver<'_> {
     fn find(&self, kind: Kind, namespace: &str, cluster: &str, name: &str) -> Option<Object> {
         self.objects
             .iter()
-            .find(|o| {
-                o.kind() == kind && o.metadata().namespace == namespace && o.name() == name
-            })
+            .find(|o| o.kind() == kind && o.metadata().namespace == namespace && o.name() == name)
             .cloned()
             .or_else(|| (self.stored)(&ObjectKey::new(namespace, cluster, kind, name)))
     }
@@ -702,16 +744,25 @@ fn references(
             Object::Cluster(c) => {
                 let cluster = c.metadata.name.as_str();
                 let pools = c.spec.workers.iter().enumerate().map(|(j, pool)| {
-                    (format!("spec.workers[{j}].machineClass"), pool.machine_class.as_str())
+                    (
+                        format!("spec.workers[{j}].machineClass"),
+                        pool.machine_class.as_str(),
+                    )
                 });
                 let control_plane = std::iter::once((
                     "spec.controlPlane.machineClass".to_string(),
                     c.spec.control_plane.machine_class.as_str(),
                 ));
                 for (path, class) in control_plane.chain(pools) {
-                    if let Some(e) =
-                        class_ref(&resolver, namespace, cluster, &path, class, None, report_missing)
-                    {
+                    if let Some(e) = class_ref(
+                        &resolver,
+                        namespace,
+                        cluster,
+                        &path,
+                        class,
+                        None,
+                        report_missing,
+                    ) {
                         push(e);
                     }
                 }
@@ -780,7 +831,8 @@ fn class_ref(
     }
     match resolver.find(Kind::MachineClass, namespace, cluster, class) {
         Some(Object::MachineClass(found)) => {
-            if found.spec.cluster_name != cluster {
+            // A class without a cluster has its own error; do not repeat it here.
+            if !found.spec.cluster_name.is_empty() && found.spec.cluster_name != cluster {
                 return Some(FieldError::new(
                     path,
                     format!(
@@ -803,15 +855,24 @@ fn class_ref(
         Some(_) => None,
         None if report_missing => {
             let known = resolver.classes_of(namespace, cluster);
-            let hint = if known.is_empty() {
-                format!(
+            let closest = known
+                .iter()
+                .filter(|k| class.len() <= 63 && k.len() <= 63)
+                .map(|k| (crate::parse::edit_distance(class, k), *k))
+                .filter(|(d, _)| *d <= 3)
+                .min_by_key(|(d, _)| *d);
+            let hint = match closest {
+                Some((_, k)) => format!(
+                    "did you mean {k:?}? MachineClasses of cluster {cluster} here: {}",
+                    known.join(", ")
+                ),
+                None if known.is_empty() => format!(
                     "define MachineClass {class} with spec.clusterName: {cluster} in this file, or apply it first"
-                )
-            } else {
-                format!(
+                ),
+                None => format!(
                     "MachineClasses of cluster {cluster} here: {}; or define {class}",
                     known.join(", ")
-                )
+                ),
             };
             Some(FieldError::new(
                 path,

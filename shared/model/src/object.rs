@@ -108,6 +108,9 @@ pub type Machine = Resource<MachineSpec, MachineStatus>;
 pub type MachineHealthCheck = Resource<MachineHealthCheckSpec, MachineHealthCheckStatus>;
 
 /// Any object.
+// Objects are moved around whole and a Machine is the common case: boxing every
+// variant would add an allocation per object for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Cluster(Cluster),
@@ -154,12 +157,30 @@ impl Object {
             ..ObjectMeta::default()
         };
         let mut object = match key.kind {
-            Kind::Cluster => Object::Cluster(Resource { metadata, ..Default::default() }),
-            Kind::MachineClass => Object::MachineClass(Resource { metadata, ..Default::default() }),
-            Kind::MachineDeployment => Object::MachineDeployment(Resource { metadata, ..Default::default() }),
-            Kind::MachineSet => Object::MachineSet(Resource { metadata, ..Default::default() }),
-            Kind::Machine => Object::Machine(Resource { metadata, ..Default::default() }),
-            Kind::MachineHealthCheck => Object::MachineHealthCheck(Resource { metadata, ..Default::default() }),
+            Kind::Cluster => Object::Cluster(Resource {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::MachineClass => Object::MachineClass(Resource {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::MachineDeployment => Object::MachineDeployment(Resource {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::MachineSet => Object::MachineSet(Resource {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::Machine => Object::Machine(Resource {
+                metadata,
+                ..Default::default()
+            }),
+            Kind::MachineHealthCheck => Object::MachineHealthCheck(Resource {
+                metadata,
+                ..Default::default()
+            }),
         };
         object.set_cluster_name(&key.cluster);
         object
@@ -178,22 +199,46 @@ impl Object {
     }
 
     pub fn as_cluster(&self) -> Option<&Cluster> {
-        if let Object::Cluster(r) = self { Some(r) } else { None }
+        if let Object::Cluster(r) = self {
+            Some(r)
+        } else {
+            None
+        }
     }
     pub fn as_machine_class(&self) -> Option<&MachineClass> {
-        if let Object::MachineClass(r) = self { Some(r) } else { None }
+        if let Object::MachineClass(r) = self {
+            Some(r)
+        } else {
+            None
+        }
     }
     pub fn as_machine_deployment(&self) -> Option<&MachineDeployment> {
-        if let Object::MachineDeployment(r) = self { Some(r) } else { None }
+        if let Object::MachineDeployment(r) = self {
+            Some(r)
+        } else {
+            None
+        }
     }
     pub fn as_machine_set(&self) -> Option<&MachineSet> {
-        if let Object::MachineSet(r) = self { Some(r) } else { None }
+        if let Object::MachineSet(r) = self {
+            Some(r)
+        } else {
+            None
+        }
     }
     pub fn as_machine(&self) -> Option<&Machine> {
-        if let Object::Machine(r) = self { Some(r) } else { None }
+        if let Object::Machine(r) = self {
+            Some(r)
+        } else {
+            None
+        }
     }
     pub fn as_health_check(&self) -> Option<&MachineHealthCheck> {
-        if let Object::MachineHealthCheck(r) = self { Some(r) } else { None }
+        if let Object::MachineHealthCheck(r) = self {
+            Some(r)
+        } else {
+            None
+        }
     }
 
     pub fn metadata(&self) -> &ObjectMeta {

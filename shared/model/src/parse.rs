@@ -138,8 +138,9 @@ where
     for (path, field) in unknown {
         let hint = match did_you_mean(&field) {
             Some(known) => format!("did you mean {known:?}? Otherwise remove it"),
-            None => "remove it, or check its spelling and indentation against the schema"
-                .to_string(),
+            None => {
+                "remove it, or check its spelling and indentation against the schema".to_string()
+            }
         };
         errors.push(FieldError::new(
             path,
@@ -159,11 +160,16 @@ where
 }
 
 /// Formats a path as `spec.workers[1].replicas`.
-pub fn format_path(segments: &[Segment]) -> String {
+pub(crate) fn format_path(segments: &[Segment]) -> String {
     let mut out = String::new();
+    let mut previous: Option<&Segment> = None;
     for segment in segments {
         match segment {
             Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            // A key of a string map (labels, tags) is data, not a field: quote it.
+            Segment::Map { key } if in_string_map(&previous) => {
+                out.push_str(&format!("[{key:?}]"));
+            }
             Segment::Map { key } | Segment::Enum { variant: key } => {
                 if !out.is_empty() {
                     out.push('.');
@@ -177,12 +183,22 @@ pub fn format_path(segments: &[Segment]) -> String {
                 out.push('?');
             }
         }
+        previous = Some(segment);
     }
     if out.is_empty() {
         "(document)".to_string()
     } else {
         out
     }
+}
+
+/// Whether the segment names a map from strings to strings, whose keys are data.
+fn in_string_map(segment: &Option<&Segment>) -> bool {
+    matches!(
+        segment,
+        Some(Segment::Map { key })
+            if matches!(key.as_str(), "labels" | "annotations" | "matchLabels" | "tags")
+    )
 }
 
 /// The path serde_ignored reports, as `spec.workers[1].replica`, and the field's name.
@@ -238,11 +254,7 @@ fn explain(segments: &[Segment], found: Option<&Value>, serde_message: &str) -> 
         full.push(Segment::Map {
             key: field.to_string(),
         });
-        return FieldError::new(
-            format_path(&full),
-            "is required",
-            format!("add {field}"),
-        );
+        return FieldError::new(format_path(&full), "is required", format!("add {field}"));
     }
     if let Some(rest) = serde_message.strip_prefix("unknown variant `") {
         let (given, expected) = rest.split_once("`, expected ").unwrap_or((rest, ""));
@@ -255,14 +267,24 @@ fn explain(segments: &[Segment], found: Option<&Value>, serde_message: &str) -> 
     }
     // serde's "invalid type: X, expected Y" and "invalid value: X, expected Y".
     let expected = serde_message
-        .rsplit_once(", expected ")
+        .strip_prefix("invalid type: ")
+        .or_else(|| serde_message.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.rsplit_once(", expected "))
         .map(|(_, expected)| expected);
     let (Some(expected), Some(found)) = (expected, found) else {
+        if TIME_FIELDS.iter().any(|f| path.ends_with(f)) {
+            let found = found.map_or_else(|| "a value".to_string(), found_text);
+            return FieldError::new(
+                path,
+                format!("found {found}, which is not a time: {serde_message}"),
+                "write a UTC time in RFC 3339 form, e.g. 2025-01-31T12:00:00Z",
+            );
+        }
         return FieldError::new(path, serde_message, "fix the value's type or range");
     };
     if is_integer_type(expected) {
-        let wanted = crate::validate::expected_number(&path)
-            .unwrap_or_else(|| "a whole number".to_string());
+        let wanted =
+            crate::validate::expected_number(&path).unwrap_or_else(|| "a whole number".to_string());
         return number_error(path, found, &wanted);
     }
     let expected = match expected {
@@ -284,6 +306,9 @@ fn explain(segments: &[Segment], found: Option<&Value>, serde_message: &str) -> 
         hint,
     )
 }
+
+/// Fields that hold a timestamp.
+const TIME_FIELDS: &[&str] = &["after", "Timestamp", "Time", "At", "Since"];
 
 fn is_integer_type(expected: &str) -> bool {
     matches!(
@@ -312,7 +337,7 @@ fn number_error(path: String, found: &Value, wanted: &str) -> FieldError {
             return FieldError::new(
                 path,
                 format!("expected {wanted}, found the string {:?}", truncate(s)),
-                format!("write {wanted} in digits, without quotes"),
+                "write it in plain digits, without quotes, leading zeros or underscores",
             );
         }
         other => format!("expected {wanted}, found {}", found_text(other)),
@@ -339,22 +364,79 @@ fn truncate(s: &str) -> String {
 
 /// Field names of the schema, for "did you mean" hints on unknown fields.
 const FIELD_NAMES: &[&str] = &[
-    "apiVersion", "kind", "metadata", "spec", "status", "name", "namespace", "labels",
-    "annotations", "ownerReferences", "finalizers", "clusterName", "version", "paused",
-    "controlPlane", "workers", "machineClass", "replicas", "autoscaling", "min", "max",
-    "rollout", "healthCheck", "imageId", "instanceTypes", "subnets", "securityGroups",
-    "instanceProfile", "rootVolume", "sizeGiB", "type", "encrypted", "kmsKeyId", "iops",
-    "market", "spotMaxPrice", "metadataOptions", "httpTokens", "httpPutResponseHopLimit",
-    "instanceMetadataTags", "tags", "userData", "template", "role", "failureDomain",
-    "strategy", "rollingUpdate", "maxSurge", "maxUnavailable", "after", "minReadySeconds",
-    "deletion", "order", "launch", "selector", "matchLabels", "checks",
-    "nodeStartupTimeoutSeconds", "unhealthyInstanceStates", "unhealthyMachineConditions",
-    "timeoutSeconds", "remediation", "triggerIf", "unhealthyLessThanOrEqualTo",
-    "unhealthyInRange", "maxInFlight",
+    "apiVersion",
+    "kind",
+    "metadata",
+    "spec",
+    "status",
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "clusterName",
+    "version",
+    "paused",
+    "controlPlane",
+    "workers",
+    "machineClass",
+    "replicas",
+    "autoscaling",
+    "min",
+    "max",
+    "rollout",
+    "healthCheck",
+    "imageId",
+    "instanceTypes",
+    "subnets",
+    "securityGroups",
+    "instanceProfile",
+    "rootVolume",
+    "sizeGiB",
+    "type",
+    "encrypted",
+    "kmsKeyId",
+    "iops",
+    "market",
+    "spotMaxPrice",
+    "metadataOptions",
+    "httpTokens",
+    "httpPutResponseHopLimit",
+    "instanceMetadataTags",
+    "tags",
+    "userData",
+    "template",
+    "role",
+    "failureDomain",
+    "strategy",
+    "rollingUpdate",
+    "maxSurge",
+    "maxUnavailable",
+    "after",
+    "minReadySeconds",
+    "deletion",
+    "order",
+    "launch",
+    "selector",
+    "matchLabels",
+    "checks",
+    "nodeStartupTimeoutSeconds",
+    "unhealthyInstanceStates",
+    "unhealthyMachineConditions",
+    "timeoutSeconds",
+    "remediation",
+    "triggerIf",
+    "unhealthyLessThanOrEqualTo",
+    "unhealthyInRange",
+    "maxInFlight",
 ];
 
 /// The schema field closest to `field`, if it is a likely typo of one.
 pub fn did_you_mean(field: &str) -> Option<&'static str> {
+    if field.len() > 64 {
+        return None; // not a typo, and edit distance is quadratic
+    }
     let lower = field.to_ascii_lowercase();
     FIELD_NAMES
         .iter()
@@ -365,7 +447,8 @@ pub fn did_you_mean(field: &str) -> Option<&'static str> {
         .map(|(_, known)| known)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance, for "did you mean" hints.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut previous: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

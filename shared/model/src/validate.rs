@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 
 use crate::kinds::{
-    Autoscaling, ClusterSpec, HealthCheckChecks, HealthCheckRemediation, IntOrPercent,
-    LaunchSpec, MachineClassSpec, MachineDeploymentSpec, MachineHealthCheckSpec,
-    MachineSetSpec, MachineSpec, MachineTemplate, Market, MarketType, MetadataOptions, Rollout,
-    RolloutStrategyType, RootVolume, VolumeType, WorkerPool,
+    Autoscaling, ClusterSpec, HealthCheckChecks, HealthCheckRemediation, IntOrPercent, LaunchSpec,
+    MachineClassSpec, MachineDeploymentSpec, MachineHealthCheckSpec, MachineSetSpec, MachineSpec,
+    MachineTemplate, Market, MarketType, MetadataOptions, Rollout, RolloutStrategyType, RootVolume,
+    VolumeType, WorkerPool,
 };
 use crate::meta::ObjectMeta;
 use crate::object::{Kind, Object};
@@ -34,7 +34,8 @@ pub const MACHINE_SUFFIX_LEN: usize = 6;
 /// Longest MachineSet name, so its Machines' names fit.
 pub const MAX_MACHINE_SET_NAME_LEN: usize = MAX_NAME_LEN - MACHINE_SUFFIX_LEN;
 /// Longest MachineDeployment name, so its MachineSets' and Machines' names fit.
-pub const MAX_MACHINE_DEPLOYMENT_NAME_LEN: usize = MAX_MACHINE_SET_NAME_LEN - MACHINE_SET_SUFFIX_LEN;
+pub const MAX_MACHINE_DEPLOYMENT_NAME_LEN: usize =
+    MAX_MACHINE_SET_NAME_LEN - MACHINE_SET_SUFFIX_LEN;
 /// The pool name the cluster reconciler uses for the control plane's MachineDeployment.
 pub const RESERVED_POOL_NAME: &str = crate::labels::CONTROL_PLANE_POOL;
 /// Most Machines one MachineDeployment, MachineSet or pool may ask for.
@@ -117,7 +118,8 @@ struct Errors(Vec<FieldError>);
 
 impl Errors {
     fn push(&mut self, path: impl Display, message: impl Into<String>, hint: impl Into<String>) {
-        self.0.push(FieldError::new(path.to_string(), message, hint));
+        self.0
+            .push(FieldError::new(path.to_string(), message, hint));
     }
 }
 
@@ -153,7 +155,11 @@ fn name_limit(kind: Kind) -> (usize, &'static str) {
 /// A required DNS-1123 label of at most `max` characters.
 fn name(v: &mut Errors, path: &str, value: &str, max: usize, why: &str) {
     if value.is_empty() {
-        v.push(path, "is required", "set a name: lowercase letters, digits and '-'");
+        v.push(
+            path,
+            "is required",
+            "set a name: lowercase letters, digits and '-'",
+        );
         return;
     }
     if let Some(problem) = dns_label_problem(value) {
@@ -163,7 +169,11 @@ fn name(v: &mut Errors, path: &str, value: &str, max: usize, why: &str) {
             ),
             None => "use a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit".to_string(),
         };
-        v.push(path, format!("{value:?} is not a valid name: {problem}"), hint);
+        v.push(
+            path,
+            format!("{value:?} is not a valid name: {problem}"),
+            hint,
+        );
     }
     let len = value.chars().count();
     if len > max {
@@ -217,6 +227,15 @@ fn suggest_name(s: &str, max: usize) -> Option<String> {
 fn reference(v: &mut Errors, path: &str, value: &str, what: &str, max: usize) {
     if value.is_empty() {
         v.push(path, "is required", format!("name the {what}"));
+    } else if value.len() > max && dns_label_problem(value).is_none() {
+        v.push(
+            path,
+            format!(
+                "{value:?} is {} characters long, more than a {what} name may be ({max})",
+                value.len()
+            ),
+            format!("name an existing {what}"),
+        );
     } else if !is_dns_label(value, max) {
         v.push(
             path,
@@ -227,7 +246,13 @@ fn reference(v: &mut Errors, path: &str, value: &str, what: &str, max: usize) {
 }
 
 fn cluster_name(v: &mut Errors, value: &str) {
-    reference(v, "spec.clusterName", value, "Cluster", MAX_CLUSTER_NAME_LEN);
+    reference(
+        v,
+        "spec.clusterName",
+        value,
+        "Cluster",
+        MAX_CLUSTER_NAME_LEN,
+    );
 }
 
 fn labels(v: &mut Errors, path: &str, labels: &BTreeMap<String, String>) {
@@ -237,7 +262,10 @@ fn labels(v: &mut Errors, path: &str, labels: &BTreeMap<String, String>) {
         if value.len() > MAX_NAME_LEN {
             v.push(
                 &at,
-                format!("label value is {} characters long, more than {MAX_NAME_LEN}", value.len()),
+                format!(
+                    "label value is {} characters long, more than {MAX_NAME_LEN}",
+                    value.len()
+                ),
                 "shorten it, or make it an annotation",
             );
         } else if !value.is_empty() && !is_qualified_name_part(value) {
@@ -278,7 +306,11 @@ fn qualified_key(v: &mut Errors, path: &str, key: &str) {
             && p.split('.').all(|part| is_dns_label(part, MAX_NAME_LEN))
     });
     if !prefix_ok || name.len() > MAX_NAME_LEN || !is_qualified_name_part(name) {
-        v.push(path, format!("key {key:?} is not a valid qualified name"), hint);
+        v.push(
+            path,
+            format!("key {key:?} is not a valid qualified name"),
+            hint,
+        );
     }
 }
 
@@ -286,8 +318,7 @@ fn is_qualified_name_part(s: &str) -> bool {
     let ends_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     ends_ok(s.chars().next())
         && ends_ok(s.chars().last())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -308,7 +339,11 @@ pub fn is_kubernetes_version(s: &str) -> bool {
 
 fn version(v: &mut Errors, path: &str, value: &str) {
     if value.is_empty() {
-        v.push(path, "is required", "set the Kubernetes version, e.g. v1.31.2");
+        v.push(
+            path,
+            "is required",
+            "set the Kubernetes version, e.g. v1.31.2",
+        );
     } else if !is_kubernetes_version(value) {
         v.push(
             path,
@@ -322,7 +357,11 @@ fn version(v: &mut Errors, path: &str, value: &str) {
 
 fn replicas(v: &mut Errors, path: &str, n: i32) {
     if n < 0 {
-        v.push(path, format!("must be 0 or more, found {n}"), "set a count of 0 or more");
+        v.push(
+            path,
+            format!("must be 0 or more, found {n}"),
+            "set a count of 0 or more",
+        );
     } else if n > MAX_REPLICAS {
         v.push(
             path,
@@ -340,7 +379,12 @@ fn non_negative(v: &mut Errors, path: &str, n: i32, hint: &str) {
 
 fn non_negative_count(v: &mut Errors, path: &str, value: Option<IntOrPercent>) {
     if let Some(IntOrPercent::Int(n)) = value {
-        non_negative(v, path, n, "set a count of 0 or more, or a percentage such as \"25%\"");
+        non_negative(
+            v,
+            path,
+            n,
+            "set a count of 0 or more, or a percentage such as \"25%\"",
+        );
     }
 }
 
@@ -355,7 +399,11 @@ fn rollout(v: &mut Errors, base: &str, rollout: &Rollout) {
     let at = format!("{base}.strategy.rollingUpdate");
     let update = &rollout.strategy.rolling_update;
     non_negative_count(v, &format!("{at}.maxSurge"), Some(update.max_surge));
-    non_negative_count(v, &format!("{at}.maxUnavailable"), Some(update.max_unavailable));
+    non_negative_count(
+        v,
+        &format!("{at}.maxUnavailable"),
+        Some(update.max_unavailable),
+    );
     // Cluster API (as Kubernetes Deployments) refuses a rolling update that can neither
     // add a Machine nor remove one: it could never make progress.
     if is_zero(update.max_surge) && is_zero(update.max_unavailable) {
@@ -377,7 +425,11 @@ fn health_checks(v: &mut Errors, base: &str, checks: &HealthCheckChecks) {
     for (i, condition) in checks.unhealthy_machine_conditions.iter().enumerate() {
         let at = format!("{base}.unhealthyMachineConditions[{i}]");
         if condition.type_.trim().is_empty() {
-            v.push(format!("{at}.type"), "is required", "name a condition type, e.g. Ready");
+            v.push(
+                format!("{at}.type"),
+                "is required",
+                "name a condition type, e.g. Ready",
+            );
         }
         non_negative(
             v,
@@ -403,14 +455,14 @@ fn remediation(v: &mut Errors, base: &str, remediation: &HealthCheckRemediation)
         &format!("{at}.unhealthyLessThanOrEqualTo"),
         trigger.unhealthy_less_than_or_equal_to,
     );
-    if let Some(range) = &trigger.unhealthy_in_range {
-        if parse_range(range).is_none() {
-            v.push(
-                format!("{at}.unhealthyInRange"),
-                format!("{range:?} is not a range of the form [min-max] with min <= max"),
-                "write it like \"[1-3]\"",
-            );
-        }
+    if let Some(range) = &trigger.unhealthy_in_range
+        && parse_range(range).is_none()
+    {
+        v.push(
+            format!("{at}.unhealthyInRange"),
+            format!("{range:?} is not a range of the form [min-max] with min <= max"),
+            "write it like \"[1-3]\"",
+        );
     }
     non_negative_count(v, &format!("{base}.maxInFlight"), remediation.max_in_flight);
 }
@@ -441,7 +493,7 @@ fn cluster(v: &mut Errors, spec: &ClusterSpec) {
         MAX_NAME_LEN,
     );
     let n = spec.control_plane.replicas;
-    if n < 1 || n > MAX_CONTROL_PLANE_REPLICAS || n % 2 == 0 {
+    if !(1..=MAX_CONTROL_PLANE_REPLICAS).contains(&n) || n % 2 == 0 {
         v.push(
             "spec.controlPlane.replicas",
             format!("must be 1, 3, 5 or 7, found {n}"),
@@ -458,7 +510,10 @@ fn cluster(v: &mut Errors, spec: &ClusterSpec) {
         if let Some(first) = seen.get(pool.name.as_str()) {
             v.push(
                 format!("{at}.name"),
-                format!("duplicate pool name {:?}: spec.workers[{first}] has it too", pool.name),
+                format!(
+                    "duplicate pool name {:?}: spec.workers[{first}] has it too",
+                    pool.name
+                ),
                 "give every pool its own name",
             );
         } else {
@@ -529,14 +584,15 @@ fn autoscaling(v: &mut Errors, at: &str, scaling: &Autoscaling, replicas: Option
             "set min <= max",
         );
     }
-    if let Some(n) = replicas {
-        if min <= max && (n < min || n > max) {
-            v.push(
-                format!("{at}.replicas"),
-                format!("{n} is outside autoscaling's range [{min}, {max}]"),
-                "set replicas within [min, max], or leave it out to start at min",
-            );
-        }
+    if let Some(n) = replicas
+        && min <= max
+        && !(min..=max).contains(&n)
+    {
+        v.push(
+            format!("{at}.replicas"),
+            format!("{n} is outside autoscaling's range [{min}, {max}]"),
+            "set replicas within [min, max], or leave it out to start at min",
+        );
     }
 }
 
@@ -595,7 +651,11 @@ impl<'a> From<&'a LaunchSpec> for LaunchFields<'a> {
 fn launch(v: &mut Errors, base: &str, l: &LaunchFields) {
     let at = |field: &str| format!("{base}.{field}");
     if l.image_id.is_empty() {
-        v.push(at("imageId"), "is required", "set the AMI to launch, e.g. ami-0abcdef1234567890");
+        v.push(
+            at("imageId"),
+            "is required",
+            "set the AMI to launch, e.g. ami-0abcdef1234567890",
+        );
     } else if !is_aws_id(l.image_id, "ami-") {
         v.push(
             at("imageId"),
@@ -614,7 +674,13 @@ fn launch(v: &mut Errors, base: &str, l: &LaunchFields) {
         }
         aws_ids(v, &at("subnets"), subnets, "subnet-", "subnet");
     }
-    aws_ids(v, &at("securityGroups"), l.security_groups, "sg-", "security group");
+    aws_ids(
+        v,
+        &at("securityGroups"),
+        l.security_groups,
+        "sg-",
+        "security group",
+    );
     if let Some(profile) = l.instance_profile {
         instance_profile(v, &at("instanceProfile"), profile);
     }
@@ -713,7 +779,10 @@ fn instance_profile(v: &mut Errors, path: &str, profile: &str) {
     } else if profile.is_empty() || profile.len() > MAX_INSTANCE_PROFILE_LEN {
         v.push(
             path,
-            format!("must be 1 to {MAX_INSTANCE_PROFILE_LEN} characters, found {}", profile.len()),
+            format!(
+                "must be 1 to {MAX_INSTANCE_PROFILE_LEN} characters, found {}",
+                profile.len()
+            ),
             "set the instance profile's name, or remove the field",
         );
     } else if !profile
@@ -733,7 +802,9 @@ fn root_volume(v: &mut Errors, base: &str, volume: &RootVolume) {
     if !(MIN_ROOT_VOLUME_GIB..=MAX_ROOT_VOLUME_GIB).contains(&size) {
         v.push(
             format!("{base}.sizeGiB"),
-            format!("must be from {MIN_ROOT_VOLUME_GIB} to {MAX_ROOT_VOLUME_GIB} GiB, found {size}"),
+            format!(
+                "must be from {MIN_ROOT_VOLUME_GIB} to {MAX_ROOT_VOLUME_GIB} GiB, found {size}"
+            ),
             format!("set a size from {MIN_ROOT_VOLUME_GIB} to {MAX_ROOT_VOLUME_GIB}"),
         );
     }
@@ -744,7 +815,9 @@ fn root_volume(v: &mut Errors, base: &str, volume: &RootVolume) {
             "is required for io1 and io2 volumes",
             format!("set iops from {MIN_IO_IOPS} to {MAX_IO_IOPS}"),
         ),
-        (VolumeType::Io1 | VolumeType::Io2, Some(n)) if !(MIN_IO_IOPS..=MAX_IO_IOPS).contains(&n) => {
+        (VolumeType::Io1 | VolumeType::Io2, Some(n))
+            if !(MIN_IO_IOPS..=MAX_IO_IOPS).contains(&n) =>
+        {
             v.push(
                 iops_path,
                 format!("must be from {MIN_IO_IOPS} to {MAX_IO_IOPS} for io1 and io2, found {n}"),
@@ -759,7 +832,9 @@ fn root_volume(v: &mut Errors, base: &str, volume: &RootVolume) {
         (VolumeType::Gp3, Some(n)) if !(MIN_GP3_IOPS..=MAX_GP3_IOPS).contains(&n) => v.push(
             iops_path,
             format!("must be from {MIN_GP3_IOPS} to {MAX_GP3_IOPS} for gp3, found {n}"),
-            format!("set iops from {MIN_GP3_IOPS} to {MAX_GP3_IOPS}, or remove it for the 3000 baseline"),
+            format!(
+                "set iops from {MIN_GP3_IOPS} to {MAX_GP3_IOPS}, or remove it for the 3000 baseline"
+            ),
         ),
         _ => {}
     }
@@ -778,7 +853,11 @@ fn market(v: &mut Errors, base: &str, market: &Market) {
     };
     let path = format!("{base}.spotMaxPrice");
     if market.market_type != MarketType::Spot {
-        v.push(&path, "is set but market type is OnDemand", "set type: Spot, or remove spotMaxPrice");
+        v.push(
+            &path,
+            "is set but market type is OnDemand",
+            "set type: Spot, or remove spotMaxPrice",
+        );
     }
     if !is_positive_decimal(price) {
         v.push(
@@ -828,7 +907,10 @@ fn tags(v: &mut Errors, base: &str, tags: &BTreeMap<String, String>) {
         if value.chars().count() > MAX_TAG_VALUE_LEN {
             v.push(
                 &path,
-                format!("tag value is {} characters long, more than {MAX_TAG_VALUE_LEN}", value.chars().count()),
+                format!(
+                    "tag value is {} characters long, more than {MAX_TAG_VALUE_LEN}",
+                    value.chars().count()
+                ),
                 "shorten the value",
             );
         }
@@ -839,7 +921,10 @@ fn user_data(v: &mut Errors, path: &str, data: &str) {
     if data.len() > MAX_USER_DATA_BYTES {
         v.push(
             path,
-            format!("is {} bytes, more than EC2's limit of {MAX_USER_DATA_BYTES}", data.len()),
+            format!(
+                "is {} bytes, more than EC2's limit of {MAX_USER_DATA_BYTES}",
+                data.len()
+            ),
             "keep user data small: download larger scripts at boot, e.g. from S3",
         );
     }
@@ -902,10 +987,12 @@ fn secret_assignment(line: &str) -> Option<String> {
     }
     let words: Vec<&str> = line.split_whitespace().collect();
     for pair in words.windows(2) {
-        if let Some(flag) = pair[0].strip_prefix("--") {
-            if !flag.contains('=') && is_secret_name(flag) && is_literal(pair[1]) {
-                return Some(pair[0].to_string());
-            }
+        if let Some(flag) = pair[0].strip_prefix("--")
+            && !flag.contains('=')
+            && is_secret_name(flag)
+            && is_literal(pair[1])
+        {
+            return Some(pair[0].to_string());
         }
     }
     None
@@ -958,8 +1045,16 @@ fn is_literal(value: &str) -> bool {
 }
 
 fn machine_template(v: &mut Errors, base: &str, template: &MachineTemplate) {
-    labels(v, &format!("{base}.metadata.labels"), &template.metadata.labels);
-    annotations(v, &format!("{base}.metadata.annotations"), &template.metadata.annotations);
+    labels(
+        v,
+        &format!("{base}.metadata.labels"),
+        &template.metadata.labels,
+    );
+    annotations(
+        v,
+        &format!("{base}.metadata.annotations"),
+        &template.metadata.annotations,
+    );
     let spec = &template.spec;
     reference(
         v,
@@ -1009,7 +1104,13 @@ fn machine(v: &mut Errors, spec: &MachineSpec) {
     cluster_name(v, &spec.cluster_name);
     version(v, "spec.version", &spec.version);
     if !spec.machine_class.is_empty() {
-        reference(v, "spec.machineClass", &spec.machine_class, "MachineClass", MAX_NAME_LEN);
+        reference(
+            v,
+            "spec.machineClass",
+            &spec.machine_class,
+            "MachineClass",
+            MAX_NAME_LEN,
+        );
     }
     failure_domain(v, "spec.failureDomain", &spec.failure_domain);
     launch(v, "spec.launch", &LaunchFields::from(&spec.launch));
@@ -1027,4 +1128,261 @@ fn machine_health_check(v: &mut Errors, spec: &MachineHealthCheckSpec) {
     labels(v, "spec.selector.matchLabels", &spec.selector.match_labels);
     health_checks(v, "spec.checks", &spec.checks);
     remediation(v, "spec.remediation", &spec.remediation);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::{PoolHealthCheck, UnhealthyCondition};
+    use crate::meta::ConditionStatus;
+    use crate::object::Resource;
+
+    fn paths(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: name.to_string(),
+            namespace: "default".to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn harmless_boot_scripts_are_not_secrets() {
+        let script = "\
+#!/bin/bash
+set -euo pipefail
+TOKEN=$(curl -sX PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600')
+DB_PASSWORD=\"$(aws ssm get-parameter --name /demo/db --with-decryption --query Parameter.Value --output text)\"
+aws secretsmanager get-secret-value --secret-id demo/join --query SecretString
+export API_TOKEN=${API_TOKEN}
+password: {{ db_password }}
+chpasswd: {expire: false}
+kubeadm join --token-ttl 0 --discovery-token-ca-cert-hash sha256:abc
+url: https://example.com:443/token
+";
+        assert_eq!(secrets_in(script), Vec::<String>::new());
+    }
+
+    #[test]
+    fn literal_secrets_are_found_by_line() {
+        let script = "\
+#cloud-config
+write_files:
+  - content: |
+      clientSecret: s3cr3t
+runcmd:
+  - kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef
+  - export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI
+  - echo apiKey=123
+";
+        assert_eq!(
+            secrets_in(script),
+            [
+                "line 4 sets clientSecret to a literal value",
+                "line 6 sets --token to a literal value",
+                "line 7 sets AWS_SECRET_ACCESS_KEY to a literal value",
+                "line 8 sets apiKey to a literal value",
+            ]
+        );
+    }
+
+    #[test]
+    fn formats() {
+        assert!(is_kubernetes_version("v1.31.2"));
+        for bad in ["1.31.2", "v1.31", "v1.31.02", "v1.31.2-eks", "v1..2"] {
+            assert!(!is_kubernetes_version(bad), "{bad}");
+        }
+        for good in ["m7i.large", "c7gn.metal-48xl", "u-6tb1.metal", "t3.2xlarge"] {
+            assert!(is_instance_type(good), "{good}");
+        }
+        for bad in ["large", "M7i.large", "m7i.", ".large", "m7i.large.x"] {
+            assert!(!is_instance_type(bad), "{bad}");
+        }
+        assert!(is_aws_id("subnet-0a1b2c3d", "subnet-"));
+        assert!(!is_aws_id("subnet-0A1B2C3D", "subnet-"));
+        assert_eq!(parse_range("[1-3]"), Some((1, 3)));
+        for bad in ["1-3", "[3-1]", "[-1-3]", "[a-b]", "[1-]"] {
+            assert_eq!(parse_range(bad), None, "{bad}");
+        }
+        assert!(is_positive_decimal("0.12") && is_positive_decimal("1"));
+        for bad in ["0", "0.0", "-1", ".", "1.", "abc", ""] {
+            assert!(!is_positive_decimal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn health_check_rules() {
+        let check = Object::MachineHealthCheck(Resource {
+            metadata: meta("web"),
+            spec: MachineHealthCheckSpec {
+                cluster_name: "demo".to_string(),
+                checks: HealthCheckChecks {
+                    node_startup_timeout_seconds: -1,
+                    unhealthy_machine_conditions: vec![UnhealthyCondition {
+                        type_: " ".to_string(),
+                        status: ConditionStatus::False,
+                        timeout_seconds: -5,
+                    }],
+                    ..Default::default()
+                },
+                remediation: HealthCheckRemediation {
+                    trigger_if: crate::kinds::TriggerIf {
+                        unhealthy_less_than_or_equal_to: Some(IntOrPercent::Int(-1)),
+                        unhealthy_in_range: Some("[5-2]".to_string()),
+                    },
+                    max_in_flight: Some(IntOrPercent::Int(-2)),
+                },
+                ..Default::default()
+            },
+            status: Default::default(),
+        });
+        let errors = validate_object(&check);
+        assert_eq!(
+            paths(&errors),
+            [
+                "spec.selector.matchLabels",
+                "spec.checks.nodeStartupTimeoutSeconds",
+                "spec.checks.unhealthyMachineConditions[0].type",
+                "spec.checks.unhealthyMachineConditions[0].timeoutSeconds",
+                "spec.remediation.triggerIf",
+                "spec.remediation.triggerIf.unhealthyLessThanOrEqualTo",
+                "spec.remediation.triggerIf.unhealthyInRange",
+                "spec.remediation.maxInFlight",
+            ]
+        );
+        assert!(errors[0].hint.contains("every Machine"));
+    }
+
+    #[test]
+    fn worker_pool_rules() {
+        let pool = |name: &str, replicas: Option<i32>, min: i32, max: i32| WorkerPool {
+            name: name.to_string(),
+            machine_class: "demo-workers".to_string(),
+            replicas,
+            autoscaling: Some(Autoscaling { min, max }),
+            rollout: None,
+            health_check: Some(PoolHealthCheck {
+                checks: HealthCheckChecks {
+                    node_startup_timeout_seconds: -1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+        };
+        let cluster = Object::Cluster(Resource {
+            metadata: meta("demo"),
+            spec: ClusterSpec {
+                version: "v1.31.2".to_string(),
+                control_plane: crate::kinds::ControlPlaneTopology {
+                    machine_class: "demo-control-plane".to_string(),
+                    replicas: 9,
+                },
+                workers: vec![
+                    pool("a-pool-name-too-long", Some(20), 1, 10),
+                    pool("b", None, 5, 2),
+                    pool("c", None, -1, 0),
+                ],
+                ..Default::default()
+            },
+            status: Default::default(),
+        });
+        let errors = validate_object(&cluster);
+        assert_eq!(
+            paths(&errors),
+            [
+                "spec.controlPlane.replicas",
+                "spec.workers[0].name",
+                "spec.workers[0].replicas",
+                "spec.workers[0].healthCheck.checks.nodeStartupTimeoutSeconds",
+                "spec.workers[1].autoscaling.min",
+                "spec.workers[1].healthCheck.checks.nodeStartupTimeoutSeconds",
+                "spec.workers[2].autoscaling.min",
+                "spec.workers[2].autoscaling.max",
+                "spec.workers[2].healthCheck.checks.nodeStartupTimeoutSeconds",
+            ]
+        );
+    }
+
+    #[test]
+    fn machine_rules() {
+        let machine = Object::Machine(Resource {
+            metadata: meta("demo-workers-0a1b2c3d-x7k2p"),
+            spec: MachineSpec {
+                cluster_name: "demo".to_string(),
+                version: "v1.31.2".to_string(),
+                launch: LaunchSpec {
+                    root_volume: RootVolume {
+                        volume_type: VolumeType::Gp2,
+                        iops: Some(100),
+                        encrypted: false,
+                        kms_key_id: Some("alias/x".to_string()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            status: Default::default(),
+        });
+        assert_eq!(
+            paths(&validate_object(&machine)),
+            [
+                "spec.failureDomain",
+                "spec.launch.imageId",
+                "spec.launch.instanceTypes",
+                "spec.launch.rootVolume.iops",
+                "spec.launch.rootVolume.kmsKeyId",
+            ]
+        );
+    }
+
+    #[test]
+    fn machine_set_name_leaves_room_for_machines() {
+        let set = |name: &str| {
+            Object::MachineSet(Resource {
+                metadata: meta(name),
+                spec: MachineSetSpec {
+                    cluster_name: "demo".to_string(),
+                    replicas: 1,
+                    template: MachineTemplate {
+                        spec: crate::kinds::MachineTemplateSpec {
+                            version: "v1.31.2".to_string(),
+                            machine_class: "demo-workers".to_string(),
+                            failure_domain: Some("us-east-1a".to_string()),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                status: Default::default(),
+            })
+        };
+        let errors = validate_object(&set(&"a".repeat(MAX_MACHINE_SET_NAME_LEN + 1)));
+        assert_eq!(
+            paths(&errors),
+            ["metadata.name", "spec.template.spec.failureDomain"]
+        );
+        assert!(
+            errors[0]
+                .message
+                .contains("58 characters long, more than 57")
+        );
+    }
+
+    #[test]
+    fn expected_numbers_cover_the_number_fields() {
+        assert_eq!(
+            expected_number("spec.controlPlane.replicas").as_deref(),
+            Some("an odd number from 1 to 7")
+        );
+        assert_eq!(
+            expected_number("spec.workers[2].replicas").as_deref(),
+            Some("a whole number from 0 to 1000")
+        );
+        assert_eq!(expected_number("spec.version"), None);
+    }
 }

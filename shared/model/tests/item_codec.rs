@@ -9,13 +9,12 @@ use capstan_model::item::{self, AttrValue, DecodeError, Item};
 use capstan_model::{
     Autoscaling, Cluster, ClusterPhase, ClusterSpec, ClusterStatus, ConditionStatus, Conditions,
     ControlPlaneTopology, DeploymentPhase, HealthCheckChecks, HealthCheckRemediation,
-    InstanceState, IntOrPercent, LabelSelector, LaunchSpec, Machine, MachineAddress,
-    MachineClass, MachineClassSpec, MachineClassStatus, MachineDeployment,
-    MachineDeploymentSpec, MachineDeploymentStatus, MachineHealthCheck, MachineHealthCheckSpec,
-    MachineHealthCheckStatus, MachinePhase, MachineSet, MachineSetSpec, MachineSetStatus,
-    MachineSpec, MachineStatus, MachineTemplate, MachineTemplateSpec, Market, MarketType,
-    Object, ObjectMeta, OwnerReference, Resource, Role, Timestamp, TriggerIf, UnhealthyCondition,
-    WorkerPool,
+    InstanceState, IntOrPercent, LabelSelector, LaunchSpec, Machine, MachineAddress, MachineClass,
+    MachineClassSpec, MachineClassStatus, MachineDeployment, MachineDeploymentSpec,
+    MachineDeploymentStatus, MachineHealthCheck, MachineHealthCheckSpec, MachineHealthCheckStatus,
+    MachinePhase, MachineSet, MachineSetSpec, MachineSetStatus, MachineSpec, MachineStatus,
+    MachineTemplate, MachineTemplateSpec, Market, MarketType, Object, ObjectMeta, OwnerReference,
+    Resource, Role, Timestamp, TriggerIf, UnhealthyCondition, WorkerPool,
 };
 use proptest::prelude::*;
 
@@ -26,7 +25,12 @@ fn at(second: i64) -> Timestamp {
 fn conditions() -> Conditions {
     let mut c = Conditions::default();
     c.set_true("Ready", "Running", "instance i-0123 is running", at(10));
-    c.set_false("UpToDate", "TemplateChanged", "template hash differs", at(20));
+    c.set_false(
+        "UpToDate",
+        "TemplateChanged",
+        "template hash differs",
+        at(20),
+    );
     c
 }
 
@@ -92,8 +96,14 @@ fn every_kind() -> Vec<Object> {
         status: ClusterStatus {
             observed_generation: Some(4),
             phase: ClusterPhase::Provisioned,
-            control_plane: capstan_model::ReplicaSummary { desired: 3, ready: 2 },
-            workers: capstan_model::ReplicaSummary { desired: 3, ready: 3 },
+            control_plane: capstan_model::ReplicaSummary {
+                desired: 3,
+                ready: 2,
+            },
+            workers: capstan_model::ReplicaSummary {
+                desired: 3,
+                ready: 3,
+            },
             conditions: conditions(),
         },
     };
@@ -200,7 +210,10 @@ fn every_kind() -> Vec<Object> {
         spec: MachineHealthCheckSpec {
             cluster_name: "demo".to_string(),
             selector: LabelSelector {
-                match_labels: BTreeMap::from([("capstan.dev/pool".to_string(), "workers".to_string())]),
+                match_labels: BTreeMap::from([(
+                    "capstan.dev/pool".to_string(),
+                    "workers".to_string(),
+                )]),
             },
             checks: HealthCheckChecks {
                 unhealthy_machine_conditions: vec![UnhealthyCondition {
@@ -253,7 +266,11 @@ fn every_kind_round_trips_with_its_status() {
         assert_eq!(stored.desired_rv, Some(7));
         assert_eq!(stored.observed_rv, Some(8));
         assert!(!stored.is_deleting());
-        assert!(!stored.spec_changed(), "{}: same spec, same hash", object.kind());
+        assert!(
+            !stored.spec_changed(),
+            "{}: same spec, same hash",
+            object.kind()
+        );
     }
 }
 
@@ -306,8 +323,14 @@ fn raw_put_item_with_only_key_kind_and_spec_decodes_with_defaults() {
     let spec = BTreeMap::from([
         ("clusterName".to_string(), s("demo")),
         ("imageId".to_string(), s("ami-0abcdef1234567890")),
-        ("instanceTypes".to_string(), AttrValue::L(vec![s("m7i.large")])),
-        ("subnets".to_string(), AttrValue::L(vec![s("subnet-0a1b2c3d4e5f60001")])),
+        (
+            "instanceTypes".to_string(),
+            AttrValue::L(vec![s("m7i.large")]),
+        ),
+        (
+            "subnets".to_string(),
+            AttrValue::L(vec![s("subnet-0a1b2c3d4e5f60001")]),
+        ),
     ]);
     let desired = raw_put_item("MachineClass#raw#spec", "MachineClass", spec);
     let stored = item::decode(Some(&desired), None).unwrap_or_else(|e| panic!("{e}"));
@@ -320,7 +343,10 @@ fn raw_put_item_with_only_key_kind_and_spec_decodes_with_defaults() {
     assert_eq!(class.metadata.name, "raw");
     assert_eq!(class.metadata.namespace, "default");
     assert_eq!(class.metadata.uid, None);
-    assert_eq!(class.spec.root_volume.size_gib, capstan_model::defaults::ROOT_VOLUME_GIB);
+    assert_eq!(
+        class.spec.root_volume.size_gib,
+        capstan_model::defaults::ROOT_VOLUME_GIB
+    );
     assert!(class.spec.root_volume.encrypted);
     assert_eq!(class.spec.metadata_options.http_put_response_hop_limit, 1);
     assert_eq!(class.spec.market.market_type, MarketType::OnDemand);
@@ -349,7 +375,11 @@ fn raw_put_item_numbers_arrive_as_dynamodb_numbers() {
         panic!("a MachineDeployment");
     };
     assert_eq!(d.spec.replicas, 4);
-    assert_eq!(d.spec.rollout, Default::default(), "Cluster API's rollout defaults");
+    assert_eq!(
+        d.spec.rollout,
+        Default::default(),
+        "Cluster API's rollout defaults"
+    );
 }
 
 #[test]
@@ -364,8 +394,14 @@ fn observed_item_alone_is_being_deleted() {
         panic!("a Machine");
     };
     assert_eq!(m.status.instance_id.as_deref(), Some("i-0123456789abcdef0"));
-    assert_eq!(m.spec.failure_domain, "subnet-0a1b2c3d4e5f60001", "the last spec is kept");
-    assert!(m.metadata.labels.is_empty(), "labels live on the desired item");
+    assert_eq!(
+        m.spec.failure_domain, "subnet-0a1b2c3d4e5f60001",
+        "the last spec is kept"
+    );
+    assert!(
+        m.metadata.labels.is_empty(),
+        "labels live on the desired item"
+    );
 }
 
 #[test]
@@ -380,7 +416,11 @@ fn invalid_desired_spec_names_the_field() {
             assert_eq!(key, "MachineDeployment/default/web");
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert_eq!(errors[0].path, "spec.replicas");
-            assert!(errors[0].message.contains("\"three\""), "{}", errors[0].message);
+            assert!(
+                errors[0].message.contains("\"three\""),
+                "{}",
+                errors[0].message
+            );
         }
         other => panic!("expected Invalid, got {other:?}"),
     }
@@ -404,9 +444,18 @@ fn unknown_attribute_in_a_spec_is_invalid() {
 
 #[test]
 fn a_key_outside_the_layout_is_bad() {
-    let item = Item::from([("pk".to_string(), s("default#demo")), ("sk".to_string(), s("Pod#x#spec"))]);
-    assert!(matches!(item::decode(Some(&item), None), Err(DecodeError::BadKey(_))));
-    assert!(matches!(item::decode(None, None), Err(DecodeError::BadKey(_))));
+    let item = Item::from([
+        ("pk".to_string(), s("default#demo")),
+        ("sk".to_string(), s("Pod#x#spec")),
+    ]);
+    assert!(matches!(
+        item::decode(Some(&item), None),
+        Err(DecodeError::BadKey(_))
+    ));
+    assert!(matches!(
+        item::decode(None, None),
+        Err(DecodeError::BadKey(_))
+    ));
 }
 
 fn dns_label() -> impl Strategy<Value = String> {
@@ -440,7 +489,8 @@ proptest! {
 
 #[test]
 fn resource_wrapper_defaults_are_what_a_blank_object_has() {
-    let key = capstan_model::ObjectKey::new("default", "demo", capstan_model::Kind::MachineSet, "x");
+    let key =
+        capstan_model::ObjectKey::new("default", "demo", capstan_model::Kind::MachineSet, "x");
     let blank = Object::blank(&key);
     let stored = item::decode(Some(&item::encode_desired(&blank, 1)), None).expect("decodes");
     let mut expected = blank;

@@ -8,8 +8,9 @@ use capstan_model::labels::{CLUSTER_NAME, CONTROL_PLANE_POOL, POOL, ROLE};
 use capstan_model::meta::condition;
 use capstan_model::{
     Cluster, ClusterPhase, Deletion, DeletionOrder, Expect, Kind, LabelSelector, MachineDeployment,
-    MachineDeploymentSpec, MachineHealthCheck, MachineHealthCheckSpec, MachineTemplate, MachineTemplateSpec, Object,
-    ObjectMeta, Resource, Role, Rollout, StoredObject, TemplateMetadata,
+    MachineDeploymentSpec, MachineHealthCheck, MachineHealthCheckSpec, MachineTemplate,
+    MachineTemplateSpec, Object, ObjectMeta, Resource, Role, Rollout, StoredObject,
+    TemplateMetadata,
 };
 
 use crate::deployment::set_flag;
@@ -42,39 +43,55 @@ pub fn decide(c: &mut Cluster, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decisi
 
     let wanted = deployments(c);
     for md in wanted.values() {
-        sync_child(tree.get(Kind::MachineDeployment, &md.metadata.name), Object::MachineDeployment(md.clone()), &mut d.children, |existing, want| {
-            let (Object::MachineDeployment(e), Object::MachineDeployment(w)) = (existing, want) else {
-                return None;
-            };
-            let mut next = e.clone();
-            let replicas = next.spec.replicas;
-            next.spec = w.spec.clone();
-            // With autoscaling, the pool's size belongs to the autoscaler after creation.
-            if let Some(bounds) = pool_autoscaling(c, &e.metadata.name) {
-                next.spec.replicas = replicas.clamp(bounds.0, bounds.1);
-            }
-            (next.spec != e.spec).then_some(Object::MachineDeployment(next))
-        });
+        sync_child(
+            tree.get(Kind::MachineDeployment, &md.metadata.name),
+            Object::MachineDeployment(md.clone()),
+            &mut d.children,
+            |existing, want| {
+                let (Object::MachineDeployment(e), Object::MachineDeployment(w)) = (existing, want)
+                else {
+                    return None;
+                };
+                let mut next = e.clone();
+                let replicas = next.spec.replicas;
+                next.spec = w.spec.clone();
+                // With autoscaling, the pool's size belongs to the autoscaler after creation.
+                if let Some(bounds) = pool_autoscaling(c, &e.metadata.name) {
+                    next.spec.replicas = replicas.clamp(bounds.0, bounds.1);
+                }
+                (next.spec != e.spec).then_some(Object::MachineDeployment(next))
+            },
+        );
     }
     let checks = health_checks(c);
     for hc in checks.values() {
-        sync_child(tree.get(Kind::MachineHealthCheck, &hc.metadata.name), Object::MachineHealthCheck(hc.clone()), &mut d.children, |existing, want| {
-            let (Object::MachineHealthCheck(e), Object::MachineHealthCheck(w)) = (existing, want) else {
-                return None;
-            };
-            (e.spec != w.spec).then(|| {
-                let mut next = e.clone();
-                next.spec = w.spec.clone();
-                Object::MachineHealthCheck(next)
-            })
-        });
+        sync_child(
+            tree.get(Kind::MachineHealthCheck, &hc.metadata.name),
+            Object::MachineHealthCheck(hc.clone()),
+            &mut d.children,
+            |existing, want| {
+                let (Object::MachineHealthCheck(e), Object::MachineHealthCheck(w)) =
+                    (existing, want)
+                else {
+                    return None;
+                };
+                (e.spec != w.spec).then(|| {
+                    let mut next = e.clone();
+                    next.spec = w.spec.clone();
+                    Object::MachineHealthCheck(next)
+                })
+            },
+        );
     }
     // Children the topology no longer names.
     let name = c.metadata.name.clone();
     let unwanted = tree
         .owned_by(Kind::MachineDeployment, Kind::Cluster, &name)
         .filter(|s| !wanted.contains_key(s.object.name()))
-        .chain(tree.owned_by(Kind::MachineHealthCheck, Kind::Cluster, &name).filter(|s| !checks.contains_key(s.object.name())));
+        .chain(
+            tree.owned_by(Kind::MachineHealthCheck, Kind::Cluster, &name)
+                .filter(|s| !checks.contains_key(s.object.name())),
+        );
     cascade(unwanted, &mut d.children);
 
     report(c, tree, &wanted, ctx);
@@ -90,11 +107,17 @@ fn sync_child(
     update: impl Fn(&Object, &Object) -> Option<Object>,
 ) {
     match existing {
-        None => actions.push(Action::PutDesired { object: want, expect: Expect::Absent }),
+        None => actions.push(Action::PutDesired {
+            object: want,
+            expect: Expect::Absent,
+        }),
         Some(s) if s.is_deleting() => {}
         Some(s) => {
             if let (Some(next), Some(rv)) = (update(&s.object, &want), s.desired_rv) {
-                actions.push(Action::PutDesired { object: next, expect: Expect::Version(rv) });
+                actions.push(Action::PutDesired {
+                    object: next,
+                    expect: Expect::Version(rv),
+                });
             }
         }
     }
@@ -114,7 +137,15 @@ pub fn deployments(c: &Cluster) -> BTreeMap<String, MachineDeployment> {
     let mut out = BTreeMap::new();
     let cp = &c.spec.control_plane;
     // The control plane always rolls one machine at a time and never drops below its size.
-    let cp_md = deployment(c, CONTROL_PLANE_POOL, Role::ControlPlane, &cp.machine_class, cp.replicas, Rollout::default(), DeletionOrder::Oldest);
+    let cp_md = deployment(
+        c,
+        CONTROL_PLANE_POOL,
+        Role::ControlPlane,
+        &cp.machine_class,
+        cp.replicas,
+        Rollout::default(),
+        DeletionOrder::Oldest,
+    );
     out.insert(cp_md.metadata.name.clone(), cp_md);
     for pool in &c.spec.workers {
         let replicas = pool
@@ -122,7 +153,15 @@ pub fn deployments(c: &Cluster) -> BTreeMap<String, MachineDeployment> {
             .or_else(|| pool.autoscaling.as_ref().map(|a| a.min))
             .unwrap_or(1);
         let rollout = pool.rollout.clone().unwrap_or_default();
-        let md = deployment(c, &pool.name, Role::Worker, &pool.machine_class, replicas, rollout, DeletionOrder::Random);
+        let md = deployment(
+            c,
+            &pool.name,
+            Role::Worker,
+            &pool.machine_class,
+            replicas,
+            rollout,
+            DeletionOrder::Random,
+        );
         out.insert(md.metadata.name.clone(), md);
     }
     out
@@ -158,7 +197,10 @@ fn deployment(
             cluster_name: c.metadata.name.clone(),
             replicas,
             template: MachineTemplate {
-                metadata: TemplateMetadata { labels, annotations: BTreeMap::new() },
+                metadata: TemplateMetadata {
+                    labels,
+                    annotations: BTreeMap::new(),
+                },
                 spec: MachineTemplateSpec {
                     role,
                     version: c.spec.version.clone(),
@@ -220,7 +262,10 @@ fn report(c: &mut Cluster, tree: &Tree, wanted: &BTreeMap<String, MachineDeploym
             .filter(|s| !s.is_deleting())
             .and_then(|s| s.object.as_machine_deployment())
     };
-    let (mut cp, mut workers) = (capstan_model::ReplicaSummary::default(), capstan_model::ReplicaSummary::default());
+    let (mut cp, mut workers) = (
+        capstan_model::ReplicaSummary::default(),
+        capstan_model::ReplicaSummary::default(),
+    );
     let mut all_ready = true;
     for (name, want) in wanted {
         let got = live(name);
@@ -232,7 +277,11 @@ fn report(c: &mut Cluster, tree: &Tree, wanted: &BTreeMap<String, MachineDeploym
                 && m.status.conditions.is_true(condition::READY)
         });
         all_ready &= up_to_date && ready == want.spec.replicas;
-        let summary = if *name == cp_name { &mut cp } else { &mut workers };
+        let summary = if *name == cp_name {
+            &mut cp
+        } else {
+            &mut workers
+        };
         summary.desired += want.spec.replicas;
         summary.ready += ready;
     }
@@ -245,15 +294,49 @@ fn report(c: &mut Cluster, tree: &Tree, wanted: &BTreeMap<String, MachineDeploym
 
     let quorum = cp.desired / 2 + 1;
     let cond = &mut c.status.conditions;
-    set_flag(cond, condition::CONTROL_PLANE_AVAILABLE, cp.ready >= quorum, "ControlPlaneAvailable", format!("{} of {} control plane machines ready (quorum {quorum})", cp.ready, cp.desired), now);
-    set_flag(cond, condition::WORKERS_AVAILABLE, workers.ready >= workers.desired, "WorkersAvailable", format!("{} of {} worker machines ready", workers.ready, workers.desired), now);
+    set_flag(
+        cond,
+        condition::CONTROL_PLANE_AVAILABLE,
+        cp.ready >= quorum,
+        "ControlPlaneAvailable",
+        format!(
+            "{} of {} control plane machines ready (quorum {quorum})",
+            cp.ready, cp.desired
+        ),
+        now,
+    );
+    set_flag(
+        cond,
+        condition::WORKERS_AVAILABLE,
+        workers.ready >= workers.desired,
+        "WorkersAvailable",
+        format!(
+            "{} of {} worker machines ready",
+            workers.ready, workers.desired
+        ),
+        now,
+    );
     if missing.is_empty() {
-        set_flag(cond, condition::READY, all_ready, "Ready", format!("control plane {}/{}, workers {}/{} ready", cp.ready, cp.desired, workers.ready, workers.desired), now);
+        set_flag(
+            cond,
+            condition::READY,
+            all_ready,
+            "Ready",
+            format!(
+                "control plane {}/{}, workers {}/{} ready",
+                cp.ready, cp.desired, workers.ready, workers.desired
+            ),
+            now,
+        );
     } else {
         cond.set_false(
             condition::READY,
             "MachineClassNotFound",
-            format!("MachineClass {} not found in namespace {}", missing.into_iter().collect::<Vec<_>>().join(", "), c.metadata.namespace),
+            format!(
+                "MachineClass {} not found in namespace {}",
+                missing.into_iter().collect::<Vec<_>>().join(", "),
+                c.metadata.namespace
+            ),
             now,
         );
     }

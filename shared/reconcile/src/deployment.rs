@@ -50,16 +50,26 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         return d;
     };
     if md.spec.paused {
-        md.status
-            .conditions
-            .set_true(condition::PAUSED, "Paused", "spec.paused is true: not scaling or rolling", now);
+        md.status.conditions.set_true(
+            condition::PAUSED,
+            "Paused",
+            "spec.paused is true: not scaling or rolling",
+            now,
+        );
         return d;
     }
     md.status.conditions.remove(condition::PAUSED);
 
-    let current_name = format!("{}-{}", md.metadata.name, template_hash(&md.spec.template, &class.spec));
+    let current_name = format!(
+        "{}-{}",
+        md.metadata.name,
+        template_hash(&md.spec.template, &class.spec)
+    );
     let current = sets.iter().find(|(_, s)| s.metadata.name == current_name);
-    let old: Vec<&(&StoredObject, &MachineSet)> = sets.iter().filter(|(_, s)| s.metadata.name != current_name).collect();
+    let old: Vec<&(&StoredObject, &MachineSet)> = sets
+        .iter()
+        .filter(|(_, s)| s.metadata.name != current_name)
+        .collect();
     let desired = md.spec.replicas.max(0);
     let old_replicas: i32 = old.iter().map(|(_, s)| s.spec.replicas).sum();
     let current_replicas = current.map_or(0, |(_, s)| s.spec.replicas);
@@ -72,7 +82,13 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
             (desired - old_live).max(current_replicas.min(desired))
         }
         RolloutStrategyType::RollingUpdate => {
-            let surge = md.spec.rollout.strategy.rolling_update.max_surge.resolve(desired, true);
+            let surge = md
+                .spec
+                .rollout
+                .strategy
+                .rolling_update
+                .max_surge
+                .resolve(desired, true);
             let room = desired + surge - (current_replicas + old_replicas);
             (current_replicas + room.max(0)).min(desired)
         }
@@ -86,7 +102,10 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
             if let Some(rv) = stored.desired_rv {
                 let mut set = (*set).clone();
                 set.spec.replicas = target;
-                d.children.push(Action::PutDesired { object: Object::MachineSet(set), expect: Expect::Version(rv) });
+                d.children.push(Action::PutDesired {
+                    object: Object::MachineSet(set),
+                    expect: Expect::Version(rv),
+                });
             }
         }
         Some(_) => {}
@@ -95,7 +114,13 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
     // Scale old sets down: unavailable Machines first, then as many available ones as
     // `maxUnavailable` allows (OnDelete leaves old Machines to people, but never
     // recreates the ones they deleted).
-    let min_available = desired - md.spec.rollout.strategy.rolling_update.max_unavailable.resolve(desired, false);
+    let min_available = desired
+        - md.spec
+            .rollout
+            .strategy
+            .rolling_update
+            .max_unavailable
+            .resolve(desired, false);
     let mut can_remove = (md.status.available_replicas - min_available).max(0);
     for (stored, set) in old.iter().map(|p| (p.0, p.1)) {
         let next = match md.spec.rollout.strategy.strategy_type {
@@ -109,18 +134,26 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         };
         if next == 0 && set.status.replicas == 0 && set.spec.replicas == 0 {
             if let Some(rv) = stored.desired_rv {
-                d.children.push(Action::DeleteDesired { key: stored.key(), expect: Expect::Version(rv) });
+                d.children.push(Action::DeleteDesired {
+                    key: stored.key(),
+                    expect: Expect::Version(rv),
+                });
             }
         } else if let (true, Some(rv)) = (next != set.spec.replicas, stored.desired_rv) {
             let mut set = set.clone();
             set.spec.replicas = next.max(0);
-            d.children.push(Action::PutDesired { object: Object::MachineSet(set), expect: Expect::Version(rv) });
+            d.children.push(Action::PutDesired {
+                object: Object::MachineSet(set),
+                expect: Expect::Version(rv),
+            });
         }
     }
 
     let st = &mut md.status;
     st.up_to_date_replicas = current.map_or(0, |(_, s)| s.status.replicas);
-    let rolling = old.iter().any(|(_, s)| s.spec.replicas > 0 || s.status.replicas > 0);
+    let rolling = old
+        .iter()
+        .any(|(_, s)| s.spec.replicas > 0 || s.status.replicas > 0);
     let c = &mut st.conditions;
     let (have, ready, available) = (st.replicas, st.ready_replicas, st.available_replicas);
     st.phase = if have < desired {
@@ -132,12 +165,60 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
     } else {
         DeploymentPhase::Pending
     };
-    set_flag(c, condition::SCALING_UP, have < desired, "ScalingUp", format!("{have} of {desired} replicas exist"), now);
-    set_flag(c, condition::SCALING_DOWN, have > desired, "ScalingDown", format!("{have} replicas exist, {desired} wanted"), now);
-    set_flag(c, condition::ROLLING_OUT, rolling, "RollingOut", format!("rolling to MachineSet {current_name}"), now);
-    set_flag(c, condition::UP_TO_DATE, !rolling, "UpToDate", format!("{} of {desired} Machines up to date", st.up_to_date_replicas), now);
-    set_flag(c, condition::AVAILABLE, available >= min_available.max(0) && (desired == 0 || available > 0), "Available", format!("{available} available, at least {} required", min_available.max(0)), now);
-    set_flag(c, condition::READY, ready == desired && have == desired && !rolling, "Ready", format!("{ready} of {desired} Machines ready"), now);
+    set_flag(
+        c,
+        condition::SCALING_UP,
+        have < desired,
+        "ScalingUp",
+        format!("{have} of {desired} replicas exist"),
+        now,
+    );
+    set_flag(
+        c,
+        condition::SCALING_DOWN,
+        have > desired,
+        "ScalingDown",
+        format!("{have} replicas exist, {desired} wanted"),
+        now,
+    );
+    set_flag(
+        c,
+        condition::ROLLING_OUT,
+        rolling,
+        "RollingOut",
+        format!("rolling to MachineSet {current_name}"),
+        now,
+    );
+    set_flag(
+        c,
+        condition::UP_TO_DATE,
+        !rolling,
+        "UpToDate",
+        format!(
+            "{} of {desired} Machines up to date",
+            st.up_to_date_replicas
+        ),
+        now,
+    );
+    set_flag(
+        c,
+        condition::AVAILABLE,
+        available >= min_available.max(0) && (desired == 0 || available > 0),
+        "Available",
+        format!(
+            "{available} available, at least {} required",
+            min_available.max(0)
+        ),
+        now,
+    );
+    set_flag(
+        c,
+        condition::READY,
+        ready == desired && have == desired && !rolling,
+        "Ready",
+        format!("{ready} of {desired} Machines ready"),
+        now,
+    );
     d
 }
 
@@ -167,7 +248,10 @@ pub fn set_flag(
 
 fn new_set(md: &MachineDeployment, name: &str, replicas: i32) -> MachineSet {
     let mut template = md.spec.template.clone();
-    template.metadata.labels.insert(DEPLOYMENT_NAME.to_string(), md.metadata.name.clone());
+    template
+        .metadata
+        .labels
+        .insert(DEPLOYMENT_NAME.to_string(), md.metadata.name.clone());
     Resource {
         metadata: ObjectMeta {
             name: name.to_string(),

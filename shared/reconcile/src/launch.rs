@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use capstan_model::labels::{TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE};
+use capstan_model::labels::{
+    TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE,
+};
 use capstan_model::{LaunchRequest, LaunchSpec, Machine, MachineClassSpec};
 
 /// The launch spec a new Machine gets from its class: a copy, so a later class edit
@@ -28,13 +30,20 @@ pub fn launch_spec(class: &MachineClassSpec) -> LaunchSpec {
 pub fn instance_tags(machine: &Machine, installation: &str) -> BTreeMap<String, String> {
     let m = &machine.metadata;
     let mut tags = machine.spec.launch.tags.clone();
-    tags.entry("Name".to_string()).or_insert_with(|| m.name.clone());
-    tags.insert(format!("kubernetes.io/cluster/{}", machine.spec.cluster_name), "owned".to_string());
+    tags.entry("Name".to_string())
+        .or_insert_with(|| m.name.clone());
+    tags.insert(
+        format!("kubernetes.io/cluster/{}", machine.spec.cluster_name),
+        "owned".to_string(),
+    );
     tags.insert(TAG_INSTALLATION.to_string(), installation.to_string());
     tags.insert(TAG_NAMESPACE.to_string(), m.namespace.clone());
     tags.insert(TAG_CLUSTER.to_string(), machine.spec.cluster_name.clone());
     tags.insert(TAG_MACHINE.to_string(), m.name.clone());
-    tags.insert(TAG_MACHINE_UID.to_string(), m.uid.clone().unwrap_or_default());
+    tags.insert(
+        TAG_MACHINE_UID.to_string(),
+        m.uid.clone().unwrap_or_default(),
+    );
     tags
 }
 

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use capstan_model::meta::{FINALIZER, condition};
-use capstan_model::{Expect, FieldError, Kind, LaunchRequest, Object, ObjectKey, StoredObject, Timestamp};
+use capstan_model::{
+    Expect, FieldError, Kind, LaunchRequest, Object, ObjectKey, StoredObject, Timestamp,
+};
 
 use crate::plan::{Action, Plan, version_after};
 use crate::tree::Tree;
@@ -55,8 +57,13 @@ impl Decision {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum External {
-    Launch { request: LaunchRequest, recover: bool },
-    Terminate { instance_id: String },
+    Launch {
+        request: LaunchRequest,
+        recover: bool,
+    },
+    Terminate {
+        instance_id: String,
+    },
     FindInstance,
 }
 
@@ -85,10 +92,17 @@ pub fn reconcile(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
 
     let decision = match stage(stored, tree) {
         Stage::Invalid(errors) => {
-            let message = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-            object
-                .conditions_mut()
-                .set_false(condition::SPEC_VALID, "InvalidSpec", message, ctx.now);
+            let message = errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            object.conditions_mut().set_false(
+                condition::SPEC_VALID,
+                "InvalidSpec",
+                message,
+                ctx.now,
+            );
             Decision::default()
         }
         Stage::Paused => {
@@ -120,19 +134,37 @@ pub fn reconcile(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
     let mut plan = Plan::idle();
     let mut observed_rv = stored.observed_rv.unwrap_or(0);
     if decision.remove {
-        plan.push(Action::DeleteObserved { key: key.clone(), expect });
+        plan.push(Action::DeleteObserved {
+            key: key.clone(),
+            expect,
+        });
     } else if stored.is_new() || stored.spec_changed() || object != stored.object {
         *object.observed_generation_mut() = object.metadata().generation;
-        plan.push(Action::PutObserved { object: object.clone(), expect });
+        plan.push(Action::PutObserved {
+            object: object.clone(),
+            expect,
+        });
         observed_rv = version_after(expect);
     }
     plan.actions.extend(decision.children);
     if let (Some(external), Object::Machine(machine)) = (decision.external, &object) {
         let machine = machine.clone();
         plan.push(match external {
-            External::Launch { request, recover } => Action::Launch { machine, request, observed_rv, recover },
-            External::Terminate { instance_id } => Action::Terminate { machine, instance_id, observed_rv },
-            External::FindInstance => Action::FindInstance { machine, observed_rv },
+            External::Launch { request, recover } => Action::Launch {
+                machine,
+                request,
+                observed_rv,
+                recover,
+            },
+            External::Terminate { instance_id } => Action::Terminate {
+                machine,
+                instance_id,
+                observed_rv,
+            },
+            External::FindInstance => Action::FindInstance {
+                machine,
+                observed_rv,
+            },
         });
     }
     if let Some(after) = decision.requeue_after {
@@ -170,7 +202,13 @@ fn take_in(object: &mut Object, stored: &StoredObject, ctx: &Ctx) -> Expect {
     expect
 }
 
-fn decide_kind(object: &mut Object, stored: &StoredObject, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decision {
+fn decide_kind(
+    object: &mut Object,
+    stored: &StoredObject,
+    tree: &Tree,
+    ctx: &Ctx,
+    deleting: bool,
+) -> Decision {
     match object {
         Object::Cluster(c) => cluster::decide(c, tree, ctx, deleting),
         Object::MachineClass(c) => machine_class::decide(c, ctx, deleting),
@@ -193,7 +231,10 @@ pub fn owner_ref(kind: Kind, meta: &capstan_model::ObjectMeta) -> capstan_model:
 
 /// Deletes the desired item of every child still wanted alive; true while any child
 /// (wanted or being torn down) remains. Shared by every kind that cascades.
-pub fn cascade<'a>(children: impl Iterator<Item = &'a StoredObject>, actions: &mut Vec<Action>) -> bool {
+pub fn cascade<'a>(
+    children: impl Iterator<Item = &'a StoredObject>,
+    actions: &mut Vec<Action>,
+) -> bool {
     let mut remaining = false;
     for child in children {
         remaining = true;

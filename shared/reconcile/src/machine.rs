@@ -43,9 +43,14 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// The Machine reduced to what decides its next step.
 #[derive(Debug, PartialEq)]
 enum Situation {
-    NotLaunched { retry_after: Option<Timestamp> },
+    NotLaunched {
+        retry_after: Option<Timestamp>,
+    },
     LaunchUnrecorded,
-    Launched { instance_id: String, state: InstanceState },
+    Launched {
+        instance_id: String,
+        state: InstanceState,
+    },
     Failed,
 }
 
@@ -58,7 +63,9 @@ fn situation(m: &Machine) -> Situation {
         },
         (None, MachinePhase::Failed) => Situation::Failed,
         (None, _) if s.launch_requested_at.is_some() => Situation::LaunchUnrecorded,
-        (None, _) => Situation::NotLaunched { retry_after: s.retry_after },
+        (None, _) => Situation::NotLaunched {
+            retry_after: s.retry_after,
+        },
     }
 }
 
@@ -127,7 +134,12 @@ fn follow_instance(m: &mut Machine, instance_id: &str, state: InstanceState, now
     match state {
         InstanceState::Pending => {
             st.phase = MachinePhase::Provisioned;
-            set_not_ready(m, "InstanceProvisioning", format!("instance {instance_id} is pending"), now);
+            set_not_ready(
+                m,
+                "InstanceProvisioning",
+                format!("instance {instance_id} is pending"),
+                now,
+            );
         }
         InstanceState::Running => {
             st.phase = MachinePhase::Running;
@@ -136,11 +148,19 @@ fn follow_instance(m: &mut Machine, instance_id: &str, state: InstanceState, now
             }
             let msg = format!("instance {instance_id} is running");
             let c = &mut m.status.conditions;
-            c.set_true(condition::INFRASTRUCTURE_READY, "InstanceRunning", msg.clone(), now);
+            c.set_true(
+                condition::INFRASTRUCTURE_READY,
+                "InstanceRunning",
+                msg.clone(),
+                now,
+            );
             c.set_true(condition::READY, "InstanceRunning", msg.clone(), now);
             c.set_true(condition::AVAILABLE, "InstanceRunning", msg, now);
         }
-        InstanceState::Stopping | InstanceState::Stopped | InstanceState::ShuttingDown | InstanceState::Terminated => {
+        InstanceState::Stopping
+        | InstanceState::Stopped
+        | InstanceState::ShuttingDown
+        | InstanceState::Terminated => {
             // Not asked for by us (the Machine is not being deleted): behind our back.
             let reason = match state {
                 InstanceState::Stopping | InstanceState::Stopped => "InstanceStopped",
@@ -161,7 +181,12 @@ fn follow_instance(m: &mut Machine, instance_id: &str, state: InstanceState, now
 fn set_not_ready(m: &mut Machine, reason: &str, message: impl Into<String>, now: Timestamp) {
     let message = message.into();
     let c = &mut m.status.conditions;
-    c.set_false(condition::INFRASTRUCTURE_READY, reason, message.clone(), now);
+    c.set_false(
+        condition::INFRASTRUCTURE_READY,
+        reason,
+        message.clone(),
+        now,
+    );
     c.set_false(condition::READY, reason, message.clone(), now);
     c.set_false(condition::AVAILABLE, reason, message, now);
 }
@@ -186,9 +211,15 @@ pub struct FoundInstance {
 pub enum LaunchOutcome {
     Launched(FoundInstance),
     /// Throttling, a 5xx, or capacity: another try later may work.
-    Retryable { code: String, message: String },
+    Retryable {
+        code: String,
+        message: String,
+    },
     /// The request is wrong: retrying will not help.
-    Final { code: String, message: String },
+    Final {
+        code: String,
+        message: String,
+    },
 }
 
 /// The Machine after its launch call: id recorded, or backoff, or Failed.
@@ -203,7 +234,10 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
             st.launch_attempts += 1;
             let wait = backoff(st.launch_attempts);
             st.retry_after = now.checked_add(wait).ok();
-            let text = format!("launch failed ({code}: {message}); retrying in {}s", wait.as_secs());
+            let text = format!(
+                "launch failed ({code}: {message}); retrying in {}s",
+                wait.as_secs()
+            );
             set_not_ready(&mut m, &code, text, now);
         }
         LaunchOutcome::Final { code, message } => {
@@ -212,7 +246,12 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
             st.launch_requested_at = None;
             st.failure_reason = Some(code.clone());
             st.failure_message = Some(message.clone());
-            set_not_ready(&mut m, &code, format!("launch failed and will not be retried: {message}"), now);
+            set_not_ready(
+                &mut m,
+                &code,
+                format!("launch failed and will not be retried: {message}"),
+                now,
+            );
         }
     }
     m
@@ -226,7 +265,10 @@ pub fn record_found(m: &Machine, found: Option<FoundInstance>, now: Timestamp) -
         Some(found) => record_instance(&mut m, found, now),
         None => {
             let requested = m.status.launch_requested_at.unwrap_or(now);
-            let grace_over = requested.checked_add(DESCRIBE_GRACE).map(|t| t <= now).unwrap_or(true);
+            let grace_over = requested
+                .checked_add(DESCRIBE_GRACE)
+                .map(|t| t <= now)
+                .unwrap_or(true);
             if grace_over {
                 m.status.launch_requested_at = None;
             }
@@ -237,7 +279,10 @@ pub fn record_found(m: &Machine, found: Option<FoundInstance>, now: Timestamp) -
 
 fn record_instance(m: &mut Machine, found: FoundInstance, now: Timestamp) {
     let st = &mut m.status;
-    st.provider_id = Some(format!("aws:///{}/{}", found.availability_zone, found.instance_id));
+    st.provider_id = Some(format!(
+        "aws:///{}/{}",
+        found.availability_zone, found.instance_id
+    ));
     st.instance_id = Some(found.instance_id);
     st.instance_type = Some(found.instance_type);
     st.instance_state = Some(found.state);
@@ -261,7 +306,12 @@ fn record_instance(m: &mut Machine, found: FoundInstance, now: Timestamp) {
 /// The Machine after EC2 reported `state` at `at`, or None when the report changes
 /// nothing: it is older than the last one recorded, or the instance is already
 /// terminated (final), or it is for another instance.
-pub fn record_instance_state(m: &Machine, instance_id: &str, state: InstanceState, at: Timestamp) -> Option<Machine> {
+pub fn record_instance_state(
+    m: &Machine,
+    instance_id: &str,
+    state: InstanceState,
+    at: Timestamp,
+) -> Option<Machine> {
     let st = &m.status;
     if st.instance_id.as_deref() != Some(instance_id) {
         return None;

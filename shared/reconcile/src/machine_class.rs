@@ -9,7 +9,10 @@ use crate::lifecycle::{Ctx, Decision};
 
 pub fn decide(class: &mut MachineClass, ctx: &Ctx, deleting: bool) -> Decision {
     if deleting {
-        return Decision { remove: true, ..Decision::default() };
+        return Decision {
+            remove: true,
+            ..Decision::default()
+        };
     }
     class.status.conditions.set_true(
         condition::READY,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use capstan_model::labels::{CLUSTER_NAME, DELETE_MACHINE, SET_NAME};
 use capstan_model::meta::condition;
 use capstan_model::{
-    DeletionOrder, Expect, Kind, Machine, MachinePhase, MachineSet, MachineSpec, Object, ObjectMeta, Resource,
-    StoredObject,
+    DeletionOrder, Expect, Kind, Machine, MachinePhase, MachineSet, MachineSpec, Object,
+    ObjectMeta, Resource, StoredObject,
 };
 
 use crate::launch::launch_spec;
@@ -18,7 +18,9 @@ use crate::tree::Tree;
 
 pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decision {
     let mut d = Decision::default();
-    let owned: Vec<&StoredObject> = tree.owned_by(Kind::Machine, Kind::MachineSet, &ms.metadata.name).collect();
+    let owned: Vec<&StoredObject> = tree
+        .owned_by(Kind::Machine, Kind::MachineSet, &ms.metadata.name)
+        .collect();
     if deleting {
         d.remove = !cascade(owned.iter().copied(), &mut d.children);
         return d;
@@ -34,8 +36,10 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
     if live.len() < want {
         match tree.live_class(&ms.spec.template.spec.machine_class) {
             Some(class) => {
-                let mut per_domain = domain_counts(&class.spec.subnets, live.iter().map(|(_, m)| *m));
-                let mut taken: Vec<String> = owned.iter().map(|s| s.object.name().to_string()).collect();
+                let mut per_domain =
+                    domain_counts(&class.spec.subnets, live.iter().map(|(_, m)| *m));
+                let mut taken: Vec<String> =
+                    owned.iter().map(|s| s.object.name().to_string()).collect();
                 for i in 0..(want - live.len()) {
                     let domain = match &ms.spec.template.spec.failure_domain {
                         Some(fd) => fd.clone(),
@@ -75,7 +79,10 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
     }
 
     // Status counts what exists now; the writes above show up on the next pass.
-    let ready = live.iter().filter(|(_, m)| m.status.conditions.is_true(condition::READY)).count() as i32;
+    let ready = live
+        .iter()
+        .filter(|(_, m)| m.status.conditions.is_true(condition::READY))
+        .count() as i32;
     let st = &mut ms.status;
     st.replicas = live.len() as i32;
     st.ready_replicas = ready;
@@ -83,27 +90,54 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
     let c = &mut st.conditions;
     let (have, want) = (live.len() as i32, want as i32);
     if have < want {
-        if c.get(condition::SCALING_UP).is_none_or(|x| x.reason != "MachineClassNotFound") {
-            c.set_true(condition::SCALING_UP, "ScalingUp", format!("scaling up from {have} to {want} replicas"), now);
+        if c.get(condition::SCALING_UP)
+            .is_none_or(|x| x.reason != "MachineClassNotFound")
+        {
+            c.set_true(
+                condition::SCALING_UP,
+                "ScalingUp",
+                format!("scaling up from {have} to {want} replicas"),
+                now,
+            );
         }
     } else {
         c.set_false(condition::SCALING_UP, "NotScalingUp", "", now);
     }
     if have > want {
-        c.set_true(condition::SCALING_DOWN, "ScalingDown", format!("scaling down from {have} to {want} replicas"), now);
+        c.set_true(
+            condition::SCALING_DOWN,
+            "ScalingDown",
+            format!("scaling down from {have} to {want} replicas"),
+            now,
+        );
     } else {
         c.set_false(condition::SCALING_DOWN, "NotScalingDown", "", now);
     }
     if ready == want && have == want {
-        c.set_true(condition::READY, "AllReady", format!("{ready} of {want} Machines ready"), now);
+        c.set_true(
+            condition::READY,
+            "AllReady",
+            format!("{ready} of {want} Machines ready"),
+            now,
+        );
     } else {
-        c.set_false(condition::READY, "NotAllReady", format!("{ready} of {want} Machines ready"), now);
+        c.set_false(
+            condition::READY,
+            "NotAllReady",
+            format!("{ready} of {want} Machines ready"),
+            now,
+        );
     }
     d
 }
 
 /// A new Machine of this set, in `failure_domain`.
-fn new_machine(ms: &MachineSet, name: &str, failure_domain: String, launch: capstan_model::LaunchSpec) -> Machine {
+fn new_machine(
+    ms: &MachineSet,
+    name: &str,
+    failure_domain: String,
+    launch: capstan_model::LaunchSpec,
+) -> Machine {
     let t = &ms.spec.template;
     let mut labels = t.metadata.labels.clone();
     labels.insert(CLUSTER_NAME.to_string(), ms.spec.cluster_name.clone());
@@ -138,7 +172,10 @@ fn fresh_name(set: &str, entropy: u128, i: u64, taken: &[String]) -> String {
 }
 
 /// Machines per subnet, counting every subnet of the class (empty ones too).
-pub fn domain_counts<'a>(subnets: &[String], machines: impl Iterator<Item = &'a Machine>) -> BTreeMap<String, usize> {
+pub fn domain_counts<'a>(
+    subnets: &[String],
+    machines: impl Iterator<Item = &'a Machine>,
+) -> BTreeMap<String, usize> {
     let mut counts: BTreeMap<String, usize> = subnets.iter().map(|s| (s.clone(), 0)).collect();
     for m in machines {
         *counts.entry(m.spec.failure_domain.clone()).or_default() += 1;
@@ -148,7 +185,10 @@ pub fn domain_counts<'a>(subnets: &[String], machines: impl Iterator<Item = &'a 
 
 /// The subnet with the fewest Machines (the first such, in subnet order).
 pub fn least_populated(counts: &BTreeMap<String, usize>) -> Option<String> {
-    counts.iter().min_by_key(|(_, n)| **n).map(|(s, _)| s.clone())
+    counts
+        .iter()
+        .min_by_key(|(_, n)| **n)
+        .map(|(s, _)| s.clone())
 }
 
 /// The `n` Machines to delete first: those annotated for deletion, then Failed ones,
@@ -171,12 +211,20 @@ pub fn machines_to_delete<'a>(
                 3
             }
         };
-        class(a).cmp(&class(b)).then_with(|| match order {
-            DeletionOrder::Newest => b.metadata.creation_timestamp.cmp(&a.metadata.creation_timestamp),
-            DeletionOrder::Oldest => a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp),
-            DeletionOrder::Random => a.metadata.uid.cmp(&b.metadata.uid),
-        })
-        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        class(a)
+            .cmp(&class(b))
+            .then_with(|| match order {
+                DeletionOrder::Newest => b
+                    .metadata
+                    .creation_timestamp
+                    .cmp(&a.metadata.creation_timestamp),
+                DeletionOrder::Oldest => a
+                    .metadata
+                    .creation_timestamp
+                    .cmp(&b.metadata.creation_timestamp),
+                DeletionOrder::Random => a.metadata.uid.cmp(&b.metadata.uid),
+            })
+            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
     });
     ranked.truncate(n);
     ranked

@@ -12,9 +12,17 @@ fn mix(seed: u128, i: u64) -> u64 {
 
 /// A uid in UUID v4 form.
 pub fn uid(entropy: u128) -> String {
-    let v = (entropy & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48) | (0x8000u128 << 48);
+    let v = (entropy & !(0xF000u128 << 64) | (0x4000u128 << 64)) & !(0xC000u128 << 48)
+        | (0x8000u128 << 48);
     let hex = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// The `i`th five-character suffix (lowercase consonants and digits, as Kubernetes'

@@ -23,10 +23,19 @@ pub enum Action {
     /// [`crate::machine::after_launch`] on the observed item at `observed_rv`.
     /// With `recover`, first looks for an instance already launched for this Machine
     /// (by its machine-uid tag) and records that one instead of launching.
-    Launch { machine: Machine, request: LaunchRequest, observed_rv: u64, recover: bool },
+    Launch {
+        machine: Machine,
+        request: LaunchRequest,
+        observed_rv: u64,
+        recover: bool,
+    },
     /// Terminates the Machine's instance, then records the state EC2 returns with
     /// [`crate::machine::record_instance_state`] at `observed_rv`.
-    Terminate { machine: Machine, instance_id: String, observed_rv: u64 },
+    Terminate {
+        machine: Machine,
+        instance_id: String,
+        observed_rv: u64,
+    },
     /// Looks for an instance launched for this Machine whose id was never recorded,
     /// then records what was found with [`crate::machine::record_found`] at `observed_rv`.
     FindInstance { machine: Machine, observed_rv: u64 },

@@ -39,7 +39,9 @@ impl Tree {
                 Err(err) => {
                     let errors = match err {
                         DecodeError::Invalid { errors, .. } => errors,
-                        DecodeError::BadKey(k) => vec![FieldError::new("(item)", format!("bad key {k}"), "")],
+                        DecodeError::BadKey(k) => {
+                            vec![FieldError::new("(item)", format!("bad key {k}"), "")]
+                        }
                     };
                     let mut fallback = observed
                         .and_then(|o| item::decode(None, Some(o)).ok())
@@ -63,7 +65,9 @@ impl Tree {
     }
 
     pub fn spec_errors(&self, kind: Kind, name: &str) -> Option<&[FieldError]> {
-        self.invalid.get(&(kind, name.to_string())).map(Vec::as_slice)
+        self.invalid
+            .get(&(kind, name.to_string()))
+            .map(Vec::as_slice)
     }
 
     pub fn all(&self) -> impl Iterator<Item = &StoredObject> {
@@ -71,11 +75,18 @@ impl Tree {
     }
 
     pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &StoredObject> {
-        self.objects.values().filter(move |s| s.object.kind() == kind)
+        self.objects
+            .values()
+            .filter(move |s| s.object.kind() == kind)
     }
 
     /// Objects of `kind` whose controller is `owner`.
-    pub fn owned_by(&self, kind: Kind, owner: Kind, owner_name: &str) -> impl Iterator<Item = &StoredObject> {
+    pub fn owned_by(
+        &self,
+        kind: Kind,
+        owner: Kind,
+        owner_name: &str,
+    ) -> impl Iterator<Item = &StoredObject> {
         let owner_name = owner_name.to_string();
         self.of_kind(kind).filter(move |s| {
             s.object

@@ -9,14 +9,22 @@ use capstan_model::*;
 use capstan_reconcile::machine::{LaunchOutcome, after_launch, record_instance_state};
 use capstan_reconcile::{Action, Ctx, Tree, reconcile};
 
-const SUBNETS: [&str; 3] = ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002", "subnet-0a1b2c3d4e5f60003"];
+const SUBNETS: [&str; 3] = [
+    "subnet-0a1b2c3d4e5f60001",
+    "subnet-0a1b2c3d4e5f60002",
+    "subnet-0a1b2c3d4e5f60003",
+];
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_767_225_600 + secs).unwrap()
 }
 
 fn ctx(secs: i64) -> Ctx {
-    Ctx { now: at(secs), entropy: 42 + secs as u128, installation: "test".into() }
+    Ctx {
+        now: at(secs),
+        entropy: 42 + secs as u128,
+        installation: "test".into(),
+    }
 }
 
 /// How an object is stored: both items (live), only the desired one (new), only the
@@ -72,7 +80,12 @@ fn class() -> MachineClass {
 }
 
 fn owned_by(mut m: ObjectMeta, kind: Kind, owner: &str) -> ObjectMeta {
-    m.owner_references = vec![OwnerReference { kind, name: owner.into(), uid: format!("uid-{owner}"), controller: true }];
+    m.owner_references = vec![OwnerReference {
+        kind,
+        name: owner.into(),
+        uid: format!("uid-{owner}"),
+        controller: true,
+    }];
     m
 }
 
@@ -107,7 +120,10 @@ fn key(o: &Object) -> ObjectKey {
 
 fn observed_machine(plan: &capstan_reconcile::Plan) -> Option<&Machine> {
     plan.actions.iter().find_map(|a| match a {
-        Action::PutObserved { object: Object::Machine(m), .. } => Some(m),
+        Action::PutObserved {
+            object: Object::Machine(m),
+            ..
+        } => Some(m),
         _ => None,
     })
 }
@@ -118,21 +134,38 @@ fn a_new_machine_is_taken_in_and_launched_once_with_its_uid_as_token() {
     m.metadata.uid = None;
     let o = Object::Machine(m);
     let plan = reconcile(&key(&o), &tree(&[(o.clone(), Stored::New)]), &ctx(5));
-    let [Action::PutObserved { object: Object::Machine(written), expect }, Action::Launch { request, observed_rv, recover, .. }] =
-        plan.actions.as_slice()
+    let [
+        Action::PutObserved {
+            object: Object::Machine(written),
+            expect,
+        },
+        Action::Launch {
+            request,
+            observed_rv,
+            recover,
+            ..
+        },
+    ] = plan.actions.as_slice()
     else {
         panic!("expected status write then launch: {plan:#?}");
     };
     assert_eq!(*expect, Expect::Absent);
     assert_eq!(*observed_rv, 1);
     assert!(!recover);
-    assert_eq!(written.status.phase, MachinePhase::Provisioning, "launch recorded as requested before it is made");
+    assert_eq!(
+        written.status.phase,
+        MachinePhase::Provisioning,
+        "launch recorded as requested before it is made"
+    );
     let uid = written.metadata.uid.clone().expect("uid assigned");
     assert_eq!(request.client_token, uid);
     assert_eq!(request.tags[TAG_MACHINE_UID], uid);
     assert_eq!(request.tags[TAG_INSTALLATION], "test");
     assert_eq!(request.instance_type, "m7i.large");
-    assert!(request.metadata_options.http_tokens == HttpTokens::Required && request.root_volume.encrypted);
+    assert!(
+        request.metadata_options.http_tokens == HttpTokens::Required
+            && request.root_volume.encrypted
+    );
 }
 
 #[test]
@@ -143,7 +176,10 @@ fn a_launch_requested_but_never_recorded_is_looked_up_before_launching_again() {
     let o = Object::Machine(m);
     let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(60));
     assert!(
-        matches!(plan.actions.as_slice(), [Action::Launch { recover: true, .. }]),
+        matches!(
+            plan.actions.as_slice(),
+            [Action::Launch { recover: true, .. }]
+        ),
         "{plan:#?}"
     );
 }
@@ -160,8 +196,18 @@ fn machine_phase_follows_the_instance_state() {
         let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(10));
         let m = observed_machine(&plan).expect("status written");
         assert_eq!(m.status.phase, phase, "{state:?}");
-        assert_eq!(m.status.conditions.is_true(condition::READY), ready, "{state:?}");
-        assert!(!plan.actions.iter().any(|a| matches!(a, Action::Launch { .. } | Action::Terminate { .. })), "{state:?}: no EC2 call");
+        assert_eq!(
+            m.status.conditions.is_true(condition::READY),
+            ready,
+            "{state:?}"
+        );
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Launch { .. } | Action::Terminate { .. })),
+            "{state:?}: no EC2 call"
+        );
     }
 }
 
@@ -169,47 +215,106 @@ fn machine_phase_follows_the_instance_state() {
 fn a_deleted_machine_keeps_its_finalizer_until_its_instance_is_terminated() {
     let o = Object::Machine(launched(machine("w-1"), InstanceState::Running));
     let plan = reconcile(&key(&o), &tree(&[(o.clone(), Stored::Deleting)]), &ctx(10));
-    assert!(plan.actions.iter().any(|a| matches!(a, Action::Terminate { instance_id, .. } if instance_id == "i-w-1")));
-    assert!(!plan.actions.iter().any(|a| matches!(a, Action::DeleteObserved { .. })));
-    assert!(plan.requeue_after.is_some(), "looks again in case the terminated event is lost");
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::Terminate { instance_id, .. } if instance_id == "i-w-1"))
+    );
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteObserved { .. }))
+    );
+    assert!(
+        plan.requeue_after.is_some(),
+        "looks again in case the terminated event is lost"
+    );
 
     let o = Object::Machine(launched(machine("w-1"), InstanceState::Terminated));
     let plan = reconcile(&key(&o), &tree(&[(o, Stored::Deleting)]), &ctx(10));
-    assert!(matches!(plan.actions.as_slice(), [Action::DeleteObserved { .. }]), "{plan:#?}");
+    assert!(
+        matches!(plan.actions.as_slice(), [Action::DeleteObserved { .. }]),
+        "{plan:#?}"
+    );
 }
 
 #[test]
 fn a_final_launch_error_fails_the_machine_and_a_retryable_one_backs_off() {
     let m = machine("w-1");
-    let failed = after_launch(&m, LaunchOutcome::Final { code: "InvalidAMIID.NotFound".into(), message: "no such image".into() }, at(1));
+    let failed = after_launch(
+        &m,
+        LaunchOutcome::Final {
+            code: "InvalidAMIID.NotFound".into(),
+            message: "no such image".into(),
+        },
+        at(1),
+    );
     assert_eq!(failed.status.phase, MachinePhase::Failed);
-    assert_eq!(failed.status.failure_reason.as_deref(), Some("InvalidAMIID.NotFound"));
+    assert_eq!(
+        failed.status.failure_reason.as_deref(),
+        Some("InvalidAMIID.NotFound")
+    );
     let o = Object::Machine(failed);
     let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(100));
-    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Launch { .. })), "no hot retry of a final error");
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch { .. })),
+        "no hot retry of a final error"
+    );
 
-    let waiting = after_launch(&m, LaunchOutcome::Retryable { code: "InsufficientInstanceCapacity".into(), message: "none".into() }, at(1));
+    let waiting = after_launch(
+        &m,
+        LaunchOutcome::Retryable {
+            code: "InsufficientInstanceCapacity".into(),
+            message: "none".into(),
+        },
+        at(1),
+    );
     assert_eq!(waiting.status.phase, MachinePhase::Pending);
     assert_eq!(waiting.status.retry_after, Some(at(11)));
     let o = Object::Machine(waiting);
     let plan = reconcile(&key(&o), &tree(&[(o.clone(), Stored::Live)]), &ctx(5));
-    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Launch { .. })));
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch { .. }))
+    );
     assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(6)));
     let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(11));
-    assert!(plan.actions.iter().any(|a| matches!(a, Action::Launch { .. })));
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch { .. }))
+    );
 }
 
 #[test]
 fn instance_state_reports_never_go_back_in_time_or_past_terminated() {
     let m = launched(machine("w-1"), InstanceState::Running);
-    assert!(record_instance_state(&m, "i-w-1", InstanceState::Pending, at(-5)).is_none(), "older report ignored");
-    assert!(record_instance_state(&m, "i-other", InstanceState::Stopped, at(5)).is_none(), "another instance");
+    assert!(
+        record_instance_state(&m, "i-w-1", InstanceState::Pending, at(-5)).is_none(),
+        "older report ignored"
+    );
+    assert!(
+        record_instance_state(&m, "i-other", InstanceState::Stopped, at(5)).is_none(),
+        "another instance"
+    );
     let t = record_instance_state(&m, "i-w-1", InstanceState::Terminated, at(5)).expect("recorded");
-    assert!(record_instance_state(&t, "i-w-1", InstanceState::Running, at(9)).is_none(), "terminated is final");
+    assert!(
+        record_instance_state(&t, "i-w-1", InstanceState::Running, at(9)).is_none(),
+        "terminated is final"
+    );
 }
 
 fn machine_set(replicas: i32) -> MachineSet {
-    let mut ms = MachineSet { metadata: meta("ms"), ..Default::default() };
+    let mut ms = MachineSet {
+        metadata: meta("ms"),
+        ..Default::default()
+    };
     ms.spec.cluster_name = "demo".into();
     ms.spec.replicas = replicas;
     ms.spec.template.spec.machine_class = "workers".into();
@@ -222,32 +327,49 @@ fn scale_up_spreads_new_machines_over_the_least_populated_subnets() {
     let mut existing = launched(machine("ms-aaaaa"), InstanceState::Running);
     existing.spec.failure_domain = SUBNETS[0].into();
     let ms = Object::MachineSet(machine_set(4));
-    let t = tree(&[(ms.clone(), Stored::Live), (Object::MachineClass(class()), Stored::Live), (Object::Machine(existing), Stored::Live)]);
+    let t = tree(&[
+        (ms.clone(), Stored::Live),
+        (Object::MachineClass(class()), Stored::Live),
+        (Object::Machine(existing), Stored::Live),
+    ]);
     let plan = reconcile(&key(&ms), &t, &ctx(1));
     let mut domains: Vec<String> = plan
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::PutDesired { object: Object::Machine(m), expect: Expect::Absent } => Some(m.spec.failure_domain.clone()),
+            Action::PutDesired {
+                object: Object::Machine(m),
+                expect: Expect::Absent,
+            } => Some(m.spec.failure_domain.clone()),
             _ => None,
         })
         .collect();
     domains.sort();
-    assert_eq!(domains, SUBNETS.map(String::from).to_vec(), "one new Machine per subnet keeps 4 Machines within one of balanced");
+    assert_eq!(
+        domains,
+        SUBNETS.map(String::from).to_vec(),
+        "one new Machine per subnet keeps 4 Machines within one of balanced"
+    );
 }
 
 #[test]
 fn scale_down_takes_annotated_then_failed_then_unready_machines_first() {
     let mut annotated = launched(machine("ms-aaaaa"), InstanceState::Running);
     annotated.status.phase = MachinePhase::Running;
-    annotated.metadata.annotations.insert(DELETE_MACHINE.into(), "true".into());
+    annotated
+        .metadata
+        .annotations
+        .insert(DELETE_MACHINE.into(), "true".into());
     let mut failed = launched(machine("ms-bbbbb"), InstanceState::Stopped);
     failed.status.phase = MachinePhase::Failed;
     let pending = launched(machine("ms-ccccc"), InstanceState::Pending);
     let mut healthy = launched(machine("ms-ddddd"), InstanceState::Running);
     healthy.status.phase = MachinePhase::Running;
     let ms = Object::MachineSet(machine_set(1));
-    let mut objects = vec![(ms.clone(), Stored::Live), (Object::MachineClass(class()), Stored::Live)];
+    let mut objects = vec![
+        (ms.clone(), Stored::Live),
+        (Object::MachineClass(class()), Stored::Live),
+    ];
     for m in [annotated, failed, pending, healthy] {
         objects.push((Object::Machine(m), Stored::Live));
     }
@@ -265,49 +387,95 @@ fn scale_down_takes_annotated_then_failed_then_unready_machines_first() {
 }
 
 fn cluster() -> Cluster {
-    let mut c = Cluster { metadata: meta("demo"), ..Default::default() };
+    let mut c = Cluster {
+        metadata: meta("demo"),
+        ..Default::default()
+    };
     c.spec.version = "v1.31.2".into();
     c.spec.control_plane.machine_class = "workers".into();
-    c.spec.workers = vec![WorkerPool { name: "pool".into(), machine_class: "workers".into(), replicas: Some(2), ..Default::default() }];
+    c.spec.workers = vec![WorkerPool {
+        name: "pool".into(),
+        machine_class: "workers".into(),
+        replicas: Some(2),
+        ..Default::default()
+    }];
     c
 }
 
 #[test]
 fn a_cluster_expands_into_a_control_plane_and_one_deployment_per_pool() {
     let c = Object::Cluster(cluster());
-    let plan = reconcile(&key(&c), &tree(&[(c.clone(), Stored::Live), (Object::MachineClass(class()), Stored::Live)]), &ctx(1));
+    let plan = reconcile(
+        &key(&c),
+        &tree(&[
+            (c.clone(), Stored::Live),
+            (Object::MachineClass(class()), Stored::Live),
+        ]),
+        &ctx(1),
+    );
     let created: Vec<(String, i32, Role)> = plan
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::PutDesired { object: Object::MachineDeployment(md), expect: Expect::Absent } => {
-                Some((md.metadata.name.clone(), md.spec.replicas, md.spec.template.spec.role))
-            }
+            Action::PutDesired {
+                object: Object::MachineDeployment(md),
+                expect: Expect::Absent,
+            } => Some((
+                md.metadata.name.clone(),
+                md.spec.replicas,
+                md.spec.template.spec.role,
+            )),
             _ => None,
         })
         .collect();
     assert_eq!(
         created,
-        vec![("demo-control-plane".to_string(), 3, Role::ControlPlane), ("demo-pool".to_string(), 2, Role::Worker)]
+        vec![
+            ("demo-control-plane".to_string(), 3, Role::ControlPlane),
+            ("demo-pool".to_string(), 2, Role::Worker)
+        ]
     );
 }
 
 #[test]
 fn a_deleted_cluster_cascades_and_stays_until_its_partition_is_empty() {
     let c = Object::Cluster(cluster());
-    let mut md = MachineDeployment { metadata: owned_by(meta("demo-pool"), Kind::Cluster, "demo"), ..Default::default() };
+    let mut md = MachineDeployment {
+        metadata: owned_by(meta("demo-pool"), Kind::Cluster, "demo"),
+        ..Default::default()
+    };
     md.spec.cluster_name = "demo".into();
     let md = Object::MachineDeployment(md);
-    let plan = reconcile(&key(&c), &tree(&[(c.clone(), Stored::Deleting), (md.clone(), Stored::Live), (Object::MachineClass(class()), Stored::Live)]), &ctx(1));
-    let deleted: Vec<Kind> = plan.actions.iter().filter_map(|a| match a {
-        Action::DeleteDesired { key, .. } => Some(key.kind),
-        _ => None,
-    }).collect();
+    let plan = reconcile(
+        &key(&c),
+        &tree(&[
+            (c.clone(), Stored::Deleting),
+            (md.clone(), Stored::Live),
+            (Object::MachineClass(class()), Stored::Live),
+        ]),
+        &ctx(1),
+    );
+    let deleted: Vec<Kind> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteDesired { key, .. } => Some(key.kind),
+            _ => None,
+        })
+        .collect();
     assert_eq!(deleted, vec![Kind::MachineClass, Kind::MachineDeployment]);
-    assert!(!plan.actions.iter().any(|a| matches!(a, Action::DeleteObserved { .. })));
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteObserved { .. }))
+    );
 
     let plan = reconcile(&key(&c), &tree(&[(c.clone(), Stored::Deleting)]), &ctx(2));
-    assert!(matches!(plan.actions.as_slice(), [Action::DeleteObserved { .. }]), "{plan:#?}");
+    assert!(
+        matches!(plan.actions.as_slice(), [Action::DeleteObserved { .. }]),
+        "{plan:#?}"
+    );
 }
 
 #[test]
@@ -316,7 +484,11 @@ fn a_paused_cluster_reports_paused_and_does_nothing_else() {
     c.spec.paused = true;
     let c = Object::Cluster(c);
     let ms = Object::MachineSet(machine_set(3));
-    let t = tree(&[(c, Stored::Live), (ms.clone(), Stored::Live), (Object::MachineClass(class()), Stored::Live)]);
+    let t = tree(&[
+        (c, Stored::Live),
+        (ms.clone(), Stored::Live),
+        (Object::MachineClass(class()), Stored::Live),
+    ]);
     let plan = reconcile(&key(&ms), &t, &ctx(1));
     let [Action::PutObserved { object, .. }] = plan.actions.as_slice() else {
         panic!("only a status write: {plan:#?}");
@@ -327,14 +499,26 @@ fn a_paused_cluster_reports_paused_and_does_nothing_else() {
 #[test]
 fn an_unreadable_spec_is_reported_on_the_object_and_nothing_is_done() {
     let mut item = encode_desired(&Object::MachineSet(machine_set(3)), 1);
-    item.insert("spec".into(), AttrValue::M([("replicas".to_string(), AttrValue::S("three".into()))].into()));
+    item.insert(
+        "spec".into(),
+        AttrValue::M([("replicas".to_string(), AttrValue::S("three".into()))].into()),
+    );
     let t = Tree::from_items(&[item]);
     let k = ObjectKey::new("default", "demo", Kind::MachineSet, "ms");
     let plan = reconcile(&k, &t, &ctx(1));
-    let [Action::PutObserved { object, expect: Expect::Absent }] = plan.actions.as_slice() else {
+    let [
+        Action::PutObserved {
+            object,
+            expect: Expect::Absent,
+        },
+    ] = plan.actions.as_slice()
+    else {
         panic!("only a status write: {plan:#?}");
     };
-    let c = object.conditions().get(condition::SPEC_VALID).expect("SpecValid");
+    let c = object
+        .conditions()
+        .get(condition::SPEC_VALID)
+        .expect("SpecValid");
     assert_eq!(c.status, ConditionStatus::False);
     assert!(c.message.contains("spec.replicas"), "{}", c.message);
 }

@@ -41,10 +41,15 @@ async fn apply_one<S: Store>(store: &S, object: &Object) -> Result<Applied, Appl
     let fail = |e| ApplyError::Store(key.clone(), e);
     for _ in 0..crate::controllers::CONFLICT_RETRIES {
         let pk = partition_key(&key.namespace, &key.cluster);
-        let items = store.query(&pk, Some(&object_prefix(key.kind, &key.name))).await.map_err(fail)?;
+        let items = store
+            .query(&pk, Some(&object_prefix(key.kind, &key.name)))
+            .await
+            .map_err(fail)?;
         let find = |part: Part| -> Option<&Item> {
             let want = ItemKey::of(&key, part);
-            items.iter().find(|i| capstan_model::item::item_key(i).as_ref() == Some(&want))
+            items
+                .iter()
+                .find(|i| capstan_model::item::item_key(i).as_ref() == Some(&want))
         };
         let (desired, observed) = (find(Part::Desired), find(Part::Observed));
         let (expect, rv) = match (desired, observed) {
@@ -75,12 +80,16 @@ async fn apply_one<S: Store>(store: &S, object: &Object) -> Result<Applied, Appl
 /// `capstan delete`: removes the desired item; the control plane tears the rest down.
 pub async fn delete<S: Store>(store: &S, key: &ObjectKey) -> Result<bool, StoreError> {
     let pk = partition_key(&key.namespace, &key.cluster);
-    let items = store.query(&pk, Some(&object_prefix(key.kind, &key.name))).await?;
+    let items = store
+        .query(&pk, Some(&object_prefix(key.kind, &key.name)))
+        .await?;
     let exists = items
         .iter()
         .any(|i| capstan_model::item::item_key(i) == Some(ItemKey::of(key, Part::Desired)));
     if exists {
-        store.delete(&ItemKey::of(key, Part::Desired), Expect::Any).await?;
+        store
+            .delete(&ItemKey::of(key, Part::Desired), Expect::Any)
+            .await?;
     }
     Ok(exists)
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capstan_model::hash::spec_hash;
-use capstan_model::item::{ItemKey, Part, encode_desired, encode_observed, object_prefix, partition_key};
+use capstan_model::item::{
+    ItemKey, Part, encode_desired, encode_observed, object_prefix, partition_key,
+};
 use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
 use capstan_model::{Expect, InstanceState, Kind, Machine, Object, ObjectKey};
 use capstan_reconcile::machine::{self as machine_decisions, FoundInstance, LaunchOutcome};
@@ -15,7 +17,9 @@ use capstan_reconcile::{Action, Ctx, Plan, Tree};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::ports::{Bus, BusError, Clock, Compute, ComputeError, Entropy, Instance, Store, StoreError};
+use crate::ports::{
+    Bus, BusError, Clock, Compute, ComputeError, Entropy, Instance, Store, StoreError,
+};
 
 /// How many times one reconcile re-reads after a conflict before giving up for now.
 pub const CONFLICT_RETRIES: usize = 5;
@@ -86,8 +90,15 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         let pk = partition_key(&key.namespace, &key.cluster);
         let items = match key.kind {
             Kind::Machine => {
-                let mut items = self.store.query(&pk, Some(&object_prefix(Kind::Machine, &key.name))).await?;
-                items.extend(self.store.query(&pk, Some(&object_prefix(Kind::Cluster, &key.cluster))).await?);
+                let mut items = self
+                    .store
+                    .query(&pk, Some(&object_prefix(Kind::Machine, &key.name)))
+                    .await?;
+                items.extend(
+                    self.store
+                        .query(&pk, Some(&object_prefix(Kind::Cluster, &key.cluster)))
+                        .await?,
+                );
                 items
             }
             _ => self.store.query(&pk, None).await?,
@@ -124,18 +135,35 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         for action in &plan.actions {
             match action {
                 Action::PutDesired { object, expect } => {
-                    self.store.put(encode_desired(object, version_after(*expect)), *expect).await?;
+                    self.store
+                        .put(encode_desired(object, version_after(*expect)), *expect)
+                        .await?;
                 }
                 Action::DeleteDesired { key, expect } => {
-                    self.store.delete(&ItemKey::of(key, Part::Desired), *expect).await?;
+                    self.store
+                        .delete(&ItemKey::of(key, Part::Desired), *expect)
+                        .await?;
                 }
-                Action::PutObserved { object, expect } => self.put_observed(object, *expect).await?,
+                Action::PutObserved { object, expect } => {
+                    self.put_observed(object, *expect).await?
+                }
                 Action::DeleteObserved { key, expect } => {
                     info!(object = %key, step = "release", "removing the observed item");
-                    self.store.delete(&ItemKey::of(key, Part::Observed), *expect).await?;
+                    self.store
+                        .delete(&ItemKey::of(key, Part::Observed), *expect)
+                        .await?;
                 }
-                Action::Launch { machine, request, observed_rv, recover } => {
-                    let found = if *recover { self.find_instance(machine).await? } else { None };
+                Action::Launch {
+                    machine,
+                    request,
+                    observed_rv,
+                    recover,
+                } => {
+                    let found = if *recover {
+                        self.find_instance(machine).await?
+                    } else {
+                        None
+                    };
                     let outcome = match found {
                         Some(found) => {
                             info!(object = %key_of(machine), step = "launch", instance = %found.instance_id, "found the instance of an unrecorded launch");
@@ -143,26 +171,47 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
                         }
                         None => self.launch(machine, request.clone()).await,
                     };
-                    let updated = machine_decisions::after_launch(machine, outcome, self.clock.now());
+                    let updated =
+                        machine_decisions::after_launch(machine, outcome, self.clock.now());
                     self.put_machine(&updated, *observed_rv).await?;
                 }
-                Action::Terminate { machine, instance_id, observed_rv } => {
+                Action::Terminate {
+                    machine,
+                    instance_id,
+                    observed_rv,
+                } => {
                     info!(object = %key_of(machine), step = "terminate", instance = %instance_id, "terminating");
                     let guard = (TAG_INSTALLATION.to_string(), self.installation.clone());
-                    let state = match self.compute.terminate_instances(vec![instance_id.clone()], guard).await {
+                    let state = match self
+                        .compute
+                        .terminate_instances(vec![instance_id.clone()], guard)
+                        .await
+                    {
                         Ok(states) => states
                             .into_iter()
                             .find(|(id, _)| id == instance_id)
                             .map_or(InstanceState::ShuttingDown, |(_, s)| s),
                         // Gone from EC2 altogether: as terminated as it gets.
-                        Err(ComputeError::Invalid { code, .. }) if code == "InvalidInstanceID.NotFound" => InstanceState::Terminated,
+                        Err(ComputeError::Invalid { code, .. })
+                            if code == "InvalidInstanceID.NotFound" =>
+                        {
+                            InstanceState::Terminated
+                        }
                         Err(e) => return Err(e.into()),
                     };
-                    if let Some(updated) = machine_decisions::record_instance_state(machine, instance_id, state, self.clock.now()) {
+                    if let Some(updated) = machine_decisions::record_instance_state(
+                        machine,
+                        instance_id,
+                        state,
+                        self.clock.now(),
+                    ) {
                         self.put_machine(&updated, *observed_rv).await?;
                     }
                 }
-                Action::FindInstance { machine, observed_rv } => {
+                Action::FindInstance {
+                    machine,
+                    observed_rv,
+                } => {
                     let found = self.find_instance(machine).await?;
                     let updated = machine_decisions::record_found(machine, found, self.clock.now());
                     if &updated != machine {
@@ -176,25 +225,50 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
 
     async fn put_observed(&self, object: &Object, expect: Expect) -> Result<(), StoreError> {
         let hash = spec_hash(&object.spec_json());
-        self.store.put(encode_observed(object, &hash, version_after(expect)), expect).await
+        self.store
+            .put(
+                encode_observed(object, &hash, version_after(expect)),
+                expect,
+            )
+            .await
     }
 
     async fn put_machine(&self, machine: &Machine, observed_rv: u64) -> Result<(), StoreError> {
-        self.put_observed(&Object::Machine(machine.clone()), Expect::Version(observed_rv)).await
+        self.put_observed(
+            &Object::Machine(machine.clone()),
+            Expect::Version(observed_rv),
+        )
+        .await
     }
 
     /// One RunInstances for one Machine, its error classified for the decision.
-    async fn launch(&self, machine: &Machine, request: capstan_model::LaunchRequest) -> LaunchOutcome {
+    async fn launch(
+        &self,
+        machine: &Machine,
+        request: capstan_model::LaunchRequest,
+    ) -> LaunchOutcome {
         info!(object = %key_of(machine), step = "launch", instance_type = %request.instance_type, subnet = %request.subnet_id, "launching");
-        let result = self.compute.run_instances(vec![request]).await.into_iter().next();
+        let result = self
+            .compute
+            .run_instances(vec![request])
+            .await
+            .into_iter()
+            .next();
         match result {
             Some(Ok(instance)) => LaunchOutcome::Launched(found(instance)),
             Some(Err(e)) => {
                 warn!(object = %key_of(machine), step = "launch", error = %e, "launch failed");
                 match e {
-                    ComputeError::Invalid { code, message } => LaunchOutcome::Final { code, message },
-                    ComputeError::Unfulfillable { code, message } => LaunchOutcome::Retryable { code, message },
-                    other => LaunchOutcome::Retryable { code: other.code().to_string(), message: other.to_string() },
+                    ComputeError::Invalid { code, message } => {
+                        LaunchOutcome::Final { code, message }
+                    }
+                    ComputeError::Unfulfillable { code, message } => {
+                        LaunchOutcome::Retryable { code, message }
+                    }
+                    other => LaunchOutcome::Retryable {
+                        code: other.code().to_string(),
+                        message: other.to_string(),
+                    },
                 }
             }
             None => LaunchOutcome::Retryable {
@@ -205,7 +279,10 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
     }
 
     /// The live instance tagged with this Machine's uid, if EC2 already shows one.
-    async fn find_instance(&self, machine: &Machine) -> Result<Option<FoundInstance>, ComputeError> {
+    async fn find_instance(
+        &self,
+        machine: &Machine,
+    ) -> Result<Option<FoundInstance>, ComputeError> {
         let Some(uid) = machine.metadata.uid.clone() else {
             return Ok(None);
         };
@@ -230,7 +307,12 @@ fn found(i: Instance) -> FoundInstance {
 }
 
 fn key_of(m: &Machine) -> ObjectKey {
-    ObjectKey::new(&m.metadata.namespace, &m.spec.cluster_name, Kind::Machine, &m.metadata.name)
+    ObjectKey::new(
+        &m.metadata.namespace,
+        &m.spec.cluster_name,
+        Kind::Machine,
+        &m.metadata.name,
+    )
 }
 
 /// Decodes a Machine's observed item read through the instance index.

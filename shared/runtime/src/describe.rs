@@ -26,7 +26,12 @@ pub fn render(tree: &Tree) -> String {
         let children: Vec<&StoredObject> = tree
             .all()
             .filter(|s| s.object.kind() != Kind::Cluster)
-            .filter(|s| s.object.metadata().controller().is_none_or(|o| o.kind == Kind::Cluster))
+            .filter(|s| {
+                s.object
+                    .metadata()
+                    .controller()
+                    .is_none_or(|o| o.kind == Kind::Cluster)
+            })
             .collect();
         walk(tree, &children, "", &mut rows);
     }
@@ -34,7 +39,10 @@ pub fn render(tree: &Tree) -> String {
     let (wn, wr, wp) = (w(|r| &r.name), w(|r| &r.ready), w(|r| &r.phase));
     let mut out = String::new();
     for r in &rows {
-        let line = format!("{:wn$}  {:wr$}  {:wp$}  {}", r.name, r.ready, r.phase, r.detail);
+        let line = format!(
+            "{:wn$}  {:wr$}  {:wp$}  {}",
+            r.name, r.ready, r.phase, r.detail
+        );
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -47,8 +55,16 @@ fn walk(tree: &Tree, children: &[&StoredObject], indent: &str, rows: &mut Vec<Ro
         let branch = if last { "└─" } else { "├─" };
         rows.push(row(&format!("{indent}{branch}"), child));
         let grandchildren: Vec<&StoredObject> = match child.object.kind() {
-            Kind::MachineDeployment => tree.owned_by(Kind::MachineSet, Kind::MachineDeployment, child.object.name()).collect(),
-            Kind::MachineSet => tree.owned_by(Kind::Machine, Kind::MachineSet, child.object.name()).collect(),
+            Kind::MachineDeployment => tree
+                .owned_by(
+                    Kind::MachineSet,
+                    Kind::MachineDeployment,
+                    child.object.name(),
+                )
+                .collect(),
+            Kind::MachineSet => tree
+                .owned_by(Kind::Machine, Kind::MachineSet, child.object.name())
+                .collect(),
             _ => Vec::new(),
         };
         let next_indent = format!("{indent}{}", if last { "  " } else { "│ " });
@@ -91,13 +107,23 @@ fn row(prefix: &str, s: &StoredObject) -> Row {
             ),
             None => not_ready_reason.unwrap_or_default(),
         },
-        Object::MachineDeployment(d) => format!("{}/{} ready", d.status.ready_replicas, d.spec.replicas),
-        Object::MachineSet(ms) => format!("{}/{} ready", ms.status.ready_replicas, ms.spec.replicas),
+        Object::MachineDeployment(d) => {
+            format!("{}/{} ready", d.status.ready_replicas, d.spec.replicas)
+        }
+        Object::MachineSet(ms) => {
+            format!("{}/{} ready", ms.status.ready_replicas, ms.spec.replicas)
+        }
         Object::Cluster(c) => format!(
             "control plane {}/{}, workers {}/{}",
-            c.status.control_plane.ready, c.status.control_plane.desired, c.status.workers.ready, c.status.workers.desired
+            c.status.control_plane.ready,
+            c.status.control_plane.desired,
+            c.status.workers.ready,
+            c.status.workers.desired
         ),
-        Object::MachineHealthCheck(h) => format!("{}/{} healthy", h.status.current_healthy, h.status.expected_machines),
+        Object::MachineHealthCheck(h) => format!(
+            "{}/{} healthy",
+            h.status.current_healthy, h.status.expected_machines
+        ),
         _ => not_ready_reason.unwrap_or_default(),
     };
     Row {
@@ -120,14 +146,18 @@ pub fn not_converged(tree: &Tree) -> Vec<String> {
             continue;
         }
         if s.is_new() || s.spec_changed() {
-            problems.push(format!("{name} has not been reconciled since its last change"));
+            problems.push(format!(
+                "{name} has not been reconciled since its last change"
+            ));
             continue;
         }
         let ready = o.conditions().get(condition::READY);
         if let Object::Machine(m) = o
             && m.status.phase != MachinePhase::Running
         {
-            let why = ready.map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
+            let why = ready
+                .map(|c| format!("{}: {}", c.reason, c.message))
+                .unwrap_or_default();
             problems.push(format!("{name} is {:?} ({why})", m.status.phase));
             continue;
         }

@@ -74,9 +74,12 @@ pub fn changed_event(record: &StreamRecord, now: Timestamp) -> Option<BusEvent> 
     }
     let (key, part) = record.key.parse()?;
     let image = record.new_image.as_ref().or(record.old_image.as_ref());
-    let owner = image
-        .and_then(controller_of)
-        .or_else(|| (key.kind != Kind::Cluster).then(|| OwnerKey { kind: Kind::Cluster, name: key.cluster.clone() }));
+    let owner = image.and_then(controller_of).or_else(|| {
+        (key.kind != Kind::Cluster).then(|| OwnerKey {
+            kind: Kind::Cluster,
+            name: key.cluster.clone(),
+        })
+    });
     let detail = ObjectEvent {
         namespace: key.namespace.clone(),
         cluster: key.cluster.clone(),
@@ -96,7 +99,12 @@ pub fn changed_event(record: &StreamRecord, now: Timestamp) -> Option<BusEvent> 
         ),
         owner,
     };
-    let mut event = envelope(SOURCE, &changed(key.kind), serde_json::to_value(detail).ok()?, now);
+    let mut event = envelope(
+        SOURCE,
+        &changed(key.kind),
+        serde_json::to_value(detail).ok()?,
+        now,
+    );
     event.id = Some(format!("{}-{}", record.key.pk, record.sequence));
     Some(event)
 }
@@ -104,9 +112,10 @@ pub fn changed_event(record: &StreamRecord, now: Timestamp) -> Option<BusEvent> 
 fn controller_of(image: &Item) -> Option<OwnerKey> {
     let refs = item::from_attr(image.get("ownerReferences")?);
     let refs: Vec<OwnerReference> = serde_json::from_value(refs).ok()?;
-    refs.into_iter()
-        .find(|r| r.controller)
-        .map(|r| OwnerKey { kind: r.kind, name: r.name })
+    refs.into_iter().find(|r| r.controller).map(|r| OwnerKey {
+        kind: r.kind,
+        name: r.name,
+    })
 }
 
 /// Asks the reconciler of `key`'s kind to look at it again.
@@ -120,7 +129,12 @@ pub fn resync_event(key: &ObjectKey, now: Timestamp) -> BusEvent {
         change: None,
         owner: None,
     };
-    envelope(SOURCE, RESYNC, serde_json::to_value(detail).unwrap_or(Value::Null), now)
+    envelope(
+        SOURCE,
+        RESYNC,
+        serde_json::to_value(detail).unwrap_or(Value::Null),
+        now,
+    )
 }
 
 /// An EC2 state-change notification's instance, state and time; None if it is not one.
@@ -138,5 +152,7 @@ pub fn instance_state_change(event: &BusEvent) -> Option<(String, InstanceState,
 
 /// When the event was published.
 pub fn event_time(event: &BusEvent) -> Option<Timestamp> {
-    event.time.and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok())
+    event
+        .time
+        .and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok())
 }

@@ -40,7 +40,10 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
     /// stream-router: turns table changes into "<Kind> Changed" events on the bus.
     pub async fn route_stream(&self, records: &[StreamRecord]) -> Result<usize, HandlerError> {
         let now = self.clock.now();
-        let events: Vec<BusEvent> = records.iter().filter_map(|r| changed_event(r, now)).collect();
+        let events: Vec<BusEvent> = records
+            .iter()
+            .filter_map(|r| changed_event(r, now))
+            .collect();
         let n = events.len();
         for chunk in events.chunks(10) {
             self.bus.put_events(chunk.to_vec()).await?;
@@ -81,7 +84,11 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         outcome
     }
 
-    async fn reconcile_target(&self, reconciler: Reconciler, target: &Target) -> Result<(), HandlerError> {
+    async fn reconcile_target(
+        &self,
+        reconciler: Reconciler,
+        target: &Target,
+    ) -> Result<(), HandlerError> {
         let keys = match target {
             Target::Object(key) => vec![key.clone()],
             // Every object of `kind` in the cluster that `via` may concern.
@@ -90,7 +97,9 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         for key in keys {
             if let Some(after) = self.reconcile(&key).await? {
                 let event = resync_event(&key, self.clock.now());
-                self.bus.requeue(reconciler.name(), event, after.min(MAX_REQUEUE)).await?;
+                self.bus
+                    .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))
+                    .await?;
             }
         }
         Ok(())
@@ -102,7 +111,9 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         let mut keys: Vec<ObjectKey> = tree
             .of_kind(kind)
             .filter(|s| match (&s.object, via.kind) {
-                (capstan_model::Object::MachineDeployment(md), Kind::MachineClass) => md.spec.template.spec.machine_class == via.name,
+                (capstan_model::Object::MachineDeployment(md), Kind::MachineClass) => {
+                    md.spec.template.spec.machine_class == via.name
+                }
                 _ => true,
             })
             .map(|s| s.key())
@@ -128,7 +139,9 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
                 Ok(true) => {}
                 Ok(false) => {
                     let age = event_time(&d.event)
-                        .and_then(|t| std::time::Duration::try_from(self.clock.now().duration_since(t)).ok())
+                        .and_then(|t| {
+                            std::time::Duration::try_from(self.clock.now().duration_since(t)).ok()
+                        })
                         .unwrap_or_default();
                     if age < UNKNOWN_INSTANCE_PATIENCE {
                         debug!(instance = %instance_id, "no Machine records this instance yet; retrying");
@@ -147,7 +160,12 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
     }
 
     /// Records `state` on the Machine owning `instance_id`. False when no Machine does.
-    pub async fn record_state(&self, instance_id: &str, state: capstan_model::InstanceState, at: capstan_model::Timestamp) -> Result<bool, HandlerError> {
+    pub async fn record_state(
+        &self,
+        instance_id: &str,
+        state: capstan_model::InstanceState,
+        at: capstan_model::Timestamp,
+    ) -> Result<bool, HandlerError> {
         let Some(ik) = self.store.find_by_instance(instance_id).await? else {
             return Ok(false);
         };
@@ -155,7 +173,10 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
             return Ok(false);
         };
         for _ in 0..crate::controllers::CONFLICT_RETRIES {
-            let items = self.store.query(&ik.pk, Some(&object_prefix(Kind::Machine, &key.name))).await?;
+            let items = self
+                .store
+                .query(&ik.pk, Some(&object_prefix(Kind::Machine, &key.name)))
+                .await?;
             let Some((machine, rv)) = machine_from(&Tree::from_items(&items), &key) else {
                 return Ok(false);
             };
@@ -167,7 +188,10 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
             let hash = capstan_model::hash::spec_hash(&object.spec_json());
             match self
                 .store
-                .put(capstan_model::item::encode_observed(&object, &hash, rv + 1), Expect::Version(rv))
+                .put(
+                    capstan_model::item::encode_observed(&object, &hash, rv + 1),
+                    Expect::Version(rv),
+                )
                 .await
             {
                 Ok(()) => return Ok(true),
@@ -175,7 +199,9 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(HandlerError::Store(StoreError::Unavailable("too many conflicts recording instance state".into())))
+        Err(HandlerError::Store(StoreError::Unavailable(
+            "too many conflicts recording instance state".into(),
+        )))
     }
 }
 
@@ -184,7 +210,10 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
 enum Target {
     Object(ObjectKey),
     /// Objects of `kind` related to `via` (deployments using a class, checks over a Machine).
-    Related { via: ObjectKey, kind: Kind },
+    Related {
+        via: ObjectKey,
+        kind: Kind,
+    },
 }
 
 impl Target {
@@ -197,18 +226,26 @@ impl Target {
 }
 
 fn targets(reconciler: Reconciler, event: &BusEvent) -> Result<BTreeSet<Target>, HandlerError> {
-    let detail: ObjectEvent =
-        serde_json::from_value(event.detail.clone()).map_err(|e| HandlerError::Malformed(format!("detail: {e}")))?;
-    let own = reconciler.kind().ok_or_else(|| HandlerError::Malformed("no kind for this reconciler".into()))?;
+    let detail: ObjectEvent = serde_json::from_value(event.detail.clone())
+        .map_err(|e| HandlerError::Malformed(format!("detail: {e}")))?;
+    let own = reconciler
+        .kind()
+        .ok_or_else(|| HandlerError::Malformed("no kind for this reconciler".into()))?;
     let mut out = BTreeSet::new();
     let key = detail.key();
     match (reconciler, key.kind) {
         (Reconciler::Deployment, Kind::MachineClass) => {
             out.insert(Target::Object(key.clone()));
-            out.insert(Target::Related { via: key.clone(), kind: Kind::MachineDeployment });
+            out.insert(Target::Related {
+                via: key.clone(),
+                kind: Kind::MachineDeployment,
+            });
         }
         (Reconciler::HealthCheck, Kind::Machine) => {
-            out.insert(Target::Related { via: key.clone(), kind: Kind::MachineHealthCheck });
+            out.insert(Target::Related {
+                via: key.clone(),
+                kind: Kind::MachineHealthCheck,
+            });
         }
         (_, kind) if kind == own => {
             out.insert(Target::Object(key.clone()));

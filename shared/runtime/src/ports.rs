@@ -10,8 +10,8 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use capstan_model::item::Expect;
-pub use capstan_model::launch::LaunchRequest;
 use capstan_model::item::{Item, ItemKey};
+pub use capstan_model::launch::LaunchRequest;
 use capstan_model::{InstanceState, Timestamp};
 use thiserror::Error;
 

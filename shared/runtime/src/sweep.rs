@@ -54,27 +54,45 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         // What EC2 says about every instance of this installation.
         let instances = self
             .compute
-            .describe_instances(vec![(TAG_INSTALLATION.to_string(), self.installation.clone())])
+            .describe_instances(vec![(
+                TAG_INSTALLATION.to_string(),
+                self.installation.clone(),
+            )])
             .await?;
-        let by_id: BTreeMap<&str, &crate::ports::Instance> = instances.iter().map(|i| (i.instance_id.as_str(), i)).collect();
+        let by_id: BTreeMap<&str, &crate::ports::Instance> = instances
+            .iter()
+            .map(|i| (i.instance_id.as_str(), i))
+            .collect();
         let mut machine_uids = BTreeSet::new();
         for items in by_partition.values() {
             let tree = Tree::from_items(items);
             for stored in tree.of_kind(Kind::Machine) {
-                let Some(m) = stored.object.as_machine() else { continue };
+                let Some(m) = stored.object.as_machine() else {
+                    continue;
+                };
                 if let Some(uid) = &m.metadata.uid {
                     machine_uids.insert(uid.clone());
                 }
-                let (Some(id), Some(recorded)) = (&m.status.instance_id, m.status.instance_state) else {
+                let (Some(id), Some(recorded)) = (&m.status.instance_id, m.status.instance_state)
+                else {
                     continue;
                 };
                 let actual = match by_id.get(id.as_str()) {
                     Some(i) => i.state,
                     // EC2 forgets terminated instances after a while.
-                    None if m.status.instance_state_time.is_some_and(|t| older_than(t, now, ORPHAN_GRACE)) => InstanceState::Terminated,
+                    None if m
+                        .status
+                        .instance_state_time
+                        .is_some_and(|t| older_than(t, now, ORPHAN_GRACE)) =>
+                    {
+                        InstanceState::Terminated
+                    }
                     None => continue,
                 };
-                if actual != recorded && stored.observed_rv.is_some() && self.record_state(id, actual, now).await? {
+                if actual != recorded
+                    && stored.observed_rv.is_some()
+                    && self.record_state(id, actual, now).await?
+                {
                     report.states_repaired += 1;
                 }
             }
@@ -84,20 +102,34 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         let orphans: Vec<String> = instances
             .iter()
             .filter(|i| i.state.is_live() && older_than(i.launch_time, now, ORPHAN_GRACE))
-            .filter(|i| i.tags.get(TAG_MACHINE_UID).is_none_or(|uid| !machine_uids.contains(uid)))
+            .filter(|i| {
+                i.tags
+                    .get(TAG_MACHINE_UID)
+                    .is_none_or(|uid| !machine_uids.contains(uid))
+            })
             .map(|i| i.instance_id.clone())
             .collect();
         if !orphans.is_empty() {
             warn!(step = "sweep", instances = ?orphans, "terminating instances no Machine owns");
             let guard = (TAG_INSTALLATION.to_string(), self.installation.clone());
-            self.compute.terminate_instances(orphans.clone(), guard).await?;
+            self.compute
+                .terminate_instances(orphans.clone(), guard)
+                .await?;
             report.orphans_terminated = orphans;
         }
-        info!(step = "sweep", resynced = report.resynced, repaired = report.states_repaired, orphans = report.orphans_terminated.len(), "sweep done");
+        info!(
+            step = "sweep",
+            resynced = report.resynced,
+            repaired = report.states_repaired,
+            orphans = report.orphans_terminated.len(),
+            "sweep done"
+        );
         Ok(report)
     }
 }
 
 fn older_than(t: capstan_model::Timestamp, now: capstan_model::Timestamp, age: Duration) -> bool {
-    t.checked_add(age).map(|limit| limit <= now).unwrap_or(false)
+    t.checked_add(age)
+        .map(|limit| limit <= now)
+        .unwrap_or(false)
 }

@@ -16,7 +16,9 @@ use capstan_runtime::apply::{self, Applied, ApplyError};
 use capstan_runtime::describe;
 use capstan_runtime::routes::Reconciler;
 use capstan_runtime::system::{OsEntropy, SystemClock};
-use capstan_runtime::{Clock, Controllers, Delivery as BatchItem, Entropy, HandlerError, Store, StoreError};
+use capstan_runtime::{
+    Clock, Controllers, Delivery as BatchItem, Entropy, HandlerError, Store, StoreError,
+};
 
 use crate::bus::{Delivery, MemBus};
 use crate::clock::{ManualClock, SeededEntropy};
@@ -93,15 +95,30 @@ impl Embedded {
         let start = Timestamp::from_second(VIRTUAL_EPOCH_SECONDS).unwrap_or(Timestamp::UNIX_EPOCH);
         let manual = ManualClock::new(start);
         let clock: Arc<dyn Clock> = Arc::new(manual.clone());
-        Embedded::build(config, Time::Virtual(manual), clock, Arc::new(SeededEntropy::new(seed)))
+        Embedded::build(
+            config,
+            Time::Virtual(manual),
+            clock,
+            Arc::new(SeededEntropy::new(seed)),
+        )
     }
 
     /// On the wall clock with the operating system's randomness.
     pub fn real_time(config: EmbeddedConfig) -> Embedded {
-        Embedded::build(config, Time::Real, Arc::new(SystemClock), Arc::new(OsEntropy))
+        Embedded::build(
+            config,
+            Time::Real,
+            Arc::new(SystemClock),
+            Arc::new(OsEntropy),
+        )
     }
 
-    fn build(config: EmbeddedConfig, time: Time, clock: Arc<dyn Clock>, entropy: Arc<dyn Entropy>) -> Embedded {
+    fn build(
+        config: EmbeddedConfig,
+        time: Time,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Embedded {
         let store = MemStore::new(clock.clone());
         let ec2 = SimEc2::new(config.ec2.clone(), clock.clone());
         let bus = MemBus::new(clock.clone(), config.delivery.clone());
@@ -113,8 +130,21 @@ impl Embedded {
             entropy,
             installation: config.installation.clone(),
         };
-        let next_sweep = clock.now().checked_add(config.sweep_every).unwrap_or(clock.now());
-        Embedded { controllers, store, ec2, bus, time, clock, next_sweep, config, stats: Stats::default() }
+        let next_sweep = clock
+            .now()
+            .checked_add(config.sweep_every)
+            .unwrap_or(clock.now());
+        Embedded {
+            controllers,
+            store,
+            ec2,
+            bus,
+            time,
+            clock,
+            next_sweep,
+            config,
+            stats: Stats::default(),
+        }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -159,7 +189,10 @@ impl Embedded {
             self.stats.messages += messages.len() as u64;
             let batch = messages
                 .iter()
-                .map(|m| BatchItem { message_id: m.id.clone(), event: m.event.clone() })
+                .map(|m| BatchItem {
+                    message_id: m.id.clone(),
+                    event: m.event.clone(),
+                })
                 .collect();
             let outcome = self.controllers.handle_batch(reconciler, batch).await;
             for m in &messages {
@@ -174,7 +207,10 @@ impl Embedded {
         if self.now() >= self.next_sweep {
             self.stats.sweeps += 1;
             self.controllers.sweep().await?;
-            self.next_sweep = self.now().checked_add(self.config.sweep_every).unwrap_or(self.now());
+            self.next_sweep = self
+                .now()
+                .checked_add(self.config.sweep_every)
+                .unwrap_or(self.now());
             worked = true;
         }
         Ok(worked)
@@ -183,11 +219,15 @@ impl Embedded {
     /// When something next happens on its own (an instance changing state, a delayed
     /// message becoming visible, the sweep).
     pub fn next_wakeup(&self) -> Timestamp {
-        [self.ec2.next_transition(), self.bus.next_visible(), Some(self.next_sweep)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.next_sweep)
+        [
+            self.ec2.next_transition(),
+            self.bus.next_visible(),
+            Some(self.next_sweep),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_sweep)
     }
 
     /// Runs until `done` holds after a step with nothing left to do, or `timeout` passes
@@ -217,8 +257,12 @@ impl Embedded {
             match &self.time {
                 Time::Virtual(clock) => clock.set(wake.max(now)),
                 Time::Real => {
-                    let wait = Duration::try_from(wake.duration_since(now)).unwrap_or(Duration::ZERO);
-                    tokio::time::sleep(wait.clamp(Duration::from_millis(20), Duration::from_millis(250))).await;
+                    let wait =
+                        Duration::try_from(wake.duration_since(now)).unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(
+                        wait.clamp(Duration::from_millis(20), Duration::from_millis(250)),
+                    )
+                    .await;
                 }
             }
         }
@@ -226,13 +270,17 @@ impl Embedded {
 
     /// The tree of every cluster in the table, one Tree per cluster partition.
     pub fn trees(&self) -> Vec<Tree> {
-        let mut by_pk: std::collections::BTreeMap<String, Vec<capstan_model::Item>> = Default::default();
+        let mut by_pk: std::collections::BTreeMap<String, Vec<capstan_model::Item>> =
+            Default::default();
         for item in self.store.items() {
             if let Some(k) = capstan_model::item::item_key(&item) {
                 by_pk.entry(k.pk).or_default().push(item);
             }
         }
-        by_pk.values().map(|items| Tree::from_items(items)).collect()
+        by_pk
+            .values()
+            .map(|items| Tree::from_items(items))
+            .collect()
     }
 
     /// The tree of one cluster.
@@ -250,7 +298,11 @@ impl Embedded {
     /// What keeps the whole table from having converged: every object reconciled,
     /// Ready, every Machine Running, nothing left on the queues.
     pub fn not_converged(&self) -> Vec<String> {
-        let mut problems: Vec<String> = self.trees().iter().flat_map(describe::not_converged).collect();
+        let mut problems: Vec<String> = self
+            .trees()
+            .iter()
+            .flat_map(describe::not_converged)
+            .collect();
         if self.bus.visible() > 0 {
             problems.push(format!("{} events still queued", self.bus.visible()));
         }
@@ -259,7 +311,12 @@ impl Embedded {
 
     /// Renders every cluster's tree.
     pub fn describe(&self) -> String {
-        self.trees().iter().filter(|t| t.of_kind(Kind::Cluster).next().is_some()).map(describe::render).collect::<Vec<_>>().join("\n")
+        self.trees()
+            .iter()
+            .filter(|t| t.of_kind(Kind::Cluster).next().is_some())
+            .map(describe::render)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Reads one object back, as the control plane sees it.
@@ -267,8 +324,13 @@ impl Embedded {
         let pk = partition_key(&key.namespace, &key.cluster);
         let items = self
             .store
-            .query(&pk, Some(&capstan_model::item::object_prefix(key.kind, &key.name)))
+            .query(
+                &pk,
+                Some(&capstan_model::item::object_prefix(key.kind, &key.name)),
+            )
             .await?;
-        Ok(Tree::from_items(&items).get(key.kind, &key.name).map(|s| s.object.clone()))
+        Ok(Tree::from_items(&items)
+            .get(key.kind, &key.name)
+            .map(|s| s.object.clone()))
     }
 }
