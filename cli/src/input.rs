@@ -47,7 +47,7 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<Object>, String> {
         Ok(_) => Err(problems),
         Err(errors) => {
             let count = errors.count();
-            Err(format!("{problems}{errors}{count} error(s) found\n"))
+            Err(format!("{problems}{errors}\n{count} error(s) found\n"))
         }
     }
 }

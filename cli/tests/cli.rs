@@ -107,3 +107,34 @@ fn validate_reports_a_missing_file_clearly() {
         text(&out)
     );
 }
+
+#[test]
+fn up_that_cannot_converge_exits_non_zero_naming_what_and_why() {
+    let dir = std::env::temp_dir().join(format!("capstan-cli-timeout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("unknown-image.yaml");
+    // Well-formed, but no such image exists in the (simulated) region.
+    let quickstart =
+        std::fs::read_to_string(repo().join("examples/quickstart.yaml")).expect("quickstart");
+    std::fs::write(
+        &file,
+        quickstart.replace("ami-0abcdef1234567890", "ami-0000000000000dead"),
+    )
+    .expect("write");
+    let out = capstan(&[
+        "up",
+        "-f",
+        file.to_str().expect("utf-8 path"),
+        "--virtual-time",
+        "--timeout",
+        "10m",
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("Not converged after"), "{all}");
+    assert!(
+        all.contains("is Failed") && all.contains("InvalidAMIID.NotFound"),
+        "{all}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,7 +21,7 @@ use serde_json::Value;
 use serde_saphyr::budget::BudgetBreach;
 
 use crate::object::{Kind, Object, ObjectKey};
-use crate::parse::{FieldError, decode_object};
+use crate::parse::{FieldError, decode_object, decode_object_lenient};
 use crate::validate::validate_object;
 use crate::with_resource;
 
@@ -425,15 +425,31 @@ fn read_object(at: Origin, prefix: &str, value: Value, entries: &mut Vec<Entry>)
     let (source, document, line) = at;
     let mut entry = Entry::new(source, document, line);
     entry.label(&value);
-    match decode_object(value) {
-        Ok(mut object) => {
+    match decode_object_lenient(value) {
+        (Some(mut object), errors) => {
             object.metadata_mut().clear_system_fields();
             with_resource!(&mut object, r => r.status = Default::default());
             entry.namespace = Some(object.metadata().namespace.clone());
-            entry.errors = validate_object(&object);
-            entry.object = Some(object);
+            if errors.is_empty() {
+                entry.errors = validate_object(&object);
+                entry.object = Some(object);
+            } else {
+                // The object was read with its wrongly typed values left out: check the
+                // rest too, but say nothing more about the fields already reported, and
+                // keep it out of the checks across objects.
+                let reported: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+                let more = validate_object(&object).into_iter().filter(|e| {
+                    !reported.iter().any(|p| {
+                        e.path == *p
+                            || e.path.starts_with(&format!("{p}."))
+                            || e.path.starts_with(&format!("{p}["))
+                    })
+                });
+                entry.errors = errors;
+                entry.errors.extend(more);
+            }
         }
-        Err(errors) => entry.errors = errors,
+        (None, errors) => entry.errors = errors,
     }
     if !prefix.is_empty() {
         for e in &mut entry.errors {

@@ -46,15 +46,29 @@ impl fmt::Display for FieldError {
 
 /// Decodes one object. Every unknown field is an error, as is a wrong apiVersion or kind.
 pub fn decode_object(value: Value) -> Result<Object, Vec<FieldError>> {
+    match decode_object_lenient(value) {
+        (Some(object), errors) if errors.is_empty() => Ok(object),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Decodes one object as far as it can: a value of the wrong type is reported and
+/// left out (so its field takes its default) and decoding goes on, so one document's
+/// type errors are all reported together. Returns the object if it could be built at
+/// all, with every error met on the way; the object is only trustworthy without errors.
+pub fn decode_object_lenient(value: Value) -> (Option<Object>, Vec<FieldError>) {
     let Value::Object(mut map) = value else {
-        return Err(vec![FieldError::new(
-            "(document)",
-            format!(
-                "expected a mapping with apiVersion, kind, metadata and spec, found {}",
-                describe(&value)
-            ),
-            "write the object as a YAML mapping",
-        )]);
+        return (
+            None,
+            vec![FieldError::new(
+                "(document)",
+                format!(
+                    "expected a mapping with apiVersion, kind, metadata and spec, found {}",
+                    describe(&value)
+                ),
+                "write the object as a YAML mapping",
+            )],
+        );
     };
     let mut errors = Vec::new();
     match map.remove("apiVersion") {
@@ -101,7 +115,7 @@ pub fn decode_object(value: Value) -> Result<Object, Vec<FieldError>> {
         }
     };
     let Some(kind) = kind else {
-        return Err(errors);
+        return (None, errors);
     };
     let body = Value::Object(map);
     let object = match kind {
@@ -112,51 +126,116 @@ pub fn decode_object(value: Value) -> Result<Object, Vec<FieldError>> {
         Kind::Machine => typed(body, &mut errors).map(Object::Machine),
         Kind::MachineHealthCheck => typed(body, &mut errors).map(Object::MachineHealthCheck),
     };
-    match object {
-        Some(mut object) if errors.is_empty() => {
-            let meta = object.metadata_mut();
-            if meta.namespace.is_empty() {
-                meta.namespace = crate::meta::DEFAULT_NAMESPACE.to_string();
-            }
-            Ok(object)
+    let object = object.map(|mut object| {
+        let meta = object.metadata_mut();
+        if meta.namespace.is_empty() {
+            meta.namespace = crate::meta::DEFAULT_NAMESPACE.to_string();
         }
-        _ => Err(errors),
-    }
+        object
+    });
+    (object, errors)
 }
 
-fn typed<S, T>(body: Value, errors: &mut Vec<FieldError>) -> Option<Resource<S, T>>
+/// How many wrongly typed values one document may have before decoding gives up.
+const MAX_TYPE_ERRORS: usize = 32;
+
+fn typed<S, T>(mut body: Value, errors: &mut Vec<FieldError>) -> Option<Resource<S, T>>
 where
     Resource<S, T>: DeserializeOwned,
 {
-    let mut unknown = Vec::new();
-    // Deserialize from a borrow so the value stays at hand to explain a type error.
-    let result: Result<Resource<S, T>, _> = serde_path_to_error::deserialize(
-        serde_ignored::Deserializer::new(&body, &mut |path: serde_ignored::Path| {
-            unknown.push(ignored_path(&path))
-        }),
-    );
-    for (path, field) in unknown {
-        let hint = match did_you_mean(&field) {
-            Some(known) => format!("did you mean {known:?}? Otherwise remove it"),
-            None => {
-                "remove it, or check its spelling and indentation against the schema".to_string()
+    let mut unknown_seen = std::collections::BTreeSet::new();
+    let mut failed_at: Vec<String> = Vec::new();
+    for _ in 0..MAX_TYPE_ERRORS {
+        let mut unknown = Vec::new();
+        // Deserialize from a borrow so the value stays at hand to explain a type error.
+        let result: Result<Resource<S, T>, _> = serde_path_to_error::deserialize(
+            serde_ignored::Deserializer::new(&body, &mut |path: serde_ignored::Path| {
+                unknown.push(ignored_path(&path))
+            }),
+        );
+        for (path, field) in unknown {
+            if !unknown_seen.insert(path.clone()) {
+                continue;
             }
-        };
-        errors.push(FieldError::new(
-            path,
-            format!("unknown field {field:?}"),
-            hint,
-        ));
-    }
-    match result {
-        Ok(resource) => Some(resource),
-        Err(e) => {
-            let segments: Vec<Segment> = e.path().iter().cloned().collect();
-            let found = value_at(&body, &segments);
-            errors.push(explain(&segments, found, &e.into_inner().to_string()));
-            None
+            let hint = match did_you_mean(&field) {
+                Some(known) => format!("did you mean {known:?}? Otherwise remove it"),
+                None => "remove it, or check its spelling and indentation against the schema"
+                    .to_string(),
+            };
+            errors.push(FieldError::new(
+                path,
+                format!("unknown field {field:?}"),
+                hint,
+            ));
+        }
+        match result {
+            Ok(resource) => return Some(resource),
+            Err(e) => {
+                let segments: Vec<Segment> = e.path().iter().cloned().collect();
+                let at = format_path(&segments);
+                let repeated = failed_at.contains(&at);
+                if !repeated {
+                    let found = value_at(&body, &segments);
+                    errors.push(explain(&segments, found, &e.into_inner().to_string()));
+                }
+                // Leave the value out and go on, to find the document's other errors. A
+                // value that still fails once emptied goes altogether.
+                let removed = if repeated {
+                    remove_at(&mut body, &segments)
+                } else {
+                    empty_at(&mut body, &segments)
+                };
+                if segments.is_empty() || !removed {
+                    return None;
+                }
+                failed_at.push(at);
+            }
         }
     }
+    None
+}
+
+/// Empties the value at `segments`: a mapping's field is removed (its default applies),
+/// a sequence element becomes an empty mapping (so later indices keep their meaning).
+fn empty_at(root: &mut Value, segments: &[Segment]) -> bool {
+    match segments.split_last() {
+        Some((Segment::Map { .. }, _)) => remove_at(root, segments),
+        Some((Segment::Seq { index }, parent)) => match value_at_mut(root, parent) {
+            Some(Value::Array(items)) if *index < items.len() => {
+                items[*index] = Value::Object(serde_json::Map::new());
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Removes the value at `segments` from its parent.
+fn remove_at(root: &mut Value, segments: &[Segment]) -> bool {
+    let Some((last, parent)) = segments.split_last() else {
+        return false;
+    };
+    match (last, value_at_mut(root, parent)) {
+        (Segment::Map { key }, Some(Value::Object(map))) => map.remove(key).is_some(),
+        (Segment::Seq { index }, Some(Value::Array(items))) if *index < items.len() => {
+            items.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn value_at_mut<'v>(root: &'v mut Value, segments: &[Segment]) -> Option<&'v mut Value> {
+    let mut at = root;
+    for segment in segments {
+        at = match (segment, at) {
+            (Segment::Seq { index }, Value::Array(items)) => items.get_mut(*index)?,
+            (Segment::Map { key }, Value::Object(map)) => map.get_mut(key)?,
+            _ => return None,
+        };
+    }
+    Some(at)
 }
 
 /// Formats a path as `spec.workers[1].replicas`.

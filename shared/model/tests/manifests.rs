@@ -791,3 +791,37 @@ fn pathological_values_stay_fast() {
     );
     refused("slow.yaml", &format!("{cluster}{CLASSES}"));
 }
+
+#[test]
+fn wrongly_typed_values_do_not_hide_the_documents_other_errors() {
+    let text = "apiVersion: capstan.dev/v1alpha1
+kind: Cluster
+metadata: {name: Demo}
+spec:
+  version: 1.31
+  controlPlane: {machineClass: x, replicas: 2}
+  workers:
+  - {name: a, machineClass: y, replicas: -1, replica: 2}
+  - {name: b, machineClass: y, replicas: many}
+";
+    let errors = capstan_model::manifest::read_manifests("typed.yaml", text).expect_err("invalid");
+    let paths: Vec<String> = errors.iter().map(|(_, e)| e.path.clone()).collect();
+    for expected in [
+        "spec.version",
+        "spec.workers[0].replica",
+        "spec.workers[1].replicas",
+        "metadata.name",
+        "spec.controlPlane.replicas",
+        "spec.workers[0].replicas",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+    assert_eq!(
+        paths.iter().filter(|p| *p == "spec.version").count(),
+        1,
+        "no second error for a field already reported: {paths:?}"
+    );
+}
