@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod endpoint;
 mod input;
+mod sim;
 mod up;
 
 #[derive(Parser)]
@@ -55,6 +57,106 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the control plane against an AWS-compatible endpoint (e.g. moto_server):
+    /// creates the table, bus, rules and queues if absent, reads the table's stream,
+    /// drains the queues, relays EC2 state changes, sweeps on schedule.
+    Run {
+        /// The endpoint every AWS client talks to, e.g. http://127.0.0.1:5000.
+        #[arg(long)]
+        endpoint: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How often the drift sweep runs.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        sweep_every: Duration,
+        /// How long a failed message stays invisible before it is delivered again.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        visibility_timeout: Duration,
+        /// Stop after this long (default: run until stopped).
+        #[arg(long = "for", value_parser = parse_duration)]
+        run_for: Option<Duration>,
+    },
+    /// Validate manifests and write them into the table at an endpoint.
+    Apply {
+        /// A file, a directory of .yaml/.yml/.json files, or - for standard input. Repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// The endpoint every AWS client talks to, e.g. http://127.0.0.1:5000.
+        #[arg(long)]
+        endpoint: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Run the deterministic simulator: the real handlers under injected faults, with
+    /// invariants checked after every step.
+    Sim {
+        /// How many seeds to run per workload.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Faults to inject: all, none, or a comma-separated list of drop, duplicate,
+        /// delay, reorder, throttle, 5xx, timeout, conflict, stale, capacity, external, foreign.
+        #[arg(long, default_value = "all")]
+        faults: String,
+        /// One workload (quickstart, scale-storm, rollout-during-scale-down,
+        /// delete-during-rollout, multi-cluster, edits-in-flight); all when omitted.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Replay one seed exactly and print its outcome.
+        #[arg(long)]
+        replay: Option<u64>,
+        /// With --replay, print the whole trace.
+        #[arg(long)]
+        trace: bool,
+    },
+}
+
+/// Which installation and table at the endpoint.
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// The region the clients use.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// The installation: tags every instance; only instances with it are terminated.
+    #[arg(long, default_value = "capstan")]
+    installation: String,
+    /// The DynamoDB table.
+    #[arg(long, default_value = "capstan")]
+    table: String,
+}
+
+impl TargetArgs {
+    fn at(self, endpoint: String) -> endpoint::Target {
+        endpoint::Target {
+            endpoint,
+            region: self.region,
+            installation: self.installation,
+            table: self.table,
+        }
+    }
+}
+
+/// Runs `future` on a runtime with timers and sockets (the AWS SDK needs both).
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -76,9 +178,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -90,7 +192,13 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The simulator's faults make handlers log warnings by the thousand: quiet by default.
+    let default_level = if matches!(cli.command, Command::Sim { .. }) {
+        "error"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format, default_level);
     match cli.command {
         Command::Validate { files } => match input::read(&files) {
             Ok(objects) => {
@@ -102,6 +210,47 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Run {
+            endpoint,
+            target,
+            sweep_every,
+            visibility_timeout,
+            run_for,
+        } => block_on(endpoint::run(
+            target.at(endpoint),
+            endpoint::RunOptions {
+                sweep_every,
+                visibility_timeout,
+                run_for,
+            },
+        )),
+        Command::Apply {
+            files,
+            endpoint,
+            target,
+        } => match input::read(&files) {
+            Ok(objects) => block_on(endpoint::apply(target.at(endpoint), objects)),
+            Err(report) => {
+                eprint!("{report}");
+                eprintln!("nothing was applied");
+                ExitCode::from(1)
+            }
+        },
+        Command::Sim {
+            seeds,
+            first_seed,
+            faults,
+            workload,
+            replay,
+            trace,
+        } => sim::run(sim::Options {
+            seeds,
+            first_seed,
+            faults,
+            workload,
+            replay,
+            trace,
+        }),
         Command::Up {
             files,
             timeout,

@@ -83,3 +83,76 @@ pub fn machines(cp: &Embedded) -> Vec<capstan_model::Machine> {
         })
         .collect()
 }
+
+/// Runs until `done` holds once nothing is left to do, calling `check` after every
+/// single step (not only when idle), so a bound that must hold at all times is seen
+/// the moment it breaks. Panics on timeout with what did not converge.
+pub async fn run_checked(
+    cp: &mut Embedded,
+    within: Duration,
+    mut done: impl FnMut(&Embedded) -> Option<Vec<String>>,
+    mut check: impl FnMut(&Embedded),
+) {
+    let deadline = cp.now().checked_add(within).unwrap_or(cp.now());
+    loop {
+        while cp
+            .step()
+            .await
+            .unwrap_or_else(|e| panic!("control plane error: {e}"))
+        {
+            check(cp);
+        }
+        check(cp);
+        let problems = match done(cp) {
+            None => return,
+            Some(p) => p,
+        };
+        if !cp.skip_to_next_wakeup(deadline) {
+            panic!(
+                "did not converge in {within:?}:\n{}\n{}",
+                problems.join("\n"),
+                cp.describe()
+            );
+        }
+    }
+}
+
+/// Runs for `span` of virtual time, stepping until idle at each wakeup.
+pub async fn run_for(cp: &mut Embedded, span: Duration) {
+    let deadline = cp.now().checked_add(span).unwrap_or(cp.now());
+    loop {
+        while cp
+            .step()
+            .await
+            .unwrap_or_else(|e| panic!("control plane error: {e}"))
+        {}
+        if !cp.skip_to_next_wakeup(deadline) {
+            return;
+        }
+    }
+}
+
+/// The objects of a manifest, changed by `edit`.
+pub fn edited(objects: &[Object], mut edit: impl FnMut(&mut Object)) -> Vec<Object> {
+    objects
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            edit(&mut o);
+            o
+        })
+        .collect()
+}
+
+/// The live (not deleting) Machines of one worker pool of the demo cluster.
+pub fn pool_machines(cp: &Embedded, pool: &str) -> Vec<capstan_model::Machine> {
+    machines(cp)
+        .into_iter()
+        .filter(|m| {
+            m.metadata
+                .labels
+                .get(capstan_model::labels::POOL)
+                .is_some_and(|p| p == pool)
+        })
+        .collect()
+}

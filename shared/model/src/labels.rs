@@ -26,3 +26,9 @@ pub const RESERVED_PREFIX: &str = "capstan.dev/";
 
 /// The pool name of a cluster's control plane.
 pub const CONTROL_PLANE_POOL: &str = "control-plane";
+
+/// The annotations Cluster API's cluster-autoscaler provider reads on a
+/// MachineDeployment to learn the bounds of its node group
+/// (<https://github.com/kubernetes/autoscaler/tree/master/cluster-autoscaler/cloudprovider/clusterapi>).
+pub const AUTOSCALER_MIN_SIZE: &str = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size";
+pub const AUTOSCALER_MAX_SIZE: &str = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size";

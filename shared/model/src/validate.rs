@@ -1271,6 +1271,7 @@ runcmd:
                 },
                 ..Default::default()
             }),
+            ..Default::default()
         };
         let cluster = Object::Cluster(Resource {
             metadata: meta("demo"),

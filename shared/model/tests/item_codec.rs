@@ -70,6 +70,7 @@ fn template() -> MachineTemplate {
             version: "v1.31.2".to_string(),
             machine_class: "demo-workers".to_string(),
             failure_domain: None,
+            ..Default::default()
         },
     }
 }
@@ -91,7 +92,9 @@ fn every_kind() -> Vec<Object> {
                 autoscaling: Some(Autoscaling { min: 1, max: 10 }),
                 rollout: None,
                 health_check: None,
+                ..Default::default()
             }],
+            ..Default::default()
         },
         status: ClusterStatus {
             observed_generation: Some(4),
@@ -119,6 +122,7 @@ fn every_kind() -> Vec<Object> {
             market: Market {
                 market_type: MarketType::Spot,
                 spot_max_price: Some("0.12".to_string()),
+                ..Default::default()
             },
             tags: BTreeMap::from([("team".to_string(), "web".to_string())]),
             user_data: Some("#cloud-config\nruncmd: [\"true\"]\n".to_string()),
@@ -158,6 +162,7 @@ fn every_kind() -> Vec<Object> {
             replicas: 2,
             template: template(),
             deletion: Default::default(),
+            ..Default::default()
         },
         status: MachineSetStatus {
             observed_generation: Some(4),
@@ -165,6 +170,7 @@ fn every_kind() -> Vec<Object> {
             ready_replicas: 2,
             available_replicas: 2,
             conditions: conditions(),
+            ..Default::default()
         },
     };
     let machine = Machine {
@@ -183,6 +189,7 @@ fn every_kind() -> Vec<Object> {
                 instance_types: vec!["m7i.xlarge".to_string()],
                 ..Default::default()
             },
+            ..Default::default()
         },
         status: MachineStatus {
             observed_generation: Some(4),
@@ -236,6 +243,7 @@ fn every_kind() -> Vec<Object> {
             expected_machines: 3,
             current_healthy: 2,
             conditions: conditions(),
+            ..Default::default()
         },
     };
     vec![

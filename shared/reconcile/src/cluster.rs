@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capstan_model::labels::{CLUSTER_NAME, CONTROL_PLANE_POOL, POOL, ROLE};
+use capstan_model::labels::{
+    AUTOSCALER_MAX_SIZE, AUTOSCALER_MIN_SIZE, CLUSTER_NAME, CONTROL_PLANE_POOL, POOL,
+    RESERVED_PREFIX, ROLE,
+};
 use capstan_model::meta::condition;
 use capstan_model::{
     Cluster, ClusterPhase, Deletion, DeletionOrder, Expect, Kind, LabelSelector, MachineDeployment,
@@ -59,7 +62,16 @@ pub fn decide(c: &mut Cluster, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decisi
                 if let Some(bounds) = pool_autoscaling(c, &e.metadata.name) {
                     next.spec.replicas = replicas.clamp(bounds.0, bounds.1);
                 }
-                (next.spec != e.spec).then_some(Object::MachineDeployment(next))
+                // Labels and annotations are the cluster's to set; other keys (an
+                // autoscaler's own) are kept. The autoscaler bounds follow the pool.
+                next.metadata.labels.extend(w.metadata.labels.clone());
+                next.metadata.annotations.remove(AUTOSCALER_MIN_SIZE);
+                next.metadata.annotations.remove(AUTOSCALER_MAX_SIZE);
+                next.metadata
+                    .annotations
+                    .extend(w.metadata.annotations.clone());
+                (next.spec != e.spec || next.metadata != e.metadata)
+                    .then_some(Object::MachineDeployment(next))
             },
         );
     }
@@ -153,7 +165,7 @@ pub fn deployments(c: &Cluster) -> BTreeMap<String, MachineDeployment> {
             .or_else(|| pool.autoscaling.as_ref().map(|a| a.min))
             .unwrap_or(1);
         let rollout = pool.rollout.clone().unwrap_or_default();
-        let md = deployment(
+        let mut md = deployment(
             c,
             &pool.name,
             Role::Worker,
@@ -162,9 +174,35 @@ pub fn deployments(c: &Cluster) -> BTreeMap<String, MachineDeployment> {
             rollout,
             DeletionOrder::Random,
         );
+        let t = &mut md.spec.template;
+        t.metadata.labels.extend(unreserved(&pool.metadata.labels));
+        t.metadata
+            .annotations
+            .extend(unreserved(&pool.metadata.annotations));
+        t.spec
+            .additional_tags
+            .extend(unreserved(&pool.additional_tags));
+        // Cluster API's cluster-autoscaler provider reads the node group's bounds here.
+        if let Some(a) = &pool.autoscaling {
+            let ann = &mut md.metadata.annotations;
+            ann.insert(AUTOSCALER_MIN_SIZE.to_string(), a.min.to_string());
+            ann.insert(
+                AUTOSCALER_MAX_SIZE.to_string(),
+                a.max.max(a.min).to_string(),
+            );
+        }
         out.insert(md.metadata.name.clone(), md);
     }
     out
+}
+
+/// The entries whose keys are not Capstan's own (`capstan.dev/`): a Cluster's labels
+/// must not be able to forge the labels Capstan selects and tags by.
+fn unreserved(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 fn pool_labels(c: &Cluster, pool: &str, role: Role) -> BTreeMap<String, String> {
@@ -185,6 +223,9 @@ fn deployment(
     order: DeletionOrder,
 ) -> MachineDeployment {
     let labels = pool_labels(c, pool, role);
+    // The Cluster's own labels and annotations reach every Machine (in place).
+    let mut template_labels = unreserved(&c.metadata.labels);
+    template_labels.extend(labels.clone());
     Resource {
         metadata: ObjectMeta {
             name: deployment_name(&c.metadata.name, pool),
@@ -198,14 +239,15 @@ fn deployment(
             replicas,
             template: MachineTemplate {
                 metadata: TemplateMetadata {
-                    labels,
-                    annotations: BTreeMap::new(),
+                    labels: template_labels,
+                    annotations: unreserved(&c.metadata.annotations),
                 },
                 spec: MachineTemplateSpec {
                     role,
                     version: c.spec.version.clone(),
                     machine_class: class.to_string(),
                     failure_domain: None,
+                    additional_tags: unreserved(&c.spec.additional_tags),
                 },
             },
             rollout,

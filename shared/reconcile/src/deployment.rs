@@ -1,22 +1,158 @@
 //! A MachineDeployment owns one MachineSet per template hash and rolls from old sets
 //! to the current one within `maxSurge` / `maxUnavailable`.
 
+use std::time::Duration;
+
 use capstan_model::hash::short_hash;
 use capstan_model::labels::DEPLOYMENT_NAME;
 use capstan_model::meta::condition;
 use capstan_model::{
     DeploymentPhase, Expect, Kind, MachineClassSpec, MachineDeployment, MachineSet, MachineSetSpec,
-    MachineTemplate, Object, ObjectMeta, Resource, RolloutStrategyType, StoredObject,
+    MachineTemplate, Object, ObjectMeta, Resource, RollingUpdate, RolloutStrategyType,
+    StoredObject, Timestamp,
 };
 
 use crate::lifecycle::{Ctx, Decision, cascade, owner_ref};
 use crate::plan::Action;
 use crate::tree::Tree;
 
-/// Names the MachineSet for a template: covers the template and the resolved class,
-/// so editing either rolls the Machines.
-pub fn template_hash(template: &MachineTemplate, class: &MachineClassSpec) -> String {
-    short_hash(&(template, class), 8)
+/// Names the MachineSet for a template: covers the template's spec and the resolved
+/// class, so editing either rolls the Machines. Labels, annotations and additional tags
+/// are left out: Cluster API propagates those in place, without a rollout. A
+/// `rollout.after` that has come is part of the hash, so every set made before it is old.
+pub fn template_hash(
+    template: &MachineTemplate,
+    class: &MachineClassSpec,
+    rollout_after: Option<Timestamp>,
+) -> String {
+    let mut spec = template.spec.clone();
+    spec.additional_tags.clear();
+    match rollout_after {
+        None => short_hash(&(&spec, class), 8),
+        Some(after) => short_hash(&(&spec, class, after), 8),
+    }
+}
+
+/// The name of the MachineSet `md` should roll to now.
+pub fn current_set_name(
+    md: &MachineDeployment,
+    class: &MachineClassSpec,
+    now: Timestamp,
+) -> String {
+    let after = md.spec.rollout.after.filter(|t| *t <= now);
+    format!(
+        "{}-{}",
+        md.metadata.name,
+        template_hash(&md.spec.template, class, after)
+    )
+}
+
+/// `maxSurge` and `maxUnavailable` against `desired`, with Cluster API's rounding
+/// (surge up, unavailable down); when both come to zero, one may be unavailable
+/// (Cluster API's `ResolveFenceposts`), so a rollout can always progress.
+pub fn fenceposts(rolling: &RollingUpdate, desired: i32) -> (i32, i32) {
+    let surge = rolling.max_surge.resolve(desired, true).max(0);
+    let unavailable = rolling.max_unavailable.resolve(desired, false).max(0);
+    if surge == 0 && unavailable == 0 {
+        (0, 1)
+    } else {
+        (surge, unavailable)
+    }
+}
+
+/// One MachineSet as a rollout sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetCounts {
+    /// `spec.replicas`.
+    pub spec: i32,
+    /// `status.replicas`: Machines that exist and are not being deleted.
+    pub actual: i32,
+    /// `status.availableReplicas`.
+    pub available: i32,
+}
+
+impl SetCounts {
+    /// Available Machines this set is sure to keep once it has its spec size: a
+    /// status read before a scale-down may still count Machines being deleted.
+    fn kept_available(self) -> i32 {
+        self.available.min(self.spec).max(0)
+    }
+}
+
+/// The new sizes of a rollout: the current set's, then each old set's, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutStep {
+    pub current: i32,
+    pub old: Vec<i32>,
+}
+
+/// How far a rollout may go now, from set sizes alone (pure, for property tests).
+///
+/// RollingUpdate, as Cluster API computes it: the current set grows while the Machines
+/// of every set (`spec.replicas`, or `status.replicas` while a set still shrinks) stay
+/// within `desired + maxSurge`; old sets shrink —
+/// unavailable Machines first — while the Machines surely kept available stay at or
+/// above `desired - maxUnavailable`. OnDelete: old sets only shrink as their Machines
+/// are deleted (`status.replicas`), and the current set takes what they lost.
+pub fn rollout_step(
+    strategy: RolloutStrategyType,
+    rolling: &RollingUpdate,
+    desired: i32,
+    current: SetCounts,
+    old: &[SetCounts],
+) -> RolloutStep {
+    let desired = desired.max(0);
+    // Old sets done only once their Machines are gone too, not just unwanted.
+    if old.iter().all(|s| s.spec.max(s.actual) <= 0) {
+        return RolloutStep {
+            current: desired,
+            old: old.iter().map(|_| 0).collect(),
+        };
+    }
+    match strategy {
+        RolloutStrategyType::OnDelete => {
+            let old_next: Vec<i32> = old.iter().map(|s| s.spec.min(s.actual).max(0)).collect();
+            let kept: i32 = old_next.iter().sum();
+            RolloutStep {
+                current: (desired - kept).max(current.spec.min(desired)).max(0),
+                old: old_next,
+            }
+        }
+        RolloutStrategyType::RollingUpdate => {
+            let (surge, unavailable) = fenceposts(rolling, desired);
+            // Machines that exist or will: a set may still hold Machines its spec no
+            // longer wants (its reconciler has not run since it shrank).
+            let total = current.spec.max(current.actual)
+                + old.iter().map(|s| s.spec.max(s.actual)).sum::<i32>();
+            let next_current = if current.spec >= desired {
+                desired
+            } else {
+                let room = (desired + surge - total).max(0);
+                current.spec + room.min(desired - current.spec)
+            };
+            let min_available = desired - unavailable;
+            let new_unavailable = current.spec - current.kept_available();
+            // Cluster API's guard: nothing goes while the sizes alone cannot spare it.
+            let mut budget = (total - min_available - new_unavailable).max(0);
+            let mut spare = (current.kept_available()
+                + old.iter().map(|s| s.kept_available()).sum::<i32>()
+                - min_available)
+                .max(0);
+            let mut old_next = Vec::with_capacity(old.len());
+            for s in old {
+                let unhealthy = (s.spec - s.kept_available()).min(budget);
+                budget -= unhealthy;
+                let healthy = (s.spec - unhealthy).min(spare).min(budget);
+                budget -= healthy;
+                spare -= healthy;
+                old_next.push((s.spec - unhealthy - healthy).max(0));
+            }
+            RolloutStep {
+                current: next_current,
+                old: old_next,
+            }
+        }
+    }
 }
 
 pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decision {
@@ -36,6 +172,7 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         .filter_map(|s| s.object.as_machine_set().map(|m| (*s, m)))
         .collect();
     summarize(md, &sets);
+    report_remediation(md, tree, &sets, now);
 
     let Some(class) = tree.live_class(&md.spec.template.spec.machine_class) else {
         md.status.conditions.set_false(
@@ -59,95 +196,90 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         return d;
     }
     md.status.conditions.remove(condition::PAUSED);
+    // A rollout.after still to come: look again when it does.
+    if let Some(after) = md.spec.rollout.after.filter(|t| *t > now) {
+        d.requeue(Duration::try_from(after.duration_since(now)).unwrap_or_default());
+    }
 
-    let current_name = format!(
-        "{}-{}",
-        md.metadata.name,
-        template_hash(&md.spec.template, &class.spec)
-    );
+    let current_name = current_set_name(md, &class.spec, now);
     let current = sets.iter().find(|(_, s)| s.metadata.name == current_name);
-    let old: Vec<&(&StoredObject, &MachineSet)> = sets
+    // Oldest first, as Cluster API scales old sets down.
+    let mut old: Vec<&(&StoredObject, &MachineSet)> = sets
         .iter()
         .filter(|(_, s)| s.metadata.name != current_name)
         .collect();
+    old.sort_by(|a, b| {
+        (a.1.metadata.creation_timestamp, &a.1.metadata.name)
+            .cmp(&(b.1.metadata.creation_timestamp, &b.1.metadata.name))
+    });
     let desired = md.spec.replicas.max(0);
-    let old_replicas: i32 = old.iter().map(|(_, s)| s.spec.replicas).sum();
-    let current_replicas = current.map_or(0, |(_, s)| s.spec.replicas);
-
-    // How big the current set may be now.
-    let target = match md.spec.rollout.strategy.strategy_type {
-        _ if old_replicas == 0 => desired,
-        RolloutStrategyType::OnDelete => {
-            let old_live: i32 = old.iter().map(|(_, s)| s.status.replicas).sum();
-            (desired - old_live).max(current_replicas.min(desired))
-        }
-        RolloutStrategyType::RollingUpdate => {
-            let surge = md
-                .spec
-                .rollout
-                .strategy
-                .rolling_update
-                .max_surge
-                .resolve(desired, true);
-            let room = desired + surge - (current_replicas + old_replicas);
-            (current_replicas + room.max(0)).min(desired)
-        }
+    let counts = |s: &MachineSet| SetCounts {
+        spec: s.spec.replicas,
+        actual: s.status.replicas,
+        available: s.status.available_replicas,
     };
+    let step = rollout_step(
+        md.spec.rollout.strategy.strategy_type,
+        &md.spec.rollout.strategy.rolling_update,
+        desired,
+        current.map_or(
+            SetCounts {
+                spec: 0,
+                actual: 0,
+                available: 0,
+            },
+            |(_, s)| counts(s),
+        ),
+        &old.iter().map(|(_, s)| counts(s)).collect::<Vec<_>>(),
+    );
     match current {
         None => d.children.push(Action::PutDesired {
-            object: Object::MachineSet(new_set(md, &current_name, target)),
+            object: Object::MachineSet(new_set(md, &current_name, step.current)),
             expect: Expect::Absent,
         }),
-        Some((stored, set)) if set.spec.replicas != target => {
-            if let Some(rv) = stored.desired_rv {
-                let mut set = (*set).clone();
-                set.spec.replicas = target;
+        Some((stored, set)) => {
+            let mut next = (*set).clone();
+            next.spec.replicas = step.current;
+            propagate(md, &mut next);
+            if next != **set
+                && let Some(rv) = stored.desired_rv
+            {
                 d.children.push(Action::PutDesired {
-                    object: Object::MachineSet(set),
+                    object: Object::MachineSet(next),
                     expect: Expect::Version(rv),
                 });
             }
         }
-        Some(_) => {}
     }
-
-    // Scale old sets down: unavailable Machines first, then as many available ones as
-    // `maxUnavailable` allows (OnDelete leaves old Machines to people, but never
-    // recreates the ones they deleted).
-    let min_available = desired
-        - md.spec
-            .rollout
-            .strategy
-            .rolling_update
-            .max_unavailable
-            .resolve(desired, false);
-    let mut can_remove = (md.status.available_replicas - min_available).max(0);
-    for (stored, set) in old.iter().map(|p| (p.0, p.1)) {
-        let next = match md.spec.rollout.strategy.strategy_type {
-            RolloutStrategyType::OnDelete => set.spec.replicas.min(set.status.replicas),
-            RolloutStrategyType::RollingUpdate => {
-                let unhealthy = (set.spec.replicas - set.status.available_replicas).max(0);
-                let healthy_removed = (set.spec.replicas - unhealthy).min(can_remove);
-                can_remove -= healthy_removed;
-                set.spec.replicas - unhealthy - healthy_removed
-            }
+    for ((stored, set), next) in old.iter().map(|p| (p.0, p.1)).zip(&step.old) {
+        let Some(rv) = stored.desired_rv else {
+            continue;
         };
-        if next == 0 && set.status.replicas == 0 && set.spec.replicas == 0 {
-            if let Some(rv) = stored.desired_rv {
-                d.children.push(Action::DeleteDesired {
-                    key: stored.key(),
-                    expect: Expect::Version(rv),
-                });
-            }
-        } else if let (true, Some(rv)) = (next != set.spec.replicas, stored.desired_rv) {
-            let mut set = set.clone();
-            set.spec.replicas = next.max(0);
+        if *next == 0 && set.status.replicas == 0 && set.spec.replicas == 0 {
+            // Old and empty: pruned (Cluster API keeps a revision history; Capstan's
+            // history is the template hash in the set's name, so nothing is lost).
+            d.children.push(Action::DeleteDesired {
+                key: stored.key(),
+                expect: Expect::Version(rv),
+            });
+            continue;
+        }
+        let mut updated = set.clone();
+        updated.spec.replicas = *next;
+        propagate(md, &mut updated);
+        if updated != *set {
             d.children.push(Action::PutDesired {
-                object: Object::MachineSet(set),
+                object: Object::MachineSet(updated),
                 expect: Expect::Version(rv),
             });
         }
     }
+    let (_, max_unavailable) = fenceposts(&md.spec.rollout.strategy.rolling_update, desired);
+    let min_available = match md.spec.rollout.strategy.strategy_type {
+        RolloutStrategyType::RollingUpdate => desired - max_unavailable,
+        RolloutStrategyType::OnDelete => desired,
+    }
+    .max(0);
 
     let st = &mut md.status;
     st.up_to_date_replicas = current.map_or(0, |(_, s)| s.status.replicas);
@@ -186,7 +318,14 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         condition::ROLLING_OUT,
         rolling,
         "RollingOut",
-        format!("rolling to MachineSet {current_name}"),
+        if rolling {
+            format!(
+                "rolling to MachineSet {current_name}: {} of {desired} Machines up to date",
+                st.up_to_date_replicas
+            )
+        } else {
+            String::new()
+        },
         now,
     );
     set_flag(
@@ -203,12 +342,9 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
     set_flag(
         c,
         condition::AVAILABLE,
-        available >= min_available.max(0) && (desired == 0 || available > 0),
+        available >= min_available && (desired == 0 || available > 0),
         "Available",
-        format!(
-            "{available} available, at least {} required",
-            min_available.max(0)
-        ),
+        format!("{available} available, at least {min_available} required"),
         now,
     );
     set_flag(
@@ -246,12 +382,64 @@ pub fn set_flag(
     }
 }
 
-fn new_set(md: &MachineDeployment, name: &str, replicas: i32) -> MachineSet {
+/// What a MachineSet takes from its deployment in place, without a rollout: the
+/// template's labels, annotations and tags, the deletion order, `minReadySeconds`.
+fn propagate(md: &MachineDeployment, set: &mut MachineSet) {
+    let t = set_template(md);
+    set.spec.template.metadata = t.metadata;
+    set.spec.template.spec.additional_tags = t.spec.additional_tags;
+    set.spec.deletion = md.spec.deletion.clone();
+    set.spec.min_ready_seconds = md.spec.min_ready_seconds;
+}
+
+fn set_template(md: &MachineDeployment) -> MachineTemplate {
     let mut template = md.spec.template.clone();
     template
         .metadata
         .labels
         .insert(DEPLOYMENT_NAME.to_string(), md.metadata.name.clone());
+    template
+}
+
+/// Remediating: a health check is replacing Machines of this deployment.
+fn report_remediation(
+    md: &mut MachineDeployment,
+    tree: &Tree,
+    sets: &[(&StoredObject, &MachineSet)],
+    now: Timestamp,
+) {
+    // Machines of ours a health check found unhealthy that are now being deleted.
+    let deleting: Vec<&str> = sets
+        .iter()
+        .flat_map(|(_, s)| tree.owned_by(Kind::Machine, Kind::MachineSet, &s.metadata.name))
+        .filter(|m| m.is_deleting())
+        .map(|m| m.object.name())
+        .collect();
+    let mut remediating: Vec<&str> = tree
+        .of_kind(Kind::MachineHealthCheck)
+        .filter_map(|s| s.object.as_health_check())
+        .flat_map(|hc| hc.status.unhealthy_machines.iter())
+        .map(|u| u.name.as_str())
+        .filter(|n| deleting.contains(n))
+        .collect();
+    remediating.sort();
+    remediating.dedup();
+    set_flag(
+        &mut md.status.conditions,
+        condition::REMEDIATING,
+        !remediating.is_empty(),
+        "Remediating",
+        if remediating.is_empty() {
+            String::new()
+        } else {
+            format!("health checks are replacing {}", remediating.join(", "))
+        },
+        now,
+    );
+}
+
+fn new_set(md: &MachineDeployment, name: &str, replicas: i32) -> MachineSet {
+    let template = set_template(md);
     Resource {
         metadata: ObjectMeta {
             name: name.to_string(),
@@ -265,6 +453,7 @@ fn new_set(md: &MachineDeployment, name: &str, replicas: i32) -> MachineSet {
             replicas,
             template,
             deletion: md.spec.deletion.clone(),
+            min_ready_seconds: md.spec.min_ready_seconds,
         },
         status: Default::default(),
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use capstan_model::labels::{
-    TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE,
+    RESERVED_PREFIX, TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE,
 };
 use capstan_model::{LaunchRequest, LaunchSpec, Machine, MachineClassSpec};
 
@@ -15,6 +15,7 @@ pub fn launch_spec(class: &MachineClassSpec) -> LaunchSpec {
     LaunchSpec {
         image_id: class.image_id.clone(),
         instance_types: class.instance_types.clone(),
+        subnets: class.subnets.clone(),
         security_groups: class.security_groups.clone(),
         instance_profile: class.instance_profile.clone(),
         root_volume: class.root_volume.clone(),
@@ -25,11 +26,13 @@ pub fn launch_spec(class: &MachineClassSpec) -> LaunchSpec {
     }
 }
 
-/// The tags every instance carries from launch: the class's own, then Capstan's, which
-/// win. Nothing without `capstan.dev/installation` is ever terminated.
+/// The tags every instance carries from launch: the class's own, then the Cluster's and
+/// pool's (`additionalTags`), then Capstan's, which win. Nothing without
+/// `capstan.dev/installation` is ever terminated.
 pub fn instance_tags(machine: &Machine, installation: &str) -> BTreeMap<String, String> {
     let m = &machine.metadata;
     let mut tags = machine.spec.launch.tags.clone();
+    tags.extend(additional_tags(machine));
     tags.entry("Name".to_string())
         .or_insert_with(|| m.name.clone());
     tags.insert(
@@ -47,15 +50,51 @@ pub fn instance_tags(machine: &Machine, installation: &str) -> BTreeMap<String, 
     tags
 }
 
-/// The RunInstances request for `machine`'s instance: the idempotency token is
-/// the Machine's uid, so a repeated launch returns the first instance.
-pub fn launch_request(machine: &Machine, installation: &str) -> LaunchRequest {
+/// The additional tags a Machine's instance should carry, without the reserved
+/// `capstan.dev/` keys (those are Capstan's contract with IAM and cannot be overridden).
+pub fn additional_tags(machine: &Machine) -> BTreeMap<String, String> {
+    machine
+        .spec
+        .additional_tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// One place an instance can be launched: an instance type in a subnet.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Offering {
+    pub instance_type: String,
+    pub subnet: String,
+}
+
+/// Every offering of a Machine in the order a launch tries them: each instance type of
+/// the class in the Machine's own failure domain, then each type in the class's next
+/// subnet, and so on. A Machine made before subnets were recorded only has its own.
+pub fn offerings(machine: &Machine) -> Vec<Offering> {
+    let launch = &machine.spec.launch;
+    let own = &machine.spec.failure_domain;
+    let subnets = std::iter::once(own).chain(launch.subnets.iter().filter(|s| *s != own));
+    subnets
+        .flat_map(|subnet| {
+            launch.instance_types.iter().map(move |t| Offering {
+                instance_type: t.clone(),
+                subnet: subnet.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The RunInstances request for `machine`'s instance in `offering`: the idempotency
+/// token is the Machine's uid, so a repeated launch returns the first instance.
+pub fn launch_request(machine: &Machine, offering: &Offering, installation: &str) -> LaunchRequest {
     let launch = &machine.spec.launch;
     LaunchRequest {
         client_token: machine.metadata.uid.clone().unwrap_or_default(),
         image_id: launch.image_id.clone(),
-        instance_type: launch.instance_types.first().cloned().unwrap_or_default(),
-        subnet_id: machine.spec.failure_domain.clone(),
+        instance_type: offering.instance_type.clone(),
+        subnet_id: offering.subnet.clone(),
         security_groups: launch.security_groups.clone(),
         instance_profile: launch.instance_profile.clone(),
         root_volume: launch.root_volume.clone(),

@@ -8,6 +8,7 @@
 //! described to EC2.
 
 pub mod cluster;
+pub mod conditions;
 pub mod deployment;
 pub mod health_check;
 pub mod launch;

@@ -65,6 +65,11 @@ pub enum External {
         instance_id: String,
     },
     FindInstance,
+    /// Puts `tags` on the instance (CreateTags), then records them as applied.
+    Tag {
+        instance_id: String,
+        tags: std::collections::BTreeMap<String, String>,
+    },
 }
 
 pub fn stage<'a>(stored: &StoredObject, tree: &'a Tree) -> Stage<'a> {
@@ -163,6 +168,12 @@ pub fn reconcile(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
             },
             External::FindInstance => Action::FindInstance {
                 machine,
+                observed_rv,
+            },
+            External::Tag { instance_id, tags } => Action::TagInstance {
+                machine,
+                instance_id,
+                tags,
                 observed_rv,
             },
         });

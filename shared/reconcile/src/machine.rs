@@ -19,16 +19,24 @@
 //!   observed item by [`record_instance_state`]; this decider never asks EC2 for them.
 //!
 //! # Errors
-//! - A launch error a retry may fix (throttling, capacity, 5xx) backs off and retries,
-//!   with the reason on the InfrastructureReady condition.
+//! - An unfulfillable offering (InsufficientInstanceCapacity, …) is remembered on the
+//!   status for [`OFFERING_UNAVAILABLE_FOR`] and the next offering (the class's next
+//!   instance type, then its next subnet) is launched at once; when every offering
+//!   failed, the Machine backs off, saying why on InfrastructureReady.
+//! - A launch error a retry may fix (throttling, 5xx) backs off and retries, with the
+//!   reason on the InfrastructureReady condition.
 //! - One it cannot fix (bad image, bad subnet, unauthorized) marks the Machine Failed.
 
 use std::time::Duration;
 
 use capstan_model::meta::condition;
-use capstan_model::{InstanceState, Machine, MachineAddress, MachinePhase, Timestamp};
+use capstan_model::{
+    ConditionStatus, InstanceState, Machine, MachineAddress, MachinePhase, Timestamp,
+    UnavailableOffering,
+};
 
-use crate::launch::launch_request;
+use crate::conditions::{INTERRUPTED, NODE_READY};
+use crate::launch::{Offering, additional_tags, instance_tags, launch_request, offerings};
 use crate::lifecycle::{Ctx, Decision, External};
 
 /// How long after a launch request an instance may still be missing from
@@ -104,28 +112,91 @@ pub fn decide(m: &mut Machine, ctx: &Ctx, deleting: bool) -> Decision {
         Situation::NotLaunched { retry_after } => match retry_after {
             Some(t) if t > now => d.requeue(until(now, t)),
             _ => {
-                m.status.phase = MachinePhase::Provisioning;
-                m.status.launch_requested_at = Some(now);
-                m.status.retry_after = None;
-                set_not_ready(m, "InstanceLaunching", "launching the instance", now);
+                let Some(offering) = next_offering(m, now) else {
+                    let message = "the launch spec names no instance type: fix the MachineClass";
+                    fail(m, "NoInstanceType", message, now);
+                    return d;
+                };
+                let st = &mut m.status;
+                st.phase = MachinePhase::Provisioning;
+                st.launch_requested_at = Some(now);
+                st.retry_after = None;
+                // Recorded before the call, so a pass that finds the launch unrecorded
+                // repeats exactly this request (same token, same parameters).
+                st.instance_type = Some(offering.instance_type.clone());
+                st.failure_domain = Some(offering.subnet.clone());
+                st.unavailable_offerings
+                    .retain(|o| o.until.is_some_and(|t| t > now));
+                let message = format!(
+                    "launching {} in {}",
+                    offering.instance_type, offering.subnet
+                );
+                set_not_ready(m, "InstanceLaunching", message, now);
                 d.external = Some(External::Launch {
-                    request: launch_request(m, &ctx.installation),
+                    request: launch_request(m, &offering, &ctx.installation),
                     recover: false,
                 });
             }
         },
         Situation::LaunchUnrecorded => {
             // The last pass asked for a launch and never recorded its outcome (a crash or
-            // a timeout). Look for the instance by tag first; launch only if none exists.
-            d.external = Some(External::Launch {
-                request: launch_request(m, &ctx.installation),
-                recover: true,
-            });
+            // a timeout). Look for the instance by tag; only once DescribeInstances has had
+            // its grace since the latest call and shows nothing does `record_found` let the
+            // next pass launch again. Never launch blind: where the ClientToken is not
+            // honoured (past its window, or moto), that would make a second instance.
+            d.external = Some(External::FindInstance);
+            d.requeue(DESCRIBE_GRACE / 4);
         }
-        Situation::Launched { instance_id, state } => follow_instance(m, &instance_id, state, now),
+        Situation::Launched { instance_id, state } => {
+            follow_instance(m, &instance_id, state, now);
+            // Tags of the Cluster and pool changed: apply them in place (CreateTags).
+            let want = additional_tags(m);
+            if state.is_live()
+                && m.status.phase != MachinePhase::Failed
+                && m.status.applied_tags.as_ref() != Some(&want)
+            {
+                d.external = Some(External::Tag {
+                    instance_id,
+                    tags: instance_tags(m, &ctx.installation),
+                });
+            }
+        }
         Situation::Failed => {}
     }
     d
+}
+
+/// How long an offering that failed with an unfulfillable code is skipped (Karpenter's
+/// unavailable-offerings cache keeps one for 3 minutes).
+pub const OFFERING_UNAVAILABLE_FOR: Duration = Duration::from_secs(180);
+
+/// The offering to launch in now: the first, in the Machine's order, not remembered
+/// as unavailable; when every one is, the one whose memory expires first (a retry
+/// after the backoff probes it again). None only when the spec names no instance type.
+pub fn next_offering(m: &Machine, now: Timestamp) -> Option<Offering> {
+    let all = offerings(m);
+    let blocked_until = |o: &Offering| {
+        m.status
+            .unavailable_offerings
+            .iter()
+            .filter(|u| u.instance_type == o.instance_type && u.subnet == o.subnet)
+            .filter_map(|u| u.until)
+            .filter(|t| *t > now)
+            .max()
+    };
+    all.iter()
+        .find(|o| blocked_until(o).is_none())
+        .or_else(|| all.iter().min_by_key(|o| blocked_until(o)))
+        .cloned()
+}
+
+fn fail(m: &mut Machine, reason: &str, message: &str, now: Timestamp) {
+    let st = &mut m.status;
+    st.phase = MachinePhase::Failed;
+    st.launch_requested_at = None;
+    st.failure_reason = Some(reason.to_string());
+    st.failure_message = Some(message.to_string());
+    set_not_ready(m, reason, message, now);
 }
 
 /// Phase and conditions from the instance's last reported state.
@@ -154,8 +225,25 @@ fn follow_instance(m: &mut Machine, instance_id: &str, state: InstanceState, now
                 msg.clone(),
                 now,
             );
-            c.set_true(condition::READY, "InstanceRunning", msg.clone(), now);
-            c.set_true(condition::AVAILABLE, "InstanceRunning", msg, now);
+            // A node agent or operator may report the node's own readiness as NodeReady
+            // (see docs/ARCHITECTURE.md); when it says False, the Machine is not Ready.
+            match c
+                .get(NODE_READY)
+                .filter(|n| n.status == ConditionStatus::False)
+            {
+                Some(node) => {
+                    let why = format!(
+                        "instance {instance_id} is running but its node is not ready: {}",
+                        node.message
+                    );
+                    c.set_false(condition::READY, "NodeNotReady", why.clone(), now);
+                    c.set_false(condition::AVAILABLE, "NodeNotReady", why, now);
+                }
+                None => {
+                    c.set_true(condition::READY, "InstanceRunning", msg.clone(), now);
+                    c.set_true(condition::AVAILABLE, "InstanceRunning", msg, now);
+                }
+            }
         }
         InstanceState::Stopping
         | InstanceState::Stopped
@@ -215,6 +303,20 @@ pub enum LaunchOutcome {
         code: String,
         message: String,
     },
+    /// EC2 cannot fulfil this offering now (InsufficientInstanceCapacity and the other
+    /// unfulfillable codes): another instance type or subnet may work.
+    Unfulfillable {
+        code: String,
+        message: String,
+        offering: Offering,
+    },
+    /// The call may or may not have taken effect (a 5xx, a timeout): the launch stays
+    /// recorded as requested (at this latest call), and the next pass looks for the
+    /// instance by tag before it would launch again.
+    Unknown {
+        code: String,
+        message: String,
+    },
     /// The request is wrong: retrying will not help.
     Final {
         code: String,
@@ -240,21 +342,133 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
             );
             set_not_ready(&mut m, &code, text, now);
         }
-        LaunchOutcome::Final { code, message } => {
+        LaunchOutcome::Unfulfillable {
+            code,
+            message,
+            offering,
+        } => {
             let st = &mut m.status;
-            st.phase = MachinePhase::Failed;
+            st.phase = MachinePhase::Pending;
             st.launch_requested_at = None;
-            st.failure_reason = Some(code.clone());
-            st.failure_message = Some(message.clone());
-            set_not_ready(
-                &mut m,
-                &code,
-                format!("launch failed and will not be retried: {message}"),
-                now,
+            st.unavailable_offerings
+                .retain(|u| u.until.is_some_and(|t| t > now));
+            st.unavailable_offerings.retain(|u| {
+                u.instance_type != offering.instance_type || u.subnet != offering.subnet
+            });
+            st.unavailable_offerings.push(UnavailableOffering {
+                instance_type: offering.instance_type.clone(),
+                subnet: offering.subnet.clone(),
+                code: code.clone(),
+                until: now.checked_add(OFFERING_UNAVAILABLE_FOR).ok(),
+            });
+            let failed = format!(
+                "{} in {} is unavailable ({code}: {message})",
+                offering.instance_type, offering.subnet
             );
+            match next_offering(&m, now).filter(|next| {
+                !m.status
+                    .unavailable_offerings
+                    .iter()
+                    .any(|u| u.instance_type == next.instance_type && u.subnet == next.subnet)
+            }) {
+                Some(next) => {
+                    // Fall back at once: the next pass launches `next`.
+                    m.status.retry_after = None;
+                    let text =
+                        format!("{failed}; trying {} in {}", next.instance_type, next.subnet);
+                    set_not_ready(&mut m, &code, text, now);
+                }
+                None => {
+                    let st = &mut m.status;
+                    st.launch_attempts += 1;
+                    let wait = backoff(st.launch_attempts);
+                    st.retry_after = now.checked_add(wait).ok();
+                    let text = format!(
+                        "{failed}; every instance type in every subnet of the class is unavailable: retrying in {}s",
+                        wait.as_secs()
+                    );
+                    set_not_ready(&mut m, "InsufficientCapacity", text, now);
+                }
+            }
+        }
+        LaunchOutcome::Unknown { code, message } => {
+            m.status.phase = MachinePhase::Provisioning;
+            m.status.launch_requested_at = Some(now);
+            let text = format!(
+                "the launch may or may not have happened ({code}: {message}); looking for the instance before launching again"
+            );
+            set_not_ready(&mut m, &code, text, now);
+        }
+        LaunchOutcome::Final { code, message } => {
+            let text = format!("launch failed and will not be retried: {message}");
+            fail(&mut m, &code, &message, now);
+            set_not_ready(&mut m, &code, text, now);
         }
     }
     m
+}
+
+/// The Machine after CreateTags put `spec.additionalTags` on its instance.
+pub fn after_tagging(m: &Machine) -> Machine {
+    let mut m = m.clone();
+    m.status.applied_tags = Some(additional_tags(&m));
+    m
+}
+
+/// What EC2 warned about an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interruption {
+    /// "EC2 Spot Instance Interruption Warning": the instance goes in two minutes.
+    SpotInterruption,
+    /// "EC2 Instance Rebalance Recommendation": it is at elevated risk of interruption.
+    RebalanceRecommendation,
+}
+
+impl Interruption {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Interruption::SpotInterruption => "SpotInterruption",
+            Interruption::RebalanceRecommendation => "RebalanceRecommendation",
+        }
+    }
+}
+
+/// The Machine marked `Interrupted` after EC2 warned about its instance at `at`, or
+/// None when the warning changes nothing: another instance, already marked, the
+/// instance already gone, or a rebalance recommendation the class did not opt into.
+/// The owning MachineSet reads the mark: it brings up a replacement first and deletes
+/// this Machine once the replacement is Ready or the instance is gone.
+pub fn record_interruption(
+    m: &Machine,
+    instance_id: &str,
+    kind: Interruption,
+    at: Timestamp,
+) -> Option<Machine> {
+    let st = &m.status;
+    if st.instance_id.as_deref() != Some(instance_id)
+        || st.conditions.is_true(INTERRUPTED)
+        || st.instance_state.is_some_and(InstanceState::is_final)
+    {
+        return None;
+    }
+    if kind == Interruption::RebalanceRecommendation
+        && !m.spec.launch.market.replace_on_rebalance_recommendation
+    {
+        return None;
+    }
+    let mut m = m.clone();
+    let message = match kind {
+        Interruption::SpotInterruption => {
+            format!("EC2 will reclaim spot instance {instance_id} two minutes after {at}")
+        }
+        Interruption::RebalanceRecommendation => {
+            format!("EC2 recommends rebalancing spot instance {instance_id} (at {at})")
+        }
+    };
+    m.status
+        .conditions
+        .set_true(INTERRUPTED, kind.reason(), message, at);
+    Some(m)
 }
 
 /// The Machine after looking for an unrecorded launch: the instance if one was found;
@@ -278,7 +492,12 @@ pub fn record_found(m: &Machine, found: Option<FoundInstance>, now: Timestamp) -
 }
 
 fn record_instance(m: &mut Machine, found: FoundInstance, now: Timestamp) {
+    // Launched with the tags of this spec (the request carried them).
+    let tags = additional_tags(m);
     let st = &mut m.status;
+    st.failure_domain = Some(found.subnet_id.clone());
+    st.applied_tags = Some(tags);
+    st.unavailable_offerings.clear();
     st.provider_id = Some(format!(
         "aws:///{}/{}",
         found.availability_zone, found.instance_id
@@ -319,12 +538,22 @@ pub fn record_instance_state(
     if st.instance_state.is_some_and(InstanceState::is_final) {
         return None;
     }
-    if st.instance_state_time.is_some_and(|t| t > at) || st.instance_state == Some(state) {
+    if st.instance_state == Some(state) {
         return None;
+    }
+    // EventBridge stamps events to the whole second, while a launch records its state
+    // to the millisecond: compare seconds, and within one second only move forward
+    // through the lifecycle (pending → running → … → terminated).
+    if let Some(recorded) = st.instance_state_time {
+        let (then, report) = (recorded.as_second(), at.as_second());
+        let forward = st.instance_state.is_none_or(|current| state > current);
+        if report < then || (report == then && !forward) {
+            return None;
+        }
     }
     let mut m = m.clone();
     m.status.instance_state = Some(state);
-    m.status.instance_state_time = Some(at);
+    m.status.instance_state_time = Some(st.instance_state_time.map_or(at, |t| t.max(at)));
     Some(m)
 }
 

@@ -39,6 +39,15 @@ pub enum Action {
     /// Looks for an instance launched for this Machine whose id was never recorded,
     /// then records what was found with [`crate::machine::record_found`] at `observed_rv`.
     FindInstance { machine: Machine, observed_rv: u64 },
+    /// Puts `tags` on the Machine's instance (CreateTags, guarded by the installation
+    /// tag like a termination), then records them with
+    /// [`crate::machine::after_tagging`] at `observed_rv`.
+    TagInstance {
+        machine: Machine,
+        instance_id: String,
+        tags: std::collections::BTreeMap<String, String>,
+        observed_rv: u64,
+    },
 }
 
 /// A decision: actions in order, and when to look again even if nothing changes.

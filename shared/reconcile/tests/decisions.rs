@@ -100,6 +100,7 @@ fn machine(name: &str) -> Machine {
             machine_class: "workers".into(),
             failure_domain: SUBNETS[0].into(),
             launch: capstan_reconcile::launch::launch_spec(&c.spec),
+            additional_tags: Default::default(),
         },
         status: Default::default(),
     }
@@ -174,12 +175,23 @@ fn a_launch_requested_but_never_recorded_is_looked_up_before_launching_again() {
     m.status.phase = MachinePhase::Provisioning;
     m.status.launch_requested_at = Some(at(0));
     let o = Object::Machine(m);
-    let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(60));
+    let plan = reconcile(&key(&o), &tree(&[(o.clone(), Stored::Live)]), &ctx(60));
     assert!(
-        matches!(
-            plan.actions.as_slice(),
-            [Action::Launch { recover: true, .. }]
-        ),
+        matches!(plan.actions.as_slice(), [Action::FindInstance { .. }]),
+        "never launched blind: {plan:#?}"
+    );
+    // Nothing found after DescribeInstances' grace since the latest call: launch again.
+    let Object::Machine(m) = o else {
+        unreachable!()
+    };
+    let cleared = capstan_reconcile::machine::record_found(&m, None, at(121));
+    assert_eq!(cleared.status.launch_requested_at, None);
+    let o = Object::Machine(cleared);
+    let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(121));
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch { recover: false, .. })),
         "{plan:#?}"
     );
 }

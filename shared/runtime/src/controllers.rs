@@ -11,6 +11,7 @@ use capstan_model::item::{
 };
 use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
 use capstan_model::{Expect, InstanceState, Kind, Machine, Object, ObjectKey};
+use capstan_reconcile::launch::Offering;
 use capstan_reconcile::machine::{self as machine_decisions, FoundInstance, LaunchOutcome};
 use capstan_reconcile::plan::version_after;
 use capstan_reconcile::{Action, Ctx, Plan, Tree};
@@ -208,6 +209,34 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
                         self.put_machine(&updated, *observed_rv).await?;
                     }
                 }
+                Action::TagInstance {
+                    machine,
+                    instance_id,
+                    tags,
+                    observed_rv,
+                } => {
+                    info!(object = %key_of(machine), step = "tag", instance = %instance_id, "tagging in place");
+                    let guard = (TAG_INSTALLATION.to_string(), self.installation.clone());
+                    match self
+                        .compute
+                        .create_tags(vec![instance_id.clone()], tags.clone(), guard)
+                        .await
+                    {
+                        Ok(()) => {
+                            let updated = machine_decisions::after_tagging(machine);
+                            self.put_machine(&updated, *observed_rv).await?;
+                        }
+                        // The instance is gone: its state change will say so; nothing to tag.
+                        Err(ComputeError::Invalid { code, .. })
+                            if code == "InvalidInstanceID.NotFound" => {}
+                        // Refused (not ours, not supported): retrying will not help, and
+                        // tags are not worth failing the Machine's reconcile over.
+                        Err(e) if !e.is_retryable() => {
+                            warn!(object = %key_of(machine), step = "tag", instance = %instance_id, error = %e, "tagging refused");
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Action::FindInstance {
                     machine,
                     observed_rv,
@@ -250,7 +279,7 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         info!(object = %key_of(machine), step = "launch", instance_type = %request.instance_type, subnet = %request.subnet_id, "launching");
         let result = self
             .compute
-            .run_instances(vec![request])
+            .run_instances(vec![request.clone()])
             .await
             .into_iter()
             .next();
@@ -262,9 +291,18 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
                     ComputeError::Invalid { code, message } => {
                         LaunchOutcome::Final { code, message }
                     }
-                    ComputeError::Unfulfillable { code, message } => {
-                        LaunchOutcome::Retryable { code, message }
-                    }
+                    ComputeError::Unfulfillable { code, message } => LaunchOutcome::Unfulfillable {
+                        code,
+                        message,
+                        offering: Offering {
+                            instance_type: request.instance_type.clone(),
+                            subnet: request.subnet_id.clone(),
+                        },
+                    },
+                    ComputeError::Unavailable(message) => LaunchOutcome::Unknown {
+                        code: "ServiceUnavailable".to_string(),
+                        message,
+                    },
                     other => LaunchOutcome::Retryable {
                         code: other.code().to_string(),
                         message: other.to_string(),

@@ -1,5 +1,6 @@
 //! The entry points, one per function: the stream router, the reconcilers' queue
-//! handler, and the EC2 instance-events handler. Each takes the batch its trigger
+//! handler, and the EC2 instance-events handler (state changes, spot interruption
+//! warnings and rebalance recommendations). Each takes the batch its trigger
 //! delivers and reports which messages failed, so one bad message never blocks or
 //! re-runs the rest (SQS ReportBatchItemFailures).
 
@@ -9,13 +10,13 @@ use std::time::Duration;
 use capstan_model::item::{Part, object_prefix, partition_key};
 use capstan_model::{Kind, ObjectKey};
 use capstan_reconcile::Tree;
-use capstan_reconcile::machine::record_instance_state;
+use capstan_reconcile::machine::{Interruption, record_instance_state, record_interruption};
 use tracing::{debug, error, info, warn};
 
 use crate::controllers::{Controllers, HandlerError, machine_from};
 use crate::events::{ObjectEvent, changed_event, event_time, instance_state_change, resync_event};
 use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord};
-use crate::routes::Reconciler;
+use crate::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, Reconciler};
 
 /// SQS delays a message by at most 15 minutes.
 pub const MAX_REQUEUE: Duration = Duration::from_secs(900);
@@ -130,6 +131,13 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
     async fn handle_instance_events(&self, batch: Vec<Delivery>) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         for d in batch {
+            if let Some((instance_id, kind, at)) = instance_warning(&d.event) {
+                if let Err(e) = self.record_interruption(&instance_id, kind, at).await {
+                    warn!(instance = %instance_id, error = %e, "recording an interruption failed");
+                    outcome.failed.push(d.message_id);
+                }
+                continue;
+            }
             let Some((instance_id, state, at)) = instance_state_change(&d.event) else {
                 error!(message = %d.message_id, "not an EC2 state-change notification; it will reach the dead-letter queue");
                 outcome.failed.push(d.message_id);
@@ -203,6 +211,75 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
             "too many conflicts recording instance state".into(),
         )))
     }
+}
+
+impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
+    /// Marks the Machine owning `instance_id` `Interrupted` (conditionally, like a state
+    /// change); its MachineSet then brings up the replacement before letting it go. A
+    /// warning about an instance no Machine records is dropped: two minutes later the
+    /// instance is gone anyway, and its state changes still reach the Machine.
+    pub async fn record_interruption(
+        &self,
+        instance_id: &str,
+        kind: Interruption,
+        at: capstan_model::Timestamp,
+    ) -> Result<bool, HandlerError> {
+        let Some(ik) = self.store.find_by_instance(instance_id).await? else {
+            debug!(instance = %instance_id, "interruption warning for an instance no Machine records; ignored");
+            return Ok(false);
+        };
+        let Some((key, Part::Observed)) = ik.parse() else {
+            return Ok(false);
+        };
+        for _ in 0..crate::controllers::CONFLICT_RETRIES {
+            let items = self
+                .store
+                .query(&ik.pk, Some(&object_prefix(Kind::Machine, &key.name)))
+                .await?;
+            let Some((machine, rv)) = machine_from(&Tree::from_items(&items), &key) else {
+                return Ok(false);
+            };
+            let Some(updated) = record_interruption(&machine, instance_id, kind, at) else {
+                return Ok(true);
+            };
+            info!(object = %key, step = "interruption", instance = %instance_id, kind = kind.reason(), "recorded");
+            let object = capstan_model::Object::Machine(updated);
+            let hash = capstan_model::hash::spec_hash(&object.spec_json());
+            match self
+                .store
+                .put(
+                    capstan_model::item::encode_observed(&object, &hash, rv + 1),
+                    Expect::Version(rv),
+                )
+                .await
+            {
+                Ok(()) => return Ok(true),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(HandlerError::Store(StoreError::Unavailable(
+            "too many conflicts recording an interruption".into(),
+        )))
+    }
+}
+
+/// An EC2 spot interruption warning or rebalance recommendation: the instance, which,
+/// and when. The detail is `{"instance-id": "i-…", "instance-action": "terminate"}` for
+/// the warning and `{"instance-id": "i-…"}` for the recommendation.
+pub fn instance_warning(
+    event: &BusEvent,
+) -> Option<(String, Interruption, capstan_model::Timestamp)> {
+    if event.source != EC2_SOURCE {
+        return None;
+    }
+    let kind = match event.detail_type.as_str() {
+        EC2_SPOT_INTERRUPTION => Interruption::SpotInterruption,
+        EC2_REBALANCE => Interruption::RebalanceRecommendation,
+        _ => return None,
+    };
+    let id = event.detail.get("instance-id")?.as_str()?.to_string();
+    Some((id, kind, event_time(event)?))
 }
 
 /// What one event asks a reconciler to look at.

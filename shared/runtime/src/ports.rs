@@ -172,6 +172,28 @@ pub trait Compute: Send + Sync {
         tag_guard: (String, String),
     ) -> impl Future<Output = Result<Vec<(String, InstanceState)>, ComputeError>> + Send;
 
+    /// Adds or overwrites `tags` on instances (CreateTags; tags not named are left as
+    /// they are). Retrying is safe: applying the same tags twice changes nothing. As
+    /// with termination, an adapter refuses instances that do not carry `tag_guard`
+    /// with `Invalid { code: "UnauthorizedOperation" }`, and never lets `tags` change
+    /// the guard tag itself. An unknown instance is `Invalid { code:
+    /// "InvalidInstanceID.NotFound" }`. The default refuses, so an adapter that has not
+    /// learnt CreateTags yet reports it instead of pretending.
+    fn create_tags(
+        &self,
+        instance_ids: Vec<String>,
+        tags: BTreeMap<String, String>,
+        tag_guard: (String, String),
+    ) -> impl Future<Output = Result<(), ComputeError>> + Send {
+        let _ = (instance_ids, tags, tag_guard);
+        async {
+            Err(ComputeError::Invalid {
+                code: "UnsupportedOperation".to_string(),
+                message: "this Compute adapter does not implement CreateTags".to_string(),
+            })
+        }
+    }
+
     /// Every instance carrying all of `tags`, following pages. For the drift sweep and
     /// for crash recovery (finding a launch whose id was never recorded), never per event.
     fn describe_instances(

@@ -10,6 +10,12 @@ pub const SOURCE: &str = "capstan";
 /// Source and detail types of the EC2 events Capstan consumes from the default bus.
 pub const EC2_SOURCE: &str = "aws.ec2";
 pub const EC2_STATE_CHANGE: &str = "EC2 Instance State-change Notification";
+/// EC2's two-minute warning before it reclaims a spot instance
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html>).
+pub const EC2_SPOT_INTERRUPTION: &str = "EC2 Spot Instance Interruption Warning";
+/// EC2's signal that a spot instance is at elevated risk of interruption
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/rebalance-recommendations.html>).
+pub const EC2_REBALANCE: &str = "EC2 Instance Rebalance Recommendation";
 /// Detail type the drift sweep and re-queues use to ask for a reconcile.
 pub const RESYNC: &str = "Resync";
 
@@ -104,7 +110,7 @@ impl Reconciler {
             ],
             Reconciler::InstanceEvents => vec![json!({
                 "source": [EC2_SOURCE],
-                "detail-type": [EC2_STATE_CHANGE],
+                "detail-type": [EC2_STATE_CHANGE, EC2_SPOT_INTERRUPTION, EC2_REBALANCE],
             })],
         }
     }

@@ -13,8 +13,11 @@
 //! - every state change emits an "EC2 Instance State-change Notification" with the
 //!   time of the change, in EventBridge's shape
 //!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-instance-state-changes.html>);
-//! - a TerminateInstances whose instances do not all carry the guard tag is refused
-//!   whole, as an IAM `aws:ResourceTag` condition refuses the request.
+//! - a TerminateInstances (or CreateTags) whose instances do not all carry the guard
+//!   tag is refused whole, as an IAM `aws:ResourceTag` condition refuses the request;
+//! - a spot instance can be interrupted: the "EC2 Spot Instance Interruption Warning"
+//!   comes first and the instance starts terminating two minutes later
+//!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html>).
 //!
 //! Time moves with the clock: every call first applies the transitions that are due,
 //! so what a caller sees never lags the clock. [`SimEc2::advance`] does the same
@@ -24,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use capstan_model::{InstanceState, Timestamp};
-use capstan_runtime::routes::{EC2_SOURCE, EC2_STATE_CHANGE};
+use capstan_model::{InstanceState, MarketType, Timestamp};
+use capstan_runtime::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, EC2_STATE_CHANGE};
 use capstan_runtime::{BusEvent, Clock, Compute, ComputeError, Instance, LaunchRequest};
 use serde_json::json;
 
@@ -133,6 +136,8 @@ struct SimInstance {
     address: Option<u32>,
     /// The transition this instance is waiting for.
     next: Option<(Timestamp, InstanceState)>,
+    /// Launched on the spot market (only those can be interrupted).
+    spot: bool,
 }
 
 #[derive(Debug)]
@@ -154,7 +159,11 @@ struct State {
     calls: Ec2Calls,
     terminated_by_request: Vec<String>,
     faults: BTreeMap<Ec2Op, VecDeque<ComputeError>>,
+    create_tags_calls: u64,
 }
+
+/// How long after its interruption warning EC2 reclaims a spot instance.
+pub const SPOT_WARNING: Duration = Duration::from_secs(120);
 
 impl SimEc2 {
     pub fn new(config: Ec2Config, clock: Arc<dyn Clock>) -> SimEc2 {
@@ -174,6 +183,7 @@ impl SimEc2 {
                 calls: Ec2Calls::default(),
                 terminated_by_request: Vec::new(),
                 faults: BTreeMap::new(),
+                create_tags_calls: 0,
             })),
         }
     }
@@ -267,6 +277,67 @@ impl SimEc2 {
             return false;
         };
         state.begin_termination(idx, now)
+    }
+
+    /// Whether the instance was launched on the spot market.
+    pub fn is_spot(&self, id: impl AsRef<str>) -> bool {
+        let state = self.lock();
+        state
+            .by_id
+            .get(id.as_ref())
+            .is_some_and(|&i| state.instances[i].spot)
+    }
+
+    /// EC2 reclaims a running spot instance: emits the "EC2 Spot Instance Interruption
+    /// Warning" now (detail `{"instance-id", "instance-action": "terminate"}`) and
+    /// begins terminating the instance two minutes later, as EC2 does. False (nothing
+    /// happens) unless the instance is a running spot instance.
+    pub fn interrupt_spot(&self, id: impl AsRef<str>) -> bool {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        let Some(&idx) = state.by_id.get(id.as_ref()) else {
+            return false;
+        };
+        let inst = &state.instances[idx];
+        if !inst.spot || inst.instance.state != InstanceState::Running {
+            return false;
+        }
+        let id = inst.instance.instance_id.clone();
+        let event = state.event(
+            EC2_SPOT_INTERRUPTION,
+            &id,
+            json!({ "instance-id": id, "instance-action": "terminate" }),
+            now,
+        );
+        state.events.push(event);
+        state.reschedule(
+            idx,
+            Some((after(now, SPOT_WARNING), InstanceState::ShuttingDown)),
+        );
+        true
+    }
+
+    /// EC2 recommends rebalancing a running spot instance: emits the "EC2 Instance
+    /// Rebalance Recommendation" (detail `{"instance-id"}`); the instance keeps running.
+    pub fn recommend_rebalance(&self, id: impl AsRef<str>) -> bool {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        let Some(&idx) = state.by_id.get(id.as_ref()) else {
+            return false;
+        };
+        let inst = &state.instances[idx];
+        if !inst.spot || inst.instance.state != InstanceState::Running {
+            return false;
+        }
+        let id = inst.instance.instance_id.clone();
+        let event = state.event(EC2_REBALANCE, &id, json!({ "instance-id": id }), now);
+        state.events.push(event);
+        true
+    }
+
+    /// CreateTags calls made (one per call).
+    pub fn create_tags_calls(&self) -> u64 {
+        self.lock().create_tags_calls
     }
 
     /// An instance Capstan did not launch (another team's, or a leak from before), in
@@ -460,6 +531,7 @@ impl State {
             ));
         }
         let idx = self.launch(&req.subnet_id, &req.instance_type, req.tags.clone(), now)?;
+        self.instances[idx].spot = req.market.market_type == MarketType::Spot;
         self.launched_total += 1;
         if !req.client_token.is_empty() {
             self.tokens
@@ -527,6 +599,7 @@ impl State {
             },
             address: Some(offset),
             next: None,
+            spot: false,
         });
         self.by_id.insert(instance_id, idx);
         self.set_state(idx, InstanceState::Pending, now);
@@ -626,6 +699,60 @@ impl Compute for SimEc2 {
             result.push((inst.instance_id.clone(), inst.state));
         }
         Ok(result)
+    }
+
+    async fn create_tags(
+        &self,
+        instance_ids: Vec<String>,
+        tags: BTreeMap<String, String>,
+        tag_guard: (String, String),
+    ) -> Result<(), ComputeError> {
+        let mut state = self.settled();
+        state.create_tags_calls += 1;
+        let missing: Vec<&String> = instance_ids
+            .iter()
+            .filter(|id| !state.by_id.contains_key(*id))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(invalid(
+                "InvalidInstanceID.NotFound",
+                format!("The instance ID '{first}' does not exist"),
+            ));
+        }
+        let (key, value) = &tag_guard;
+        if tags.get(key).is_some_and(|v| v != value) {
+            return Err(invalid(
+                "UnauthorizedOperation",
+                format!("You are not authorized to change the tag {key}."),
+            ));
+        }
+        let indices: Vec<usize> = instance_ids
+            .iter()
+            .filter_map(|id| state.by_id.get(id).copied())
+            .collect();
+        if let Some(&idx) = indices
+            .iter()
+            .find(|&&i| state.instances[i].instance.tags.get(key) != Some(value))
+        {
+            return Err(invalid(
+                "UnauthorizedOperation",
+                format!(
+                    "You are not authorized to perform this operation. ec2:CreateTags on resource arn:aws:ec2:{}:{}:instance/{} is allowed only with tag {key}={value}.",
+                    state.config.region,
+                    state.config.account,
+                    state.instances[idx].instance.instance_id
+                ),
+            ));
+        }
+        for &idx in &indices {
+            let mut merged = state.instances[idx].instance.tags.clone();
+            merged.extend(tags.clone());
+            validate_tags(&merged)?;
+        }
+        for idx in indices {
+            state.instances[idx].instance.tags.extend(tags.clone());
+        }
+        Ok(())
     }
 
     async fn describe_instances(

@@ -230,6 +230,20 @@ impl Embedded {
         .unwrap_or(self.next_sweep)
     }
 
+    /// Virtual time only: moves the clock to the next wakeup (at most to `limit`)
+    /// without stepping, so a test can look at the control plane after every single
+    /// step. False on real time, or when the clock is already at `limit`.
+    pub fn skip_to_next_wakeup(&self, limit: Timestamp) -> bool {
+        let now = self.now();
+        match &self.time {
+            Time::Virtual(clock) if now < limit => {
+                clock.set(self.next_wakeup().min(limit).max(now));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Runs until `done` holds after a step with nothing left to do, or `timeout` passes
     /// (in virtual or real time). `watch` sees the control plane after every idle step.
     pub async fn run_until(

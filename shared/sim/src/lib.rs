@@ -18,6 +18,7 @@ pub mod clock;
 pub mod ec2;
 pub mod embedded;
 pub mod rng;
+pub mod simulator;
 pub mod store;
 
 pub use bus::{Delivery, MemBus, Message};

@@ -105,6 +105,12 @@ impl MemStore {
         self.lock().items.values().cloned().collect()
     }
 
+    /// Lets `f` look at every item in place, without copying them (the simulator checks
+    /// its invariants after every step this way).
+    pub fn with_items<R>(&self, f: impl FnOnce(&BTreeMap<ItemKey, Item>) -> R) -> R {
+        f(&self.lock().items)
+    }
+
     /// One item, read consistently.
     pub fn get(&self, key: &ItemKey) -> Option<Item> {
         self.lock().items.get(key).cloned()

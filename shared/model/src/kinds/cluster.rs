@@ -1,6 +1,8 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::{HealthCheckChecks, HealthCheckRemediation, Rollout};
+use crate::kinds::{HealthCheckChecks, HealthCheckRemediation, Rollout, TemplateMetadata};
 use crate::meta::Conditions;
 
 /// A Kubernetes cluster's machines: a control plane and worker pools, each expanded
@@ -15,6 +17,10 @@ pub struct ClusterSpec {
     pub paused: bool,
     pub control_plane: ControlPlaneTopology,
     pub workers: Vec<WorkerPool>,
+    /// Tags on every instance of the cluster (CAPA's `additionalTags`); changed in
+    /// place on running instances, never by a rollout.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub additional_tags: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +45,17 @@ pub struct WorkerPool {
     pub rollout: Option<Rollout>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<PoolHealthCheck>,
+    /// Labels and annotations for the pool's Machines (Cluster API's
+    /// `topology.workers.machineDeployments[].metadata`), propagated in place.
+    #[serde(skip_serializing_if = "is_default")]
+    pub metadata: TemplateMetadata,
+    /// Tags on the pool's instances besides the cluster's; they win on a clash.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub additional_tags: BTreeMap<String, String>,
+}
+
+fn is_default(m: &TemplateMetadata) -> bool {
+    *m == TemplateMetadata::default()
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

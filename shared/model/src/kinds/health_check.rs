@@ -56,6 +56,20 @@ pub struct MachineHealthCheckStatus {
     pub observed_generation: Option<i64>,
     pub expected_machines: i32,
     pub current_healthy: i32,
+    /// How many more Machines may be remediated now (Cluster API's `remediationsAllowed`).
+    pub remediations_allowed: i32,
+    /// The selected Machines found unhealthy on the last pass, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unhealthy_machines: Vec<UnhealthyMachine>,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+}
+
+/// One Machine a health check found unhealthy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UnhealthyMachine {
+    pub name: String,
+    pub reason: String,
+    pub message: String,
 }

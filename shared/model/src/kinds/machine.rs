@@ -33,6 +33,11 @@ pub struct MachineTemplateSpec {
     /// Pins every Machine to one subnet; otherwise they spread over the class's subnets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_domain: Option<String>,
+    /// Tags put on every instance besides the class's (CAPA's `additionalTags`). Not part
+    /// of the template hash: a change is applied to running instances in place
+    /// (CreateTags), never by a rollout.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub additional_tags: BTreeMap<String, String>,
 }
 
 /// One EC2 instance, owned for its whole life.
@@ -48,6 +53,10 @@ pub struct MachineSpec {
     /// Everything RunInstances needs, resolved from the MachineClass when the Machine
     /// was created, so a later class edit rolls Machines instead of mutating them.
     pub launch: LaunchSpec,
+    /// Tags from the Cluster and pool, kept in step with its MachineSet's template in
+    /// place; the instance gets them at launch and through CreateTags after.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub additional_tags: BTreeMap<String, String>,
 }
 
 /// A fully resolved launch: no defaults left to apply, nothing left to look up.
@@ -57,6 +66,10 @@ pub struct LaunchSpec {
     pub image_id: String,
     /// Tried in order.
     pub instance_types: Vec<String>,
+    /// The class's subnets, in order: where a launch falls back to when the Machine's
+    /// own failure domain has no capacity. Empty on Machines made before fallback existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_profile: Option<String>,
@@ -174,8 +187,33 @@ pub struct MachineStatus {
     pub failure_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_message: Option<String>,
+    /// The subnet the instance actually runs in: the Machine's failure domain, or
+    /// another subnet of its class when capacity ran out there. Failure-domain balance
+    /// counts this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_domain: Option<String>,
+    /// Offerings (instance type in subnet) that failed with an unfulfillable code, each
+    /// skipped until its `until`, so the next pass (stateless) knows what to try next.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unavailable_offerings: Vec<UnavailableOffering>,
+    /// The additional tags last applied to the instance (at launch or by CreateTags);
+    /// a difference from `spec.additionalTags` means tags to apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_tags: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+}
+
+/// One instance type in one subnet that EC2 could not fulfil, remembered for a while
+/// (Karpenter skips such an offering for 3 minutes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UnavailableOffering {
+    pub instance_type: String,
+    pub subnet: String,
+    /// EC2's error code, e.g. `InsufficientInstanceCapacity`.
+    pub code: String,
+    pub until: Option<Timestamp>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -58,6 +58,10 @@ pub struct Market {
     /// Highest hourly price for spot, in USD; none means the on-demand price.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spot_max_price: Option<String>,
+    /// Spot only: treat an "EC2 Instance Rebalance Recommendation" like an interruption
+    /// warning and replace the Machine early (Karpenter's opt-in behaviour).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replace_on_rebalance_recommendation: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,13 @@ pub struct MachineSetSpec {
     pub replicas: i32,
     pub template: MachineTemplate,
     pub deletion: Deletion,
+    /// A Machine counts as available once Ready this long (from its MachineDeployment).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub min_ready_seconds: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -21,6 +28,9 @@ pub struct MachineSetStatus {
     pub replicas: i32,
     pub ready_replicas: i32,
     pub available_replicas: i32,
+    /// Machines made from the current template (all of a MachineSet's are).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub up_to_date_replicas: i32,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
 }

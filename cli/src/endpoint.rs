@@ -1,0 +1,151 @@
+//! `capstan run --endpoint URL` and `capstan apply --endpoint URL`: the local runtime
+//! and apply against an AWS-compatible endpoint (moto_server), over the same SDK
+//! adapters and handlers the Lambda functions use.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use capstan_aws::local::{LocalConfig, LocalRuntime};
+use capstan_aws::provision::QueueOptions;
+use capstan_aws::{Clients, DynamoStore, Names, Settings};
+use capstan_model::Object;
+use capstan_runtime::apply::{self, Applied};
+
+/// Where and under which names.
+pub struct Target {
+    pub endpoint: String,
+    pub region: String,
+    pub installation: String,
+    pub table: String,
+}
+
+impl Target {
+    fn names(&self) -> Names {
+        Names {
+            installation: self.installation.clone(),
+            table: self.table.clone(),
+            ..Names::default()
+        }
+    }
+
+    async fn clients(&self) -> Clients {
+        Clients::load(&Settings {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some(self.region.clone()),
+        })
+        .await
+    }
+}
+
+pub struct RunOptions {
+    pub sweep_every: Duration,
+    pub visibility_timeout: Duration,
+    /// Stop after this long; run until stopped when None.
+    pub run_for: Option<Duration>,
+}
+
+pub async fn run(target: Target, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let clients = target.clients().await;
+    let config = LocalConfig {
+        names: target.names(),
+        queues: QueueOptions {
+            visibility_timeout: options.visibility_timeout,
+        },
+        sweep_every: options.sweep_every,
+        ..LocalConfig::default()
+    };
+    let mut rt = LocalRuntime::start(clients, config)
+        .await
+        .with_context(|| format!("starting the local runtime against {}", target.endpoint))?;
+    println!(
+        "Capstan running against {} (installation {:?}, table {:?}).",
+        target.endpoint, target.installation, target.table
+    );
+    println!(
+        "Created if absent: the table with its stream, the bus \"capstan\", and per reconciler a rule, a queue and a dead-letter queue."
+    );
+    println!(
+        "moto emits no EC2 state-change events: this runtime describes the installation's instances and relays their changes onto the default bus."
+    );
+    print_launchables(&rt.clients).await;
+    println!(
+        "Apply manifests from another terminal: capstan apply -f FILE --endpoint {}",
+        target.endpoint
+    );
+    let started = Instant::now();
+    loop {
+        if let Some(limit) = options.run_for
+            && started.elapsed() >= limit
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let worked = rt.step().await.context("running a round")?;
+        if !worked {
+            tokio::time::sleep(rt.config.idle_sleep).await;
+        }
+    }
+}
+
+pub async fn apply(target: Target, objects: Vec<Object>) -> anyhow::Result<ExitCode> {
+    let clients = target.clients().await;
+    let store = DynamoStore::new(clients.dynamodb.clone(), &target.table);
+    let applied = apply::apply(&store, &objects).await.with_context(|| {
+        format!(
+            "applying to table {:?} at {} (is `capstan run --endpoint {}` running? it creates the table)",
+            target.table, target.endpoint, target.endpoint
+        )
+    })?;
+    for applied in applied {
+        let (key, verb) = match &applied {
+            Applied::Created(k) => (k, "created"),
+            Applied::Configured(k) => (k, "configured"),
+            Applied::Unchanged(k) => (k, "unchanged"),
+        };
+        println!("{}/{} {verb}", key.kind, key.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a MachineClass can launch from at this endpoint: moto generates its default
+/// VPC's subnet ids at start, so a manifest for it must be written after looking, and
+/// the Compute adapter reads the image's root device, so the image must exist.
+async fn print_launchables(clients: &Clients) {
+    let images = clients.ec2.describe_images().owners("amazon").send().await;
+    let mut amazon_linux: Vec<String> = images
+        .map(|out| {
+            out.images()
+                .iter()
+                .filter(|i| i.root_device_name() == Some("/dev/xvda"))
+                .filter(|i| i.name().is_some_and(|n| n.starts_with("amzn")))
+                .filter_map(|i| i.image_id().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    amazon_linux.sort();
+    if let Some(image) = amazon_linux.first() {
+        println!("An Amazon Linux image here (use it as a MachineClass's imageId): {image}");
+    }
+    let subnets = clients.ec2.describe_subnets().send().await;
+    let mut subnets: Vec<(String, String)> = subnets
+        .map(|out| {
+            out.subnets()
+                .iter()
+                .filter(|s| s.default_for_az() == Some(true))
+                .filter_map(|s| {
+                    Some((
+                        s.availability_zone()?.to_string(),
+                        s.subnet_id()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    subnets.sort();
+    if !subnets.is_empty() {
+        println!("Default-VPC subnets here (use them as a MachineClass's subnets):");
+        for (zone, id) in subnets.iter().take(3) {
+            println!("  - {id}   # {zone}");
+        }
+    }
+}

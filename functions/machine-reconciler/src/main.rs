@@ -1,0 +1,23 @@
+//! machine-reconciler: Machine changes: launches, adopts and terminates each Machine's one EC2 instance.
+//!
+//! Triggered by an SQS queue fed by the EventBridge rule `Reconciler::Machine.patterns()`;
+//! answers with the messages that failed (ReportBatchItemFailures), so only those
+//! are delivered again and, after five receives, reach the dead-letter queue.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use capstan_runtime::routes::Reconciler;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+const RECONCILER: Reconciler = Reconciler::Machine;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    capstan_aws::lambda::init_tracing();
+    // Clients are built once per execution environment and reused by every invocation.
+    let handlers = capstan_aws::lambda::handlers_from_env().await;
+    let handlers = &handlers;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<SqsBatchResponse, Error>(handlers.queue(RECONCILER, event.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,138 @@
+//! The SDK clients, built once per process from one `aws-config` load, with an
+//! optional endpoint override (an AWS-compatible server such as moto_server).
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+
+/// Where the clients point.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// An AWS-compatible endpoint for every service (`--endpoint URL`); None for AWS
+    /// itself. `AWS_ENDPOINT_URL` in the environment is honoured by the SDK as well.
+    pub endpoint: Option<String>,
+    /// The region; None takes the SDK's usual chain (AWS_REGION, profile), or
+    /// `us-east-1` when an endpoint is set and nothing else says.
+    pub region: Option<String>,
+}
+
+/// The names of the installation's resources. The SAM template and the local runtime
+/// create them under these names; the functions read them from the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// Tags every instance (`capstan.dev/installation`); only instances with it are terminated.
+    pub installation: String,
+    /// The one DynamoDB table.
+    pub table: String,
+    /// The custom event bus the stream router publishes to.
+    pub bus: String,
+    /// Queue (and rule) names are this prefix followed by the reconciler's name.
+    pub queue_prefix: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            installation: "capstan".to_string(),
+            table: "capstan".to_string(),
+            bus: "capstan".to_string(),
+            queue_prefix: "capstan-".to_string(),
+        }
+    }
+}
+
+impl Names {
+    /// From `CAPSTAN_INSTALLATION`, `CAPSTAN_TABLE`, `CAPSTAN_BUS` and
+    /// `CAPSTAN_QUEUE_PREFIX`, each defaulting as in `Names::default()`: the functions'
+    /// configuration, set by the template.
+    pub fn from_env() -> Names {
+        let var = |name: &str, default: String| std::env::var(name).unwrap_or(default);
+        let d = Names::default();
+        Names {
+            installation: var("CAPSTAN_INSTALLATION", d.installation),
+            table: var("CAPSTAN_TABLE", d.table),
+            bus: var("CAPSTAN_BUS", d.bus),
+            queue_prefix: var("CAPSTAN_QUEUE_PREFIX", d.queue_prefix),
+        }
+    }
+
+    /// The queue (and rule) of a reconciler: "capstan-machine-reconciler".
+    pub fn queue(&self, reconciler_name: &str) -> String {
+        format!("{}{reconciler_name}", self.queue_prefix)
+    }
+
+    /// Its dead-letter queue.
+    pub fn dead_letter_queue(&self, reconciler_name: &str) -> String {
+        format!("{}{reconciler_name}-dlq", self.queue_prefix)
+    }
+}
+
+/// One client per service, sharing one configuration (credentials, region, endpoint).
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    #[cfg(feature = "local")]
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    /// The region the clients talk to.
+    pub region: String,
+}
+
+impl Clients {
+    /// Loads the configuration once and builds every client from it. Against an endpoint
+    /// with no credentials configured, static placeholder credentials are used: a local
+    /// server does not check them, and the SDK would otherwise probe IMDS for seconds.
+    pub async fn load(settings: &Settings) -> Clients {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .build(),
+        );
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint);
+            let configured = [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_PROFILE",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+            ]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+            if !configured {
+                loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                    "testing",
+                    "testing",
+                    None,
+                    None,
+                    "capstan-local-endpoint",
+                ));
+            }
+        }
+        let region = settings.region.clone().or_else(|| {
+            let from_env = std::env::var("AWS_REGION")
+                .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                .ok();
+            from_env.or_else(|| settings.endpoint.as_ref().map(|_| "us-east-1".to_string()))
+        });
+        if let Some(region) = &region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let config = loader.load().await;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        Clients {
+            dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::new(&config),
+            eventbridge: aws_sdk_eventbridge::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            #[cfg(feature = "local")]
+            streams: aws_sdk_dynamodbstreams::Client::new(&config),
+            region,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! What each invocation did, counted at the ports and emitted as one CloudWatch
+//! embedded-metric-format (EMF) line: CloudWatch turns the line into metrics without a
+//! PutMetricData call, so metrics cost no API calls and no latency.
+//!
+//! The counting is a decorator on each port (`Metered<P>`), so the handlers stay
+//! unaware of it and every runtime that builds its controllers through
+//! `Handlers::new` counts the same way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use capstan_model::item::{Item, ItemKey};
+use capstan_runtime::ports::{
+    Bus, BusError, BusEvent, Compute, ComputeError, Expect, Instance, LaunchRequest, Store,
+    StoreError,
+};
+use serde_json::{Value, json};
+
+/// CloudWatch namespace of every Capstan metric.
+pub const NAMESPACE: &str = "Capstan";
+
+/// Counters shared by the metered ports of one process.
+#[derive(Debug, Default)]
+pub struct Counters {
+    writes: AtomicU64,
+    conflicts: AtomicU64,
+    launches: AtomicU64,
+    terminations: AtomicU64,
+    published: AtomicU64,
+    requeues: AtomicU64,
+}
+
+/// A handle on the counters; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Meter(Arc<Counters>);
+
+/// One invocation's figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Invocation {
+    /// Messages or records handled successfully (each one a reconcile request served).
+    pub reconciles: u64,
+    /// Side effects: conditional writes, instances launched, instances terminated.
+    pub actions: u64,
+    /// Conditional writes that lost a race (re-read and decided again).
+    pub conflicts: u64,
+    /// Messages or records reported failed.
+    pub errors: u64,
+    pub launches: u64,
+    pub terminations: u64,
+    pub events_published: u64,
+    pub requeues: u64,
+    pub latency: Duration,
+}
+
+impl Meter {
+    /// Takes (and resets) what the ports counted since the last call.
+    pub fn take(&self, reconciles: u64, errors: u64, latency: Duration) -> Invocation {
+        let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        let writes = take(&self.0.writes);
+        let launches = take(&self.0.launches);
+        let terminations = take(&self.0.terminations);
+        Invocation {
+            reconciles,
+            actions: writes + launches + terminations,
+            conflicts: take(&self.0.conflicts),
+            errors,
+            launches,
+            terminations,
+            events_published: take(&self.0.published),
+            requeues: take(&self.0.requeues),
+            latency,
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Invocation {
+    /// The EMF document for this invocation, with `function` as the one dimension.
+    pub fn emf(&self, function: &str, timestamp_ms: i64) -> Value {
+        let count = |name: &str| json!({ "Name": name, "Unit": "Count" });
+        json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["Function"]],
+                    "Metrics": [
+                        count("Reconciles"), count("Actions"), count("Conflicts"),
+                        count("Errors"), count("Launches"), count("Terminations"),
+                        count("EventsPublished"), count("Requeues"),
+                        { "Name": "Latency", "Unit": "Milliseconds" },
+                    ],
+                }],
+            },
+            "Function": function,
+            "Reconciles": self.reconciles,
+            "Actions": self.actions,
+            "Conflicts": self.conflicts,
+            "Errors": self.errors,
+            "Launches": self.launches,
+            "Terminations": self.terminations,
+            "EventsPublished": self.events_published,
+            "Requeues": self.requeues,
+            "Latency": self.latency.as_secs_f64() * 1000.0,
+        })
+    }
+}
+
+/// A port whose calls are counted.
+#[derive(Clone, Debug)]
+pub struct Metered<P> {
+    pub inner: P,
+    meter: Meter,
+}
+
+impl<P> Metered<P> {
+    pub fn new(inner: P, meter: Meter) -> Metered<P> {
+        Metered { inner, meter }
+    }
+
+    fn written(&self, result: &Result<(), StoreError>) {
+        match result {
+            Ok(()) => Meter::add(&self.meter.0.writes, 1),
+            Err(StoreError::Conflict) => Meter::add(&self.meter.0.conflicts, 1),
+            Err(_) => {}
+        }
+    }
+}
+
+impl<S: Store> Store for Metered<S> {
+    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        self.inner.query(pk, sk_prefix).await
+    }
+
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), StoreError> {
+        let result = self.inner.put(item, expect).await;
+        self.written(&result);
+        result
+    }
+
+    async fn delete(&self, key: &ItemKey, expect: Expect) -> Result<(), StoreError> {
+        let result = self.inner.delete(key, expect).await;
+        self.written(&result);
+        result
+    }
+
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+        self.inner.find_by_instance(instance_id).await
+    }
+
+    async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
+        self.inner.scan(sk_prefix).await
+    }
+}
+
+impl<C: Compute> Compute for Metered<C> {
+    async fn run_instances(
+        &self,
+        launches: Vec<LaunchRequest>,
+    ) -> Vec<Result<Instance, ComputeError>> {
+        let results = self.inner.run_instances(launches).await;
+        Meter::add(
+            &self.meter.0.launches,
+            results.iter().filter(|r| r.is_ok()).count() as u64,
+        );
+        results
+    }
+
+    async fn terminate_instances(
+        &self,
+        instance_ids: Vec<String>,
+        tag_guard: (String, String),
+    ) -> Result<Vec<(String, capstan_model::InstanceState)>, ComputeError> {
+        let result = self
+            .inner
+            .terminate_instances(instance_ids, tag_guard)
+            .await;
+        if let Ok(states) = &result {
+            Meter::add(&self.meter.0.terminations, states.len() as u64);
+        }
+        result
+    }
+
+    async fn describe_instances(
+        &self,
+        tags: Vec<(String, String)>,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        self.inner.describe_instances(tags).await
+    }
+}
+
+impl<B: Bus> Bus for Metered<B> {
+    async fn put_events(&self, events: Vec<BusEvent>) -> Result<(), BusError> {
+        let n = events.len() as u64;
+        let result = self.inner.put_events(events).await;
+        if result.is_ok() {
+            Meter::add(&self.meter.0.published, n);
+        }
+        result
+    }
+
+    async fn requeue(&self, queue: &str, event: BusEvent, delay: Duration) -> Result<(), BusError> {
+        let result = self.inner.requeue(queue, event, delay).await;
+        if result.is_ok() {
+            Meter::add(&self.meter.0.requeues, 1);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emf_line_declares_every_metric_it_carries() {
+        let line = Invocation {
+            reconciles: 3,
+            actions: 2,
+            latency: Duration::from_millis(12),
+            ..Invocation::default()
+        }
+        .emf("machine-reconciler", 1_700_000_000_000);
+        let declared = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap();
+        for metric in declared {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(line.get(name).is_some(), "{name} declared but absent");
+        }
+        assert_eq!(line["Function"], "machine-reconciler");
+        assert_eq!(line["Reconciles"], 3);
+        assert_eq!(line["Latency"], 12.0);
+    }
+}

@@ -1,0 +1,402 @@
+//! The whole loop over the wire, against a moto_server each test starts for itself:
+//! the table and its stream, the bus and its rules, the queues and EC2 are all moto's;
+//! the handlers are the Lambda functions' own, driven by the local runtime.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_sdk_ec2::types::InstanceStateName;
+use capstan_aws::Ec2Compute;
+use capstan_aws::convert::item_to_sdk;
+use capstan_aws::local::LocalRuntime;
+use capstan_model::item::{ItemKey, Part, encode_desired};
+use capstan_model::labels::{
+    TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE,
+};
+use capstan_model::meta::condition;
+use capstan_model::{AttrValue, Kind, MachinePhase, Object, ObjectKey};
+use capstan_runtime::apply;
+use capstan_runtime::ports::{Compute, ComputeError, Instance, LaunchRequest};
+use support::*;
+
+fn cluster_key() -> ObjectKey {
+    ObjectKey::new("default", "demo", Kind::Cluster, "demo")
+}
+
+fn with_workers(objects: &[Object], replicas: i32) -> Vec<Object> {
+    objects
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            if let Object::Cluster(c) = &mut o {
+                c.spec.workers[0].replicas = Some(replicas);
+            }
+            o
+        })
+        .collect()
+}
+
+/// What a person writes with a raw PutItem: key, kind and spec, nothing the CLI adds.
+fn raw_item(object: &Object) -> capstan_model::Item {
+    let full = encode_desired(object, 1);
+    ["pk", "sk", "kind", "spec"]
+        .into_iter()
+        .filter_map(|k| full.get(k).map(|v| (k.to_string(), v.clone())))
+        .collect()
+}
+
+async fn raw_put(rt: &LocalRuntime<impl Compute>, item: capstan_model::Item) {
+    rt.clients
+        .dynamodb
+        .put_item()
+        .table_name(&rt.config.names.table)
+        .set_item(Some(item_to_sdk(&item)))
+        .send()
+        .await
+        .expect("raw PutItem");
+}
+
+/// Every instance moto has, tagged or not, with its state.
+async fn all_instances(rt: &LocalRuntime<impl Compute>) -> Vec<(String, String, bool)> {
+    let out = rt
+        .clients
+        .ec2
+        .describe_instances()
+        .send()
+        .await
+        .expect("DescribeInstances");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_string(),
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default(),
+                i.tags().iter().any(|t| t.key() == Some(TAG_INSTALLATION)),
+            )
+        })
+        .collect()
+}
+
+async fn dead_letters(rt: &LocalRuntime<impl Compute>) -> u64 {
+    let mut total = 0;
+    for queue in rt.provisioned.queues.values() {
+        let out = rt
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue.dead_letter_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .expect("queue attributes");
+        total += out
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                    .cloned()
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
+    let moto = Moto::start();
+    let clients = moto.clients().await;
+    let env = Ec2Env::discover(&clients).await;
+    let mut rt = LocalRuntime::start(clients, test_config("moto-quickstart"))
+        .await
+        .expect("local runtime");
+    let objects = env.quickstart(false);
+    let store = rt.handlers.controllers.store.inner.clone();
+    apply::apply(&store, &objects).await.expect("apply");
+
+    let o = converge(&mut rt, "quickstart", 6).await;
+    let ms = machines(&o);
+    assert_eq!(ms.len(), 6);
+    for m in &ms {
+        assert_eq!(m.status.phase, MachinePhase::Running, "{}", m.metadata.name);
+        let id = m
+            .status
+            .instance_id
+            .as_deref()
+            .expect("instance id recorded");
+        let instance = o
+            .instances
+            .iter()
+            .find(|i| i.instance_id == id)
+            .expect("the recorded instance exists in EC2");
+        let tag = |k: &str| instance.tags.get(k).map(String::as_str);
+        assert_eq!(tag(TAG_INSTALLATION), Some("moto-quickstart"));
+        assert_eq!(tag(TAG_NAMESPACE), Some("default"));
+        assert_eq!(tag(TAG_CLUSTER), Some("demo"));
+        assert_eq!(tag(TAG_MACHINE), Some(m.metadata.name.as_str()));
+        assert_eq!(tag(TAG_MACHINE_UID), m.metadata.uid.as_deref());
+        assert!(env.subnets.contains(&instance.subnet_id));
+    }
+    assert!(rt.stats.relayed_state_changes >= 6, "{:?}", rt.stats);
+
+    apply::apply(&store, &with_workers(&objects, 5))
+        .await
+        .expect("scale up");
+    converge(&mut rt, "scale up to 5 workers", 8).await;
+    apply::apply(&store, &with_workers(&objects, 1))
+        .await
+        .expect("scale down");
+    let o = converge(&mut rt, "scale down to 1 worker", 4).await;
+    assert_eq!(machines(&o).len(), 4);
+
+    apply::delete(&store, &cluster_key()).await.expect("delete");
+    for class in ["demo-control-plane", "demo-workers"] {
+        let key = ObjectKey::new("default", "demo", Kind::MachineClass, class);
+        apply::delete(&store, &key).await.expect("delete class");
+    }
+    let o = run_until(&mut rt, "cluster deletion", |o| {
+        let items = item_count(o);
+        let live = o.live_instances().len();
+        (items > 0 || live > 0)
+            .then(|| vec![format!("{items} objects and {live} live instances left")])
+    })
+    .await;
+    assert!(o.instances.iter().all(|i| !i.state.is_live()));
+    assert_eq!(
+        dead_letters(&rt).await,
+        0,
+        "nothing reached a dead-letter queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_put_items_converge_and_an_invalid_raw_spec_only_sets_a_condition() {
+    let moto = Moto::start();
+    let clients = moto.clients().await;
+    let env = Ec2Env::discover(&clients).await;
+    let mut rt = LocalRuntime::start(clients, test_config("moto-raw"))
+        .await
+        .expect("local runtime");
+    let objects = env.quickstart(false);
+    for object in &objects {
+        raw_put(&rt, raw_item(object)).await;
+    }
+    let o = converge(&mut rt, "raw PutItem quickstart", 6).await;
+    let cluster = o
+        .trees
+        .iter()
+        .find_map(|t| t.get(Kind::Cluster, "demo"))
+        .expect("the cluster");
+    assert!(
+        cluster.object.metadata().uid.is_some(),
+        "the controller filled in the uid"
+    );
+
+    // Someone breaks the Cluster's spec with a raw PutItem.
+    let cluster_object = objects
+        .iter()
+        .find(|o| o.kind() == Kind::Cluster)
+        .expect("cluster");
+    let mut broken = raw_item(cluster_object);
+    if let Some(AttrValue::M(spec)) = broken.get_mut("spec") {
+        spec.insert("workers".into(), AttrValue::S("three please".into()));
+    }
+    raw_put(&rt, broken).await;
+    let o = run_until(&mut rt, "invalid raw spec", |o| {
+        let cluster = o.trees.iter().find_map(|t| t.get(Kind::Cluster, "demo"));
+        let condition =
+            cluster.and_then(|c| c.object.conditions().get(condition::SPEC_VALID).cloned());
+        match condition {
+            Some(c) if c.message.contains("spec.workers") && o.queued == 0 => None,
+            other => Some(vec![format!("SpecValid: {other:?}; {} queued", o.queued)]),
+        }
+    })
+    .await;
+    assert_eq!(machines(&o).len(), 6, "nothing torn down or launched");
+    assert_eq!(o.live_instances().len(), 6);
+    assert_eq!(
+        all_instances(&rt).await.len(),
+        6,
+        "no instance launched since"
+    );
+    assert_eq!(dead_letters(&rt).await, 0, "no dead-letter storm");
+    // The desired item is the person's: the controller did not rewrite it.
+    let key = ItemKey::of(&cluster_key(), Part::Desired);
+    let stored = rt
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(&rt.config.names.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(key.pk))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(key.sk))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("GetItem");
+    let item = stored.item.expect("desired item");
+    assert!(!item.contains_key("status") && !item.contains_key("rv"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_untagged_one_is_never_touched()
+ {
+    let moto = Moto::start();
+    let clients = moto.clients().await;
+    let env = Ec2Env::discover(&clients).await;
+    // Someone else's instance in the same account: no Capstan tags.
+    let theirs = clients
+        .ec2
+        .run_instances()
+        .image_id(&env.image_id)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(&env.subnets[0])
+        .send()
+        .await
+        .expect("an untagged instance");
+    let theirs = theirs.instances()[0].instance_id().expect("id").to_string();
+
+    let mut rt = LocalRuntime::start(clients, test_config("moto-drift"))
+        .await
+        .expect("local runtime");
+    let store = rt.handlers.controllers.store.inner.clone();
+    apply::apply(&store, &env.quickstart(true))
+        .await
+        .expect("apply");
+    let o = converge(&mut rt, "quickstart with health checks", 6).await;
+    let victim = machines(&o)
+        .into_iter()
+        .find(|m| m.metadata.name.starts_with("demo-workers"))
+        .expect("a worker");
+    let victim_id = victim.status.instance_id.clone().expect("instance id");
+
+    rt.clients
+        .ec2
+        .terminate_instances()
+        .instance_ids(&victim_id)
+        .send()
+        .await
+        .expect("TerminateInstances behind Capstan's back");
+
+    // Noticed: the relay sees the state change, instance-events records it, the Machine
+    // fails with the reason (or is already remediated and gone).
+    run_until(&mut rt, "noticing the terminated instance", |o| {
+        let m = machines(o)
+            .into_iter()
+            .find(|m| m.metadata.name == victim.metadata.name);
+        match m {
+            Some(m)
+                if m.status.phase == MachinePhase::Failed
+                    && m.status.failure_reason.as_deref() == Some("InstanceTerminated") =>
+            {
+                None
+            }
+            None => None,
+            Some(m) => Some(vec![format!("victim is {:?}", m.status.phase)]),
+        }
+    })
+    .await;
+    // Replaced: the health check remediates the Machine, its MachineSet launches anew.
+    let o = converge(&mut rt, "replacing the failed worker", 6).await;
+    assert!(
+        o.live_instances()
+            .iter()
+            .all(|i| i.instance_id != victim_id)
+    );
+    assert!(
+        machines(&o)
+            .iter()
+            .all(|m| m.metadata.name != victim.metadata.name)
+    );
+
+    // The sweep runs too, and still nothing of theirs is touched.
+    rt.sweep().await;
+    converge(&mut rt, "after the sweep", 6).await;
+    let all = all_instances(&rt).await;
+    let (_, state, tagged) = all
+        .iter()
+        .find(|(id, _, _)| *id == theirs)
+        .expect("their instance");
+    assert_eq!(state, InstanceStateName::Running.as_str(), "never touched");
+    assert!(!tagged);
+}
+
+/// EC2 in front of which the first launch "crashes": RunInstances goes through, then
+/// the invocation hangs until the runtime abandons it, as a Lambda timeout would —
+/// the instance id is never recorded.
+#[derive(Clone)]
+struct CrashAfterFirstLaunch {
+    inner: Ec2Compute,
+    crashed: Arc<AtomicBool>,
+}
+
+impl Compute for CrashAfterFirstLaunch {
+    async fn run_instances(
+        &self,
+        launches: Vec<LaunchRequest>,
+    ) -> Vec<Result<Instance, ComputeError>> {
+        let results = self.inner.run_instances(launches).await;
+        if !self.crashed.swap(true, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        results
+    }
+
+    async fn terminate_instances(
+        &self,
+        instance_ids: Vec<String>,
+        tag_guard: (String, String),
+    ) -> Result<Vec<(String, capstan_model::InstanceState)>, ComputeError> {
+        self.inner
+            .terminate_instances(instance_ids, tag_guard)
+            .await
+    }
+
+    async fn describe_instances(
+        &self,
+        tags: Vec<(String, String)>,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        self.inner.describe_instances(tags).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_run_instances_and_recording_the_id_leaves_exactly_one_instance() {
+    let moto = Moto::start();
+    let clients = moto.clients().await;
+    let env = Ec2Env::discover(&clients).await;
+    let crash = CrashAfterFirstLaunch {
+        inner: Ec2Compute::new(clients.ec2.clone()),
+        crashed: Arc::default(),
+    };
+    let mut config = test_config("moto-crash");
+    config.function_timeout = std::time::Duration::from_secs(3);
+    let mut rt = LocalRuntime::start_with(clients, config, crash.clone())
+        .await
+        .expect("local runtime");
+    let store = rt.handlers.controllers.store.inner.clone();
+    apply::apply(&store, &env.quickstart(false))
+        .await
+        .expect("apply");
+    let o = converge(&mut rt, "quickstart through a crash", 6).await;
+    assert!(crash.crashed.load(Ordering::SeqCst), "the crash happened");
+    assert!(rt.stats.timed_out_invocations >= 1, "{:?}", rt.stats);
+    // moto ignores ClientToken, so only recovery by the machine-uid tag prevents a
+    // second instance: every instance ever launched is one Machine's, once.
+    let all = all_instances(&rt).await;
+    assert_eq!(all.len(), 6, "exactly one launch per Machine: {all:?}");
+    let mut uids: Vec<_> = o
+        .instances
+        .iter()
+        .filter_map(|i| i.tags.get(TAG_MACHINE_UID).cloned())
+        .collect();
+    uids.sort();
+    uids.dedup();
+    assert_eq!(uids.len(), 6);
+}

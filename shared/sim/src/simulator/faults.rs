@@ -1,0 +1,638 @@
+//! Faults, injected at the ports: wrappers around the in-memory adapters that, on the
+//! simulation's one seeded RNG, throttle, fail before or after taking effect, race a
+//! concurrent writer, lag behind, drop, duplicate and delay events. Handlers see
+//! exactly what AWS could show them.
+//!
+//! The same wrappers carry the *mutations*: deliberately broken behaviour at a port,
+//! used by tests to show that each invariant can trip.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use capstan_model::item::{ItemKey, RV, item_key, version_of};
+use capstan_model::{InstanceState, Item, Timestamp};
+use capstan_runtime::{
+    Bus, BusError, BusEvent, Clock, Compute, ComputeError, Expect, Instance, LaunchRequest, Store,
+    StoreError,
+};
+
+use crate::bus::MemBus;
+use crate::ec2::SimEc2;
+use crate::rng::Rng;
+use crate::store::MemStore;
+
+/// Which faults fire, and how often (probabilities per call, per event or per step).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// An event published to the bus is lost.
+    pub drop: f64,
+    /// An event is delivered twice.
+    pub duplicate: f64,
+    /// An event is held back for up to a minute.
+    pub delay: f64,
+    /// Queues hand out visible messages in random order.
+    pub reorder: bool,
+    /// A call is throttled (RequestLimitExceeded, ThrottlingException).
+    pub throttle: f64,
+    /// A call fails with a 5xx before taking effect.
+    pub server_error: f64,
+    /// A call takes effect, then the client times out: the handler stops there, as if it
+    /// crashed between that action and the next.
+    pub timeout_after_success: f64,
+    /// Another writer updates the item just before a conditional write.
+    pub concurrent_write: f64,
+    /// Eventually consistent reads where AWS has them: the instance index lags, and
+    /// DescribeInstances does not yet show just-launched instances.
+    pub stale_reads: bool,
+    /// Per step: an offering (instance type in an AZ) runs out of capacity.
+    pub capacity: f64,
+    /// Per step: an instance is stopped or terminated from outside Capstan.
+    pub external: f64,
+    /// Instances without Capstan's tags in the same account.
+    pub foreign_instances: u32,
+    /// RunInstances does not honour ClientToken (as moto does, and as a token past its
+    /// idempotency window would not): only finding instances by tag prevents duplicates.
+    pub ignore_client_token: bool,
+}
+
+/// Every fault name `--faults` takes.
+pub const FAULT_NAMES: &[&str] = &[
+    "drop",
+    "duplicate",
+    "delay",
+    "reorder",
+    "throttle",
+    "5xx",
+    "timeout",
+    "conflict",
+    "stale",
+    "capacity",
+    "external",
+    "foreign",
+    "no-idempotency",
+];
+
+impl Faults {
+    pub fn none() -> Faults {
+        Faults::default()
+    }
+
+    /// Every fault at the rates the CI suite uses.
+    pub fn all() -> Faults {
+        Faults {
+            drop: 0.05,
+            duplicate: 0.1,
+            delay: 0.1,
+            reorder: true,
+            throttle: 0.03,
+            server_error: 0.02,
+            timeout_after_success: 0.03,
+            concurrent_write: 0.03,
+            stale_reads: true,
+            capacity: 0.01,
+            external: 0.002,
+            foreign_instances: 2,
+            ignore_client_token: true,
+        }
+    }
+
+    /// Parses a comma-separated list of fault names (see [`FAULT_NAMES`]), or `all`, or `none`.
+    pub fn parse(list: &str) -> Result<Faults, String> {
+        let all = Faults::all();
+        let mut f = Faults::none();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "all" => f = all.clone(),
+                "none" => f = Faults::none(),
+                "drop" => f.drop = all.drop,
+                "duplicate" => f.duplicate = all.duplicate,
+                "delay" => f.delay = all.delay,
+                "reorder" => f.reorder = true,
+                "throttle" => f.throttle = all.throttle,
+                "5xx" => f.server_error = all.server_error,
+                "timeout" => f.timeout_after_success = all.timeout_after_success,
+                "conflict" => f.concurrent_write = all.concurrent_write,
+                "stale" => f.stale_reads = true,
+                "capacity" => f.capacity = all.capacity,
+                "external" => f.external = all.external,
+                "foreign" => f.foreign_instances = all.foreign_instances,
+                "no-idempotency" => f.ignore_client_token = true,
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?}: use {} , all or none",
+                        FAULT_NAMES.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// Deliberately broken behaviour at a port, to prove an invariant can trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// Every RunInstances launches a second instance for the same Machine.
+    DoubleLaunch,
+    /// TerminateInstances reports success without terminating anything.
+    SkipTerminate,
+    /// DescribeInstances ignores its tag filter and TerminateInstances its guard.
+    IgnoreTagGuard,
+    /// Conditional writes are made unconditionally.
+    UnconditionalWrites,
+    /// Deleting a MachineSet's desired item also removes its observed item at once,
+    /// orphaning its Machines.
+    DropOwnerFinalizer,
+    /// A MachineSet's replicas are doubled when written.
+    OvershootSurge,
+    /// Machine status writes are silently lost.
+    LoseMachineStatus,
+}
+
+/// The simulation's shared chaos: the RNG every choice draws from, the fault rates,
+/// whether faults are on, the mutation, and what happened (for the trace).
+pub struct Chaos {
+    pub rng: Rng,
+    pub faults: Faults,
+    pub enabled: bool,
+    pub mutation: Option<Mutation>,
+    pub log: Vec<String>,
+    /// Writes that went through although the item had moved past the version they expected.
+    pub stale_writes: Vec<String>,
+    /// Events held back, with when to release them.
+    pub delayed: Vec<(Timestamp, BusEvent)>,
+    /// ClientTokens RunInstances has seen, and how often.
+    pub tokens: std::collections::BTreeMap<String, u32>,
+}
+
+impl Chaos {
+    pub fn new(seed: u64, faults: Faults, mutation: Option<Mutation>) -> Chaos {
+        Chaos {
+            rng: Rng::new(seed),
+            faults,
+            enabled: true,
+            mutation,
+            log: Vec::new(),
+            stale_writes: Vec::new(),
+            delayed: Vec::new(),
+            tokens: std::collections::BTreeMap::new(),
+        }
+    }
+
+    fn roll(&mut self, p: f64) -> bool {
+        self.enabled && self.rng.chance(p)
+    }
+}
+
+pub type SharedChaos = Arc<Mutex<Chaos>>;
+
+pub(crate) fn lock(chaos: &SharedChaos) -> MutexGuard<'_, Chaos> {
+    chaos.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How a call goes, decided before making it.
+enum Fate {
+    Normal,
+    Throttled,
+    ServerError,
+    TimeoutAfterSuccess,
+}
+
+fn fate(chaos: &SharedChaos, what: &str) -> Fate {
+    let mut c = lock(chaos);
+    let (t, s, a) = (
+        c.faults.throttle,
+        c.faults.server_error,
+        c.faults.timeout_after_success,
+    );
+    let fate = if c.roll(t) {
+        Fate::Throttled
+    } else if c.roll(s) {
+        Fate::ServerError
+    } else if c.roll(a) {
+        Fate::TimeoutAfterSuccess
+    } else {
+        Fate::Normal
+    };
+    match fate {
+        Fate::Normal => {}
+        Fate::Throttled => c.log.push(format!("fault: {what} throttled")),
+        Fate::ServerError => c.log.push(format!("fault: {what} failed with a 5xx")),
+        Fate::TimeoutAfterSuccess => c.log.push(format!(
+            "fault: {what} took effect, then timed out (handler stops)"
+        )),
+    }
+    fate
+}
+
+// ---------------------------------------------------------------- Store
+
+/// The table, with faults.
+#[derive(Clone)]
+pub struct FaultyStore {
+    pub inner: MemStore,
+    pub chaos: SharedChaos,
+}
+
+impl FaultyStore {
+    fn before(&self, what: &str) -> Result<bool, StoreError> {
+        match fate(&self.chaos, what) {
+            Fate::Normal => Ok(false),
+            Fate::Throttled => Err(StoreError::Throttled("ThrottlingException".into())),
+            Fate::ServerError => Err(StoreError::Unavailable("InternalServerError".into())),
+            Fate::TimeoutAfterSuccess => Ok(true),
+        }
+    }
+
+    /// A read that times out fails like any other: nothing took effect.
+    fn read(&self, what: &str) -> Result<(), StoreError> {
+        match self.before(what)? {
+            true => Err(StoreError::Unavailable("timeout".into())),
+            false => Ok(()),
+        }
+    }
+
+    /// A concurrent writer bumps the item's version just before our conditional write.
+    async fn race(&self, key: &ItemKey, expect: Expect) {
+        let Expect::Version(_) = expect else { return };
+        let p = lock(&self.chaos).faults.concurrent_write;
+        if !lock(&self.chaos).roll(p) {
+            return;
+        }
+        if let Some(mut current) = self.inner.get(key) {
+            let rv = version_of(&current);
+            current.insert(RV.into(), capstan_model::AttrValue::N((rv + 1).to_string()));
+            if self.inner.put(current, Expect::Version(rv)).await.is_ok() {
+                lock(&self.chaos).log.push(format!(
+                    "fault: a concurrent writer updated {}/{}",
+                    key.pk, key.sk
+                ));
+            }
+        }
+    }
+
+    /// Records a write that would succeed although its expected version is stale.
+    fn audit(&self, key: &ItemKey, expect: Expect) {
+        let current = self.inner.get(key);
+        let stale = match (expect, &current) {
+            (Expect::Version(n), Some(item)) => version_of(item) != n,
+            (Expect::Version(_), None) => true,
+            (Expect::Absent, Some(_)) => true,
+            _ => false,
+        };
+        if stale {
+            lock(&self.chaos).stale_writes.push(format!(
+                "{}/{} written expecting {expect:?}, found version {:?}",
+                key.pk,
+                key.sk,
+                current.as_ref().map(version_of)
+            ));
+        }
+    }
+}
+
+impl Store for FaultyStore {
+    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        self.read("Query")?;
+        self.inner.query(pk, sk_prefix).await
+    }
+
+    async fn put(&self, mut item: Item, expect: Expect) -> Result<(), StoreError> {
+        let after = self.before("PutItem")?;
+        let Some(key) = item_key(&item) else {
+            return self.inner.put(item, expect).await;
+        };
+        self.race(&key, expect).await;
+        let mutation = lock(&self.chaos).mutation;
+        let mut expect = expect;
+        match mutation {
+            Some(Mutation::UnconditionalWrites) => {
+                self.audit(&key, expect);
+                expect = Expect::Any;
+            }
+            Some(Mutation::LoseMachineStatus)
+                if key.sk.starts_with("Machine#")
+                    && key.sk.ends_with("#status")
+                    && self.inner.get(&key).is_some() =>
+            {
+                return Ok(());
+            }
+            Some(Mutation::OvershootSurge)
+                if key.sk.starts_with("MachineSet#") && key.sk.ends_with("#spec") =>
+            {
+                if let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec")
+                    && let Some(capstan_model::AttrValue::N(n)) = spec.get_mut("replicas")
+                {
+                    let doubled = n.parse::<i64>().unwrap_or(0) * 2;
+                    *n = doubled.to_string();
+                }
+            }
+            _ => {}
+        }
+        self.inner.put(item, expect).await?;
+        if after {
+            return Err(StoreError::Unavailable(
+                "timeout after the write took effect".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &ItemKey, expect: Expect) -> Result<(), StoreError> {
+        let after = self.before("DeleteItem")?;
+        self.race(key, expect).await;
+        let mutation = lock(&self.chaos).mutation;
+        let mut expect = expect;
+        if mutation == Some(Mutation::UnconditionalWrites) {
+            self.audit(key, expect);
+            expect = Expect::Any;
+        }
+        self.inner.delete(key, expect).await?;
+        if mutation == Some(Mutation::DropOwnerFinalizer)
+            && key.sk.starts_with("MachineSet#")
+            && key.sk.ends_with("#spec")
+        {
+            let observed = ItemKey {
+                pk: key.pk.clone(),
+                sk: key.sk.replace("#spec", "#status"),
+            };
+            self.inner.delete(&observed, Expect::Any).await?;
+        }
+        if after {
+            return Err(StoreError::Unavailable(
+                "timeout after the delete took effect".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+        self.read("Query(instance-index)")?;
+        self.inner.find_by_instance(instance_id).await
+    }
+
+    async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
+        self.read("Scan")?;
+        self.inner.scan(sk_prefix).await
+    }
+}
+
+// ---------------------------------------------------------------- Compute
+
+/// How long DescribeInstances may not yet show a just-launched instance.
+pub const DESCRIBE_LAG: Duration = Duration::from_secs(5);
+
+/// EC2, with faults.
+#[derive(Clone)]
+pub struct FaultyCompute {
+    pub inner: SimEc2,
+    pub chaos: SharedChaos,
+    pub clock: Arc<dyn Clock>,
+}
+
+fn compute_error(fate: &Fate) -> Option<ComputeError> {
+    match fate {
+        Fate::Throttled => Some(ComputeError::Throttled {
+            code: "RequestLimitExceeded".into(),
+        }),
+        Fate::ServerError => Some(ComputeError::Unavailable("InternalError".into())),
+        _ => None,
+    }
+}
+
+impl Compute for FaultyCompute {
+    async fn run_instances(
+        &self,
+        mut launches: Vec<LaunchRequest>,
+    ) -> Vec<Result<Instance, ComputeError>> {
+        let fate = fate(&self.chaos, "RunInstances");
+        if let Some(e) = compute_error(&fate) {
+            return launches.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mutation = {
+            let mut c = lock(&self.chaos);
+            if c.faults.ignore_client_token {
+                for l in &mut launches {
+                    let seen = c.tokens.entry(l.client_token.clone()).or_default();
+                    *seen += 1;
+                    if *seen > 1 {
+                        l.client_token = format!("{}#{seen}", l.client_token);
+                    }
+                }
+            }
+            c.mutation
+        };
+        if mutation == Some(Mutation::DoubleLaunch) {
+            let twins: Vec<LaunchRequest> = launches
+                .iter()
+                .map(|l| LaunchRequest {
+                    client_token: format!("{}-twin", l.client_token),
+                    ..l.clone()
+                })
+                .collect();
+            let _ = self.inner.run_instances(twins).await;
+        }
+        let tokens: Vec<String> = launches.iter().map(|l| l.client_token.clone()).collect();
+        let results = self.inner.run_instances(launches).await;
+        {
+            let mut c = lock(&self.chaos);
+            for (token, r) in tokens.iter().zip(&results) {
+                let outcome = match r {
+                    Ok(i) => i.instance_id.clone(),
+                    Err(e) => e.to_string(),
+                };
+                c.log
+                    .push(format!("ec2: RunInstances token {token} -> {outcome}"));
+            }
+        }
+        if matches!(fate, Fate::TimeoutAfterSuccess) {
+            return results
+                .iter()
+                .map(|_| {
+                    Err(ComputeError::Unavailable(
+                        "timeout after RunInstances took effect".into(),
+                    ))
+                })
+                .collect();
+        }
+        results
+    }
+
+    async fn terminate_instances(
+        &self,
+        instance_ids: Vec<String>,
+        tag_guard: (String, String),
+    ) -> Result<Vec<(String, InstanceState)>, ComputeError> {
+        let fate = fate(&self.chaos, "TerminateInstances");
+        if let Some(e) = compute_error(&fate) {
+            return Err(e);
+        }
+        if lock(&self.chaos).mutation == Some(Mutation::SkipTerminate) {
+            return Ok(instance_ids
+                .into_iter()
+                .map(|id| (id, InstanceState::Terminated))
+                .collect());
+        }
+        if lock(&self.chaos).mutation == Some(Mutation::IgnoreTagGuard) {
+            for id in &instance_ids {
+                self.inner.terminate_externally(id);
+            }
+            return Ok(instance_ids
+                .into_iter()
+                .map(|id| (id, InstanceState::ShuttingDown))
+                .collect());
+        }
+        lock(&self.chaos).log.push(format!(
+            "ec2: TerminateInstances {}",
+            instance_ids.join(" ")
+        ));
+        let result = self
+            .inner
+            .terminate_instances(instance_ids, tag_guard)
+            .await;
+        if matches!(fate, Fate::TimeoutAfterSuccess) {
+            return Err(ComputeError::Unavailable(
+                "timeout after TerminateInstances took effect".into(),
+            ));
+        }
+        result
+    }
+
+    async fn describe_instances(
+        &self,
+        tags: Vec<(String, String)>,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        let fate = fate(&self.chaos, "DescribeInstances");
+        if let Some(e) = compute_error(&fate) {
+            return Err(e);
+        }
+        let (mutation, stale) = {
+            let c = lock(&self.chaos);
+            (c.mutation, c.enabled && c.faults.stale_reads)
+        };
+        let tags = if mutation == Some(Mutation::IgnoreTagGuard) {
+            Vec::new()
+        } else {
+            tags
+        };
+        let mut found = self.inner.describe_instances(tags).await?;
+        if stale {
+            let now = self.clock.now();
+            found.retain(|i| {
+                i.launch_time
+                    .checked_add(DESCRIBE_LAG)
+                    .map(|t| t <= now)
+                    .unwrap_or(true)
+            });
+        }
+        Ok(found)
+    }
+}
+
+// ---------------------------------------------------------------- Bus
+
+/// EventBridge and the queues, with faults on every event.
+#[derive(Clone)]
+pub struct FaultyBus {
+    pub inner: MemBus,
+    pub chaos: SharedChaos,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl FaultyBus {
+    /// Publishes events with per-event faults: lost, duplicated, or held back.
+    pub fn relay(&self, events: Vec<BusEvent>) {
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        {
+            let mut c = lock(&self.chaos);
+            let (drop, dup, delay) = (c.faults.drop, c.faults.duplicate, c.faults.delay);
+            for event in events {
+                if c.roll(drop) {
+                    c.log.push(format!(
+                        "fault: event {} {} lost",
+                        event.detail_type,
+                        short(&event)
+                    ));
+                    continue;
+                }
+                if c.roll(delay) {
+                    let wait = Duration::from_millis(1000 + c.rng.below(59_000));
+                    c.log.push(format!(
+                        "fault: event {} {} delayed {}s",
+                        event.detail_type,
+                        short(&event),
+                        wait.as_secs()
+                    ));
+                    let at = now.checked_add(wait).unwrap_or(now);
+                    c.delayed.push((at, event));
+                    continue;
+                }
+                if c.roll(dup) {
+                    c.log.push(format!(
+                        "fault: event {} {} duplicated",
+                        event.detail_type,
+                        short(&event)
+                    ));
+                    out.push(event.clone());
+                }
+                out.push(event);
+            }
+        }
+        self.inner.publish(out);
+    }
+
+    /// Releases held-back events that are due; true if any were.
+    pub fn release_due(&self) -> bool {
+        let now = self.clock.now();
+        let due: Vec<BusEvent> = {
+            let mut c = lock(&self.chaos);
+            let (due, later): (Vec<_>, Vec<_>) = c.delayed.drain(..).partition(|(t, _)| *t <= now);
+            c.delayed = later;
+            due.into_iter().map(|(_, e)| e).collect()
+        };
+        let any = !due.is_empty();
+        self.inner.publish(due);
+        any
+    }
+
+    pub fn next_release(&self) -> Option<Timestamp> {
+        lock(&self.chaos).delayed.iter().map(|(t, _)| *t).min()
+    }
+}
+
+fn short(event: &BusEvent) -> String {
+    let d = &event.detail;
+    match (d.get("kind"), d.get("name"), d.get("instance-id")) {
+        (Some(k), Some(n), _) => format!(
+            "{}/{}",
+            k.as_str().unwrap_or("?"),
+            n.as_str().unwrap_or("?")
+        ),
+        (_, _, Some(i)) => format!(
+            "{}={}",
+            i.as_str().unwrap_or("?"),
+            d.get("state").and_then(|s| s.as_str()).unwrap_or("?")
+        ),
+        _ => String::new(),
+    }
+}
+
+impl Bus for FaultyBus {
+    async fn put_events(&self, events: Vec<BusEvent>) -> Result<(), BusError> {
+        match fate(&self.chaos, "PutEvents") {
+            Fate::Throttled => return Err(BusError::Throttled("ThrottlingException".into())),
+            Fate::ServerError => return Err(BusError::Unavailable("InternalException".into())),
+            _ => {}
+        }
+        self.relay(events);
+        Ok(())
+    }
+
+    async fn requeue(&self, queue: &str, event: BusEvent, delay: Duration) -> Result<(), BusError> {
+        if let Fate::Throttled | Fate::ServerError = fate(&self.chaos, "SendMessage") {
+            return Err(BusError::Unavailable("InternalError".into()));
+        }
+        self.inner.requeue(queue, event, delay).await
+    }
+}

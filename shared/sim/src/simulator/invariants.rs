@@ -1,0 +1,300 @@
+//! What must hold after every step, each a named check whose message says what broke.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use capstan_model::item::{AttrValue, item_key};
+use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
+use capstan_model::{Item, Kind, ObjectKey, Timestamp};
+
+use capstan_reconcile::Tree;
+use capstan_runtime::Instance;
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub message: String,
+}
+
+impl Violation {
+    fn new(invariant: &'static str, message: impl Into<String>) -> Violation {
+        Violation {
+            invariant,
+            message: message.into(),
+        }
+    }
+}
+
+/// How long a live instance tagged as ours may exist without a Machine before the drift
+/// sweep must have collected it: its grace (5 min) plus one sweep period (5 min), plus
+/// the time a delayed or retried message may take.
+pub const ORPHAN_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
+/// What the checks look at after a step: the raw items (decoding every object after
+/// every step would cost more than the handlers themselves), the MachineDeployments
+/// and MachineSets decoded, and EC2's instances.
+pub struct World<'a> {
+    pub now: Timestamp,
+    pub installation: &'a str,
+    pub items: &'a [&'a Item],
+    /// Trees holding only MachineDeployments and MachineSets, one per partition.
+    pub rollouts: &'a [Tree],
+    pub instances: &'a [Instance],
+    /// Instances without Capstan's tags, with the state the simulation left them in.
+    pub foreign: &'a BTreeMap<String, capstan_model::InstanceState>,
+    pub stale_writes: &'a [String],
+}
+
+/// State carried from step to step (for checks about change).
+#[derive(Default)]
+pub struct Checker {
+    /// Per MachineDeployment: its desired replicas, surge, and the total of its sets'
+    /// replicas at the last step.
+    rollout: BTreeMap<ObjectKey, (i32, i32, i32)>,
+}
+
+impl Checker {
+    /// Runs every invariant; the first that breaks is returned.
+    pub fn check(&mut self, w: &World) -> Result<(), Violation> {
+        at_most_one_live_instance_per_machine(w)?;
+        every_live_tagged_instance_has_a_machine(w)?;
+        foreign_instances_untouched(w)?;
+        no_write_against_a_stale_version(w)?;
+        every_child_has_its_owner(w)?;
+        self.rollouts_within_max_surge(w)?;
+        Ok(())
+    }
+
+    /// A rollout never grows a MachineDeployment's sets beyond `replicas + maxSurge`
+    /// (a total already above it, from a scale-down, may only shrink).
+    pub fn rollouts_within_max_surge(&mut self, w: &World) -> Result<(), Violation> {
+        let mut next = BTreeMap::new();
+        for tree in w.rollouts {
+            for md in tree
+                .of_kind(Kind::MachineDeployment)
+                .filter(|s| !s.is_deleting())
+            {
+                let Some(d) = md.object.as_machine_deployment() else {
+                    continue;
+                };
+                let desired = d.spec.replicas.max(0);
+                let surge = d
+                    .spec
+                    .rollout
+                    .strategy
+                    .rolling_update
+                    .max_surge
+                    .resolve(desired, true);
+                let total: i32 = tree
+                    .owned_by(Kind::MachineSet, Kind::MachineDeployment, &d.metadata.name)
+                    .filter(|s| !s.is_deleting())
+                    .filter_map(|s| s.object.as_machine_set())
+                    .map(|s| s.spec.replicas)
+                    .sum();
+                let key = md.key();
+                let limit = desired + surge;
+                if let Some((prev_desired, prev_surge, prev_total)) = self.rollout.get(&key) {
+                    let same_spec = *prev_desired == desired && *prev_surge == surge;
+                    if same_spec && total > limit && total > *prev_total {
+                        return Err(Violation::new(
+                            "rollouts_within_max_surge",
+                            format!(
+                                "{key}: its MachineSets grew to {total} replicas; replicas {desired} + maxSurge {surge} allow {limit}"
+                            ),
+                        ));
+                    }
+                }
+                next.insert(key, (desired, surge, total));
+            }
+        }
+        self.rollout = next;
+        Ok(())
+    }
+}
+
+/// At most one live instance carries any one Machine's uid.
+pub fn at_most_one_live_instance_per_machine(w: &World) -> Result<(), Violation> {
+    let mut by_uid: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for i in w.instances.iter().filter(|i| i.state.is_live()) {
+        if let Some(uid) = i.tags.get(TAG_MACHINE_UID) {
+            by_uid.entry(uid).or_default().push(&i.instance_id);
+        }
+    }
+    match by_uid.iter().find(|(_, ids)| ids.len() > 1) {
+        Some((uid, ids)) => Err(Violation::new(
+            "at_most_one_live_instance_per_machine",
+            format!(
+                "Machine uid {uid} has {} live instances: {}",
+                ids.len(),
+                ids.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every live instance tagged with this installation has a Machine with its uid, or is
+/// young enough that the drift sweep may not have collected it yet.
+pub fn every_live_tagged_instance_has_a_machine(w: &World) -> Result<(), Violation> {
+    let uids: BTreeSet<&str> = w
+        .items
+        .iter()
+        .filter(|i| matches!(i.get("sk"), Some(AttrValue::S(sk)) if sk.starts_with("Machine#") && sk.ends_with("#status")))
+        .filter_map(|i| match i.get("uid") {
+            Some(AttrValue::S(uid)) => Some(uid.as_str()),
+            _ => None,
+        })
+        .collect();
+    for i in w.instances.iter().filter(|i| i.state.is_live()) {
+        if i.tags.get(TAG_INSTALLATION).map(String::as_str) != Some(w.installation) {
+            continue;
+        }
+        let owned = i
+            .tags
+            .get(TAG_MACHINE_UID)
+            .is_some_and(|u| uids.contains(u.as_str()));
+        let overdue = i
+            .launch_time
+            .checked_add(ORPHAN_DEADLINE)
+            .is_ok_and(|t| t <= w.now);
+        if !owned && overdue {
+            return Err(Violation::new(
+                "every_live_tagged_instance_has_a_machine",
+                format!(
+                    "instance {} (machine uid {}) launched at {} is {} with no Machine, past the {}-minute collection deadline",
+                    i.instance_id,
+                    i.tags.get(TAG_MACHINE_UID).map_or("none", String::as_str),
+                    i.launch_time,
+                    i.state.as_str(),
+                    ORPHAN_DEADLINE.as_secs() / 60
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Instances without Capstan's tags are never terminated or modified.
+pub fn foreign_instances_untouched(w: &World) -> Result<(), Violation> {
+    for (id, expected) in w.foreign {
+        match w.instances.iter().find(|i| &i.instance_id == id) {
+            Some(i) if i.state == *expected => {}
+            Some(i) => {
+                return Err(Violation::new(
+                    "foreign_instances_untouched",
+                    format!(
+                        "instance {id} has no Capstan tags but went from {} to {}",
+                        expected.as_str(),
+                        i.state.as_str()
+                    ),
+                ));
+            }
+            None => {
+                return Err(Violation::new(
+                    "foreign_instances_untouched",
+                    format!("instance {id} disappeared"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No write went through against a version of the item that had already changed.
+pub fn no_write_against_a_stale_version(w: &World) -> Result<(), Violation> {
+    match w.stale_writes.first() {
+        Some(write) => Err(Violation::new(
+            "no_write_against_a_stale_version",
+            write.clone(),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Every object a controller owns still has its owner (its desired or observed item):
+/// nothing is orphaned or half-written.
+pub fn every_child_has_its_owner(w: &World) -> Result<(), Violation> {
+    let mut objects: BTreeSet<(String, String)> = BTreeSet::new();
+    for item in w.items {
+        if let Some(k) = item_key(item)
+            && let Some((key, _)) = k.parse()
+        {
+            objects.insert((k.pk.clone(), format!("{}#{}", key.kind, key.name)));
+        }
+    }
+    for item in w.items {
+        let (Some(k), Some(AttrValue::L(owners))) = (item_key(item), item.get("ownerReferences"))
+        else {
+            continue;
+        };
+        for owner in owners {
+            let AttrValue::M(o) = owner else { continue };
+            let (Some(AttrValue::S(kind)), Some(AttrValue::S(name)), Some(AttrValue::Bool(true))) =
+                (o.get("kind"), o.get("name"), o.get("controller"))
+            else {
+                continue;
+            };
+            if !objects.contains(&(k.pk.clone(), format!("{kind}#{name}"))) {
+                return Err(Violation::new(
+                    "every_child_has_its_owner",
+                    format!(
+                        "{}/{} is owned by {kind} {name}, which no longer exists",
+                        k.pk, k.sk
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Once everything has converged, each owner's status counts what exists.
+pub fn status_counts_what_exists(trees: &[Tree]) -> Result<(), Violation> {
+    for tree in trees {
+        for s in tree.of_kind(Kind::MachineSet).filter(|s| !s.is_deleting()) {
+            let Some(ms) = s.object.as_machine_set() else {
+                continue;
+            };
+            let live = tree
+                .owned_by(Kind::Machine, Kind::MachineSet, &ms.metadata.name)
+                .filter(|m| !m.is_deleting())
+                .count() as i32;
+            if ms.status.replicas != live {
+                return Err(Violation::new(
+                    "status_counts_what_exists",
+                    format!(
+                        "{} reports {} replicas but owns {live} live Machines",
+                        s.key(),
+                        ms.status.replicas
+                    ),
+                ));
+            }
+        }
+        for s in tree
+            .of_kind(Kind::MachineDeployment)
+            .filter(|s| !s.is_deleting())
+        {
+            let Some(md) = s.object.as_machine_deployment() else {
+                continue;
+            };
+            let sum: i32 = tree
+                .owned_by(Kind::MachineSet, Kind::MachineDeployment, &md.metadata.name)
+                .filter(|m| !m.is_deleting())
+                .filter_map(|m| m.object.as_machine_set())
+                .map(|m| m.status.replicas)
+                .sum();
+            if md.status.replicas != sum {
+                return Err(Violation::new(
+                    "status_counts_what_exists",
+                    format!(
+                        "{} reports {} replicas but its MachineSets report {sum}",
+                        s.key(),
+                        md.status.replicas
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

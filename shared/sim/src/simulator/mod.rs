@@ -1,0 +1,657 @@
+//! Deterministic simulation: the same handlers the embedded runtime and the Lambda
+//! functions run, over the in-memory adapters, on virtual time, with one seeded RNG
+//! deciding every choice — which queue is served next and how much of it, which fault
+//! fires, how long EC2 takes. The invariants are checked after every step. The same
+//! seed gives the same run, byte for byte (the trace proves it).
+//!
+//! A run has two phases: the workload's script plays out with faults on; then faults
+//! stop (capacity comes back, held events are released) and the tree must converge
+//! within [`CONVERGENCE_BOUND`] of virtual time.
+
+pub mod faults;
+pub mod invariants;
+pub mod workloads;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use capstan_model::labels::TAG_INSTALLATION;
+use capstan_model::{InstanceState, Timestamp};
+use capstan_reconcile::Tree;
+use capstan_runtime::apply;
+use capstan_runtime::routes::Reconciler;
+use capstan_runtime::{Clock, Controllers, Delivery as BatchItem};
+
+use crate::bus::{Delivery, MemBus};
+use crate::clock::{ManualClock, SeededEntropy};
+use crate::ec2::{Ec2Config, SimEc2};
+use crate::rng::Rng;
+use crate::store::MemStore;
+use faults::{Chaos, FaultyBus, FaultyCompute, FaultyStore, SharedChaos, lock};
+pub use faults::{FAULT_NAMES, Faults, Mutation};
+pub use invariants::Violation;
+use invariants::{Checker, World};
+pub use workloads::WORKLOADS;
+use workloads::{Op, Script};
+
+/// Once faults stop, the tree must converge within this much virtual time.
+pub const CONVERGENCE_BOUND: Duration = Duration::from_secs(45 * 60);
+/// Faults stay on this long after the script's last step.
+pub const FAULTS_AFTER_SCRIPT: Duration = Duration::from_secs(5 * 60);
+/// The drift sweep's period (as deployed).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
+/// A run taking more steps than this has livelocked.
+pub const MAX_STEPS: u64 = 200_000;
+/// Trace lines kept for a failure report.
+pub const TRACE_TAIL: usize = 40;
+
+const INSTALLATION: &str = "sim";
+
+/// One simulation run, fully described by these fields.
+#[derive(Clone, Debug)]
+pub struct Simulation {
+    pub seed: u64,
+    pub workload: String,
+    pub faults: Faults,
+    pub mutation: Option<Mutation>,
+}
+
+/// How a run went.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub workload: String,
+    pub steps: u64,
+    /// Virtual time from start to end.
+    pub virtual_time: Duration,
+    /// Virtual time from the end of faults to convergence.
+    pub converged_after: Option<Duration>,
+    pub faults_fired: usize,
+    pub launched: u64,
+    pub trace: Vec<String>,
+    pub violation: Option<Violation>,
+    /// Every cluster's tree when the run ended, as `capstan describe` shows it.
+    pub final_tree: String,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violation.is_none()
+    }
+
+    /// The seed, the broken invariant and the last steps of the trace.
+    pub fn failure_text(&self) -> String {
+        let Some(v) = &self.violation else {
+            return format!("seed {} ({}) passed", self.seed, self.workload);
+        };
+        let tail = self.trace.len().saturating_sub(TRACE_TAIL);
+        format!(
+            "seed {} workload {} broke {} after {} steps:\n  {}\nlast steps:\n{}\ntree at the end:\n{}replay: capstan sim --replay {} --workload {}",
+            self.seed,
+            self.workload,
+            v.invariant,
+            self.steps,
+            v.message,
+            self.trace[tail..].join("\n"),
+            self.final_tree,
+            self.seed,
+            self.workload
+        )
+    }
+}
+
+/// Runs a future that never waits on anything outside the process (the in-memory
+/// adapters answer at once) to completion, without an async runtime.
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+struct Run {
+    clock: ManualClock,
+    store: MemStore,
+    ec2: SimEc2,
+    bus: MemBus,
+    faulty_bus: FaultyBus,
+    chaos: SharedChaos,
+    controllers: Controllers<FaultyStore, FaultyCompute, FaultyBus>,
+    trace: Vec<String>,
+    start: Timestamp,
+    next_sweep: Timestamp,
+    foreign: BTreeMap<String, InstanceState>,
+    capacity_out: Vec<(String, String)>,
+    steps: u64,
+}
+
+impl Simulation {
+    pub fn new(seed: u64, workload: &str, faults: Faults) -> Simulation {
+        Simulation {
+            seed,
+            workload: workload.to_string(),
+            faults,
+            mutation: None,
+        }
+    }
+
+    pub fn with_mutation(mut self, mutation: Mutation) -> Simulation {
+        self.mutation = Some(mutation);
+        self
+    }
+
+    pub fn run(&self) -> Report {
+        let Some(script) = workloads::script(&self.workload) else {
+            return self.report_error(format!(
+                "unknown workload {:?}: use one of {}",
+                self.workload,
+                WORKLOADS.join(", ")
+            ));
+        };
+        let mut rng = Rng::new(self.seed);
+        let start = Timestamp::from_second(crate::embedded::VIRTUAL_EPOCH_SECONDS)
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        let clock = ManualClock::new(start);
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let chaos: SharedChaos = Arc::new(Mutex::new(Chaos::new(
+            rng.next_u64(),
+            self.faults.clone(),
+            self.mutation,
+        )));
+
+        // EC2's timing is drawn from the seed too.
+        let ec2_config = Ec2Config {
+            boot_delay: Duration::from_millis(rng.below(30_000)),
+            shutdown_delay: Duration::from_millis(rng.below(20_000)),
+            ..Ec2Config::default()
+        };
+        let mut store = MemStore::new(shared.clone());
+        if self.faults.stale_reads {
+            store = store.with_index_lag(Duration::from_millis(rng.below(5_000)));
+        }
+        let ec2 = SimEc2::new(ec2_config, shared.clone());
+        let delivery = Delivery {
+            duplicate: false,
+            shuffle_seed: self.faults.reorder.then(|| rng.next_u64()),
+            ..Delivery::default()
+        };
+        let bus = MemBus::new(shared.clone(), delivery);
+        let faulty_bus = FaultyBus {
+            inner: bus.clone(),
+            chaos: chaos.clone(),
+            clock: shared.clone(),
+        };
+        let controllers = Controllers {
+            store: FaultyStore {
+                inner: store.clone(),
+                chaos: chaos.clone(),
+            },
+            compute: FaultyCompute {
+                inner: ec2.clone(),
+                chaos: chaos.clone(),
+                clock: shared.clone(),
+            },
+            bus: faulty_bus.clone(),
+            clock: shared.clone(),
+            entropy: Arc::new(SeededEntropy::new(rng.next_u64())),
+            installation: INSTALLATION.to_string(),
+        };
+        let mut run = Run {
+            clock,
+            store,
+            ec2,
+            bus,
+            faulty_bus,
+            chaos,
+            controllers,
+            trace: Vec::new(),
+            start,
+            next_sweep: start.checked_add(SWEEP_EVERY).unwrap_or(start),
+            foreign: BTreeMap::new(),
+            capacity_out: Vec::new(),
+            steps: 0,
+        };
+        let outcome = run.play(&script, &self.faults, rng);
+        let launched = run.ec2.launched_total();
+        let final_tree = run
+            .trees()
+            .iter()
+            .map(capstan_runtime::describe::render)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let faults_fired = run.trace.iter().filter(|l| l.contains("fault:")).count();
+        Report {
+            seed: self.seed,
+            workload: self.workload.clone(),
+            steps: run.steps,
+            virtual_time: Duration::try_from(run.clock.now().duration_since(run.start))
+                .unwrap_or_default(),
+            converged_after: outcome.as_ref().ok().copied(),
+            faults_fired,
+            launched,
+            trace: run.trace,
+            violation: outcome.err(),
+            final_tree,
+        }
+    }
+
+    fn report_error(&self, message: String) -> Report {
+        Report {
+            seed: self.seed,
+            workload: self.workload.clone(),
+            steps: 0,
+            virtual_time: Duration::ZERO,
+            converged_after: None,
+            faults_fired: 0,
+            launched: 0,
+            trace: Vec::new(),
+            final_tree: String::new(),
+            violation: Some(Violation {
+                invariant: "setup",
+                message,
+            }),
+        }
+    }
+}
+
+impl Run {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn at(&self, offset: Duration) -> Timestamp {
+        self.start.checked_add(offset).unwrap_or(self.start)
+    }
+
+    fn log(&mut self, line: String) {
+        let t = Duration::try_from(self.now().duration_since(self.start)).unwrap_or_default();
+        self.trace.push(format!(
+            "[{:>8.3}s #{}] {line}",
+            t.as_secs_f64(),
+            self.steps
+        ));
+    }
+
+    /// Moves the chaos log into the trace, in order.
+    fn flush_faults(&mut self) {
+        let lines: Vec<String> = lock(&self.chaos).log.drain(..).collect();
+        for l in lines {
+            self.log(l);
+        }
+    }
+
+    /// Plays the script with faults, then without; Ok(time to converge) or the violation.
+    fn play(
+        &mut self,
+        script: &Script,
+        faults: &Faults,
+        mut rng: Rng,
+    ) -> Result<Duration, Violation> {
+        for i in 0..faults.foreign_instances {
+            let subnet = if i % 2 == 0 {
+                "subnet-0a1b2c3d4e5f60001"
+            } else {
+                "subnet-0a1b2c3d4e5f60002"
+            };
+            if let Ok(instance) = self.ec2.launch_foreign(subnet, [("team", "someone-else")]) {
+                self.log(format!(
+                    "foreign instance {} launched (no Capstan tags)",
+                    instance.instance_id
+                ));
+                self.foreign
+                    .insert(instance.instance_id, InstanceState::Pending);
+            }
+        }
+        let mut checker = Checker::default();
+        let mut pending: Vec<(Timestamp, Op)> = script
+            .ops
+            .iter()
+            .map(|(d, op)| (self.at(*d), op.clone()))
+            .collect();
+        let script_end = pending.iter().map(|(t, _)| *t).max().unwrap_or(self.start);
+        let faults_end = script_end
+            .checked_add(FAULTS_AFTER_SCRIPT)
+            .unwrap_or(script_end);
+        let mut faults_on = true;
+        let mut calm_since: Option<Timestamp> = None;
+
+        loop {
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                return Err(Violation {
+                    invariant: "bounded_steps",
+                    message: format!("more than {MAX_STEPS} steps: a livelock"),
+                });
+            }
+            let now = self.now();
+            // The script.
+            let due: Vec<Op> = {
+                let (due, later): (Vec<_>, Vec<_>) =
+                    pending.drain(..).partition(|(t, _)| *t <= now);
+                pending = later;
+                due.into_iter().map(|(_, op)| op).collect()
+            };
+            for op in due {
+                self.perform(op);
+            }
+            // Faults stop.
+            if faults_on && now >= faults_end {
+                faults_on = false;
+                calm_since = Some(now);
+                self.calm();
+            }
+            if faults_on {
+                self.outside_world(faults, &mut rng);
+            }
+            let worked = self.step(&mut rng);
+            self.flush_faults();
+            // Foreign instances settle into running on their own; that is not our doing.
+            for (id, state) in self.foreign.iter_mut() {
+                if *state == InstanceState::Pending
+                    && let Some(i) = self.ec2.instance(id)
+                    && i.state == InstanceState::Running
+                {
+                    *state = InstanceState::Running;
+                }
+            }
+            self.check(&mut checker)?;
+
+            if let Some(calm) = calm_since
+                && !worked
+            {
+                let trees = self.trees();
+                let problems = self.unconverged(script, &trees);
+                if problems.is_empty() {
+                    invariants::status_counts_what_exists(&trees)?;
+                    self.log("converged".to_string());
+                    return Ok(
+                        Duration::try_from(self.now().duration_since(calm)).unwrap_or_default()
+                    );
+                }
+                if self.now().duration_since(calm)
+                    > jiff::SignedDuration::try_from(CONVERGENCE_BOUND).unwrap_or_default()
+                {
+                    return Err(Violation {
+                        invariant: "converges_once_faults_stop",
+                        message: format!(
+                            "not converged {} minutes after faults stopped: {}",
+                            CONVERGENCE_BOUND.as_secs() / 60,
+                            problems.join("; ")
+                        ),
+                    });
+                }
+            }
+            if !worked {
+                self.advance(&pending);
+            }
+        }
+    }
+
+    fn perform(&mut self, op: Op) {
+        match op {
+            Op::Apply(objects) => {
+                let result = block_on(apply::apply(&self.store, &objects));
+                self.log(format!(
+                    "person: apply {} objects: {}",
+                    objects.len(),
+                    match result {
+                        Ok(applied) => format!("{} written", applied.len()),
+                        Err(e) => format!("refused: {e}"),
+                    }
+                ));
+            }
+            Op::Delete(key) => {
+                let result = block_on(apply::delete(&self.store, &key));
+                self.log(format!("person: delete {key}: {result:?}"));
+            }
+        }
+    }
+
+    /// Outside Capstan: capacity comes and goes, someone stops or terminates an instance.
+    fn outside_world(&mut self, faults: &Faults, rng: &mut Rng) {
+        if rng.chance(faults.capacity) {
+            let types = ["m7i.large", "m7i.xlarge"];
+            let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+            let t = types[rng.below(types.len() as u64) as usize];
+            let z = zones[rng.below(zones.len() as u64) as usize];
+            self.ec2.set_capacity(t, z, false);
+            self.capacity_out.push((t.to_string(), z.to_string()));
+            self.log(format!("fault: no capacity for {t} in {z}"));
+        }
+        if rng.chance(faults.external) {
+            let ours: Vec<String> = self
+                .ec2
+                .instances()
+                .into_iter()
+                .filter(|i| {
+                    i.state == InstanceState::Running && i.tags.contains_key(TAG_INSTALLATION)
+                })
+                // Worker pools carry a health check that remediates; the control plane,
+                // as in Cluster API without control-plane remediation, does not.
+                .filter(|i| {
+                    i.tags
+                        .get(capstan_model::labels::TAG_MACHINE)
+                        .is_some_and(|m| m.contains("-workers-"))
+                })
+                .map(|i| i.instance_id)
+                .collect();
+            if !ours.is_empty() {
+                let id = ours[rng.below(ours.len() as u64) as usize].clone();
+                if rng.chance(0.5) {
+                    self.ec2.stop_instance(&id);
+                    self.log(format!("fault: {id} stopped from outside Capstan"));
+                } else {
+                    self.ec2.terminate_externally(&id);
+                    self.log(format!("fault: {id} terminated from outside Capstan"));
+                }
+            }
+        }
+    }
+
+    /// Faults stop: capacity returns, held events are released, no more injected errors.
+    fn calm(&mut self) {
+        lock(&self.chaos).enabled = false;
+        for (t, z) in std::mem::take(&mut self.capacity_out) {
+            self.ec2.set_capacity(&t, &z, true);
+        }
+        let released = self.faulty_bus.next_release().is_some();
+        if released {
+            lock(&self.chaos)
+                .delayed
+                .iter_mut()
+                .for_each(|(t, _)| *t = self.clock.now());
+        }
+        self.log("faults stop".to_string());
+    }
+
+    /// One scheduling decision; true if anything happened.
+    fn step(&mut self, rng: &mut Rng) -> bool {
+        let mut worked = false;
+        self.ec2.advance();
+        let ec2_events = self.ec2.take_events();
+        if !ec2_events.is_empty() {
+            worked = true;
+            self.faulty_bus.relay(ec2_events);
+        }
+        worked |= self.faulty_bus.release_due();
+        let records = self.store.take_stream();
+        if !records.is_empty() {
+            worked = true;
+            if let Err(e) = block_on(self.controllers.route_stream(&records)) {
+                // Lambda retries a failed stream batch; so do we, by putting it back.
+                self.log(format!(
+                    "stream-router failed ({e}); batch of {} retried by resync",
+                    records.len()
+                ));
+            }
+        }
+        // Serve one queue, chosen at random among those with visible messages, with a
+        // random batch size.
+        let mut queues: Vec<Reconciler> = Reconciler::ALL.to_vec();
+        rng.shuffle(&mut queues);
+        for queue in queues {
+            let size = 1 + rng.below(10) as usize;
+            let messages = self.bus.receive(queue, size);
+            if messages.is_empty() {
+                continue;
+            }
+            worked = true;
+            let batch: Vec<BatchItem> = messages
+                .iter()
+                .map(|m| BatchItem {
+                    message_id: m.id.clone(),
+                    event: m.event.clone(),
+                })
+                .collect();
+            let outcome = block_on(self.controllers.handle_batch(queue, batch));
+            for m in &messages {
+                if !outcome.failed.contains(&m.id) {
+                    self.bus.ack(queue, &m.receipt);
+                }
+            }
+            self.log(format!(
+                "{}: {} message(s), {} failed",
+                queue.name(),
+                messages.len(),
+                outcome.failed.len()
+            ));
+            break;
+        }
+        if self.now() >= self.next_sweep {
+            worked = true;
+            match block_on(self.controllers.sweep()) {
+                Ok(r) => self.log(format!(
+                    "drift-sweep: {} resynced, {} states repaired, {} orphans terminated",
+                    r.resynced,
+                    r.states_repaired,
+                    r.orphans_terminated.len()
+                )),
+                Err(e) => self.log(format!("drift-sweep failed: {e}")),
+            }
+            self.next_sweep = self.now().checked_add(SWEEP_EVERY).unwrap_or(self.now());
+        }
+        worked
+    }
+
+    /// Jumps virtual time to the next thing that happens on its own.
+    fn advance(&mut self, pending: &[(Timestamp, Op)]) {
+        let next = [
+            self.ec2.next_transition(),
+            self.bus.next_visible(),
+            self.faulty_bus.next_release(),
+            Some(self.next_sweep),
+            pending.iter().map(|(t, _)| *t).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_sweep);
+        let now = self.now();
+        // Always move forward a little, so time-based decisions make progress.
+        let next = next.max(now.checked_add(Duration::from_millis(1)).unwrap_or(now));
+        self.clock.set(next);
+    }
+
+    fn trees(&self) -> Vec<Tree> {
+        let mut by_pk: BTreeMap<String, Vec<capstan_model::Item>> = BTreeMap::new();
+        for item in self.store.items() {
+            if let Some(k) = capstan_model::item::item_key(&item) {
+                by_pk.entry(k.pk).or_default().push(item);
+            }
+        }
+        by_pk
+            .values()
+            .map(|items| Tree::from_items(items))
+            .collect()
+    }
+
+    fn check(&mut self, checker: &mut Checker) -> Result<(), Violation> {
+        let instances = self.ec2.instances();
+        let stale_writes = lock(&self.chaos).stale_writes.clone();
+        let now = self.now();
+        let foreign = &self.foreign;
+        self.store.with_items(|all| {
+            let items: Vec<&capstan_model::Item> = all.values().collect();
+            let mut rollout_items: BTreeMap<&str, Vec<capstan_model::Item>> = BTreeMap::new();
+            for (k, item) in all {
+                if k.sk.starts_with("MachineDeployment#") || k.sk.starts_with("MachineSet#") {
+                    rollout_items
+                        .entry(k.pk.as_str())
+                        .or_default()
+                        .push(item.clone());
+                }
+            }
+            let rollouts: Vec<Tree> = rollout_items
+                .values()
+                .map(|i| Tree::from_items(i))
+                .collect();
+            let world = World {
+                now,
+                installation: INSTALLATION,
+                items: &items,
+                rollouts: &rollouts,
+                instances: &instances,
+                foreign,
+                stale_writes: &stale_writes,
+            };
+            checker.check(&world)
+        })
+    }
+
+    /// What keeps the run from having converged: the script's end state, every object
+    /// reconciled, every Machine Running (or Failed for a reason it states), every
+    /// instance of a deleted Machine terminated, nothing queued.
+    fn unconverged(&self, script: &Script, trees: &[Tree]) -> Vec<String> {
+        let mut problems = workloads::unmet(script, trees, self.store.len());
+        for tree in trees {
+            // A Machine failed from outside stays Failed until a health check remediates
+            // it, and its owners report not Ready because of it: both are expected.
+            let failed_outside = tree
+                .of_kind(capstan_model::Kind::Machine)
+                .filter_map(|s| s.object.as_machine())
+                .any(|m| {
+                    matches!(
+                        m.status.failure_reason.as_deref(),
+                        Some("InstanceStopped" | "InstanceTerminated")
+                    )
+                });
+            for p in capstan_runtime::describe::not_converged(tree) {
+                let outside = p.contains("InstanceStopped") || p.contains("InstanceTerminated");
+                let owner_not_ready = failed_outside && p.contains("is not Ready");
+                if !outside && !owner_not_ready {
+                    problems.push(p);
+                }
+            }
+        }
+        let machine_instances: Vec<String> = trees
+            .iter()
+            .flat_map(|t| t.of_kind(capstan_model::Kind::Machine))
+            .filter_map(|s| {
+                s.object
+                    .as_machine()
+                    .and_then(|m| m.status.instance_id.clone())
+            })
+            .collect();
+        for i in self.ec2.instances() {
+            let ours = i.tags.get(TAG_INSTALLATION).map(String::as_str) == Some(INSTALLATION);
+            if ours && i.state.is_live() && !machine_instances.contains(&i.instance_id) {
+                problems.push(format!(
+                    "instance {} is {} with no Machine",
+                    i.instance_id,
+                    i.state.as_str()
+                ));
+            }
+        }
+        if self.bus.visible() > 0 {
+            problems.push(format!("{} messages still queued", self.bus.visible()));
+        }
+        problems
+    }
+}

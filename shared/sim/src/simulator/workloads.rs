@@ -1,0 +1,256 @@
+//! What the simulated people do: scripts of applies and deletes at virtual times,
+//! and what the tree must look like once everything has settled.
+
+use std::time::Duration;
+
+use capstan_model::{Kind, Object, ObjectKey};
+use capstan_reconcile::Tree;
+
+/// The quickstart newcomers apply (3 control plane + 3 workers).
+const QUICKSTART: &str = include_str!("../../../../examples/quickstart.yaml");
+
+/// The second image the simulated region knows, for rollouts.
+pub const NEW_IMAGE: &str = "ami-0fedcba9876543210";
+
+/// One thing a person does.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Apply(Vec<Object>),
+    Delete(ObjectKey),
+}
+
+/// A person's script and the end state it must lead to.
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub ops: Vec<(Duration, Op)>,
+    /// Expected live Machines per (namespace, cluster, pool) at the end; empty with
+    /// `expect_empty` for a deletion.
+    pub expect: Vec<(String, String, String, usize)>,
+    /// The image every Machine must run at the end, if the script rolled one.
+    pub expect_image: Option<String>,
+    pub expect_empty: bool,
+}
+
+/// The workloads, by name.
+pub const WORKLOADS: &[&str] = &[
+    "quickstart",
+    "scale-storm",
+    "rollout-during-scale-down",
+    "delete-during-rollout",
+    "multi-cluster",
+    "edits-in-flight",
+];
+
+/// The quickstart, its worker pool watched by a health check (as a production pool
+/// would be), so Machines that fail from outside are remediated rather than left to
+/// block a rollout.
+fn quickstart() -> Vec<Object> {
+    capstan_model::manifest::read_manifests("examples/quickstart.yaml", QUICKSTART)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut o| {
+            if let Object::Cluster(c) = &mut o {
+                for pool in &mut c.spec.workers {
+                    pool.health_check = Some(capstan_model::PoolHealthCheck::default());
+                }
+            }
+            o
+        })
+        .collect()
+}
+
+/// A copy of the quickstart as cluster `name` in `namespace`.
+pub fn cluster_copy(namespace: &str, name: &str) -> Vec<Object> {
+    quickstart()
+        .into_iter()
+        .map(|mut o| {
+            o.metadata_mut().namespace = namespace.to_string();
+            match &mut o {
+                Object::Cluster(c) => {
+                    c.metadata.name = name.to_string();
+                    c.spec.control_plane.machine_class =
+                        c.spec.control_plane.machine_class.replacen("demo", name, 1);
+                    for w in &mut c.spec.workers {
+                        w.machine_class = w.machine_class.replacen("demo", name, 1);
+                    }
+                }
+                Object::MachineClass(mc) => {
+                    mc.metadata.name = mc.metadata.name.replacen("demo", name, 1);
+                    mc.spec.cluster_name = name.to_string();
+                }
+                _ => {}
+            }
+            o
+        })
+        .collect()
+}
+
+fn with_workers(objects: &[Object], replicas: i32) -> Vec<Object> {
+    objects
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            if let Object::Cluster(c) = &mut o {
+                for w in &mut c.spec.workers {
+                    w.replicas = Some(replicas);
+                }
+            }
+            o
+        })
+        .collect()
+}
+
+fn with_image(objects: &[Object], image: &str) -> Vec<Object> {
+    objects
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            if let Object::MachineClass(c) = &mut o {
+                c.spec.image_id = image.to_string();
+            }
+            o
+        })
+        .collect()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn expect(
+    namespace: &str,
+    cluster: &str,
+    cp: usize,
+    workers: usize,
+) -> Vec<(String, String, String, usize)> {
+    vec![
+        (namespace.into(), cluster.into(), "control-plane".into(), cp),
+        (namespace.into(), cluster.into(), "workers".into(), workers),
+    ]
+}
+
+/// The script of workload `name`, or None for an unknown name.
+pub fn script(name: &str) -> Option<Script> {
+    let base = quickstart();
+    let demo = ObjectKey::new("default", "demo", Kind::Cluster, "demo");
+    let script = match name {
+        "quickstart" => Script {
+            ops: vec![(secs(0), Op::Apply(base))],
+            expect: expect("default", "demo", 3, 3),
+            expect_image: None,
+            expect_empty: false,
+        },
+        "scale-storm" => Script {
+            ops: vec![
+                (secs(0), Op::Apply(with_workers(&base, 0))),
+                (secs(60), Op::Apply(with_workers(&base, 200))),
+                (secs(180), Op::Apply(with_workers(&base, 3))),
+                (secs(300), Op::Apply(with_workers(&base, 50))),
+            ],
+            expect: expect("default", "demo", 3, 50),
+            expect_image: None,
+            expect_empty: false,
+        },
+        "rollout-during-scale-down" => Script {
+            ops: vec![
+                (secs(0), Op::Apply(with_workers(&base, 10))),
+                (
+                    secs(240),
+                    Op::Apply(with_image(&with_workers(&base, 4), NEW_IMAGE)),
+                ),
+            ],
+            expect: expect("default", "demo", 3, 4),
+            expect_image: Some(NEW_IMAGE.to_string()),
+            expect_empty: false,
+        },
+        "delete-during-rollout" => Script {
+            ops: vec![
+                (secs(0), Op::Apply(base.clone())),
+                (secs(240), Op::Apply(with_image(&base, NEW_IMAGE))),
+                (secs(250), Op::Delete(demo)),
+            ],
+            expect: Vec::new(),
+            expect_image: None,
+            expect_empty: true,
+        },
+        "multi-cluster" => {
+            let mut ops = vec![(secs(0), Op::Apply(base))];
+            ops.push((
+                secs(5),
+                Op::Apply(with_workers(&cluster_copy("default", "blue"), 2)),
+            ));
+            ops.push((
+                secs(10),
+                Op::Apply(with_workers(&cluster_copy("team-b", "demo"), 4)),
+            ));
+            let mut e = expect("default", "demo", 3, 3);
+            e.extend(expect("default", "blue", 3, 2));
+            e.extend(expect("team-b", "demo", 3, 4));
+            Script {
+                ops,
+                expect: e,
+                expect_image: None,
+                expect_empty: false,
+            }
+        }
+        "edits-in-flight" => Script {
+            ops: vec![
+                (secs(0), Op::Apply(base.clone())),
+                (secs(2), Op::Apply(with_workers(&base, 5))),
+                (secs(3), Op::Apply(with_workers(&base, 2))),
+                (
+                    secs(5),
+                    Op::Apply(with_image(&with_workers(&base, 2), NEW_IMAGE)),
+                ),
+                (
+                    secs(8),
+                    Op::Apply(with_image(&with_workers(&base, 4), NEW_IMAGE)),
+                ),
+            ],
+            expect: expect("default", "demo", 3, 4),
+            expect_image: Some(NEW_IMAGE.to_string()),
+            expect_empty: false,
+        },
+        _ => return None,
+    };
+    Some(script)
+}
+
+/// What differs from the script's expected end state, one line each.
+pub fn unmet(script: &Script, trees: &[Tree], items: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    if script.expect_empty && items > 0 {
+        problems.push(format!("{items} items left after the cluster was deleted"));
+    }
+    for (namespace, cluster, pool, want) in &script.expect {
+        let machines: Vec<_> = trees
+            .iter()
+            .flat_map(|t| t.of_kind(Kind::Machine))
+            .filter(|s| !s.is_deleting())
+            .filter_map(|s| s.object.as_machine())
+            .filter(|m| {
+                &m.metadata.namespace == namespace
+                    && &m.spec.cluster_name == cluster
+                    && m.metadata.labels.get(capstan_model::labels::POOL) == Some(pool)
+            })
+            .collect();
+        if machines.len() != *want {
+            problems.push(format!(
+                "{namespace}/{cluster} pool {pool} has {} Machines, {want} wanted",
+                machines.len()
+            ));
+        }
+        if let Some(image) = &script.expect_image {
+            let old = machines
+                .iter()
+                .filter(|m| &m.spec.launch.image_id != image)
+                .count();
+            if old > 0 {
+                problems.push(format!(
+                    "{namespace}/{cluster} pool {pool} has {old} Machines still on the old image"
+                ));
+            }
+        }
+    }
+    problems
+}
