@@ -174,46 +174,12 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         state: capstan_model::InstanceState,
         at: capstan_model::Timestamp,
     ) -> Result<bool, HandlerError> {
-        let Some(ik) = self.store.find_by_instance(instance_id).await? else {
-            return Ok(false);
-        };
-        let Some((key, Part::Observed)) = ik.parse() else {
-            return Ok(false);
-        };
-        for _ in 0..crate::controllers::CONFLICT_RETRIES {
-            let items = self
-                .store
-                .query(&ik.pk, Some(&object_prefix(Kind::Machine, &key.name)))
-                .await?;
-            let Some((machine, rv)) = machine_from(&Tree::from_items(&items), &key) else {
-                return Ok(false);
-            };
-            let Some(updated) = record_instance_state(&machine, instance_id, state, at) else {
-                return Ok(true);
-            };
-            info!(object = %key, step = "instance-state", instance = %instance_id, state = state.as_str(), "recorded");
-            let object = capstan_model::Object::Machine(updated);
-            let hash = capstan_model::hash::spec_hash(&object.spec_json());
-            match self
-                .store
-                .put(
-                    capstan_model::item::encode_observed(&object, &hash, rv + 1),
-                    Expect::Version(rv),
-                )
-                .await
-            {
-                Ok(()) => return Ok(true),
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(HandlerError::Store(StoreError::Unavailable(
-            "too many conflicts recording instance state".into(),
-        )))
+        self.update_instance_machine(instance_id, "instance-state", |machine| {
+            record_instance_state(machine, instance_id, state, at)
+        })
+        .await
     }
-}
 
-impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
     /// Marks the Machine owning `instance_id` `Interrupted` (conditionally, like a state
     /// change); its MachineSet then brings up the replacement before letting it go. A
     /// warning about an instance no Machine records is dropped: two minutes later the
@@ -224,8 +190,28 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         kind: Interruption,
         at: capstan_model::Timestamp,
     ) -> Result<bool, HandlerError> {
-        let Some(ik) = self.store.find_by_instance(instance_id).await? else {
+        let found = self
+            .update_instance_machine(instance_id, kind.reason(), |machine| {
+                record_interruption(machine, instance_id, kind, at)
+            })
+            .await?;
+        if !found {
             debug!(instance = %instance_id, "interruption warning for an instance no Machine records; ignored");
+        }
+        Ok(found)
+    }
+
+    /// Finds the Machine owning `instance_id` through the instance index, applies
+    /// `update` (a pure decision: None when the report changes nothing) and writes the
+    /// observed item conditionally, reading again on a conflict. False when no Machine
+    /// owns the instance.
+    async fn update_instance_machine(
+        &self,
+        instance_id: &str,
+        step: &str,
+        update: impl Fn(&capstan_model::Machine) -> Option<capstan_model::Machine>,
+    ) -> Result<bool, HandlerError> {
+        let Some(ik) = self.store.find_by_instance(instance_id).await? else {
             return Ok(false);
         };
         let Some((key, Part::Observed)) = ik.parse() else {
@@ -239,10 +225,10 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
             let Some((machine, rv)) = machine_from(&Tree::from_items(&items), &key) else {
                 return Ok(false);
             };
-            let Some(updated) = record_interruption(&machine, instance_id, kind, at) else {
+            let Some(updated) = update(&machine) else {
                 return Ok(true);
             };
-            info!(object = %key, step = "interruption", instance = %instance_id, kind = kind.reason(), "recorded");
+            info!(object = %key, step, instance = %instance_id, "recorded");
             let object = capstan_model::Object::Machine(updated);
             let hash = capstan_model::hash::spec_hash(&object.spec_json());
             match self
@@ -258,9 +244,9 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(HandlerError::Store(StoreError::Unavailable(
-            "too many conflicts recording an interruption".into(),
-        )))
+        Err(HandlerError::Store(StoreError::Unavailable(format!(
+            "too many conflicts recording {step} for instance {instance_id}"
+        ))))
     }
 }
 
