@@ -7,7 +7,7 @@
 //! | `pk` | `<namespace>#<cluster>` | same |
 //! | `sk` | `<Kind>#<name>#spec` | `<Kind>#<name>#status` |
 //! | written by | people (CLI or raw PutItem) and parents creating children | the object's own reconciler |
-//! | holds | apiVersion, kind, name, namespace, labels, annotations, ownerReferences, spec | uid, generation, specHash, timestamps, finalizers, ownerReferences, status |
+//! | holds | apiVersion, kind, name, namespace, labels, annotations, ownerReferences, spec | uid, generation, specHash, timestamps, finalizers, ownerReferences, labels, last spec, status |
 //! | `rv` | version, bumped by every conditional write | same, independently |
 //! | `instanceId` | — | Machines with an instance only: the key of the sparse `instance-index` GSI |
 //!
@@ -241,6 +241,11 @@ pub fn encode_observed(object: &Object, spec_hash: &str, rv: u64) -> Item {
             to_attr(&json(&m.owner_references)),
         );
     }
+    // Labels too: a health check must still select a Machine being deleted to count it
+    // in flight, after its desired item (where people write labels) is gone.
+    if !m.labels.is_empty() {
+        item.insert("labels".into(), to_attr(&json(&m.labels)));
+    }
     // The observed item also keeps the last spec it acted on, so a deleted object can
     // still be torn down (and shown) after its desired item is gone.
     item.insert("spec".into(), to_attr(&object.spec_json()));
@@ -284,6 +289,7 @@ pub fn decode(
             "deletionTimestamp",
             "finalizers",
             "ownerReferences",
+            "labels",
         ] {
             if let Some(v) = o.get(field) {
                 meta.insert(field.into(), v.clone());
@@ -302,6 +308,8 @@ pub fn decode(
     }
     if let Some(d) = desired {
         let d = from_item(d);
+        // The desired labels win, even none.
+        meta.remove("labels");
         for field in ["labels", "annotations", "ownerReferences"] {
             if let Some(v) = d.get(field) {
                 meta.insert(field.into(), v.clone());

@@ -293,6 +293,29 @@ fn machine_observed_item_carries_the_instance_index_key() {
     assert!(!item::encode_desired(&machine, 1).contains_key(item::INSTANCE_ID));
 }
 
+/// Found by the simulator's health-check invariant: a Machine being deleted (its
+/// desired item gone) lost its labels, so a health check no longer selected it and never
+/// counted it in flight: `maxInFlight` did not hold across passes.
+#[test]
+fn an_object_being_deleted_keeps_its_labels_and_the_desired_labels_win() {
+    let machine = every_kind()
+        .into_iter()
+        .find(|o| o.kind() == capstan_model::Kind::Machine)
+        .expect("a Machine");
+    let labels = machine.metadata().labels.clone();
+    assert!(!labels.is_empty(), "the sample Machine has labels");
+    let observed = item::encode_observed(&machine, "h", 3);
+    let deleting = item::decode(None, Some(&observed)).expect("decodes");
+    assert!(deleting.is_deleting());
+    assert_eq!(deleting.object.metadata().labels, labels);
+
+    let mut unlabelled = machine.clone();
+    unlabelled.metadata_mut().labels.clear();
+    let desired = item::encode_desired(&unlabelled, 4);
+    let live = item::decode(Some(&desired), Some(&observed)).expect("decodes");
+    assert!(live.object.metadata().labels.is_empty());
+}
+
 #[test]
 fn a_spec_edit_is_seen_through_the_hash() {
     let object = every_kind().remove(2);
@@ -406,9 +429,10 @@ fn observed_item_alone_is_being_deleted() {
         m.spec.failure_domain, "subnet-0a1b2c3d4e5f60001",
         "the last spec is kept"
     );
-    assert!(
-        m.metadata.labels.is_empty(),
-        "labels live on the desired item"
+    assert_eq!(
+        m.metadata.labels,
+        object.metadata().labels,
+        "labels are kept, so selectors still find it"
     );
 }
 

@@ -94,10 +94,22 @@ fn a_broken_handler_trips_each_invariant() {
             "quickstart",
             "converges_once_faults_stop",
         ),
+        (
+            Mutation::DrainOldSets,
+            "rollout-during-scale-down",
+            "rollouts_within_max_unavailable",
+        ),
+        (
+            Mutation::IgnoreRemediationLimits,
+            "quickstart",
+            "health_checks_within_limits",
+        ),
     ] {
         let faults = match mutation {
             Mutation::IgnoreTagGuard => Faults::parse("foreign").expect("faults"),
             Mutation::UnconditionalWrites => Faults::parse("conflict").expect("faults"),
+            // Workers failing from outside, often enough that several are unhealthy at once.
+            Mutation::IgnoreRemediationLimits => Faults::parse("external=0.05").expect("faults"),
             _ => Faults::none(),
         };
         let found = (1..=5).find_map(|seed| {
@@ -135,4 +147,23 @@ fn regression_a_launch_whose_outcome_is_unknown_is_never_repeated_blind() {
         "rollout-during-scale-down",
         Faults::parse("timeout,no-idempotency,stale").expect("faults"),
     ));
+}
+
+/// `--faults` takes names, `name=rate`, `all` and `none`, and says what is wrong otherwise.
+#[test]
+fn fault_lists_parse_with_rates_and_refuse_nonsense() {
+    let f = Faults::parse("all,spot=0.5,foreign=4").expect("faults");
+    assert_eq!(f.spot, 0.5);
+    assert_eq!(f.foreign_instances, 4);
+    assert_eq!(f.drop, Faults::all().drop);
+    for (bad, says) in [
+        ("spot=2", "probability from 0 to 1"),
+        ("drop=NaN", "probability from 0 to 1"),
+        ("stale=0.1", "takes no rate"),
+        ("foreign=-1", "number of instances"),
+        ("earthquake", "unknown fault"),
+    ] {
+        let err = Faults::parse(bad).expect_err(bad);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }

@@ -16,6 +16,8 @@ use capstan_runtime::{
     StoreError,
 };
 
+use capstan_runtime::routes::Reconciler;
+
 use crate::bus::MemBus;
 use crate::ec2::SimEc2;
 use crate::rng::Rng;
@@ -48,6 +50,9 @@ pub struct Faults {
     pub capacity: f64,
     /// Per step: an instance is stopped or terminated from outside Capstan.
     pub external: f64,
+    /// Per step: EC2 interrupts a spot instance (a two-minute warning, then terminates
+    /// it) or recommends rebalancing one.
+    pub spot: f64,
     /// Instances without Capstan's tags in the same account.
     pub foreign_instances: u32,
     /// RunInstances does not honour ClientToken (as moto does, and as a token past its
@@ -68,6 +73,7 @@ pub const FAULT_NAMES: &[&str] = &[
     "stale",
     "capacity",
     "external",
+    "spot",
     "foreign",
     "no-idempotency",
 ];
@@ -91,33 +97,50 @@ impl Faults {
             stale_reads: true,
             capacity: 0.01,
             external: 0.002,
+            spot: 0.002,
             foreign_instances: 2,
             ignore_client_token: true,
         }
     }
 
-    /// Parses a comma-separated list of fault names (see [`FAULT_NAMES`]), or `all`, or `none`.
+    /// Parses a comma-separated list of fault names (see [`FAULT_NAMES`]), or `all`, or
+    /// `none`; `name=rate` sets a fault's rate (a probability from 0 to 1; for
+    /// `foreign`, a count of instances).
     pub fn parse(list: &str) -> Result<Faults, String> {
         let all = Faults::all();
         let mut f = Faults::none();
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match name {
-                "all" => f = all.clone(),
-                "none" => f = Faults::none(),
-                "drop" => f.drop = all.drop,
-                "duplicate" => f.duplicate = all.duplicate,
-                "delay" => f.delay = all.delay,
-                "reorder" => f.reorder = true,
-                "throttle" => f.throttle = all.throttle,
-                "5xx" => f.server_error = all.server_error,
-                "timeout" => f.timeout_after_success = all.timeout_after_success,
-                "conflict" => f.concurrent_write = all.concurrent_write,
-                "stale" => f.stale_reads = true,
-                "capacity" => f.capacity = all.capacity,
-                "external" => f.external = all.external,
-                "foreign" => f.foreign_instances = all.foreign_instances,
-                "no-idempotency" => f.ignore_client_token = true,
-                other => {
+        for entry in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, value) = match entry.split_once('=') {
+                Some((name, value)) => (name.trim(), Some(value.trim())),
+                None => (entry, None),
+            };
+            let rate = |default: f64| value.map_or(Ok(default), |v| parse_rate(name, v));
+            match (name, value) {
+                ("all" | "none" | "reorder" | "stale" | "no-idempotency", Some(_)) => {
+                    return Err(format!("fault {name:?} takes no rate: write it alone"));
+                }
+                ("all", _) => f = all.clone(),
+                ("none", _) => f = Faults::none(),
+                ("drop", _) => f.drop = rate(all.drop)?,
+                ("duplicate", _) => f.duplicate = rate(all.duplicate)?,
+                ("delay", _) => f.delay = rate(all.delay)?,
+                ("reorder", _) => f.reorder = true,
+                ("throttle", _) => f.throttle = rate(all.throttle)?,
+                ("5xx", _) => f.server_error = rate(all.server_error)?,
+                ("timeout", _) => f.timeout_after_success = rate(all.timeout_after_success)?,
+                ("conflict", _) => f.concurrent_write = rate(all.concurrent_write)?,
+                ("stale", _) => f.stale_reads = true,
+                ("capacity", _) => f.capacity = rate(all.capacity)?,
+                ("external", _) => f.external = rate(all.external)?,
+                ("spot", _) => f.spot = rate(all.spot)?,
+                ("foreign", None) => f.foreign_instances = all.foreign_instances,
+                ("foreign", Some(n)) => {
+                    f.foreign_instances = n.parse().ok().filter(|n| *n <= 1_000).ok_or_else(|| {
+                        format!("foreign={n}: give a number of instances from 0 to 1000, e.g. foreign=3")
+                    })?;
+                }
+                ("no-idempotency", _) => f.ignore_client_token = true,
+                (other, _) => {
                     return Err(format!(
                         "unknown fault {other:?}: use {} , all or none",
                         FAULT_NAMES.join(", ")
@@ -126,6 +149,16 @@ impl Faults {
             }
         }
         Ok(f)
+    }
+}
+
+/// A fault's rate from `name=rate`: a probability from 0 to 1.
+fn parse_rate(name: &str, rate: &str) -> Result<f64, String> {
+    match rate.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{name}={rate}: a rate is a probability from 0 to 1, e.g. {name}=0.05"
+        )),
     }
 }
 
@@ -147,6 +180,12 @@ pub enum Mutation {
     OvershootSurge,
     /// Machine status writes are silently lost.
     LoseMachineStatus,
+    /// A MachineSet shrunk by any amount is shrunk to zero: a rollout that lets go of
+    /// its old Machines at once.
+    DrainOldSets,
+    /// The health-check reconciler reads MachineHealthChecks without their remediation
+    /// limits (`maxInFlight`, `triggerIf`).
+    IgnoreRemediationLimits,
 }
 
 /// The simulation's shared chaos: the RNG every choice draws from, the fault rates,
@@ -156,6 +195,8 @@ pub struct Chaos {
     pub faults: Faults,
     pub enabled: bool,
     pub mutation: Option<Mutation>,
+    /// The reconciler whose batch is being handled, if any.
+    pub serving: Option<Reconciler>,
     pub log: Vec<String>,
     /// Writes that went through although the item had moved past the version they expected.
     pub stale_writes: Vec<String>,
@@ -172,6 +213,7 @@ impl Chaos {
             faults,
             enabled: true,
             mutation,
+            serving: None,
             log: Vec::new(),
             stale_writes: Vec::new(),
             delayed: Vec::new(),
@@ -294,7 +336,22 @@ impl FaultyStore {
 impl Store for FaultyStore {
     async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
         self.read("Query")?;
-        self.inner.query(pk, sk_prefix).await
+        let mut items = self.inner.query(pk, sk_prefix).await?;
+        let broken_check = {
+            let c = lock(&self.chaos);
+            c.mutation == Some(Mutation::IgnoreRemediationLimits)
+                && c.serving == Some(Reconciler::HealthCheck)
+        };
+        if broken_check {
+            for item in &mut items {
+                let is_check = matches!(item.get("sk"), Some(capstan_model::AttrValue::S(sk))
+                    if sk.starts_with("MachineHealthCheck#") && sk.ends_with("#spec"));
+                if is_check && let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec") {
+                    spec.remove("remediation");
+                }
+            }
+        }
+        Ok(items)
     }
 
     async fn put(&self, mut item: Item, expect: Expect) -> Result<(), StoreError> {
@@ -316,6 +373,26 @@ impl Store for FaultyStore {
                     && self.inner.get(&key).is_some() =>
             {
                 return Ok(());
+            }
+            Some(Mutation::DrainOldSets)
+                if key.sk.starts_with("MachineSet#") && key.sk.ends_with("#spec") =>
+            {
+                let replicas = |item: &Item| match item.get("spec") {
+                    Some(capstan_model::AttrValue::M(spec)) => match spec.get("replicas") {
+                        Some(capstan_model::AttrValue::N(n)) => n.parse::<i64>().ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let shrinks = self
+                    .inner
+                    .get(&key)
+                    .and_then(|old| replicas(&old))
+                    .zip(replicas(&item))
+                    .is_some_and(|(old, new)| new < old);
+                if shrinks && let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec") {
+                    spec.insert("replicas".into(), capstan_model::AttrValue::N("0".into()));
+                }
             }
             Some(Mutation::OvershootSurge)
                 if key.sk.starts_with("MachineSet#") && key.sk.ends_with("#spec") =>

@@ -7,7 +7,10 @@ use capstan_model::item::{AttrValue, item_key};
 use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
 use capstan_model::{Item, Kind, ObjectKey, Timestamp};
 
+use capstan_model::{Machine, MachineSet, RolloutStrategyType};
 use capstan_reconcile::Tree;
+use capstan_reconcile::deployment::fenceposts;
+use capstan_reconcile::health_check::{Verdict, remediation_allowed, verdict};
 use capstan_runtime::Instance;
 
 /// A broken invariant.
@@ -52,6 +55,9 @@ pub struct Checker {
     /// Per MachineDeployment: its desired replicas, surge, and the total of its sets'
     /// replicas at the last step.
     rollout: BTreeMap<ObjectKey, (i32, i32, i32)>,
+    /// Per RollingUpdate MachineDeployment: its desired replicas and `maxUnavailable`,
+    /// and each of its sets' replicas, at the last step.
+    sets: BTreeMap<ObjectKey, (i32, i32, BTreeMap<String, i32>)>,
 }
 
 impl Checker {
@@ -63,6 +69,67 @@ impl Checker {
         no_write_against_a_stale_version(w)?;
         every_child_has_its_owner(w)?;
         self.rollouts_within_max_surge(w)?;
+        self.rollouts_within_max_unavailable(w)?;
+        Ok(())
+    }
+
+    /// A MachineDeployment never lets go of available Machines (shrinks a set whose
+    /// Machines its status counts available) so that fewer than `replicas -
+    /// maxUnavailable` stay available. Judged on the sets' replicas, as the deployment
+    /// decides them, against the availability the sets report: a set shrunk to `n`
+    /// keeps `min(available, n)` available Machines, since it deletes unavailable
+    /// ones first. Steps where a person changed the deployment's replicas or
+    /// `maxUnavailable` are not judged (the deployment may not have seen the change).
+    pub fn rollouts_within_max_unavailable(&mut self, w: &World) -> Result<(), Violation> {
+        let mut next = BTreeMap::new();
+        for tree in w.rollouts {
+            for md in tree
+                .of_kind(Kind::MachineDeployment)
+                .filter(|s| !s.is_deleting())
+            {
+                let Some(d) = md.object.as_machine_deployment() else {
+                    continue;
+                };
+                let strategy = &d.spec.rollout.strategy;
+                if strategy.strategy_type != RolloutStrategyType::RollingUpdate {
+                    continue;
+                }
+                let desired = d.spec.replicas.max(0);
+                let (_, unavailable) = fenceposts(&strategy.rolling_update, desired);
+                let sets: Vec<&MachineSet> = tree
+                    .owned_by(Kind::MachineSet, Kind::MachineDeployment, &d.metadata.name)
+                    .filter(|s| !s.is_deleting())
+                    .filter_map(|s| s.object.as_machine_set())
+                    .collect();
+                let replicas: BTreeMap<String, i32> = sets
+                    .iter()
+                    .map(|s| (s.metadata.name.clone(), s.spec.replicas))
+                    .collect();
+                let key = md.key();
+                if let Some((prev_desired, prev_unavailable, prev)) = self.sets.get(&key)
+                    && (*prev_desired, *prev_unavailable) == (desired, unavailable)
+                {
+                    let kept =
+                        |s: &MachineSet, spec: i32| s.status.available_replicas.min(spec).max(0);
+                    let before: i32 = sets
+                        .iter()
+                        .map(|s| kept(s, *prev.get(&s.metadata.name).unwrap_or(&s.spec.replicas)))
+                        .sum();
+                    let after: i32 = sets.iter().map(|s| kept(s, s.spec.replicas)).sum();
+                    let floor = desired - unavailable;
+                    if after < before && after < floor {
+                        return Err(Violation::new(
+                            "rollouts_within_max_unavailable",
+                            format!(
+                                "{key}: its MachineSets were shrunk from {before} to {after} available Machines; replicas {desired} - maxUnavailable {unavailable} require {floor}"
+                            ),
+                        ));
+                    }
+                }
+                next.insert(key, (desired, unavailable, replicas));
+            }
+        }
+        self.sets = next;
         Ok(())
     }
 
@@ -293,6 +360,80 @@ pub fn status_counts_what_exists(trees: &[Tree]) -> Result<(), Violation> {
                         md.status.replicas
                     ),
                 ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A health check's remediations stay within its limits: when the health-check
+/// reconciler deletes selected Machines, the unhealthy share (of the Machines selected
+/// before the step) is within `triggerIf`, and the selected Machines being deleted
+/// afterwards are at most `maxInFlight`. `before` and `after` are the trees around one
+/// health-check step, at `now`.
+pub fn health_checks_within_limits(
+    before: &BTreeMap<String, Tree>,
+    after: &BTreeMap<String, Tree>,
+    now: Timestamp,
+) -> Result<(), Violation> {
+    for (pk, tree) in before {
+        let Some(later) = after.get(pk) else { continue };
+        for hc in tree
+            .of_kind(Kind::MachineHealthCheck)
+            .filter(|s| !s.is_deleting())
+            .filter_map(|s| s.object.as_health_check())
+        {
+            let selects = |m: &Machine| {
+                m.spec.cluster_name == hc.spec.cluster_name
+                    && hc.spec.selector.matches(&m.metadata.labels)
+            };
+            let machines = |t: &'_ Tree, deleting: bool| -> Vec<Machine> {
+                t.of_kind(Kind::Machine)
+                    .filter(|s| s.is_deleting() == deleting)
+                    .filter_map(|s| s.object.as_machine())
+                    .filter(|m| selects(m))
+                    .cloned()
+                    .collect()
+            };
+            let selected = machines(tree, false);
+            let deleting_after = machines(later, true);
+            let remediated: Vec<&str> = deleting_after
+                .iter()
+                .filter(|m| selected.iter().any(|s| s.metadata.uid == m.metadata.uid))
+                .map(|m| m.metadata.name.as_str())
+                .collect();
+            if remediated.is_empty() {
+                continue;
+            }
+            let expected = selected.len() as i32;
+            let unhealthy = selected
+                .iter()
+                .filter(|m| matches!(verdict(m, &hc.spec.checks, now), Verdict::Unhealthy { .. }))
+                .count() as i32;
+            let name = &hc.metadata.name;
+            if let Err(why) =
+                remediation_allowed(&hc.spec.remediation.trigger_if, expected, unhealthy)
+            {
+                return Err(Violation::new(
+                    "health_checks_within_limits",
+                    format!(
+                        "MachineHealthCheck {name} remediated {} although {why}",
+                        remediated.join(", ")
+                    ),
+                ));
+            }
+            if let Some(limit) = hc.spec.remediation.max_in_flight {
+                let limit = limit.resolve(expected, true).max(0);
+                let in_flight = deleting_after.len() as i32;
+                if in_flight > limit {
+                    return Err(Violation::new(
+                        "health_checks_within_limits",
+                        format!(
+                            "MachineHealthCheck {name} remediated {}, leaving {in_flight} selected Machines being deleted; maxInFlight allows {limit}",
+                            remediated.join(", ")
+                        ),
+                    ));
+                }
             }
         }
     }

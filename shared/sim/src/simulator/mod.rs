@@ -104,6 +104,20 @@ impl Report {
     }
 }
 
+/// Items grouped into one tree per partition.
+fn partition_trees(
+    items: Vec<(capstan_model::ItemKey, capstan_model::Item)>,
+) -> BTreeMap<String, Tree> {
+    let mut by_pk: BTreeMap<String, Vec<capstan_model::Item>> = BTreeMap::new();
+    for (k, item) in items {
+        by_pk.entry(k.pk).or_default().push(item);
+    }
+    by_pk
+        .into_iter()
+        .map(|(pk, items)| (pk, Tree::from_items(&items)))
+        .collect()
+}
+
 /// Runs a future that never waits on anything outside the process (the in-memory
 /// adapters answer at once) to completion, without an async runtime.
 fn block_on<F: Future>(future: F) -> F::Output {
@@ -130,6 +144,8 @@ struct Run {
     foreign: BTreeMap<String, InstanceState>,
     capacity_out: Vec<(String, String)>,
     steps: u64,
+    /// An invariant broken inside a step, reported by the next check.
+    broken: Option<Violation>,
 }
 
 impl Simulation {
@@ -217,6 +233,7 @@ impl Simulation {
             foreign: BTreeMap::new(),
             capacity_out: Vec::new(),
             steps: 0,
+            broken: None,
         };
         let outcome = run.play(&script, &self.faults, rng);
         let launched = run.ec2.launched_total();
@@ -425,34 +442,47 @@ impl Run {
             self.capacity_out.push((t.to_string(), z.to_string()));
             self.log(format!("fault: no capacity for {t} in {z}"));
         }
-        if rng.chance(faults.external) {
-            let ours: Vec<String> = self
-                .ec2
-                .instances()
-                .into_iter()
-                .filter(|i| {
-                    i.state == InstanceState::Running && i.tags.contains_key(TAG_INSTALLATION)
-                })
-                // Worker pools carry a health check that remediates; the control plane,
-                // as in Cluster API without control-plane remediation, does not.
-                .filter(|i| {
-                    i.tags
-                        .get(capstan_model::labels::TAG_MACHINE)
-                        .is_some_and(|m| m.contains("-workers-"))
-                })
-                .map(|i| i.instance_id)
-                .collect();
-            if !ours.is_empty() {
-                let id = ours[rng.below(ours.len() as u64) as usize].clone();
-                if rng.chance(0.5) {
-                    self.ec2.stop_instance(&id);
-                    self.log(format!("fault: {id} stopped from outside Capstan"));
-                } else {
-                    self.ec2.terminate_externally(&id);
-                    self.log(format!("fault: {id} terminated from outside Capstan"));
-                }
+        if rng.chance(faults.external)
+            && let Some(id) = self.random_worker(rng)
+        {
+            if rng.chance(0.5) {
+                self.ec2.stop_instance(&id);
+                self.log(format!("fault: {id} stopped from outside Capstan"));
+            } else {
+                self.ec2.terminate_externally(&id);
+                self.log(format!("fault: {id} terminated from outside Capstan"));
             }
         }
+        if rng.chance(faults.spot)
+            && let Some(id) = self.random_worker(rng)
+        {
+            if rng.chance(0.5) {
+                if self.ec2.interrupt_spot(&id) {
+                    self.log(format!("fault: spot interruption warning for {id}"));
+                }
+            } else if self.ec2.recommend_rebalance(&id) {
+                self.log(format!("fault: rebalance recommendation for {id}"));
+            }
+        }
+    }
+
+    /// A random running worker instance of ours (worker pools carry a health check
+    /// that remediates; the control plane, as in Cluster API without control-plane
+    /// remediation, does not).
+    fn random_worker(&self, rng: &mut Rng) -> Option<String> {
+        let workers: Vec<String> = self
+            .ec2
+            .instances()
+            .into_iter()
+            .filter(|i| i.state == InstanceState::Running && i.tags.contains_key(TAG_INSTALLATION))
+            .filter(|i| {
+                i.tags
+                    .get(capstan_model::labels::TAG_MACHINE)
+                    .is_some_and(|m| m.contains("-workers-"))
+            })
+            .map(|i| i.instance_id)
+            .collect();
+        (!workers.is_empty()).then(|| workers[rng.below(workers.len() as u64) as usize].clone())
     }
 
     /// Faults stop: capacity returns, held events are released, no more injected errors.
@@ -510,7 +540,29 @@ impl Run {
                     event: m.event.clone(),
                 })
                 .collect();
+            // A health check's remediations are judged on the Machines around its step
+            // (decoded only when it deleted some: decoding every step costs too much).
+            let before = (queue == Reconciler::HealthCheck).then(|| self.health_items());
+            lock(&self.chaos).serving = Some(queue);
             let outcome = block_on(self.controllers.handle_batch(queue, batch));
+            lock(&self.chaos).serving = None;
+            if let Some(before) = before {
+                let after = self.health_items();
+                let remediated = before.iter().any(|(k, _)| {
+                    k.sk.starts_with("Machine#")
+                        && k.sk.ends_with("#spec")
+                        && !after.iter().any(|(a, _)| a == k)
+                });
+                if remediated
+                    && let Err(v) = invariants::health_checks_within_limits(
+                        &partition_trees(before),
+                        &partition_trees(after),
+                        self.now(),
+                    )
+                {
+                    self.broken.get_or_insert(v);
+                }
+            }
             for m in &messages {
                 if !outcome.failed.contains(&m.id) {
                     self.bus.ack(queue, &m.receipt);
@@ -560,19 +612,35 @@ impl Run {
     }
 
     fn trees(&self) -> Vec<Tree> {
-        let mut by_pk: BTreeMap<String, Vec<capstan_model::Item>> = BTreeMap::new();
-        for item in self.store.items() {
-            if let Some(k) = capstan_model::item::item_key(&item) {
-                by_pk.entry(k.pk).or_default().push(item);
-            }
-        }
-        by_pk
-            .values()
-            .map(|items| Tree::from_items(items))
-            .collect()
+        self.trees_by_partition().into_values().collect()
+    }
+
+    fn trees_by_partition(&self) -> BTreeMap<String, Tree> {
+        partition_trees(
+            self.store
+                .items()
+                .into_iter()
+                .filter_map(|item| Some((capstan_model::item::item_key(&item)?, item)))
+                .collect(),
+        )
+    }
+
+    /// The items a health check decides on: Machines and MachineHealthChecks.
+    fn health_items(&self) -> Vec<(capstan_model::ItemKey, capstan_model::Item)> {
+        self.store.with_items(|all| {
+            all.iter()
+                .filter(|(k, _)| {
+                    k.sk.starts_with("Machine#") || k.sk.starts_with("MachineHealthCheck#")
+                })
+                .map(|(k, i)| (k.clone(), i.clone()))
+                .collect()
+        })
     }
 
     fn check(&mut self, checker: &mut Checker) -> Result<(), Violation> {
+        if let Some(v) = self.broken.take() {
+            return Err(v);
+        }
         let instances = self.ec2.instances();
         let stale_writes = lock(&self.chaos).stale_writes.clone();
         let now = self.now();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use capstan_model::{Kind, Object, ObjectKey};
+use capstan_model::{IntOrPercent, Kind, Object, ObjectKey};
 use capstan_reconcile::Tree;
 
 /// The quickstart newcomers apply (3 control plane + 3 workers).
@@ -41,18 +41,29 @@ pub const WORKLOADS: &[&str] = &[
     "edits-in-flight",
 ];
 
-/// The quickstart, its worker pool watched by a health check (as a production pool
-/// would be), so Machines that fail from outside are remediated rather than left to
-/// block a rollout.
+/// The quickstart as a production pool would run it: workers on spot, watched by a
+/// health check that remediates one Machine at a time and stops when more than 40 % are
+/// unhealthy at once (so Machines that fail from outside are replaced rather than left
+/// to block a rollout, and the simulation can hold the check to its limits).
 fn quickstart() -> Vec<Object> {
     capstan_model::manifest::read_manifests("examples/quickstart.yaml", QUICKSTART)
         .unwrap_or_default()
         .into_iter()
         .map(|mut o| {
-            if let Object::Cluster(c) = &mut o {
-                for pool in &mut c.spec.workers {
-                    pool.health_check = Some(capstan_model::PoolHealthCheck::default());
+            match &mut o {
+                Object::Cluster(c) => {
+                    for pool in &mut c.spec.workers {
+                        let mut check = capstan_model::PoolHealthCheck::default();
+                        check.remediation.max_in_flight = Some(IntOrPercent::Int(1));
+                        check.remediation.trigger_if.unhealthy_less_than_or_equal_to =
+                            Some(IntOrPercent::Percent(40));
+                        pool.health_check = Some(check);
+                    }
                 }
+                Object::MachineClass(mc) if mc.metadata.name.ends_with("-workers") => {
+                    mc.spec.market.market_type = capstan_model::MarketType::Spot;
+                }
+                _ => {}
             }
             o
         })
