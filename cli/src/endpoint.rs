@@ -23,9 +23,8 @@ pub struct Target {
 impl Target {
     fn names(&self) -> Names {
         Names {
-            installation: self.installation.clone(),
             table: self.table.clone(),
-            ..Names::default()
+            ..Names::for_installation(&self.installation)
         }
     }
 

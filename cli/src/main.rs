@@ -122,9 +122,9 @@ struct TargetArgs {
     /// The installation: tags every instance; only instances with it are terminated.
     #[arg(long, default_value = "capstan")]
     installation: String,
-    /// The DynamoDB table.
-    #[arg(long, default_value = "capstan")]
-    table: String,
+    /// The DynamoDB table [default: the installation's name, as the template names it].
+    #[arg(long)]
+    table: Option<String>,
 }
 
 impl TargetArgs {
@@ -132,8 +132,8 @@ impl TargetArgs {
         endpoint::Target {
             endpoint,
             region: self.region,
+            table: self.table.unwrap_or_else(|| self.installation.clone()),
             installation: self.installation,
-            table: self.table,
         }
     }
 }

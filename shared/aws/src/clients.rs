@@ -33,31 +33,38 @@ pub struct Names {
 
 impl Default for Names {
     fn default() -> Self {
-        Names {
-            installation: "capstan".to_string(),
-            table: "capstan".to_string(),
-            bus: "capstan".to_string(),
-            queue_prefix: "capstan-".to_string(),
-        }
+        Names::for_installation("capstan")
     }
 }
 
 impl Names {
-    /// From `CAPSTAN_INSTALLATION`, `CAPSTAN_TABLE`, `CAPSTAN_BUS` and
-    /// `CAPSTAN_QUEUE_PREFIX`, each defaulting as in `Names::default()`: the functions'
-    /// configuration, set by the template.
-    pub fn from_env() -> Names {
-        let var = |name: &str, default: String| std::env::var(name).unwrap_or(default);
-        let d = Names::default();
+    /// The names infra/template.yaml gives an installation: the table and the bus are
+    /// named after it, its queues `<installation>-<reconciler>` (and `-dlq`).
+    pub fn for_installation(installation: &str) -> Names {
         Names {
-            installation: var("CAPSTAN_INSTALLATION", d.installation),
-            table: var("CAPSTAN_TABLE", d.table),
-            bus: var("CAPSTAN_BUS", d.bus),
-            queue_prefix: var("CAPSTAN_QUEUE_PREFIX", d.queue_prefix),
+            installation: installation.to_string(),
+            table: installation.to_string(),
+            bus: installation.to_string(),
+            queue_prefix: format!("{installation}-"),
         }
     }
 
-    /// The queue (and rule) of a reconciler: "capstan-machine-reconciler".
+    /// From `CAPSTAN_INSTALLATION`, `CAPSTAN_TABLE`, `CAPSTAN_BUS` and
+    /// `CAPSTAN_QUEUE_PREFIX` (the template sets all four), each missing one as
+    /// [`Names::for_installation`] names it.
+    pub fn from_env() -> Names {
+        let var = |name: &str| std::env::var(name).ok();
+        let d = Names::for_installation(
+            &var("CAPSTAN_INSTALLATION").unwrap_or_else(|| "capstan".to_string()),
+        );
+        Names {
+            table: var("CAPSTAN_TABLE").unwrap_or(d.table.clone()),
+            bus: var("CAPSTAN_BUS").unwrap_or(d.bus.clone()),
+            queue_prefix: var("CAPSTAN_QUEUE_PREFIX").unwrap_or(d.queue_prefix.clone()),
+            ..d
+        }
+    }
+
     pub fn queue(&self, reconciler_name: &str) -> String {
         format!("{}{reconciler_name}", self.queue_prefix)
     }

@@ -172,8 +172,11 @@ impl Ec2Compute {
                     .build(),
             )
             .metadata_options(metadata_options)
+            // Every resource the launch creates carries the tags, so an IAM policy
+            // conditioned on `aws:RequestTag` (infra/template.yaml) lets it through.
             .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume));
+            .tag_specifications(tag_spec(ResourceType::Volume))
+            .tag_specifications(tag_spec(ResourceType::NetworkInterface));
         if let Some(profile) = &request.instance_profile {
             call = call.iam_instance_profile(
                 IamInstanceProfileSpecification::builder()
@@ -182,18 +185,22 @@ impl Ec2Compute {
             );
         }
         if request.market.market_type == CapstanMarket::Spot {
-            call = call.instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .spot_options(
-                        SpotMarketOptions::builder()
-                            .set_max_price(request.market.spot_max_price.clone())
-                            .spot_instance_type(SpotInstanceType::OneTime)
-                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                            .build(),
-                    )
-                    .build(),
-            );
+            call = call
+                .tag_specifications(tag_spec(ResourceType::SpotInstancesRequest))
+                .instance_market_options(
+                    InstanceMarketOptionsRequest::builder()
+                        .market_type(MarketType::Spot)
+                        .spot_options(
+                            SpotMarketOptions::builder()
+                                .set_max_price(request.market.spot_max_price.clone())
+                                .spot_instance_type(SpotInstanceType::OneTime)
+                                .instance_interruption_behavior(
+                                    InstanceInterruptionBehavior::Terminate,
+                                )
+                                .build(),
+                        )
+                        .build(),
+                );
         }
         if let Some(user_data) = &request.user_data {
             call = call.user_data(aws_smithy_types::base64::encode(user_data.as_bytes()));
@@ -203,6 +210,34 @@ impl Ec2Compute {
             .first()
             .map(instance_of)
             .ok_or_else(|| ComputeError::Unavailable("RunInstances returned no instance".into()))
+    }
+
+    /// Refuses unless every one of `ids` exists and carries `tag_guard` (IAM enforces the
+    /// same in AWS; this keeps the promise where IAM is not there, as against moto).
+    async fn guard(
+        &self,
+        ids: &[String],
+        (key, value): &(String, String),
+        verb: &str,
+    ) -> Result<(), ComputeError> {
+        let described = self.describe_ids(ids).await?;
+        for id in ids {
+            let Some(instance) = described.iter().find(|i| &i.instance_id == id) else {
+                return Err(ComputeError::Invalid {
+                    code: "InvalidInstanceID.NotFound".to_string(),
+                    message: format!("The instance ID '{id}' does not exist"),
+                });
+            };
+            if instance.tags.get(key) != Some(value) {
+                return Err(ComputeError::Invalid {
+                    code: "UnauthorizedOperation".to_string(),
+                    message: format!(
+                        "refusing to {verb} {id}: it does not carry the tag {key}={value}"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Every instance among `ids` as EC2 describes it now.
@@ -318,24 +353,7 @@ impl Compute for Ec2Compute {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let described = self.describe_ids(&ids).await?;
-        let (key, value) = &tag_guard;
-        for id in &ids {
-            let Some(instance) = described.iter().find(|i| &i.instance_id == id) else {
-                return Err(ComputeError::Invalid {
-                    code: "InvalidInstanceID.NotFound".to_string(),
-                    message: format!("The instance ID '{id}' does not exist"),
-                });
-            };
-            if instance.tags.get(key) != Some(value) {
-                return Err(ComputeError::Invalid {
-                    code: "UnauthorizedOperation".to_string(),
-                    message: format!(
-                        "refusing to terminate {id}: it does not carry the tag {key}={value}"
-                    ),
-                });
-            }
-        }
+        self.guard(&ids, &tag_guard, "terminate").await?;
         let out = self
             .client
             .terminate_instances()
@@ -356,6 +374,41 @@ impl Compute for Ec2Compute {
                 Some((id, state))
             })
             .collect())
+    }
+
+    /// CreateTags on instances of this installation only (the template allows it only
+    /// with `aws:ResourceTag` set to the installation, and never on the guard tag).
+    async fn create_tags(
+        &self,
+        instance_ids: Vec<String>,
+        tags: BTreeMap<String, String>,
+        tag_guard: (String, String),
+    ) -> Result<(), ComputeError> {
+        let mut ids = instance_ids;
+        ids.sort();
+        ids.dedup();
+        if ids.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
+        if tags.contains_key(&tag_guard.0) {
+            return Err(ComputeError::Invalid {
+                code: "UnauthorizedOperation".to_string(),
+                message: format!("refusing to change the tag {}", tag_guard.0),
+            });
+        }
+        self.guard(&ids, &tag_guard, "tag").await?;
+        self.client
+            .create_tags()
+            .set_resources(Some(ids))
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(compute_error)?;
+        Ok(())
     }
 
     async fn describe_instances(

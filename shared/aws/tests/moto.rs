@@ -325,6 +325,41 @@ async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_u
         .expect("their instance");
     assert_eq!(state, InstanceStateName::Running.as_str(), "never touched");
     assert!(!tagged);
+
+    // Tagging in place (a MachineClass's additionalTags changed): ours only, never the
+    // installation tag itself.
+    let ec2 = Ec2Compute::new(rt.clients.ec2.clone());
+    let guard = (TAG_INSTALLATION.to_string(), "moto-drift".to_string());
+    let ours = o.live_instances()[0].instance_id.clone();
+    let team = std::collections::BTreeMap::from([("team".to_string(), "infra".to_string())]);
+    ec2.create_tags(vec![ours.clone()], team.clone(), guard.clone())
+        .await
+        .expect("tags ours");
+    let refused = ec2
+        .create_tags(vec![theirs.clone()], team.clone(), guard.clone())
+        .await
+        .expect_err("theirs is refused");
+    assert!(
+        matches!(refused, ComputeError::Invalid { ref code, .. } if code == "UnauthorizedOperation"),
+        "{refused:?}"
+    );
+    let hijack =
+        std::collections::BTreeMap::from([(TAG_INSTALLATION.to_string(), "other".to_string())]);
+    assert!(
+        ec2.create_tags(vec![ours.clone()], hijack, guard.clone())
+            .await
+            .is_err()
+    );
+    let described = ec2
+        .describe_instances(vec![guard.clone()])
+        .await
+        .expect("describe");
+    let tagged = described
+        .iter()
+        .find(|i| i.instance_id == ours)
+        .expect("ours");
+    assert_eq!(tagged.tags.get("team").map(String::as_str), Some("infra"));
+    assert_eq!(tagged.tags.get(TAG_INSTALLATION), Some(&guard.1));
 }
 
 /// EC2 in front of which the first launch "crashes": RunInstances goes through, then

@@ -1,0 +1,117 @@
+//! The offline checks of infra/template.yaml are real: `scripts/check-infra.sh` (cfn-lint
+//! before and after the SAM transform, checkov, parliament and the project's own IAM
+//! rules) passes on the template and fails on copies with one deliberate mistake each,
+//! naming the check that caught it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+fn check(template: &Path) -> Output {
+    Command::new("bash")
+        .arg(repo().join("scripts/check-infra.sh"))
+        .arg(template)
+        .current_dir(repo())
+        .output()
+        .expect("running bash scripts/check-infra.sh")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A copy of the template with the first `from` replaced by `to`.
+fn broken_copy(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let original =
+        std::fs::read_to_string(repo().join("infra/template.yaml")).expect("the template");
+    assert!(
+        original.contains(from),
+        "{name}: {from:?} is not in the template"
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, original.replacen(from, to, 1)).expect("writing the copy");
+    path
+}
+
+#[test]
+fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one() {
+    let out = check(&repo().join("infra/template.yaml"));
+    assert!(out.status.success(), "the template fails:\n{}", text(&out));
+
+    let dir = std::env::temp_dir().join(format!("capstan-infra-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let guarded_terminate = r#"                Action: ec2:TerminateInstances
+                Resource:
+                  Fn::Sub: "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*"
+                Condition:
+                  StringEquals:
+                    aws:ResourceTag/capstan.dev/installation:
+                      Ref: InstallationName
+"#;
+    for (path, caught_by) in [
+        // TerminateInstances on any instance, without the installation's tag: the
+        // wildcard Karpenter's policy exists to prevent.
+        (
+            broken_copy(
+                &dir,
+                "terminate-anything",
+                guarded_terminate,
+                "                Action: ec2:TerminateInstances\n                Resource: \"*\"\n",
+            ),
+            "CKV_AWS_111",
+        ),
+        // Scoped to instances but without the tag condition: checkov is content, the
+        // project's own IAM rules (scripts/infra/check_iam.py) are not.
+        (
+            broken_copy(
+                &dir,
+                "terminate-untagged",
+                guarded_terminate,
+                "                Action: ec2:TerminateInstances\n                Resource:\n                  Fn::Sub: \"arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/*\"\n",
+            ),
+            "without the condition aws:ResourceTag/capstan.dev/installation",
+        ),
+        (
+            broken_copy(
+                &dir,
+                "misspelled",
+                "VisibilityTimeout: 180\n      SqsManagedSseEnabled: true\n      RedrivePolicy:\n        deadLetterTargetArn:\n          Fn::GetAtt: [ClusterReconcilerDeadLetterQueue, Arn]",
+                "VisibilityTimout: 180\n      SqsManagedSseEnabled: true\n      RedrivePolicy:\n        deadLetterTargetArn:\n          Fn::GetAtt: [ClusterReconcilerDeadLetterQueue, Arn]",
+            ),
+            "E3002",
+        ),
+        (
+            broken_copy(
+                &dir,
+                "arm65",
+                "        - arm64\n      MemorySize: 256\n      Timeout: 30\n      Role:\n        Fn::GetAtt: [StreamRouterRole, Arn]",
+                "        - arm65\n      MemorySize: 256\n      Timeout: 30\n      Role:\n        Fn::GetAtt: [StreamRouterRole, Arn]",
+            ),
+            "arm65",
+        ),
+    ] {
+        let out = check(&path);
+        let said = text(&out);
+        assert!(
+            !out.status.success(),
+            "{} passed the checks:\n{said}",
+            path.display()
+        );
+        assert!(
+            said.contains(caught_by),
+            "{}: expected {caught_by:?} in:\n{said}",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
