@@ -241,6 +241,9 @@ impl<S: Store, C: Compute, B: Bus> Handlers<S, C, B> {
     }
 
     fn emit(&self, function: &str, invocation: Invocation) {
+        if invocation.is_idle() {
+            return;
+        }
         let line = invocation.emf(function, jiff::Timestamp::now().as_millisecond());
         match self.metrics {
             MetricsSink::Stdout => println!("{line}"),

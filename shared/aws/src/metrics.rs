@@ -79,6 +79,19 @@ impl Meter {
 }
 
 impl Invocation {
+    /// Nothing changed and nothing was published: a resync that found everything as it
+    /// should be. Not worth a metric line — CloudWatch bills a custom metric for every
+    /// hour it receives data, and the drift sweep's resyncs reach every reconciler at
+    /// least hourly (docs/operations.md, "What it costs"). Lambda's own metrics still
+    /// count the invocation.
+    pub fn is_idle(&self) -> bool {
+        self.actions == 0
+            && self.conflicts == 0
+            && self.errors == 0
+            && self.requeues == 0
+            && self.events_published == 0
+    }
+
     /// The EMF document for this invocation, with `function` as the one dimension.
     pub fn emf(&self, function: &str, timestamp_ms: i64) -> Value {
         let count = |name: &str| json!({ "Name": name, "Unit": "Count" });
@@ -235,5 +248,39 @@ mod tests {
         assert_eq!(line["Function"], "machine-reconciler");
         assert_eq!(line["Reconciles"], 3);
         assert_eq!(line["Latency"], 12.0);
+    }
+
+    #[test]
+    fn only_an_invocation_that_changed_or_published_something_is_worth_a_line() {
+        let idle = Invocation {
+            reconciles: 5,
+            latency: Duration::from_millis(3),
+            ..Invocation::default()
+        };
+        assert!(idle.is_idle());
+        for busy in [
+            Invocation {
+                actions: 1,
+                ..idle.clone()
+            },
+            Invocation {
+                conflicts: 1,
+                ..idle.clone()
+            },
+            Invocation {
+                errors: 1,
+                ..idle.clone()
+            },
+            Invocation {
+                requeues: 1,
+                ..idle.clone()
+            },
+            Invocation {
+                events_published: 1,
+                ..idle.clone()
+            },
+        ] {
+            assert!(!busy.is_idle(), "{busy:?}");
+        }
     }
 }
