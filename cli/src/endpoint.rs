@@ -106,6 +106,25 @@ pub async fn apply(target: Target, objects: Vec<Object>) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// Deletes the desired item of every object in `objects`; each one's reconciler then
+/// tears it down and removes its observed item.
+pub async fn delete(target: Target, objects: Vec<Object>) -> anyhow::Result<ExitCode> {
+    let clients = target.clients().await;
+    let store = DynamoStore::new(clients.dynamodb.clone(), &target.table);
+    for object in &objects {
+        let key = object.key();
+        let found = apply::delete(&store, &key).await.with_context(|| {
+            format!(
+                "deleting {key} from table {:?} at {}",
+                target.table, target.endpoint
+            )
+        })?;
+        let verb = if found { "deleted" } else { "not found" };
+        println!("{}/{} {verb}", key.kind, key.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What a MachineClass can launch from at this endpoint: moto generates its default
 /// VPC's subnet ids at start, so a manifest for it must be written after looking, and
 /// the Compute adapter reads the image's root device, so the image must exist.

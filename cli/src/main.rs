@@ -87,6 +87,19 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Delete the objects the manifests name from the table at an endpoint (like
+    /// `kubectl delete -f`): their reconcilers tear them down — a Cluster takes its
+    /// whole tree and every instance with it.
+    Delete {
+        /// A file, a directory of .yaml/.yml/.json files, or - for standard input. Repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// The endpoint every AWS client talks to, e.g. http://127.0.0.1:5000.
+        #[arg(long)]
+        endpoint: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Run the deterministic simulator: the real handlers under injected faults, with
     /// invariants checked after every step.
     Sim {
@@ -235,6 +248,18 @@ fn main() -> ExitCode {
             Err(report) => {
                 eprint!("{report}");
                 eprintln!("nothing was applied");
+                ExitCode::from(1)
+            }
+        },
+        Command::Delete {
+            files,
+            endpoint,
+            target,
+        } => match input::read(&files) {
+            Ok(objects) => block_on(endpoint::delete(target.at(endpoint), objects)),
+            Err(report) => {
+                eprint!("{report}");
+                eprintln!("nothing was deleted");
                 ExitCode::from(1)
             }
         },

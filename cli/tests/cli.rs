@@ -138,3 +138,97 @@ fn up_that_cannot_converge_exits_non_zero_naming_what_and_why() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A moto_server on a free loopback port, stopped when dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new(repo().join(".tools/venv/bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (bash scripts/install-tools.sh installs it)");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "moto_server did not listen within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn apply_then_delete_at_an_endpoint_writes_and_removes_the_desired_items() {
+    let moto = Moto::start();
+    let endpoint = moto.endpoint.as_str();
+    // `run` creates the table (and bus, rules, queues) before anything else.
+    let run = capstan(&["run", "--endpoint", endpoint, "--for", "1s"]);
+    assert!(run.status.success(), "{}", text(&run));
+
+    let apply = capstan(&[
+        "apply",
+        "-f",
+        "examples/quickstart.yaml",
+        "--endpoint",
+        endpoint,
+    ]);
+    assert!(apply.status.success(), "{}", text(&apply));
+    assert!(
+        text(&apply).contains("Cluster/demo created"),
+        "{}",
+        text(&apply)
+    );
+
+    let delete = capstan(&[
+        "delete",
+        "-f",
+        "examples/quickstart.yaml",
+        "--endpoint",
+        endpoint,
+    ]);
+    assert!(delete.status.success(), "{}", text(&delete));
+    let said = text(&delete);
+    for line in [
+        "Cluster/demo deleted",
+        "MachineClass/demo-control-plane deleted",
+        "MachineClass/demo-workers deleted",
+    ] {
+        assert!(said.contains(line), "{line:?} missing from:\n{said}");
+    }
+    let again = capstan(&[
+        "delete",
+        "-f",
+        "examples/quickstart.yaml",
+        "--endpoint",
+        endpoint,
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("Cluster/demo not found"),
+        "{}",
+        text(&again)
+    );
+}
