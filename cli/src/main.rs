@@ -243,26 +243,16 @@ fn main() -> ExitCode {
             files,
             endpoint,
             target,
-        } => match input::read(&files) {
-            Ok(objects) => block_on(endpoint::apply(target.at(endpoint), objects)),
-            Err(report) => {
-                eprint!("{report}");
-                eprintln!("nothing was applied");
-                ExitCode::from(1)
-            }
-        },
+        } => with_manifests(&files, "applied", |objects| {
+            block_on(endpoint::apply(target.at(endpoint), objects))
+        }),
         Command::Delete {
             files,
             endpoint,
             target,
-        } => match input::read(&files) {
-            Ok(objects) => block_on(endpoint::delete(target.at(endpoint), objects)),
-            Err(report) => {
-                eprint!("{report}");
-                eprintln!("nothing was deleted");
-                ExitCode::from(1)
-            }
-        },
+        } => with_manifests(&files, "deleted", |objects| {
+            block_on(endpoint::delete(target.at(endpoint), objects))
+        }),
         Command::Sim {
             seeds,
             first_seed,
@@ -316,6 +306,23 @@ fn main() -> ExitCode {
                     ExitCode::from(3)
                 }
             }
+        }
+    }
+}
+
+/// Reads and validates the manifests, then acts on them; invalid manifests are reported
+/// in full and nothing is `done`.
+fn with_manifests(
+    files: &[PathBuf],
+    done: &str,
+    act: impl FnOnce(Vec<capstan_model::Object>) -> ExitCode,
+) -> ExitCode {
+    match input::read(files) {
+        Ok(objects) => act(objects),
+        Err(report) => {
+            eprint!("{report}");
+            eprintln!("nothing was {done}");
+            ExitCode::from(1)
         }
     }
 }

@@ -7,7 +7,7 @@ use capstan_model::item::{AttrValue, item_key};
 use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
 use capstan_model::{Item, Kind, ObjectKey, Timestamp};
 
-use capstan_model::{Machine, MachineSet, RolloutStrategyType};
+use capstan_model::{Machine, MachineDeployment, MachineSet, RolloutStrategyType};
 use capstan_reconcile::Tree;
 use capstan_reconcile::deployment::fenceposts;
 use capstan_reconcile::health_check::{Verdict, remediation_allowed, verdict};
@@ -82,52 +82,37 @@ impl Checker {
     /// `maxUnavailable` are not judged (the deployment may not have seen the change).
     pub fn rollouts_within_max_unavailable(&mut self, w: &World) -> Result<(), Violation> {
         let mut next = BTreeMap::new();
-        for tree in w.rollouts {
-            for md in tree
-                .of_kind(Kind::MachineDeployment)
-                .filter(|s| !s.is_deleting())
-            {
-                let Some(d) = md.object.as_machine_deployment() else {
-                    continue;
-                };
-                let strategy = &d.spec.rollout.strategy;
-                if strategy.strategy_type != RolloutStrategyType::RollingUpdate {
-                    continue;
-                }
-                let desired = d.spec.replicas.max(0);
-                let (_, unavailable) = fenceposts(&strategy.rolling_update, desired);
-                let sets: Vec<&MachineSet> = tree
-                    .owned_by(Kind::MachineSet, Kind::MachineDeployment, &d.metadata.name)
-                    .filter(|s| !s.is_deleting())
-                    .filter_map(|s| s.object.as_machine_set())
-                    .collect();
-                let replicas: BTreeMap<String, i32> = sets
-                    .iter()
-                    .map(|s| (s.metadata.name.clone(), s.spec.replicas))
-                    .collect();
-                let key = md.key();
-                if let Some((prev_desired, prev_unavailable, prev)) = self.sets.get(&key)
-                    && (*prev_desired, *prev_unavailable) == (desired, unavailable)
-                {
-                    let kept =
-                        |s: &MachineSet, spec: i32| s.status.available_replicas.min(spec).max(0);
-                    let before: i32 = sets
-                        .iter()
-                        .map(|s| kept(s, *prev.get(&s.metadata.name).unwrap_or(&s.spec.replicas)))
-                        .sum();
-                    let after: i32 = sets.iter().map(|s| kept(s, s.spec.replicas)).sum();
-                    let floor = desired - unavailable;
-                    if after < before && after < floor {
-                        return Err(Violation::new(
-                            "rollouts_within_max_unavailable",
-                            format!(
-                                "{key}: its MachineSets were shrunk from {before} to {after} available Machines; replicas {desired} - maxUnavailable {unavailable} require {floor}"
-                            ),
-                        ));
-                    }
-                }
-                next.insert(key, (desired, unavailable, replicas));
+        for (key, d, sets) in deployments(w) {
+            let strategy = &d.spec.rollout.strategy;
+            if strategy.strategy_type != RolloutStrategyType::RollingUpdate {
+                continue;
             }
+            let desired = d.spec.replicas.max(0);
+            let (_, unavailable) = fenceposts(&strategy.rolling_update, desired);
+            let replicas: BTreeMap<String, i32> = sets
+                .iter()
+                .map(|s| (s.metadata.name.clone(), s.spec.replicas))
+                .collect();
+            if let Some((prev_desired, prev_unavailable, prev)) = self.sets.get(&key)
+                && (*prev_desired, *prev_unavailable) == (desired, unavailable)
+            {
+                let kept = |s: &MachineSet, spec: i32| s.status.available_replicas.min(spec).max(0);
+                let before: i32 = sets
+                    .iter()
+                    .map(|s| kept(s, *prev.get(&s.metadata.name).unwrap_or(&s.spec.replicas)))
+                    .sum();
+                let after: i32 = sets.iter().map(|s| kept(s, s.spec.replicas)).sum();
+                let floor = desired - unavailable;
+                if after < before && after < floor {
+                    return Err(Violation::new(
+                        "rollouts_within_max_unavailable",
+                        format!(
+                            "{key}: its MachineSets were shrunk from {before} to {after} available Machines; replicas {desired} - maxUnavailable {unavailable} require {floor}"
+                        ),
+                    ));
+                }
+            }
+            next.insert(key, (desired, unavailable, replicas));
         }
         self.sets = next;
         Ok(())
@@ -137,47 +122,52 @@ impl Checker {
     /// (a total already above it, from a scale-down, may only shrink).
     pub fn rollouts_within_max_surge(&mut self, w: &World) -> Result<(), Violation> {
         let mut next = BTreeMap::new();
-        for tree in w.rollouts {
-            for md in tree
-                .of_kind(Kind::MachineDeployment)
-                .filter(|s| !s.is_deleting())
-            {
-                let Some(d) = md.object.as_machine_deployment() else {
-                    continue;
-                };
-                let desired = d.spec.replicas.max(0);
-                let surge = d
-                    .spec
-                    .rollout
-                    .strategy
-                    .rolling_update
-                    .max_surge
-                    .resolve(desired, true);
-                let total: i32 = tree
-                    .owned_by(Kind::MachineSet, Kind::MachineDeployment, &d.metadata.name)
-                    .filter(|s| !s.is_deleting())
-                    .filter_map(|s| s.object.as_machine_set())
-                    .map(|s| s.spec.replicas)
-                    .sum();
-                let key = md.key();
-                let limit = desired + surge;
-                if let Some((prev_desired, prev_surge, prev_total)) = self.rollout.get(&key) {
-                    let same_spec = *prev_desired == desired && *prev_surge == surge;
-                    if same_spec && total > limit && total > *prev_total {
-                        return Err(Violation::new(
-                            "rollouts_within_max_surge",
-                            format!(
-                                "{key}: its MachineSets grew to {total} replicas; replicas {desired} + maxSurge {surge} allow {limit}"
-                            ),
-                        ));
-                    }
+        for (key, d, sets) in deployments(w) {
+            let desired = d.spec.replicas.max(0);
+            let surge = d
+                .spec
+                .rollout
+                .strategy
+                .rolling_update
+                .max_surge
+                .resolve(desired, true);
+            let total: i32 = sets.iter().map(|s| s.spec.replicas).sum();
+            let limit = desired + surge;
+            if let Some((prev_desired, prev_surge, prev_total)) = self.rollout.get(&key) {
+                let same_spec = *prev_desired == desired && *prev_surge == surge;
+                if same_spec && total > limit && total > *prev_total {
+                    return Err(Violation::new(
+                        "rollouts_within_max_surge",
+                        format!(
+                            "{key}: its MachineSets grew to {total} replicas; replicas {desired} + maxSurge {surge} allow {limit}"
+                        ),
+                    ));
                 }
-                next.insert(key, (desired, surge, total));
             }
+            next.insert(key, (desired, surge, total));
         }
         self.rollout = next;
         Ok(())
     }
+}
+
+/// Every live MachineDeployment with its live MachineSets.
+fn deployments<'a>(
+    w: &'a World,
+) -> impl Iterator<Item = (ObjectKey, &'a MachineDeployment, Vec<&'a MachineSet>)> + 'a {
+    w.rollouts.iter().flat_map(|tree| {
+        tree.of_kind(Kind::MachineDeployment)
+            .filter(|s| !s.is_deleting())
+            .filter_map(move |md| {
+                let d = md.object.as_machine_deployment()?;
+                let sets = tree
+                    .owned_by(Kind::MachineSet, Kind::MachineDeployment, &d.metadata.name)
+                    .filter(|s| !s.is_deleting())
+                    .filter_map(|s| s.object.as_machine_set())
+                    .collect();
+                Some((md.key(), d, sets))
+            })
+    })
 }
 
 /// At most one live instance carries any one Machine's uid.
