@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
@@ -242,13 +243,23 @@ impl Ec2Compute {
 
     /// Every instance among `ids` as EC2 describes it now.
     async fn describe_ids(&self, ids: &[String]) -> Result<Vec<Instance>, ComputeError> {
+        self.describe_pages(|| {
+            self.client
+                .describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+        })
+        .await
+    }
+
+    /// Every page of one DescribeInstances request, `request` building it afresh per page.
+    async fn describe_pages(
+        &self,
+        request: impl Fn() -> DescribeInstancesFluentBuilder,
+    ) -> Result<Vec<Instance>, ComputeError> {
         let mut found = Vec::new();
         let mut token = None;
         loop {
-            let out = self
-                .client
-                .describe_instances()
-                .set_instance_ids(Some(ids.to_vec()))
+            let out = request()
                 .set_next_token(token)
                 .send()
                 .await
@@ -419,28 +430,12 @@ impl Compute for Ec2Compute {
             .iter()
             .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
             .collect();
-        let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .client
+        self.describe_pages(|| {
+            self.client
                 .describe_instances()
                 .set_filters(Some(filters.clone()))
                 .max_results(1000)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(compute_error)?;
-            found.extend(
-                out.reservations()
-                    .iter()
-                    .flat_map(|r| r.instances())
-                    .map(instance_of),
-            );
-            match out.next_token {
-                Some(next) if !next.is_empty() => token = Some(next),
-                _ => return Ok(found),
-            }
-        }
+        })
+        .await
     }
 }

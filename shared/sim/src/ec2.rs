@@ -295,14 +295,10 @@ impl SimEc2 {
     pub fn interrupt_spot(&self, id: impl AsRef<str>) -> bool {
         let now = self.clock.now();
         let mut state = self.settled();
-        let Some(&idx) = state.by_id.get(id.as_ref()) else {
+        let Some(idx) = state.running_spot(id.as_ref()) else {
             return false;
         };
-        let inst = &state.instances[idx];
-        if !inst.spot || inst.instance.state != InstanceState::Running {
-            return false;
-        }
-        let id = inst.instance.instance_id.clone();
+        let id = state.instances[idx].instance.instance_id.clone();
         let event = state.event(
             EC2_SPOT_INTERRUPTION,
             &id,
@@ -322,14 +318,10 @@ impl SimEc2 {
     pub fn recommend_rebalance(&self, id: impl AsRef<str>) -> bool {
         let now = self.clock.now();
         let mut state = self.settled();
-        let Some(&idx) = state.by_id.get(id.as_ref()) else {
+        let Some(idx) = state.running_spot(id.as_ref()) else {
             return false;
         };
-        let inst = &state.instances[idx];
-        if !inst.spot || inst.instance.state != InstanceState::Running {
-            return false;
-        }
-        let id = inst.instance.instance_id.clone();
+        let id = state.instances[idx].instance.instance_id.clone();
         let event = state.event(EC2_REBALANCE, &id, json!({ "instance-id": id }), now);
         state.events.push(event);
         true
@@ -382,6 +374,14 @@ impl SimEc2 {
 }
 
 impl State {
+    /// The index of `id` if it is a running spot instance (only those are interrupted or
+    /// told to rebalance).
+    fn running_spot(&self, id: &str) -> Option<usize> {
+        let &idx = self.by_id.get(id)?;
+        let inst = &self.instances[idx];
+        (inst.spot && inst.instance.state == InstanceState::Running).then_some(idx)
+    }
+
     fn advance_to(&mut self, now: Timestamp) {
         while let Some(&(due, idx)) = self.schedule.first() {
             if due > now {
