@@ -13,7 +13,7 @@ use std::time::Duration;
 use capstan_model::item::{Item, ItemKey};
 use capstan_runtime::ports::{
     Bus, BusError, BusEvent, Compute, ComputeError, Expect, Instance, LaunchRequest, Store,
-    StoreError,
+    StoreError, Write,
 };
 use serde_json::{Value, json};
 
@@ -158,6 +158,17 @@ impl<S: Store> Store for Metered<S> {
     async fn delete(&self, key: &ItemKey, expect: Expect) -> Result<(), StoreError> {
         let result = self.inner.delete(key, expect).await;
         self.written(&result);
+        result
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let n = writes.len() as u64;
+        let result = self.inner.transact(writes).await;
+        match &result {
+            Ok(()) => Meter::add(&self.meter.0.writes, n),
+            Err(StoreError::Conflict) => Meter::add(&self.meter.0.conflicts, 1),
+            Err(_) => {}
+        }
         result
     }
 

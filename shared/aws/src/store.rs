@@ -10,6 +10,9 @@
 //!   again). Throttling is `Throttled`, 5xx and transport failures `Unavailable`
 //!   (both retryable, after the SDK's own retries); any other service error is
 //!   `Rejected` (final).
+//! - A transaction is one TransactWriteItems. Cancelled because a condition failed
+//!   (`ConditionalCheckFailed`) or another transaction held an item
+//!   (`TransactionConflict`), it is `Conflict`; cancelled for throttling, `Throttled`.
 
 use std::collections::HashMap;
 
@@ -18,7 +21,9 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, RV, SK, item_key};
-use capstan_runtime::ports::{Expect, Store, StoreError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use capstan_runtime::ports::{Expect, Store, StoreError, Write};
 
 use crate::convert::{item_from_sdk, item_to_sdk};
 use crate::error::{Class, classify};
@@ -160,6 +165,69 @@ impl Store for DynamoStore {
         Ok(())
     }
 
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(writes.len());
+        for write in writes {
+            let built = match write {
+                Write::Put { item, expect } => {
+                    let (expression, values) = condition(expect).unzip();
+                    TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&self.table)
+                                .set_item(Some(item_to_sdk(&item)))
+                                .set_condition_expression(expression)
+                                .set_expression_attribute_values(
+                                    values.filter(|v| !v.is_empty()),
+                                )
+                                .build()
+                                .map_err(|e| StoreError::Rejected(e.to_string()))?,
+                        )
+                        .build()
+                }
+                Write::Delete { key, expect } => {
+                    let (expression, values) = condition(expect).unzip();
+                    TransactWriteItem::builder()
+                        .delete(
+                            Delete::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(key_of(&key)))
+                                .set_condition_expression(expression)
+                                .set_expression_attribute_values(
+                                    values.filter(|v| !v.is_empty()),
+                                )
+                                .build()
+                                .map_err(|e| StoreError::Rejected(e.to_string()))?,
+                        )
+                        .build()
+                }
+            };
+            items.push(built);
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                    err.as_service_error()
+                {
+                    let codes: Vec<&str> = cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .filter_map(|r| r.code())
+                        .collect();
+                    return Err(cancellation_error(&codes, &err.to_string()));
+                }
+                Err(store_error(err))
+            }
+        }
+    }
+
     async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
         let out = self
             .client
@@ -206,9 +274,47 @@ impl Store for DynamoStore {
     }
 }
 
+/// A cancelled transaction's error, from the reasons DynamoDB gives per write
+/// (`None` for the writes that were fine).
+fn cancellation_error(codes: &[&str], message: &str) -> StoreError {
+    if codes
+        .iter()
+        .any(|c| matches!(*c, "ConditionalCheckFailed" | "TransactionConflict"))
+    {
+        StoreError::Conflict
+    } else if codes
+        .iter()
+        .any(|c| matches!(*c, "ThrottlingError" | "ProvisionedThroughputExceeded"))
+    {
+        StoreError::Throttled(message.to_string())
+    } else {
+        StoreError::Rejected(format!("transaction cancelled ({}): {message}", codes.join(", ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_transaction_is_a_conflict_when_a_condition_failed() {
+        assert_eq!(
+            cancellation_error(&["None", "ConditionalCheckFailed"], "x"),
+            StoreError::Conflict
+        );
+        assert_eq!(
+            cancellation_error(&["TransactionConflict"], "x"),
+            StoreError::Conflict
+        );
+        assert!(matches!(
+            cancellation_error(&["ThrottlingError"], "x"),
+            StoreError::Throttled(_)
+        ));
+        assert!(matches!(
+            cancellation_error(&["ValidationError"], "x"),
+            StoreError::Rejected(_)
+        ));
+    }
 
     #[test]
     fn version_zero_also_matches_an_item_a_raw_writer_left_without_rv() {

@@ -122,6 +122,28 @@ pub fn item_key(item: &Item) -> Option<ItemKey> {
 }
 
 /// The version attribute of an item; an item written without one (a raw PutItem) is version 0.
+/// An item's size as DynamoDB counts it, closely enough to keep under its limits
+/// (400 KB an item, 4 MB a transaction):
+/// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html>.
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + attr_size(v)).sum()
+}
+
+fn attr_size(v: &AttrValue) -> usize {
+    match v {
+        AttrValue::S(s) => s.len(),
+        AttrValue::N(n) => n.len().div_ceil(2) + 1,
+        AttrValue::Bool(_) | AttrValue::Null => 1,
+        AttrValue::L(l) => 3 + l.iter().map(|e| 1 + attr_size(e)).sum::<usize>(),
+        AttrValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, e)| 1 + k.len() + attr_size(e))
+                .sum::<usize>()
+        }
+    }
+}
+
 pub fn version_of(item: &Item) -> u64 {
     match item.get(RV) {
         Some(AttrValue::N(n)) => n.parse().unwrap_or(0),

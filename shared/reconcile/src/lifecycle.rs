@@ -143,7 +143,11 @@ pub fn reconcile(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
             key: key.clone(),
             expect,
         });
-    } else if stored.is_new() || stored.spec_changed() || object != stored.object {
+    } else if stored.is_new()
+        || stored.spec_changed()
+        || object != stored.object
+        || needs_fence(&decision)
+    {
         *object.observed_generation_mut() = object.metadata().generation;
         plan.push(Action::PutObserved {
             object: object.clone(),
@@ -182,6 +186,23 @@ pub fn reconcile(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
         plan.requeue(after);
     }
     plan
+}
+
+/// Whether a plan must write the object's observed item even though its status did not
+/// change: the write, conditional on the version the decision read, is the **fence**
+/// that makes the plan's other effects happen at most once per version.
+///
+/// Lambda may run two invocations of one reconciler on the same object from the same
+/// read. Without a fence both would create children (two MachineSets' worth of
+/// Machines) or launch. With it, the driver performs the observed write and the
+/// children's writes in one transaction (`Store::transact`), so the second invocation's
+/// transaction fails as a whole, and it reads again and sees the first one's children.
+/// A launch follows the Machine's own fenced write (Provisioning) for the same reason.
+/// Termination, tagging and looking an instance up are safe to repeat and record their
+/// outcome conditionally, so they need no fence (and a fence there would wake the
+/// Machine's reconciler again through the stream on every pass).
+fn needs_fence(decision: &Decision) -> bool {
+    !decision.children.is_empty() || matches!(decision.external, Some(External::Launch { .. }))
 }
 
 /// Fills in what the control plane owns: a new object gets its uid, generation 1,

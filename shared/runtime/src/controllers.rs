@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use capstan_model::hash::spec_hash;
 use capstan_model::item::{
-    ItemKey, Part, encode_desired, encode_observed, object_prefix, partition_key,
+    AttrValue, ItemKey, Part, RV, encode_desired, encode_observed, item_key, item_size, object_prefix,
+    partition_key,
 };
 use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
 use capstan_model::{Expect, InstanceState, Kind, Machine, Object, ObjectKey};
@@ -19,11 +20,14 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::ports::{
-    Bus, BusError, Clock, Compute, ComputeError, Entropy, Instance, Store, StoreError,
+    Bus, BusError, Clock, Compute, ComputeError, Entropy, Instance, MAX_TRANSACT_WRITES, Store,
+    StoreError, Write,
 };
 
 /// How many times one reconcile re-reads after a conflict before giving up for now.
 pub const CONFLICT_RETRIES: usize = 5;
+/// The most one transaction of a plan carries, well under DynamoDB's 4 MB.
+pub const TRANSACTION_BYTES: usize = 3 * 1024 * 1024;
 /// When a reconcile gave up on conflicts, how soon to look again.
 pub const CONFLICT_REQUEUE: Duration = Duration::from_secs(1);
 
@@ -132,27 +136,29 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         Ok(Some(CONFLICT_REQUEUE))
     }
 
+    /// Performs a plan: its writes first, fenced, then at most one EC2 call.
+    ///
+    /// The writes (the object's own observed item first, then its children's items) go
+    /// in one transaction, so a concurrent invocation that decided from the same read
+    /// fails as a whole on the observed item's version and decides again (see
+    /// `capstan_reconcile::lifecycle::needs_fence`). A plan with more writes than one
+    /// transaction holds is performed in several, each fenced again on the version
+    /// the previous one wrote, so no other pass can act in between.
     async fn execute(&self, plan: &Plan) -> Result<(), Interrupt> {
-        for action in &plan.actions {
+        let writes: Vec<Write> = plan.actions.iter().map_while(write_of).collect();
+        let calls = &plan.actions[writes.len()..];
+        self.write_fenced(writes).await?;
+        for action in calls {
             match action {
-                Action::PutDesired { object, expect } => {
-                    self.store
-                        .put(encode_desired(object, version_after(*expect)), *expect)
-                        .await?;
-                }
-                Action::DeleteDesired { key, expect } => {
-                    self.store
-                        .delete(&ItemKey::of(key, Part::Desired), *expect)
-                        .await?;
-                }
-                Action::PutObserved { object, expect } => {
-                    self.put_observed(object, *expect).await?
-                }
-                Action::DeleteObserved { key, expect } => {
-                    info!(object = %key, step = "release", "removing the observed item");
-                    self.store
-                        .delete(&ItemKey::of(key, Part::Observed), *expect)
-                        .await?;
+                Action::PutDesired { .. }
+                | Action::DeleteDesired { .. }
+                | Action::PutObserved { .. }
+                | Action::DeleteObserved { .. } => {
+                    // A decision orders its writes before its EC2 call; a write after
+                    // the call would be unfenced.
+                    return Err(Interrupt::Failed(HandlerError::Malformed(
+                        "a plan wrote after its EC2 call".to_string(),
+                    )));
                 }
                 Action::Launch {
                     machine,
@@ -252,6 +258,59 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         Ok(())
     }
 
+    /// The plan's writes, in transactions of at most [`MAX_TRANSACT_WRITES`] writes and
+    /// [`TRANSACTION_BYTES`]; every transaction after the first starts with the object's
+    /// observed item again, conditional on the version the previous one wrote.
+    async fn write_fenced(&self, writes: Vec<Write>) -> Result<(), Interrupt> {
+        let Some(first) = writes.first() else {
+            return Ok(());
+        };
+        // The object's own observed item, when the plan starts by writing it.
+        let fence = match first {
+            Write::Put { item, expect } if item_key(item).is_some_and(|k| k.sk.ends_with("#status")) => {
+                Some((item.clone(), *expect))
+            }
+            _ => None,
+        };
+        let mut batch: Vec<Write> = Vec::new();
+        let mut bytes = 0;
+        let mut keys = std::collections::BTreeSet::new();
+        let mut version = fence.as_ref().map(|(_, expect)| version_after(*expect));
+        for write in writes {
+            let size = match &write {
+                Write::Put { item, .. } => item_size(item),
+                Write::Delete { .. } => 0,
+            };
+            let repeats = write.key().is_some_and(|k| keys.contains(&k));
+            if !batch.is_empty()
+                && (batch.len() >= MAX_TRANSACT_WRITES
+                    || bytes + size > TRANSACTION_BYTES
+                    || repeats)
+            {
+                self.store.transact(std::mem::take(&mut batch)).await?;
+                bytes = 0;
+                keys.clear();
+                // Fence the next transaction on the version this one wrote.
+                if let (Some((observed, _)), Some(v)) = (&fence, version) {
+                    let mut refence = observed.clone();
+                    refence.insert(RV.to_string(), AttrValue::N((v + 1).to_string()));
+                    bytes += item_size(&refence);
+                    keys.extend(item_key(&refence));
+                    batch.push(Write::Put {
+                        item: refence,
+                        expect: Expect::Version(v),
+                    });
+                    version = Some(v + 1);
+                }
+            }
+            bytes += size;
+            keys.extend(write.key());
+            batch.push(write);
+        }
+        self.store.transact(batch).await?;
+        Ok(())
+    }
+
     async fn put_observed(&self, object: &Object, expect: Expect) -> Result<(), StoreError> {
         let hash = spec_hash(&object.spec_json());
         self.store
@@ -331,6 +390,39 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         let instances = self.compute.describe_instances(tags).await?;
         Ok(instances.into_iter().find(|i| i.state.is_live()).map(found))
     }
+}
+
+/// A table-write action as the item write it performs; None for an EC2 call.
+fn write_of(action: &Action) -> Option<Write> {
+    Some(match action {
+        Action::PutDesired { object, expect } => Write::Put {
+            item: encode_desired(object, version_after(*expect)),
+            expect: *expect,
+        },
+        Action::DeleteDesired { key, expect } => Write::Delete {
+            key: ItemKey::of(key, Part::Desired),
+            expect: *expect,
+        },
+        Action::PutObserved { object, expect } => Write::Put {
+            item: encode_observed(
+                object,
+                &spec_hash(&object.spec_json()),
+                version_after(*expect),
+            ),
+            expect: *expect,
+        },
+        Action::DeleteObserved { key, expect } => {
+            info!(object = %key, step = "release", "removing the observed item");
+            Write::Delete {
+                key: ItemKey::of(key, Part::Observed),
+                expect: *expect,
+            }
+        }
+        Action::Launch { .. }
+        | Action::Terminate { .. }
+        | Action::FindInstance { .. }
+        | Action::TagInstance { .. } => return None,
+    })
 }
 
 fn found(i: Instance) -> FoundInstance {

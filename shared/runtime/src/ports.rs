@@ -76,9 +76,37 @@ pub trait Store: Send + Sync {
         instance_id: &str,
     ) -> impl Future<Output = Result<Option<ItemKey>, StoreError>> + Send;
 
+    /// Performs every write or none (DynamoDB TransactWriteItems): if any condition
+    /// fails, `Conflict` and nothing changes. At most [`MAX_TRANSACT_WRITES`] writes,
+    /// no two on the same item, or `Rejected` (as DynamoDB's ValidationException). A
+    /// conflict with another transaction in flight on one of the items
+    /// (TransactionConflict) is also `Conflict`: re-read and decide again. Each write
+    /// shows up on the stream as its own record.
+    fn transact(&self, writes: Vec<Write>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Every item whose sort key starts with `sk_prefix`, across partitions. A Scan: for
     /// the drift sweep only, never on a per-event path.
     fn scan(&self, sk_prefix: &str) -> impl Future<Output = Result<Vec<Item>, StoreError>> + Send;
+}
+
+/// DynamoDB's limit on the writes of one TransactWriteItems call.
+pub const MAX_TRANSACT_WRITES: usize = 100;
+
+/// One write of a transaction ([`Store::transact`]), with its condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    Put { item: Item, expect: Expect },
+    Delete { key: ItemKey, expect: Expect },
+}
+
+impl Write {
+    /// The key of the item written; None for an item without string keys.
+    pub fn key(&self) -> Option<ItemKey> {
+        match self {
+            Write::Put { item, .. } => capstan_model::item::item_key(item),
+            Write::Delete { key, .. } => Some(key.clone()),
+        }
+    }
 }
 
 /// What happened to one item, as DynamoDB Streams reports it (NEW_AND_OLD_IMAGES).

@@ -19,14 +19,18 @@ use std::time::Duration;
 
 use capstan_model::Timestamp;
 use capstan_model::item::{
-    AttrValue, INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, SK, item_key, version_of,
+    AttrValue, INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, SK, item_key, item_size, version_of,
 };
-use capstan_runtime::{ChangeKind, Clock, Expect, Store, StoreError, StreamRecord};
+use capstan_runtime::{
+    ChangeKind, Clock, Expect, MAX_TRANSACT_WRITES, Store, StoreError, StreamRecord, Write,
+};
 
 use crate::clock::after;
 
 /// DynamoDB's item size limit.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// DynamoDB's limit on the total size of one transaction.
+pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
 
 /// The table. Clones share it.
 #[derive(Clone)]
@@ -288,6 +292,62 @@ impl Store for MemStore {
         })
     }
 
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.call(|state, now| {
+            if writes.is_empty() || writes.len() > MAX_TRANSACT_WRITES {
+                return Err(invalid(&format!(
+                    "Member must have length less than or equal to {MAX_TRANSACT_WRITES} and greater than or equal to 1 (found {})",
+                    writes.len()
+                )));
+            }
+            let mut keys = BTreeSet::new();
+            let mut bytes = 0;
+            for w in &writes {
+                let key = match w {
+                    Write::Put { item, .. } => {
+                        bytes += item_size(item);
+                        validate(item)?
+                    }
+                    Write::Delete { key, .. } => {
+                        if key.pk.is_empty() || key.sk.is_empty() {
+                            return Err(invalid("the key attributes may not be empty strings"));
+                        }
+                        key.clone()
+                    }
+                };
+                if !keys.insert(key) {
+                    return Err(invalid(
+                        "Transaction request cannot include multiple operations on one item",
+                    ));
+                }
+            }
+            if bytes > MAX_TRANSACTION_BYTES {
+                return Err(invalid("Transaction size has exceeded the maximum allowed"));
+            }
+            // Every condition first: a transaction is all or nothing.
+            for w in &writes {
+                let (key, expect) = match w {
+                    Write::Put { item, expect } => (item_key(item), *expect),
+                    Write::Delete { key, expect } => (Some(key.clone()), *expect),
+                };
+                if let Some(key) = key {
+                    state.check(&key, expect)?;
+                }
+            }
+            for w in writes {
+                match w {
+                    Write::Put { item, .. } => {
+                        if let Some(key) = item_key(&item) {
+                            state.write(now, key, Some(item));
+                        }
+                    }
+                    Write::Delete { key, .. } => state.write(now, key, None),
+                }
+            }
+            Ok(())
+        })
+    }
+
     async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
         self.call(|state, _| {
             if instance_id.is_empty() {
@@ -365,8 +425,7 @@ fn validate(item: &Item) -> Result<ItemKey, StoreError> {
             "attribute {name}: '{n}' is not a valid number"
         )));
     }
-    let size: usize = item.iter().map(|(k, v)| k.len() + attr_size(v)).sum();
-    if size > MAX_ITEM_BYTES {
+    if item_size(item) > MAX_ITEM_BYTES {
         return Err(StoreError::Rejected(
             "ValidationException: Item size has exceeded the maximum allowed size".into(),
         ));
@@ -398,22 +457,5 @@ fn bad_number(v: &AttrValue) -> Option<&str> {
         AttrValue::L(l) => l.iter().find_map(bad_number),
         AttrValue::M(m) => m.values().find_map(bad_number),
         _ => None,
-    }
-}
-
-/// DynamoDB's item size accounting, closely enough to enforce the 400 KB limit
-/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html>).
-fn attr_size(v: &AttrValue) -> usize {
-    match v {
-        AttrValue::S(s) => s.len(),
-        AttrValue::N(n) => n.len().div_ceil(2) + 1,
-        AttrValue::Bool(_) | AttrValue::Null => 1,
-        AttrValue::L(l) => 3 + l.iter().map(|e| 1 + attr_size(e)).sum::<usize>(),
-        AttrValue::M(m) => {
-            3 + m
-                .iter()
-                .map(|(k, e)| 1 + k.len() + attr_size(e))
-                .sum::<usize>()
-        }
     }
 }

@@ -13,7 +13,7 @@ use capstan_model::item::{ItemKey, RV, item_key, version_of};
 use capstan_model::{InstanceState, Item, Timestamp};
 use capstan_runtime::{
     Bus, BusError, BusEvent, Clock, Compute, ComputeError, Expect, Instance, LaunchRequest, Store,
-    StoreError,
+    StoreError, Write,
 };
 
 use capstan_runtime::routes::Reconciler;
@@ -58,7 +58,14 @@ pub struct Faults {
     /// RunInstances does not honour ClientToken (as moto does, and as a token past its
     /// idempotency window would not): only finding instances by tag prevents duplicates.
     pub ignore_client_token: bool,
+    /// How many invocations of one reconciler may run at once, interleaved at every
+    /// port call (Lambda's `MaximumConcurrency` on the SQS event source; 0 or 1: one
+    /// at a time).
+    pub concurrency: u32,
 }
+
+/// The reconcilers' `MaximumConcurrency` in infra/template.yaml.
+pub const TEMPLATE_CONCURRENCY: u32 = 5;
 
 /// Every fault name `--faults` takes.
 pub const FAULT_NAMES: &[&str] = &[
@@ -76,6 +83,7 @@ pub const FAULT_NAMES: &[&str] = &[
     "spot",
     "foreign",
     "no-idempotency",
+    "concurrency",
 ];
 
 impl Faults {
@@ -100,6 +108,7 @@ impl Faults {
             spot: 0.002,
             foreign_instances: 2,
             ignore_client_token: true,
+            concurrency: TEMPLATE_CONCURRENCY,
         }
     }
 
@@ -140,6 +149,12 @@ impl Faults {
                     })?;
                 }
                 ("no-idempotency", _) => f.ignore_client_token = true,
+                ("concurrency", None) => f.concurrency = all.concurrency,
+                ("concurrency", Some(n)) => {
+                    f.concurrency = n.parse().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+                        format!("concurrency={n}: give a number of invocations at once from 1 to 100, e.g. concurrency=5")
+                    })?;
+                }
                 (other, _) => {
                     return Err(format!(
                         "unknown fault {other:?}: use {} , all or none",
@@ -186,6 +201,10 @@ pub enum Mutation {
     /// The health-check reconciler reads MachineHealthChecks without their remediation
     /// limits (`maxInFlight`, `triggerIf`).
     IgnoreRemediationLimits,
+    /// Plans are not fenced: a plan's writes are made one by one, and the reconciled
+    /// object's observed item whatever its version, so two invocations deciding from
+    /// the same read both act.
+    Unfenced,
 }
 
 /// The simulation's shared chaos: the RNG every choice draws from, the fault rates,
@@ -204,6 +223,13 @@ pub struct Chaos {
     pub delayed: Vec<(Timestamp, BusEvent)>,
     /// ClientTokens RunInstances has seen, and how often.
     pub tokens: std::collections::BTreeMap<String, u32>,
+    /// Machines whose desired item a health check deleted (remediations), in order.
+    pub remediated: Vec<ItemKey>,
+    /// The launches asked for at the current instant: (ClientToken, instance type,
+    /// subnet). The same launch twice at one instant was decided twice from one read.
+    pub launches_now: (Timestamp, std::collections::BTreeSet<(String, String, String)>),
+    /// Launches asked for again by a pass that decided from the same read as another.
+    pub repeated_launches: Vec<String>,
 }
 
 impl Chaos {
@@ -218,6 +244,9 @@ impl Chaos {
             stale_writes: Vec::new(),
             delayed: Vec::new(),
             tokens: std::collections::BTreeMap::new(),
+            remediated: Vec::new(),
+            launches_now: (Timestamp::UNIX_EPOCH, Default::default()),
+            repeated_launches: Vec::new(),
         }
     }
 
@@ -267,6 +296,32 @@ fn fate(chaos: &SharedChaos, what: &str) -> Fate {
     fate
 }
 
+/// A point where the simulator may switch to another invocation in flight: pending
+/// once, then ready. Every port call of the faulty adapters starts with one, so
+/// concurrent invocations interleave at every call, as Lambda's may.
+pub(crate) fn interleave() -> Interleave {
+    Interleave(false)
+}
+
+pub(crate) struct Interleave(bool);
+
+impl std::future::Future for Interleave {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
 // ---------------------------------------------------------------- Store
 
 /// The table, with faults.
@@ -313,53 +368,21 @@ impl FaultyStore {
         }
     }
 
-    /// Records a write that would succeed although its expected version is stale.
-    fn audit(&self, key: &ItemKey, expect: Expect) {
-        let current = self.inner.get(key);
-        let stale = match (expect, &current) {
-            (Expect::Version(n), Some(item)) => version_of(item) != n,
-            (Expect::Version(_), None) => true,
-            (Expect::Absent, Some(_)) => true,
-            _ => false,
-        };
-        if stale {
-            lock(&self.chaos).stale_writes.push(format!(
-                "{}/{} written expecting {expect:?}, found version {:?}",
-                key.pk,
-                key.sk,
-                current.as_ref().map(version_of)
-            ));
+    /// Remembers Machines whose desired item the health-check reconciler deleted.
+    fn note_remediations<'a>(&self, deleted: impl IntoIterator<Item = &'a ItemKey>) {
+        let mut c = lock(&self.chaos);
+        if c.serving != Some(Reconciler::HealthCheck) {
+            return;
         }
-    }
-}
-
-impl Store for FaultyStore {
-    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
-        self.read("Query")?;
-        let mut items = self.inner.query(pk, sk_prefix).await?;
-        let broken_check = {
-            let c = lock(&self.chaos);
-            c.mutation == Some(Mutation::IgnoreRemediationLimits)
-                && c.serving == Some(Reconciler::HealthCheck)
-        };
-        if broken_check {
-            for item in &mut items {
-                let is_check = matches!(item.get("sk"), Some(capstan_model::AttrValue::S(sk))
-                    if sk.starts_with("MachineHealthCheck#") && sk.ends_with("#spec"));
-                if is_check && let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec") {
-                    spec.remove("remediation");
-                }
+        for key in deleted {
+            if key.sk.starts_with("Machine#") && key.sk.ends_with("#spec") {
+                c.remediated.push(key.clone());
             }
         }
-        Ok(items)
     }
 
-    async fn put(&self, mut item: Item, expect: Expect) -> Result<(), StoreError> {
-        let after = self.before("PutItem")?;
-        let Some(key) = item_key(&item) else {
-            return self.inner.put(item, expect).await;
-        };
-        self.race(&key, expect).await;
+    /// Applies the mutation under test to one put; None drops the write.
+    fn mutate_put(&self, key: &ItemKey, item: &mut Item, expect: Expect) -> Option<Expect> {
         let mutation = lock(&self.chaos).mutation;
         let mut expect = expect;
         match mutation {
@@ -372,7 +395,7 @@ impl Store for FaultyStore {
                     && key.sk.ends_with("#status")
                     && self.inner.get(&key).is_some() =>
             {
-                return Ok(());
+                return None;
             }
             Some(Mutation::DrainOldSets)
                 if key.sk.starts_with("MachineSet#") && key.sk.ends_with("#spec") =>
@@ -406,6 +429,82 @@ impl Store for FaultyStore {
             }
             _ => {}
         }
+        Some(expect)
+    }
+
+    /// Applies the mutation under test to one delete; `extra` collects further items
+    /// the broken store removes with it.
+    fn mutate_delete(&self, key: &ItemKey, expect: Expect, extra: &mut Vec<ItemKey>) -> Expect {
+        let mutation = lock(&self.chaos).mutation;
+        let mut expect = expect;
+        if mutation == Some(Mutation::UnconditionalWrites) {
+            self.audit(key, expect);
+            expect = Expect::Any;
+        }
+        if mutation == Some(Mutation::DropOwnerFinalizer)
+            && key.sk.starts_with("MachineSet#")
+            && key.sk.ends_with("#spec")
+        {
+            extra.push(ItemKey {
+                pk: key.pk.clone(),
+                sk: key.sk.replace("#spec", "#status"),
+            });
+        }
+        expect
+    }
+
+    /// Records a write that would succeed although its expected version is stale.
+    fn audit(&self, key: &ItemKey, expect: Expect) {
+        let current = self.inner.get(key);
+        let stale = match (expect, &current) {
+            (Expect::Version(n), Some(item)) => version_of(item) != n,
+            (Expect::Version(_), None) => true,
+            (Expect::Absent, Some(_)) => true,
+            _ => false,
+        };
+        if stale {
+            lock(&self.chaos).stale_writes.push(format!(
+                "{}/{} written expecting {expect:?}, found version {:?}",
+                key.pk,
+                key.sk,
+                current.as_ref().map(version_of)
+            ));
+        }
+    }
+}
+
+impl Store for FaultyStore {
+    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        self.read("Query")?;
+        interleave().await;
+        let mut items = self.inner.query(pk, sk_prefix).await?;
+        let broken_check = {
+            let c = lock(&self.chaos);
+            c.mutation == Some(Mutation::IgnoreRemediationLimits)
+                && c.serving == Some(Reconciler::HealthCheck)
+        };
+        if broken_check {
+            for item in &mut items {
+                let is_check = matches!(item.get("sk"), Some(capstan_model::AttrValue::S(sk))
+                    if sk.starts_with("MachineHealthCheck#") && sk.ends_with("#spec"));
+                if is_check && let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec") {
+                    spec.remove("remediation");
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    async fn put(&self, mut item: Item, expect: Expect) -> Result<(), StoreError> {
+        let after = self.before("PutItem")?;
+        interleave().await;
+        let Some(key) = item_key(&item) else {
+            return self.inner.put(item, expect).await;
+        };
+        self.race(&key, expect).await;
+        let Some(expect) = self.mutate_put(&key, &mut item, expect) else {
+            return Ok(());
+        };
         self.inner.put(item, expect).await?;
         if after {
             return Err(StoreError::Unavailable(
@@ -415,25 +514,81 @@ impl Store for FaultyStore {
         Ok(())
     }
 
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let after = self.before("TransactWriteItems")?;
+        interleave().await;
+        let mut mutated = Vec::with_capacity(writes.len());
+        let mut extra = Vec::new();
+        for write in writes {
+            match write {
+                Write::Put { mut item, expect } => {
+                    let Some(key) = item_key(&item) else {
+                        mutated.push(Write::Put { item, expect });
+                        continue;
+                    };
+                    self.race(&key, expect).await;
+                    if let Some(expect) = self.mutate_put(&key, &mut item, expect) {
+                        mutated.push(Write::Put { item, expect });
+                    }
+                }
+                Write::Delete { key, expect } => {
+                    self.race(&key, expect).await;
+                    let expect = self.mutate_delete(&key, expect, &mut extra);
+                    mutated.push(Write::Delete { key, expect });
+                }
+            }
+        }
+        if lock(&self.chaos).mutation == Some(Mutation::Unfenced) {
+            // The fence removed: each write on its own, and the reconciled object's
+            // observed item written whatever its version (as before plans were fenced,
+            // when an unchanged status was not written at all).
+            for write in mutated {
+                match write {
+                    Write::Put { item, expect } => {
+                        let fence = item_key(&item).is_some_and(|k| {
+                            k.sk.ends_with("#status") && !k.sk.starts_with("Machine#")
+                        });
+                        let expect = if fence { Expect::Any } else { expect };
+                        self.inner.put(item, expect).await?;
+                    }
+                    Write::Delete { key, expect } => {
+                        self.inner.delete(&key, expect).await?;
+                        self.note_remediations([&key]);
+                    }
+                }
+            }
+        } else if !mutated.is_empty() {
+            let deleted: Vec<ItemKey> = mutated
+                .iter()
+                .filter_map(|w| match w {
+                    Write::Delete { key, .. } => Some(key.clone()),
+                    Write::Put { .. } => None,
+                })
+                .collect();
+            self.inner.transact(mutated).await?;
+            self.note_remediations(&deleted);
+        }
+        for key in extra {
+            self.inner.delete(&key, Expect::Any).await?;
+        }
+        if after {
+            return Err(StoreError::Unavailable(
+                "timeout after the transaction took effect".into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn delete(&self, key: &ItemKey, expect: Expect) -> Result<(), StoreError> {
         let after = self.before("DeleteItem")?;
+        interleave().await;
         self.race(key, expect).await;
-        let mutation = lock(&self.chaos).mutation;
-        let mut expect = expect;
-        if mutation == Some(Mutation::UnconditionalWrites) {
-            self.audit(key, expect);
-            expect = Expect::Any;
-        }
+        let mut extra = Vec::new();
+        let expect = self.mutate_delete(key, expect, &mut extra);
         self.inner.delete(key, expect).await?;
-        if mutation == Some(Mutation::DropOwnerFinalizer)
-            && key.sk.starts_with("MachineSet#")
-            && key.sk.ends_with("#spec")
-        {
-            let observed = ItemKey {
-                pk: key.pk.clone(),
-                sk: key.sk.replace("#spec", "#status"),
-            };
-            self.inner.delete(&observed, Expect::Any).await?;
+        self.note_remediations([key]);
+        for key in extra {
+            self.inner.delete(&key, Expect::Any).await?;
         }
         if after {
             return Err(StoreError::Unavailable(
@@ -445,11 +600,13 @@ impl Store for FaultyStore {
 
     async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
         self.read("Query(instance-index)")?;
+        interleave().await;
         self.inner.find_by_instance(instance_id).await
     }
 
     async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
         self.read("Scan")?;
+        interleave().await;
         self.inner.scan(sk_prefix).await
     }
 }
@@ -483,11 +640,30 @@ impl Compute for FaultyCompute {
         mut launches: Vec<LaunchRequest>,
     ) -> Vec<Result<Instance, ComputeError>> {
         let fate = fate(&self.chaos, "RunInstances");
+        interleave().await;
         if let Some(e) = compute_error(&fate) {
             return launches.iter().map(|_| Err(e.clone())).collect();
         }
         let mutation = {
             let mut c = lock(&self.chaos);
+            let now = self.clock.now();
+            if c.launches_now.0 != now {
+                c.launches_now = (now, Default::default());
+            }
+            for l in &launches {
+                let launch = (
+                    l.client_token.clone(),
+                    l.instance_type.clone(),
+                    l.subnet_id.clone(),
+                );
+                if !c.launches_now.1.insert(launch) {
+                    let line = format!(
+                        "RunInstances for ClientToken {} ({} in {}) twice at {now}",
+                        l.client_token, l.instance_type, l.subnet_id
+                    );
+                    c.repeated_launches.push(line);
+                }
+            }
             if c.faults.ignore_client_token {
                 for l in &mut launches {
                     let seen = c.tokens.entry(l.client_token.clone()).or_default();
@@ -541,6 +717,7 @@ impl Compute for FaultyCompute {
         tag_guard: (String, String),
     ) -> Result<Vec<(String, InstanceState)>, ComputeError> {
         let fate = fate(&self.chaos, "TerminateInstances");
+        interleave().await;
         if let Some(e) = compute_error(&fate) {
             return Err(e);
         }
@@ -580,6 +757,7 @@ impl Compute for FaultyCompute {
         tags: Vec<(String, String)>,
     ) -> Result<Vec<Instance>, ComputeError> {
         let fate = fate(&self.chaos, "DescribeInstances");
+        interleave().await;
         if let Some(e) = compute_error(&fate) {
             return Err(e);
         }
@@ -697,6 +875,7 @@ fn short(event: &BusEvent) -> String {
 
 impl Bus for FaultyBus {
     async fn put_events(&self, events: Vec<BusEvent>) -> Result<(), BusError> {
+        interleave().await;
         match fate(&self.chaos, "PutEvents") {
             Fate::Throttled => return Err(BusError::Throttled("ThrottlingException".into())),
             Fate::ServerError => return Err(BusError::Unavailable("InternalException".into())),
@@ -707,6 +886,7 @@ impl Bus for FaultyBus {
     }
 
     async fn requeue(&self, queue: &str, event: BusEvent, delay: Duration) -> Result<(), BusError> {
+        interleave().await;
         if let Fate::Throttled | Fate::ServerError = fate(&self.chaos, "SendMessage") {
             return Err(BusError::Unavailable("InternalError".into()));
         }

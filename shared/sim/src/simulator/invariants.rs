@@ -47,6 +47,9 @@ pub struct World<'a> {
     /// Instances without Capstan's tags, with the state the simulation left them in.
     pub foreign: &'a BTreeMap<String, capstan_model::InstanceState>,
     pub stale_writes: &'a [String],
+    /// RunInstances calls that repeated a launch at the same instant (see
+    /// `Chaos::repeated_launches`).
+    pub repeated_launches: &'a [String],
 }
 
 /// State carried from step to step (for checks about change).
@@ -58,6 +61,8 @@ pub struct Checker {
     /// Per RollingUpdate MachineDeployment: its desired replicas and `maxUnavailable`,
     /// and each of its sets' replicas, at the last step.
     sets: BTreeMap<ObjectKey, (i32, i32, BTreeMap<String, i32>)>,
+    /// Per MachineSet (partition key, name): its live Machines at the last step.
+    machines: BTreeMap<(String, String), usize>,
 }
 
 impl Checker {
@@ -70,6 +75,63 @@ impl Checker {
         every_child_has_its_owner(w)?;
         self.rollouts_within_max_surge(w)?;
         self.rollouts_within_max_unavailable(w)?;
+        self.machine_sets_within_replicas(w)?;
+        one_machine_set_per_template_hash(w)?;
+        one_launch_per_decision(w)?;
+        Ok(())
+    }
+
+    /// A MachineSet never grows past its replicas: the live Machines it owns (desired
+    /// item present) never increase to more than `spec.replicas` plus its interrupted
+    /// Machines (each replaced before it goes). A rollout's surge is in the set's
+    /// replicas already; a set whose replicas were just lowered may stay above them
+    /// until it deletes, but never grows there. Two invocations creating Machines from
+    /// the same read break this first.
+    pub fn machine_sets_within_replicas(&mut self, w: &World) -> Result<(), Violation> {
+        let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut interrupted: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for item in w.items {
+            let Some(key) = item_key(item) else { continue };
+            let Some(rest) = key.sk.strip_prefix("Machine#") else {
+                continue;
+            };
+            let Some(set) = owner_name(item, "MachineSet") else {
+                continue;
+            };
+            if rest.ends_with("#spec") {
+                *live.entry((key.pk.clone(), set.clone())).or_default() += 1;
+            } else if rest.ends_with("#status") {
+                if has_true_condition(item, "Interrupted") {
+                    *interrupted.entry((key.pk.clone(), set)).or_default() += 1;
+                }
+            }
+        }
+        for tree in w.rollouts {
+            for stored in tree.of_kind(Kind::MachineSet).filter(|s| !s.is_deleting()) {
+                let Some(ms) = stored.object.as_machine_set() else {
+                    continue;
+                };
+                let pk = capstan_model::item::partition_key(
+                    &ms.metadata.namespace,
+                    &ms.spec.cluster_name,
+                );
+                let id = (pk, ms.metadata.name.clone());
+                let now = live.get(&id).copied().unwrap_or(0);
+                let allowed = ms.spec.replicas.max(0) as usize
+                    + interrupted.get(&id).copied().unwrap_or(0);
+                let before = self.machines.get(&id).copied().unwrap_or(0);
+                if now > allowed && now > before {
+                    return Err(Violation::new(
+                        "machine_sets_within_replicas",
+                        format!(
+                            "MachineSet {}/{} grew from {before} to {now} live Machines; its replicas ({}) and interrupted Machines allow {allowed}",
+                            id.0, id.1, ms.spec.replicas
+                        ),
+                    ));
+                }
+            }
+        }
+        self.machines = live;
         Ok(())
     }
 
@@ -167,6 +229,73 @@ fn deployments<'a>(
                     .collect();
                 Some((md.key(), d, sets))
             })
+    })
+}
+
+/// A MachineDeployment never has two live MachineSets for one template hash (the
+/// suffix of a set's name, `<deployment>-<hash>`, and of its template's set label).
+pub fn one_machine_set_per_template_hash(w: &World) -> Result<(), Violation> {
+    for (key, d, sets) in deployments(w) {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let prefix = format!("{}-", d.metadata.name);
+        for set in sets {
+            let hash = set
+                .metadata
+                .name
+                .strip_prefix(&prefix)
+                .unwrap_or(&set.metadata.name);
+            if let Some(other) = seen.insert(hash, &set.metadata.name) {
+                return Err(Violation::new(
+                    "one_machine_set_per_template_hash",
+                    format!(
+                        "{key} has MachineSets {other} and {} for template hash {hash}",
+                        set.metadata.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No instance is launched for a Machine that a concurrent pass already launched for:
+/// the same launch (ClientToken, instance type, subnet) is never asked for twice at
+/// one instant. A legitimate second launch comes later (after capacity fallback with
+/// another offering, a backoff, or two minutes of finding nothing), never from the
+/// same read.
+pub fn one_launch_per_decision(w: &World) -> Result<(), Violation> {
+    match w.repeated_launches.first() {
+        Some(line) => Err(Violation::new("one_launch_per_decision", line.clone())),
+        None => Ok(()),
+    }
+}
+
+/// The name of an item's owner of `kind`, from its `ownerReferences`.
+fn owner_name(item: &Item, kind: &str) -> Option<String> {
+    let AttrValue::L(owners) = item.get("ownerReferences")? else {
+        return None;
+    };
+    owners.iter().find_map(|o| {
+        let AttrValue::M(o) = o else { return None };
+        match (o.get("kind"), o.get("name")) {
+            (Some(AttrValue::S(k)), Some(AttrValue::S(n))) if k == kind => Some(n.clone()),
+            _ => None,
+        }
+    })
+}
+
+/// Whether an observed item's `status.conditions` holds `kind` with status True.
+fn has_true_condition(item: &Item, kind: &str) -> bool {
+    let Some(AttrValue::M(status)) = item.get("status") else {
+        return false;
+    };
+    let Some(AttrValue::L(conditions)) = status.get("conditions") else {
+        return false;
+    };
+    conditions.iter().any(|c| {
+        let AttrValue::M(c) = c else { return false };
+        matches!(c.get("type"), Some(AttrValue::S(t)) if t == kind)
+            && matches!(c.get("status"), Some(AttrValue::S(s)) if s == "True")
     })
 }
 
@@ -356,6 +485,12 @@ pub fn status_counts_what_exists(trees: &[Tree]) -> Result<(), Violation> {
     Ok(())
 }
 
+/// The Machines health checks deleted: in this step, and in the whole run.
+pub struct Remediations<'a> {
+    pub this_step: &'a [capstan_model::ItemKey],
+    pub all: &'a [capstan_model::ItemKey],
+}
+
 /// A health check's remediations stay within its limits: when the health-check
 /// reconciler deletes selected Machines, the unhealthy share (of the Machines selected
 /// before the step) is within `triggerIf`, and the selected Machines being deleted
@@ -364,6 +499,7 @@ pub fn status_counts_what_exists(trees: &[Tree]) -> Result<(), Violation> {
 pub fn health_checks_within_limits(
     before: &BTreeMap<String, Tree>,
     after: &BTreeMap<String, Tree>,
+    remediations: &Remediations,
     now: Timestamp,
 ) -> Result<(), Violation> {
     for (pk, tree) in before {
@@ -386,9 +522,25 @@ pub fn health_checks_within_limits(
                     .collect()
             };
             let selected = machines(tree, false);
-            let deleting_after = machines(later, true);
+            let by_check = |m: &&Machine, keys: &[capstan_model::ItemKey]| {
+                keys.iter().any(|k| {
+                    k.pk == *pk
+                        && k.sk == capstan_model::item::sort_key(
+                            Kind::Machine,
+                            &m.metadata.name,
+                            capstan_model::item::Part::Desired,
+                        )
+                })
+            };
+            // Remediations still in flight: selected Machines a health check deleted
+            // whose teardown has not finished (scale-downs are not remediations).
+            let deleting_after: Vec<Machine> = machines(later, true)
+                .into_iter()
+                .filter(|m| by_check(&m, remediations.all))
+                .collect();
             let remediated: Vec<&str> = deleting_after
                 .iter()
+                .filter(|m| by_check(m, remediations.this_step))
                 .filter(|m| selected.iter().any(|s| s.metadata.uid == m.metadata.uid))
                 .map(|m| m.metadata.name.as_str())
                 .collect();

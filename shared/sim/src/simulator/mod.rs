@@ -14,7 +14,7 @@ pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use capstan_model::{InstanceState, Timestamp};
 use capstan_reconcile::Tree;
 use capstan_runtime::apply;
 use capstan_runtime::routes::Reconciler;
-use capstan_runtime::{Clock, Controllers, Delivery as BatchItem};
+use capstan_runtime::{BatchOutcome, Clock, Controllers, Delivery as BatchItem};
 
 use crate::bus::{Delivery, MemBus};
 use crate::clock::{ManualClock, SeededEntropy};
@@ -130,6 +130,15 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// One reconciler invocation in flight: its batch and what is left of its handler.
+struct Invocation {
+    queue: Reconciler,
+    messages: Vec<crate::bus::Message>,
+    future: Pin<Box<dyn Future<Output = BatchOutcome>>>,
+}
+
+type SimControllers = Controllers<FaultyStore, FaultyCompute, FaultyBus>;
+
 struct Run {
     clock: ManualClock,
     store: MemStore,
@@ -137,7 +146,9 @@ struct Run {
     bus: MemBus,
     faulty_bus: FaultyBus,
     chaos: SharedChaos,
-    controllers: Controllers<FaultyStore, FaultyCompute, FaultyBus>,
+    controllers: Arc<SimControllers>,
+    /// Invocations of one reconciler that may run at once.
+    concurrency: usize,
     trace: Vec<String>,
     start: Timestamp,
     next_sweep: Timestamp,
@@ -204,7 +215,7 @@ impl Simulation {
             chaos: chaos.clone(),
             clock: shared.clone(),
         };
-        let controllers = Controllers {
+        let controllers = Arc::new(Controllers {
             store: FaultyStore {
                 inner: store.clone(),
                 chaos: chaos.clone(),
@@ -218,7 +229,7 @@ impl Simulation {
             clock: shared.clone(),
             entropy: Arc::new(SeededEntropy::new(rng.next_u64())),
             installation: INSTALLATION.to_string(),
-        };
+        });
         let mut run = Run {
             clock,
             store,
@@ -227,6 +238,7 @@ impl Simulation {
             faulty_bus,
             chaos,
             controllers,
+            concurrency: self.faults.concurrency.max(1) as usize,
             trace: Vec::new(),
             start,
             next_sweep: start.checked_add(SWEEP_EVERY).unwrap_or(start),
@@ -522,59 +534,44 @@ impl Run {
                 ));
             }
         }
-        // Serve one queue, chosen at random among those with visible messages, with a
-        // random batch size.
+        // Lambda invokes a reconciler for a queue with visible messages, up to its
+        // concurrency at once, each invocation with its own batch (a standard queue may
+        // hand two of them messages about the same object). Queues are visited in a
+        // random order; after each, the step may stop.
         let mut queues: Vec<Reconciler> = Reconciler::ALL.to_vec();
         rng.shuffle(&mut queues);
+        let mut started: Vec<Invocation> = Vec::new();
         for queue in queues {
-            let size = 1 + rng.below(10) as usize;
-            let messages = self.bus.receive(queue, size);
-            if messages.is_empty() {
-                continue;
-            }
-            worked = true;
-            let batch: Vec<BatchItem> = messages
-                .iter()
-                .map(|m| BatchItem {
-                    message_id: m.id.clone(),
-                    event: m.event.clone(),
-                })
-                .collect();
-            // A health check's remediations are judged on the Machines around its step
-            // (decoded only when it deleted some: decoding every step costs too much).
-            let before = (queue == Reconciler::HealthCheck).then(|| self.health_items());
-            lock(&self.chaos).serving = Some(queue);
-            let outcome = block_on(self.controllers.handle_batch(queue, batch));
-            lock(&self.chaos).serving = None;
-            if let Some(before) = before {
-                let after = self.health_items();
-                let remediated = before.iter().any(|(k, _)| {
-                    k.sk.starts_with("Machine#")
-                        && k.sk.ends_with("#spec")
-                        && !after.iter().any(|(a, _)| a == k)
+            let invocations = 1 + rng.below(self.concurrency as u64) as usize;
+            let mut any = false;
+            for _ in 0..invocations {
+                let size = 1 + rng.below(10) as usize;
+                let messages = self.bus.receive(queue, size);
+                if messages.is_empty() {
+                    break;
+                }
+                any = true;
+                let batch: Vec<BatchItem> = messages
+                    .iter()
+                    .map(|m| BatchItem {
+                        message_id: m.id.clone(),
+                        event: m.event.clone(),
+                    })
+                    .collect();
+                let controllers = self.controllers.clone();
+                started.push(Invocation {
+                    queue,
+                    messages,
+                    future: Box::pin(async move { controllers.handle_batch(queue, batch).await }),
                 });
-                if remediated
-                    && let Err(v) = invariants::health_checks_within_limits(
-                        &partition_trees(before),
-                        &partition_trees(after),
-                        self.now(),
-                    )
-                {
-                    self.broken.get_or_insert(v);
-                }
             }
-            for m in &messages {
-                if !outcome.failed.contains(&m.id) {
-                    self.bus.ack(queue, &m.receipt);
-                }
+            if any && rng.chance(0.5) {
+                break;
             }
-            self.log(format!(
-                "{}: {} message(s), {} failed",
-                queue.name(),
-                messages.len(),
-                outcome.failed.len()
-            ));
-            break;
+        }
+        if !started.is_empty() {
+            worked = true;
+            self.run_concurrently(started, rng);
         }
         if self.now() >= self.next_sweep {
             worked = true;
@@ -590,6 +587,60 @@ impl Run {
             self.next_sweep = self.now().checked_add(SWEEP_EVERY).unwrap_or(self.now());
         }
         worked
+    }
+
+    /// Runs invocations side by side until all have returned: each turn, one chosen at
+    /// random runs up to its next port call (every call of the faulty adapters is an
+    /// interleaving point). A health check's remediations are judged on the Machines
+    /// around the step.
+    fn run_concurrently(&mut self, mut running: Vec<Invocation>, rng: &mut Rng) {
+        let checks = running.iter().any(|i| i.queue == Reconciler::HealthCheck);
+        // Decoded only when a health check runs: decoding every step costs too much.
+        let before = checks.then(|| self.health_items());
+        let remediated_before = lock(&self.chaos).remediated.len();
+        if running.len() > 1 {
+            let names: Vec<&str> = running.iter().map(|i| i.queue.name()).collect();
+            self.log(format!("{} invocations at once: {}", running.len(), names.join(", ")));
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        while !running.is_empty() {
+            let i = rng.below(running.len() as u64) as usize;
+            lock(&self.chaos).serving = Some(running[i].queue);
+            let polled = running[i].future.as_mut().poll(&mut cx);
+            lock(&self.chaos).serving = None;
+            let Poll::Ready(outcome) = polled else {
+                continue;
+            };
+            let done = running.remove(i);
+            for m in &done.messages {
+                if !outcome.failed.contains(&m.id) {
+                    self.bus.ack(done.queue, &m.receipt);
+                }
+            }
+            self.log(format!(
+                "{}: {} message(s), {} failed",
+                done.queue.name(),
+                done.messages.len(),
+                outcome.failed.len()
+            ));
+        }
+        if let Some(before) = before {
+            let all: Vec<capstan_model::ItemKey> = lock(&self.chaos).remediated.clone();
+            let this_step = &all[remediated_before..];
+            if !this_step.is_empty()
+                && let Err(v) = invariants::health_checks_within_limits(
+                    &partition_trees(before),
+                    &partition_trees(self.health_items()),
+                    &invariants::Remediations {
+                        this_step,
+                        all: &all,
+                    },
+                    self.now(),
+                )
+            {
+                self.broken.get_or_insert(v);
+            }
+        }
     }
 
     /// Jumps virtual time to the next thing that happens on its own.
@@ -642,7 +693,10 @@ impl Run {
             return Err(v);
         }
         let instances = self.ec2.instances();
-        let stale_writes = lock(&self.chaos).stale_writes.clone();
+        let (stale_writes, repeated_launches) = {
+            let c = lock(&self.chaos);
+            (c.stale_writes.clone(), c.repeated_launches.clone())
+        };
         let now = self.now();
         let foreign = &self.foreign;
         self.store.with_items(|all| {
@@ -668,6 +722,7 @@ impl Run {
                 instances: &instances,
                 foreign,
                 stale_writes: &stale_writes,
+                repeated_launches: &repeated_launches,
             };
             checker.check(&world)
         })
