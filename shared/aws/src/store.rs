@@ -19,10 +19,10 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
-use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, RV, SK, item_key};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, RV, SK, item_key};
 use capstan_runtime::ports::{Expect, Store, StoreError, Write};
 
 use crate::convert::{item_from_sdk, item_to_sdk};
@@ -177,9 +177,7 @@ impl Store for DynamoStore {
                                 .table_name(&self.table)
                                 .set_item(Some(item_to_sdk(&item)))
                                 .set_condition_expression(expression)
-                                .set_expression_attribute_values(
-                                    values.filter(|v| !v.is_empty()),
-                                )
+                                .set_expression_attribute_values(values.filter(|v| !v.is_empty()))
                                 .build()
                                 .map_err(|e| StoreError::Rejected(e.to_string()))?,
                         )
@@ -193,9 +191,7 @@ impl Store for DynamoStore {
                                 .table_name(&self.table)
                                 .set_key(Some(key_of(&key)))
                                 .set_condition_expression(expression)
-                                .set_expression_attribute_values(
-                                    values.filter(|v| !v.is_empty()),
-                                )
+                                .set_expression_attribute_values(values.filter(|v| !v.is_empty()))
                                 .build()
                                 .map_err(|e| StoreError::Rejected(e.to_string()))?,
                         )
@@ -288,7 +284,10 @@ fn cancellation_error(codes: &[&str], message: &str) -> StoreError {
     {
         StoreError::Throttled(message.to_string())
     } else {
-        StoreError::Rejected(format!("transaction cancelled ({}): {message}", codes.join(", ")))
+        StoreError::Rejected(format!(
+            "transaction cancelled ({}): {message}",
+            codes.join(", ")
+        ))
     }
 }
 

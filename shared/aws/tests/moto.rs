@@ -435,3 +435,91 @@ async fn a_crash_between_run_instances_and_recording_the_id_leaves_exactly_one_i
     uids.dedup();
     assert_eq!(uids.len(), 6);
 }
+
+/// The SQS event Lambda would hand one invocation: one message naming `key`.
+fn one_message(key: &ObjectKey, id: &str) -> aws_lambda_events::event::sqs::SqsEvent {
+    let event = capstan_runtime::events::resync_event(key, jiff::Timestamp::now());
+    let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
+    message.message_id = Some(id.to_string());
+    message.body = Some(serde_json::to_string(&event).expect("event JSON"));
+    message.event_source = Some("aws:sqs".to_string());
+    let mut sqs = aws_lambda_events::event::sqs::SqsEvent::default();
+    sqs.records = vec![message];
+    sqs
+}
+
+/// Lambda runs invocations side by side: two invocations of the machineset
+/// reconciler's handler, each holding a message about the same MachineSet, decide from
+/// the same read (3 Machines, 6 wanted). The plan's fence (the MachineSet's observed
+/// item and the new Machines in one TransactWriteItems, conditional on the version
+/// read) lets one act; the other's transaction is cancelled, it reads again and finds
+/// nothing to do. One MachineSet's worth of Machines, not 9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_machines() {
+    let moto = Moto::start();
+    let clients = moto.clients().await;
+    let env = Ec2Env::discover(&clients).await;
+    let mut rt = LocalRuntime::start(clients, test_config("moto-concurrent"))
+        .await
+        .expect("local runtime");
+    let objects = env.quickstart(false);
+    let store = rt.handlers.controllers.store.inner.clone();
+    apply::apply(&store, &objects).await.expect("apply");
+    let o = converge(&mut rt, "quickstart", 6).await;
+
+    // The workers' MachineSet is raised to 6 by hand; nothing runs in between.
+    let tree = o
+        .trees
+        .iter()
+        .find(|t| t.of_kind(Kind::MachineSet).next().is_some())
+        .expect("a tree with MachineSets");
+    let set = tree
+        .of_kind(Kind::MachineSet)
+        .filter_map(|s| s.object.as_machine_set())
+        .find(|s| s.metadata.name.starts_with("demo-workers"))
+        .expect("the workers' MachineSet")
+        .clone();
+    let owned = |o: &capstan_aws::local::Observation| {
+        machines(o)
+            .into_iter()
+            .filter(|m| {
+                m.metadata
+                    .owner_references
+                    .iter()
+                    .any(|r| r.name == set.metadata.name)
+            })
+            .count()
+    };
+    assert_eq!(owned(&o), 3);
+    let mut raised = set.clone();
+    raised.spec.replicas = 6;
+    let stored = tree
+        .get(Kind::MachineSet, &set.metadata.name)
+        .expect("stored set");
+    let rv = stored.desired_rv.expect("desired item");
+    use capstan_runtime::ports::Store;
+    rt.handlers
+        .controllers
+        .store
+        .put(
+            encode_desired(&Object::MachineSet(raised.clone()), rv + 1),
+            capstan_model::Expect::Version(rv),
+        )
+        .await
+        .expect("raise the set");
+
+    let key = ObjectKey::new("default", "demo", Kind::MachineSet, &set.metadata.name);
+    let reconciler = capstan_runtime::routes::Reconciler::MachineSet;
+    let (a, b) = tokio::join!(
+        rt.handlers.queue(reconciler, one_message(&key, "m-1")),
+        rt.handlers.queue(reconciler, one_message(&key, "m-2")),
+    );
+    assert!(a.batch_item_failures.is_empty(), "{a:?}");
+    assert!(b.batch_item_failures.is_empty(), "{b:?}");
+    let o = rt.observe().await.expect("observe");
+    assert_eq!(
+        owned(&o),
+        6,
+        "two invocations at once made one MachineSet's worth of Machines"
+    );
+}

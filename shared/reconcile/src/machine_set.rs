@@ -21,6 +21,11 @@ use crate::names;
 use crate::plan::Action;
 use crate::tree::Tree;
 
+/// The most Machines one pass creates: a plan stays a few transactions long and a
+/// pass bounded in time and memory, whatever `replicas` says (a raw write of
+/// `replicas: 2147483647` must not exhaust the reconciler).
+pub const MAX_CREATES_PER_PASS: usize = 100;
+
 pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decision {
     let mut d = Decision::default();
     let owned: Vec<&StoredObject> = tree
@@ -66,7 +71,12 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
                     // type but never leaves the pinned subnet.
                     launch.subnets.clear();
                 }
-                for i in 0..(want - staying.len()) {
+                let missing = want - staying.len();
+                if missing > MAX_CREATES_PER_PASS {
+                    // The rest on the next pass, which the new Machines' events bring.
+                    d.requeue(Duration::from_secs(1));
+                }
+                for i in 0..missing.min(MAX_CREATES_PER_PASS) {
                     let domain = match &ms.spec.template.spec.failure_domain {
                         Some(fd) => fd.clone(),
                         None => least_populated(&per_domain).unwrap_or_default(),

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use capstan_model::hash::spec_hash;
 use capstan_model::item::{
-    AttrValue, ItemKey, Part, RV, encode_desired, encode_observed, item_key, item_size, object_prefix,
-    partition_key,
+    AttrValue, ItemKey, Part, RV, encode_desired, encode_observed, item_key, item_size,
+    object_prefix, partition_key,
 };
 use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
 use capstan_model::{Expect, InstanceState, Kind, Machine, Object, ObjectKey};
@@ -267,7 +267,9 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         };
         // The object's own observed item, when the plan starts by writing it.
         let fence = match first {
-            Write::Put { item, expect } if item_key(item).is_some_and(|k| k.sk.ends_with("#status")) => {
+            Write::Put { item, expect }
+                if item_key(item).is_some_and(|k| k.sk.ends_with("#status")) =>
+            {
                 Some((item.clone(), *expect))
             }
             _ => None,

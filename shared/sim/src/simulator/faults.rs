@@ -225,9 +225,13 @@ pub struct Chaos {
     pub tokens: std::collections::BTreeMap<String, u32>,
     /// Machines whose desired item a health check deleted (remediations), in order.
     pub remediated: Vec<ItemKey>,
-    /// The launches asked for at the current instant: (ClientToken, instance type,
-    /// subnet). The same launch twice at one instant was decided twice from one read.
-    pub launches_now: (Timestamp, std::collections::BTreeSet<(String, String, String)>),
+    /// The launches asked for at the current instant: (Machine, instance type, subnet),
+    /// the Machine named by its tags. The same launch twice at one instant was decided
+    /// twice from one read.
+    pub launches_now: (
+        Timestamp,
+        std::collections::BTreeSet<(String, String, String)>,
+    ),
     /// Launches asked for again by a pass that decided from the same read as another.
     pub repeated_launches: Vec<String>,
 }
@@ -387,13 +391,13 @@ impl FaultyStore {
         let mut expect = expect;
         match mutation {
             Some(Mutation::UnconditionalWrites) => {
-                self.audit(&key, expect);
+                self.audit(key, expect);
                 expect = Expect::Any;
             }
             Some(Mutation::LoseMachineStatus)
                 if key.sk.starts_with("Machine#")
                     && key.sk.ends_with("#status")
-                    && self.inner.get(&key).is_some() =>
+                    && self.inner.get(key).is_some() =>
             {
                 return None;
             }
@@ -409,9 +413,9 @@ impl FaultyStore {
                 };
                 let shrinks = self
                     .inner
-                    .get(&key)
+                    .get(key)
                     .and_then(|old| replicas(&old))
-                    .zip(replicas(&item))
+                    .zip(replicas(item))
                     .is_some_and(|(old, new)| new < old);
                 if shrinks && let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec") {
                     spec.insert("replicas".into(), capstan_model::AttrValue::N("0".into()));
@@ -545,9 +549,7 @@ impl Store for FaultyStore {
             for write in mutated {
                 match write {
                     Write::Put { item, expect } => {
-                        let fence = item_key(&item).is_some_and(|k| {
-                            k.sk.ends_with("#status") && !k.sk.starts_with("Machine#")
-                        });
+                        let fence = item_key(&item).is_some_and(|k| k.sk.ends_with("#status"));
                         let expect = if fence { Expect::Any } else { expect };
                         self.inner.put(item, expect).await?;
                     }
@@ -651,15 +653,22 @@ impl Compute for FaultyCompute {
                 c.launches_now = (now, Default::default());
             }
             for l in &launches {
+                let tag = |k: &str| l.tags.get(k).cloned().unwrap_or_default();
+                let machine = format!(
+                    "{}/{}/{}",
+                    tag(capstan_model::labels::TAG_NAMESPACE),
+                    tag(capstan_model::labels::TAG_CLUSTER),
+                    tag(capstan_model::labels::TAG_MACHINE)
+                );
                 let launch = (
-                    l.client_token.clone(),
+                    machine.clone(),
                     l.instance_type.clone(),
                     l.subnet_id.clone(),
                 );
                 if !c.launches_now.1.insert(launch) {
                     let line = format!(
-                        "RunInstances for ClientToken {} ({} in {}) twice at {now}",
-                        l.client_token, l.instance_type, l.subnet_id
+                        "RunInstances for Machine {machine} ({} in {}) twice at {now} (ClientToken {})",
+                        l.instance_type, l.subnet_id, l.client_token
                     );
                     c.repeated_launches.push(line);
                 }

@@ -100,10 +100,8 @@ impl Checker {
             };
             if rest.ends_with("#spec") {
                 *live.entry((key.pk.clone(), set.clone())).or_default() += 1;
-            } else if rest.ends_with("#status") {
-                if has_true_condition(item, "Interrupted") {
-                    *interrupted.entry((key.pk.clone(), set)).or_default() += 1;
-                }
+            } else if rest.ends_with("#status") && has_true_condition(item, "Interrupted") {
+                *interrupted.entry((key.pk.clone(), set)).or_default() += 1;
             }
         }
         for tree in w.rollouts {
@@ -117,8 +115,8 @@ impl Checker {
                 );
                 let id = (pk, ms.metadata.name.clone());
                 let now = live.get(&id).copied().unwrap_or(0);
-                let allowed = ms.spec.replicas.max(0) as usize
-                    + interrupted.get(&id).copied().unwrap_or(0);
+                let allowed =
+                    ms.spec.replicas.max(0) as usize + interrupted.get(&id).copied().unwrap_or(0);
                 let before = self.machines.get(&id).copied().unwrap_or(0);
                 if now > allowed && now > before {
                     return Err(Violation::new(
@@ -259,8 +257,8 @@ pub fn one_machine_set_per_template_hash(w: &World) -> Result<(), Violation> {
 }
 
 /// No instance is launched for a Machine that a concurrent pass already launched for:
-/// the same launch (ClientToken, instance type, subnet) is never asked for twice at
-/// one instant. A legitimate second launch comes later (after capacity fallback with
+/// the same launch (the Machine its tags name, instance type, subnet) is never asked
+/// for twice at one instant. A legitimate second launch comes later (after capacity fallback with
 /// another offering, a backoff, or two minutes of finding nothing), never from the
 /// same read.
 pub fn one_launch_per_decision(w: &World) -> Result<(), Violation> {
@@ -525,11 +523,12 @@ pub fn health_checks_within_limits(
             let by_check = |m: &&Machine, keys: &[capstan_model::ItemKey]| {
                 keys.iter().any(|k| {
                     k.pk == *pk
-                        && k.sk == capstan_model::item::sort_key(
-                            Kind::Machine,
-                            &m.metadata.name,
-                            capstan_model::item::Part::Desired,
-                        )
+                        && k.sk
+                            == capstan_model::item::sort_key(
+                                Kind::Machine,
+                                &m.metadata.name,
+                                capstan_model::item::Part::Desired,
+                            )
                 })
             };
             // Remediations still in flight: selected Machines a health check deleted

@@ -46,6 +46,8 @@ pub const FAULTS_AFTER_SCRIPT: Duration = Duration::from_secs(5 * 60);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 /// A run taking more steps than this has livelocked.
 pub const MAX_STEPS: u64 = 200_000;
+/// Port calls all invocations of one step may make before they time out.
+pub const MAX_POLLS_PER_STEP: u64 = 100_000;
 /// Trace lines kept for a failure report.
 pub const TRACE_TAIL: usize = 40;
 
@@ -600,10 +602,25 @@ impl Run {
         let remediated_before = lock(&self.chaos).remediated.len();
         if running.len() > 1 {
             let names: Vec<&str> = running.iter().map(|i| i.queue.name()).collect();
-            self.log(format!("{} invocations at once: {}", running.len(), names.join(", ")));
+            self.log(format!(
+                "{} invocations at once: {}",
+                running.len(),
+                names.join(", ")
+            ));
         }
         let mut cx = Context::from_waker(Waker::noop());
+        let mut polls = 0u64;
         while !running.is_empty() {
+            polls += 1;
+            if polls > MAX_POLLS_PER_STEP {
+                // A Lambda timeout: the invocations are abandoned, their messages come
+                // back after the visibility timeout.
+                self.log(format!(
+                    "{} invocation(s) abandoned at the function timeout",
+                    running.len()
+                ));
+                break;
+            }
             let i = rng.below(running.len() as u64) as usize;
             lock(&self.chaos).serving = Some(running[i].queue);
             let polled = running[i].future.as_mut().poll(&mut cx);
