@@ -14,7 +14,7 @@ const RECONCILER: Reconciler = Reconciler::Deployment;
 async fn main() -> Result<(), Error> {
     capstan_aws::lambda::init_tracing();
     // Clients are built once per execution environment and reused by every invocation.
-    let handlers = capstan_aws::lambda::handlers_from_env().await;
+    let handlers = capstan_aws::lambda::functions_from_env().await;
     let handlers = &handlers;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<SqsBatchResponse, Error>(handlers.queue(RECONCILER, event.payload).await)

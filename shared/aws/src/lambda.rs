@@ -21,7 +21,7 @@ use capstan_runtime::ports::{
 use capstan_runtime::routes::Reconciler;
 use capstan_runtime::sweep::SweepReport;
 use capstan_runtime::system::{OsEntropy, SystemClock};
-use capstan_runtime::{Controllers, HandlerError};
+use capstan_runtime::{ControlPlane, HandlerError};
 use thiserror::Error;
 use tracing::{Instrument, error, info, info_span};
 
@@ -70,20 +70,20 @@ pub enum MetricsSink {
     Log,
 }
 
-/// The controllers over metered ports, and the meter that reads them.
-pub struct Handlers<S, C, B> {
-    pub controllers: Controllers<Metered<S>, Metered<C>, Metered<B>>,
+/// The control_plane over metered ports, and the meter that reads them.
+pub struct Functions<S, C, B> {
+    pub control_plane: ControlPlane<Metered<S>, Metered<C>, Metered<B>>,
     pub meter: Meter,
     pub metrics: MetricsSink,
 }
 
 /// The handlers over the real AWS adapters.
-pub type AwsHandlers = Handlers<DynamoStore, Ec2Compute, EventBridgeBus>;
+pub type AwsFunctions = Functions<DynamoStore, Ec2Compute, EventBridgeBus>;
 
-impl AwsHandlers {
+impl AwsFunctions {
     /// The adapters over `clients`, on the wall clock and the OS's randomness.
-    pub fn aws(clients: &Clients, names: &Names, metrics: MetricsSink) -> AwsHandlers {
-        Handlers::new(
+    pub fn aws(clients: &Clients, names: &Names, metrics: MetricsSink) -> AwsFunctions {
+        Functions::new(
             DynamoStore::new(clients.dynamodb.clone(), &names.table),
             Ec2Compute::new(clients.ec2.clone()),
             EventBridgeBus::new(
@@ -99,7 +99,7 @@ impl AwsHandlers {
     }
 }
 
-impl<S: Store, C: Compute, B: Bus> Handlers<S, C, B> {
+impl<S: Store, C: Compute, B: Bus> Functions<S, C, B> {
     pub fn new(
         store: S,
         compute: C,
@@ -108,10 +108,10 @@ impl<S: Store, C: Compute, B: Bus> Handlers<S, C, B> {
         entropy: Arc<dyn Entropy>,
         installation: &str,
         metrics: MetricsSink,
-    ) -> Handlers<S, C, B> {
+    ) -> Functions<S, C, B> {
         let meter = Meter::default();
-        Handlers {
-            controllers: Controllers {
+        Functions {
+            control_plane: ControlPlane {
                 store: Metered::new(store, meter.clone()),
                 compute: Metered::new(compute, meter.clone()),
                 bus: Metered::new(bus, meter.clone()),
@@ -153,7 +153,7 @@ impl<S: Store, C: Compute, B: Bus> Handlers<S, C, B> {
             }
             // Boxed: the handlers' futures are deep, and a binary's main would otherwise
             // exceed the compiler's layout depth limit.
-            let routed = match Box::pin(self.controllers.route_stream(&records)).await {
+            let routed = match Box::pin(self.control_plane.route_stream(&records)).await {
                 Ok(_) => records.len(),
                 Err(e) => {
                     error!(step = "route", error = %e, "publishing failed; the batch will be retried");
@@ -201,7 +201,7 @@ impl<S: Store, C: Compute, B: Bus> Handlers<S, C, B> {
                     }
                 }
             }
-            let outcome = Box::pin(self.controllers.handle_batch(reconciler, deliveries)).await;
+            let outcome = Box::pin(self.control_plane.handle_batch(reconciler, deliveries)).await;
             failed.extend(outcome.failed);
             failed.sort();
             failed.dedup();
@@ -228,7 +228,7 @@ impl<S: Store, C: Compute, B: Bus> Handlers<S, C, B> {
         let span = info_span!("invocation", function = DRIFT_SWEEP);
         async {
             info!(step = "sweep", source = %event.source, detail_type = %event.detail_type, "sweeping");
-            let result = Box::pin(self.controllers.sweep()).await;
+            let result = Box::pin(self.control_plane.sweep()).await;
             let errors = u64::from(result.is_err());
             self.emit(DRIFT_SWEEP, self.meter.take(1 - errors, errors, started.elapsed()));
             if let Err(e) = &result {
@@ -308,10 +308,10 @@ fn sequence_number(s: &str) -> Result<u64, RecordError> {
 
 /// The handlers a Lambda function runs: names from the environment (`Names::from_env`),
 /// clients from the usual AWS chain, metrics on stdout. Built once per process.
-pub async fn handlers_from_env() -> AwsHandlers {
+pub async fn functions_from_env() -> AwsFunctions {
     let names = Names::from_env();
     let clients = Clients::load(&crate::clients::Settings::default()).await;
-    AwsHandlers::aws(&clients, &names, MetricsSink::Stdout)
+    AwsFunctions::aws(&clients, &names, MetricsSink::Stdout)
 }
 
 /// Logs as JSON lines (stdout, which Lambda sends to CloudWatch Logs): one object per

@@ -22,5 +22,5 @@ pub mod local;
 pub use bus::EventBridgeBus;
 pub use clients::{Clients, Names, Settings};
 pub use compute::Ec2Compute;
-pub use lambda::{AwsHandlers, Handlers, MetricsSink};
+pub use lambda::{AwsFunctions, Functions, MetricsSink};
 pub use store::DynamoStore;

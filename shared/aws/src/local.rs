@@ -19,7 +19,7 @@
 //!    abandoned and deletes nothing: its messages come back after the visibility timeout.
 //! 4. **run the drift sweep** every `sweep_every`, with a scheduled event.
 //!
-//! Every event goes through `Handlers`, the code the Lambda binaries run.
+//! Every event goes through `Functions`, the code the Lambda binaries run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -47,7 +47,7 @@ use crate::bus::EventBridgeBus;
 use crate::clients::{Clients, Names};
 use crate::compute::Ec2Compute;
 use crate::error::classify;
-use crate::lambda::{Handlers, MetricsSink};
+use crate::lambda::{Functions, MetricsSink};
 use crate::provision::{self, DEFAULT_BUS, ProvisionError, Provisioned, QueueOptions};
 use crate::store::DynamoStore;
 
@@ -172,7 +172,7 @@ struct Shard {
 pub struct LocalRuntime<C: Compute = Ec2Compute> {
     pub clients: Clients,
     pub config: LocalConfig,
-    pub handlers: Handlers<DynamoStore, C, EventBridgeBus>,
+    pub functions: Functions<DynamoStore, C, EventBridgeBus>,
     pub provisioned: Provisioned,
     /// Describes instances for the relay and observations, never through a test's fault.
     ec2: Ec2Compute,
@@ -206,7 +206,7 @@ impl<C: Compute> LocalRuntime<C> {
             clients.sqs.clone(),
             config.names.clone(),
         );
-        let handlers = Handlers::new(
+        let functions = Functions::new(
             DynamoStore::new(clients.dynamodb.clone(), &config.names.table),
             compute,
             bus.clone(),
@@ -226,7 +226,7 @@ impl<C: Compute> LocalRuntime<C> {
             ec2: Ec2Compute::new(clients.ec2.clone()),
             default_bus: bus.on_bus(DEFAULT_BUS),
             clients,
-            handlers,
+            functions,
             provisioned,
             shards: BTreeMap::new(),
             next_shard_scan: now,
@@ -263,7 +263,7 @@ impl<C: Compute> LocalRuntime<C> {
         self.stats.sweeps += 1;
         let event = envelope("aws.events", "Scheduled Event", json!({}), Timestamp::now());
         // A failed sweep is logged by the handler; the next one repairs what it missed.
-        let _ = self.handlers.schedule(&event).await;
+        let _ = self.functions.schedule(&event).await;
         self.next_sweep = Instant::now() + self.config.sweep_every;
     }
 
@@ -302,8 +302,8 @@ impl<C: Compute> LocalRuntime<C> {
     /// What the endpoint holds now.
     pub async fn observe(&self) -> Result<Observation, LocalError> {
         let items = self
-            .handlers
-            .controllers
+            .functions
+            .control_plane
             .store
             .inner
             .scan("")
@@ -490,7 +490,7 @@ impl<C: Compute> LocalRuntime<C> {
                 continue;
             }
             let event = stream_event(&records, &arn, &self.clients.region)?;
-            let response = self.handlers.stream(event).await;
+            let response = self.functions.stream(event).await;
             self.stats.stream_records += records.len() as u64;
             let failed = response
                 .batch_item_failures
@@ -560,7 +560,7 @@ impl<C: Compute> LocalRuntime<C> {
         let event = sqs_event(&messages, &queue.arn, &self.clients.region);
         let response = match tokio::time::timeout(
             self.config.function_timeout,
-            self.handlers.queue(reconciler, event),
+            self.functions.queue(reconciler, event),
         )
         .await
         {

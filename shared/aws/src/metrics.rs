@@ -3,8 +3,8 @@
 //! PutMetricData call, so metrics cost no API calls and no latency.
 //!
 //! The counting is a decorator on each port (`Metered<P>`), so the handlers stay
-//! unaware of it and every runtime that builds its controllers through
-//! `Handlers::new` counts the same way.
+//! unaware of it and every runtime that builds its control_plane through
+//! `Functions::new` counts the same way.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

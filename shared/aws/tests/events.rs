@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::dynamodb::Event as DynamoDbEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use capstan_aws::{Handlers, MetricsSink};
+use capstan_aws::{Functions, MetricsSink};
 use capstan_model::item::{ItemKey, Part};
 use capstan_model::{Kind, ObjectKey, Timestamp};
 use capstan_runtime::ports::BusEvent;
@@ -25,7 +25,7 @@ fn sample<T: DeserializeOwned>(name: &str) -> T {
 }
 
 struct World {
-    handlers: Handlers<MemStore, SimEc2, MemBus>,
+    functions: Functions<MemStore, SimEc2, MemBus>,
     store: MemStore,
     bus: MemBus,
 }
@@ -37,7 +37,7 @@ fn world(at: &str) -> World {
     let store = MemStore::new(clock.clone());
     let ec2 = SimEc2::new(Ec2Config::default(), clock.clone());
     let bus = MemBus::new(clock.clone(), Delivery::default());
-    let handlers = Handlers::new(
+    let functions = Functions::new(
         store.clone(),
         ec2,
         bus.clone(),
@@ -47,7 +47,7 @@ fn world(at: &str) -> World {
         MetricsSink::Log,
     );
     World {
-        handlers,
+        functions,
         store,
         bus,
     }
@@ -77,7 +77,7 @@ fn every_sample_reads_as_its_aws_lambda_events_type_and_round_trips() {
 async fn stream_router_publishes_one_changed_event_per_record_with_its_owner() {
     let w = world("2026-01-01T00:00:05Z");
     let response = w
-        .handlers
+        .functions
         .stream(sample("dynamodb-stream-batch.json"))
         .await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
@@ -100,7 +100,7 @@ async fn stream_router_reports_a_malformed_record_by_its_sequence_number_after_r
  {
     let w = world("2026-01-01T00:00:05Z");
     let response = w
-        .handlers
+        .functions
         .stream(sample("dynamodb-stream-malformed.json"))
         .await;
     let failed: Vec<_> = response
@@ -131,7 +131,7 @@ async fn cluster_reconciler_reconciles_the_named_cluster_once_and_reports_only_t
         .await
         .expect("apply");
     let response = w
-        .handlers
+        .functions
         .queue(Reconciler::Cluster, sample("sqs-cluster-changed.json"))
         .await;
     let failed: Vec<_> = response
@@ -160,7 +160,7 @@ async fn instance_events_drops_an_old_notification_for_an_instance_no_machine_re
     // An hour after the event: past the patience for unrecorded launches.
     let w = world("2026-01-01T01:00:00Z");
     let response = w
-        .handlers
+        .functions
         .queue(
             Reconciler::InstanceEvents,
             sample("sqs-instance-state-change.json"),
@@ -174,7 +174,7 @@ async fn instance_events_retries_a_fresh_notification_for_an_instance_not_record
     // A second after the event: the launch may not be recorded yet, or the index may lag.
     let w = world("2026-01-01T00:00:01Z");
     let response = w
-        .handlers
+        .functions
         .queue(
             Reconciler::InstanceEvents,
             sample("sqs-instance-state-change.json"),
@@ -188,7 +188,7 @@ async fn instance_events_takes_a_spot_interruption_warning_for_an_unknown_instan
 {
     let w = world("2026-01-01T00:00:01Z");
     let response = w
-        .handlers
+        .functions
         .queue(
             Reconciler::InstanceEvents,
             sample("sqs-spot-interruption-warning.json"),
@@ -210,7 +210,7 @@ async fn drift_sweep_runs_on_the_scheduled_event() {
         .await
         .expect("apply");
     let report = w
-        .handlers
+        .functions
         .schedule(&sample("scheduled-event.json"))
         .await
         .expect("sweep");

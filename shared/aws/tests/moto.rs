@@ -116,7 +116,7 @@ async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
         .await
         .expect("local runtime");
     let objects = env.quickstart(false);
-    let store = rt.handlers.controllers.store.inner.clone();
+    let store = rt.functions.control_plane.store.inner.clone();
     apply::apply(&store, &objects).await.expect("apply");
 
     let o = converge(&mut rt, "quickstart", 6).await;
@@ -265,7 +265,7 @@ async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_u
     let mut rt = LocalRuntime::start(clients, test_config("moto-drift"))
         .await
         .expect("local runtime");
-    let store = rt.handlers.controllers.store.inner.clone();
+    let store = rt.functions.control_plane.store.inner.clone();
     apply::apply(&store, &env.quickstart(true))
         .await
         .expect("apply");
@@ -415,7 +415,7 @@ async fn a_crash_between_run_instances_and_recording_the_id_leaves_exactly_one_i
     let mut rt = LocalRuntime::start_with(clients, config, crash.clone())
         .await
         .expect("local runtime");
-    let store = rt.handlers.controllers.store.inner.clone();
+    let store = rt.functions.control_plane.store.inner.clone();
     apply::apply(&store, &env.quickstart(false))
         .await
         .expect("apply");
@@ -463,7 +463,7 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
         .await
         .expect("local runtime");
     let objects = env.quickstart(false);
-    let store = rt.handlers.controllers.store.inner.clone();
+    let store = rt.functions.control_plane.store.inner.clone();
     apply::apply(&store, &objects).await.expect("apply");
     let o = converge(&mut rt, "quickstart", 6).await;
 
@@ -498,8 +498,8 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
         .expect("stored set");
     let rv = stored.desired_rv.expect("desired item");
     use capstan_runtime::ports::Store;
-    rt.handlers
-        .controllers
+    rt.functions
+        .control_plane
         .store
         .put(
             encode_desired(&Object::MachineSet(raised.clone()), rv + 1),
@@ -511,8 +511,8 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
     let key = ObjectKey::new("default", "demo", Kind::MachineSet, &set.metadata.name);
     let reconciler = capstan_runtime::routes::Reconciler::MachineSet;
     let (a, b) = tokio::join!(
-        rt.handlers.queue(reconciler, one_message(&key, "m-1")),
-        rt.handlers.queue(reconciler, one_message(&key, "m-2")),
+        rt.functions.queue(reconciler, one_message(&key, "m-1")),
+        rt.functions.queue(reconciler, one_message(&key, "m-2")),
     );
     assert!(a.batch_item_failures.is_empty(), "{a:?}");
     assert!(b.batch_item_failures.is_empty(), "{b:?}");

@@ -1,7 +1,7 @@
 //! Label, annotation and EC2 tag keys Capstan reads and writes. The tag keys are
 //! the contract with IAM: infra/ conditions TerminateInstances on them.
 
-/// Labels the controllers put on the objects they create (Cluster API's, under capstan.dev/).
+/// Labels the control_plane put on the objects they create (Cluster API's, under capstan.dev/).
 pub const CLUSTER_NAME: &str = "capstan.dev/cluster-name";
 pub const POOL: &str = "capstan.dev/pool";
 pub const ROLE: &str = "capstan.dev/role";

@@ -1,6 +1,6 @@
 //! Capstan's reconcile decisions. Every step is `(snapshot, now) -> Plan`: pure, no
 //! I/O, no async, no clock read, no AWS crate. The runtime reads a [`Tree`], calls
-//! [`reconcile`], performs the [`Plan`]'s actions, and comes back when told to.
+//! [`decide`], performs the [`Plan`]'s actions, and comes back when told to.
 //!
 //! Layout: one module per kind (`cluster`, `deployment`, `machine_set`, `machine`,
 //! `machine_class`, `health_check`), `lifecycle` for what every kind shares (taking a
@@ -20,6 +20,6 @@ pub mod names;
 pub mod plan;
 pub mod tree;
 
-pub use lifecycle::{Ctx, reconcile};
+pub use lifecycle::{Ctx, decide};
 pub use plan::{Action, Plan};
 pub use tree::Tree;

@@ -87,7 +87,7 @@ pub fn stage<'a>(stored: &StoredObject, tree: &'a Tree) -> Stage<'a> {
 
 /// Decides what to do for the object `key` given the snapshot `tree` (which must hold
 /// the object and everything its kind's decider reads).
-pub fn reconcile(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
+pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
     let Some(stored) = tree.get(key.kind, &key.name) else {
         // Both items are gone: nothing left to do.
         return Plan::idle();

@@ -7,7 +7,7 @@ use capstan_model::labels::{DELETE_MACHINE, TAG_INSTALLATION, TAG_MACHINE_UID};
 use capstan_model::meta::{FINALIZER, condition};
 use capstan_model::*;
 use capstan_reconcile::machine::{LaunchOutcome, after_launch, record_instance_state};
-use capstan_reconcile::{Action, Ctx, Tree, reconcile};
+use capstan_reconcile::{Action, Ctx, Tree, decide};
 
 const SUBNETS: [&str; 3] = [
     "subnet-0a1b2c3d4e5f60001",
@@ -134,7 +134,7 @@ fn a_new_machine_is_taken_in_and_launched_once_with_its_uid_as_token() {
     let mut m = machine("w-1");
     m.metadata.uid = None;
     let o = Object::Machine(m);
-    let plan = reconcile(&key(&o), &tree(&[(o.clone(), Stored::New)]), &ctx(5));
+    let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::New)]), &ctx(5));
     let [
         Action::PutObserved {
             object: Object::Machine(written),
@@ -175,7 +175,7 @@ fn a_launch_requested_but_never_recorded_is_looked_up_before_launching_again() {
     m.status.phase = MachinePhase::Provisioning;
     m.status.launch_requested_at = Some(at(0));
     let o = Object::Machine(m);
-    let plan = reconcile(&key(&o), &tree(&[(o.clone(), Stored::Live)]), &ctx(60));
+    let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::Live)]), &ctx(60));
     assert!(
         matches!(plan.actions.as_slice(), [Action::FindInstance { .. }]),
         "never launched blind: {plan:#?}"
@@ -187,7 +187,7 @@ fn a_launch_requested_but_never_recorded_is_looked_up_before_launching_again() {
     let cleared = capstan_reconcile::machine::record_found(&m, None, at(121));
     assert_eq!(cleared.status.launch_requested_at, None);
     let o = Object::Machine(cleared);
-    let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(121));
+    let plan = decide(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(121));
     assert!(
         plan.actions
             .iter()
@@ -205,7 +205,7 @@ fn machine_phase_follows_the_instance_state() {
         (InstanceState::Terminated, MachinePhase::Failed, false),
     ] {
         let o = Object::Machine(launched(machine("w-1"), state));
-        let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(10));
+        let plan = decide(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(10));
         let m = observed_machine(&plan).expect("status written");
         assert_eq!(m.status.phase, phase, "{state:?}");
         assert_eq!(
@@ -226,7 +226,7 @@ fn machine_phase_follows_the_instance_state() {
 #[test]
 fn a_deleted_machine_keeps_its_finalizer_until_its_instance_is_terminated() {
     let o = Object::Machine(launched(machine("w-1"), InstanceState::Running));
-    let plan = reconcile(&key(&o), &tree(&[(o.clone(), Stored::Deleting)]), &ctx(10));
+    let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::Deleting)]), &ctx(10));
     assert!(
         plan.actions
             .iter()
@@ -244,7 +244,7 @@ fn a_deleted_machine_keeps_its_finalizer_until_its_instance_is_terminated() {
     );
 
     let o = Object::Machine(launched(machine("w-1"), InstanceState::Terminated));
-    let plan = reconcile(&key(&o), &tree(&[(o, Stored::Deleting)]), &ctx(10));
+    let plan = decide(&key(&o), &tree(&[(o, Stored::Deleting)]), &ctx(10));
     assert!(
         matches!(plan.actions.as_slice(), [Action::DeleteObserved { .. }]),
         "{plan:#?}"
@@ -268,7 +268,7 @@ fn a_final_launch_error_fails_the_machine_and_a_retryable_one_backs_off() {
         Some("InvalidAMIID.NotFound")
     );
     let o = Object::Machine(failed);
-    let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(100));
+    let plan = decide(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(100));
     assert!(
         !plan
             .actions
@@ -288,7 +288,7 @@ fn a_final_launch_error_fails_the_machine_and_a_retryable_one_backs_off() {
     assert_eq!(waiting.status.phase, MachinePhase::Pending);
     assert_eq!(waiting.status.retry_after, Some(at(11)));
     let o = Object::Machine(waiting);
-    let plan = reconcile(&key(&o), &tree(&[(o.clone(), Stored::Live)]), &ctx(5));
+    let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::Live)]), &ctx(5));
     assert!(
         !plan
             .actions
@@ -296,7 +296,7 @@ fn a_final_launch_error_fails_the_machine_and_a_retryable_one_backs_off() {
             .any(|a| matches!(a, Action::Launch { .. }))
     );
     assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(6)));
-    let plan = reconcile(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(11));
+    let plan = decide(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(11));
     assert!(
         plan.actions
             .iter()
@@ -344,7 +344,7 @@ fn scale_up_spreads_new_machines_over_the_least_populated_subnets() {
         (Object::MachineClass(class()), Stored::Live),
         (Object::Machine(existing), Stored::Live),
     ]);
-    let plan = reconcile(&key(&ms), &t, &ctx(1));
+    let plan = decide(&key(&ms), &t, &ctx(1));
     let mut domains: Vec<String> = plan
         .actions
         .iter()
@@ -385,7 +385,7 @@ fn scale_down_takes_annotated_then_failed_then_unready_machines_first() {
     for m in [annotated, failed, pending, healthy] {
         objects.push((Object::Machine(m), Stored::Live));
     }
-    let plan = reconcile(&key(&ms), &tree(&objects), &ctx(1));
+    let plan = decide(&key(&ms), &tree(&objects), &ctx(1));
     let mut deleted: Vec<String> = plan
         .actions
         .iter()
@@ -417,7 +417,7 @@ fn cluster() -> Cluster {
 #[test]
 fn a_cluster_expands_into_a_control_plane_and_one_deployment_per_pool() {
     let c = Object::Cluster(cluster());
-    let plan = reconcile(
+    let plan = decide(
         &key(&c),
         &tree(&[
             (c.clone(), Stored::Live),
@@ -458,7 +458,7 @@ fn a_deleted_cluster_cascades_and_stays_until_its_partition_is_empty() {
     };
     md.spec.cluster_name = "demo".into();
     let md = Object::MachineDeployment(md);
-    let plan = reconcile(
+    let plan = decide(
         &key(&c),
         &tree(&[
             (c.clone(), Stored::Deleting),
@@ -483,7 +483,7 @@ fn a_deleted_cluster_cascades_and_stays_until_its_partition_is_empty() {
             .any(|a| matches!(a, Action::DeleteObserved { .. }))
     );
 
-    let plan = reconcile(&key(&c), &tree(&[(c.clone(), Stored::Deleting)]), &ctx(2));
+    let plan = decide(&key(&c), &tree(&[(c.clone(), Stored::Deleting)]), &ctx(2));
     assert!(
         matches!(plan.actions.as_slice(), [Action::DeleteObserved { .. }]),
         "{plan:#?}"
@@ -501,7 +501,7 @@ fn a_paused_cluster_reports_paused_and_does_nothing_else() {
         (ms.clone(), Stored::Live),
         (Object::MachineClass(class()), Stored::Live),
     ]);
-    let plan = reconcile(&key(&ms), &t, &ctx(1));
+    let plan = decide(&key(&ms), &t, &ctx(1));
     let [Action::PutObserved { object, .. }] = plan.actions.as_slice() else {
         panic!("only a status write: {plan:#?}");
     };
@@ -517,7 +517,7 @@ fn an_unreadable_spec_is_reported_on_the_object_and_nothing_is_done() {
     );
     let t = Tree::from_items(&[item]);
     let k = ObjectKey::new("default", "demo", Kind::MachineSet, "ms");
-    let plan = reconcile(&k, &t, &ctx(1));
+    let plan = decide(&k, &t, &ctx(1));
     let [
         Action::PutObserved {
             object,

@@ -18,7 +18,7 @@ use capstan_reconcile::machine::{
 };
 use capstan_reconcile::machine_set::{delete_priority, machine_domain, machines_to_delete};
 use capstan_reconcile::plan::version_after;
-use capstan_reconcile::{Action, Ctx, Tree, reconcile};
+use capstan_reconcile::{Action, Ctx, Tree, decide};
 use proptest::prelude::*;
 
 const SUBNETS: [&str; 3] = ["subnet-a", "subnet-b", "subnet-c"];
@@ -126,7 +126,7 @@ impl World {
             entropy: self.entropy,
             installation: "prop".into(),
         };
-        let plan = reconcile(key, &self.tree(), &ctx);
+        let plan = decide(key, &self.tree(), &ctx);
         for action in plan.actions {
             if !self.perform(action) {
                 return;

@@ -39,7 +39,7 @@ async fn apply_one<S: Store>(store: &S, object: &Object) -> Result<Applied, Appl
     let mut object = object.clone();
     object.metadata_mut().clear_system_fields();
     let fail = |e| ApplyError::Store(key.clone(), e);
-    for _ in 0..crate::controllers::CONFLICT_RETRIES {
+    for _ in 0..crate::control_plane::CONFLICT_RETRIES {
         let pk = partition_key(&key.namespace, &key.cluster);
         let items = store
             .query(&pk, Some(&object_prefix(key.kind, &key.name)))

@@ -13,7 +13,7 @@ use capstan_reconcile::Tree;
 use capstan_reconcile::machine::{Interruption, record_instance_state, record_interruption};
 use tracing::{debug, error, info, warn};
 
-use crate::controllers::{Controllers, HandlerError, machine_from};
+use crate::control_plane::{ControlPlane, HandlerError, machine_from};
 use crate::events::{ObjectEvent, changed_event, event_time, instance_state_change, resync_event};
 use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord};
 use crate::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, Reconciler};
@@ -37,7 +37,7 @@ pub struct BatchOutcome {
     pub failed: Vec<String>,
 }
 
-impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
+impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
     /// stream-router: turns table changes into "<Kind> Changed" events on the bus.
     pub async fn route_stream(&self, records: &[StreamRecord]) -> Result<usize, HandlerError> {
         let now = self.clock.now();
@@ -217,7 +217,7 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
         let Some((key, Part::Observed)) = ik.parse() else {
             return Ok(false);
         };
-        for _ in 0..crate::controllers::CONFLICT_RETRIES {
+        for _ in 0..crate::control_plane::CONFLICT_RETRIES {
             let items = self
                 .store
                 .query(&ik.pk, Some(&object_prefix(Kind::Machine, &key.name)))

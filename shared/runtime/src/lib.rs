@@ -6,12 +6,12 @@ pub mod ports;
 pub mod routes;
 
 pub use ports::*;
-pub mod controllers;
+pub mod control_plane;
 pub mod events;
 pub mod handlers;
 pub mod sweep;
 
-pub use controllers::{Controllers, HandlerError};
+pub use control_plane::{ControlPlane, HandlerError};
 pub use handlers::{BatchOutcome, Delivery};
 pub mod apply;
 pub mod describe;

@@ -1,4 +1,4 @@
-//! The ports: one narrow trait per outside system. Handlers are generic over them;
+//! The ports: one narrow trait per outside system. Functions are generic over them;
 //! `capstan-sim` implements them in memory (embedded runtime, simulator) and
 //! `capstan-aws` (a later crate) over the AWS SDK.
 //!

@@ -13,7 +13,7 @@ use capstan_model::{InstanceState, Kind, ObjectKey};
 use capstan_reconcile::Tree;
 use tracing::{info, warn};
 
-use crate::controllers::{Controllers, HandlerError};
+use crate::control_plane::{ControlPlane, HandlerError};
 use crate::events::resync_event;
 use crate::ports::{Bus, Compute, Store};
 
@@ -28,7 +28,7 @@ pub struct SweepReport {
     pub orphans_terminated: Vec<String>,
 }
 
-impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
+impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
     pub async fn sweep(&self) -> Result<SweepReport, HandlerError> {
         let now = self.clock.now();
         let mut report = SweepReport::default();

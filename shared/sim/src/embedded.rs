@@ -17,7 +17,7 @@ use capstan_runtime::describe;
 use capstan_runtime::routes::Reconciler;
 use capstan_runtime::system::{OsEntropy, SystemClock};
 use capstan_runtime::{
-    Clock, Controllers, Delivery as BatchItem, Entropy, HandlerError, Store, StoreError,
+    Clock, ControlPlane, Delivery as BatchItem, Entropy, HandlerError, Store, StoreError,
 };
 
 use crate::bus::{Delivery, MemBus};
@@ -75,7 +75,7 @@ pub enum RunOutcome {
 }
 
 pub struct Embedded {
-    pub controllers: Controllers<MemStore, SimEc2, MemBus>,
+    pub control_plane: ControlPlane<MemStore, SimEc2, MemBus>,
     pub store: MemStore,
     pub ec2: SimEc2,
     pub bus: MemBus,
@@ -122,7 +122,7 @@ impl Embedded {
         let store = MemStore::new(clock.clone());
         let ec2 = SimEc2::new(config.ec2.clone(), clock.clone());
         let bus = MemBus::new(clock.clone(), config.delivery.clone());
-        let controllers = Controllers {
+        let control_plane = ControlPlane {
             store: store.clone(),
             compute: ec2.clone(),
             bus: bus.clone(),
@@ -135,7 +135,7 @@ impl Embedded {
             .checked_add(config.sweep_every)
             .unwrap_or(clock.now());
         Embedded {
-            controllers,
+            control_plane,
             store,
             ec2,
             bus,
@@ -176,7 +176,7 @@ impl Embedded {
         if !records.is_empty() {
             worked = true;
             self.stats.stream_records += records.len() as u64;
-            self.controllers.route_stream(&records).await?;
+            self.control_plane.route_stream(&records).await?;
         }
 
         for reconciler in Reconciler::ALL {
@@ -194,7 +194,7 @@ impl Embedded {
                     event: m.event.clone(),
                 })
                 .collect();
-            let outcome = self.controllers.handle_batch(reconciler, batch).await;
+            let outcome = self.control_plane.handle_batch(reconciler, batch).await;
             for m in &messages {
                 if outcome.failed.contains(&m.id) {
                     self.stats.failed_messages += 1;
@@ -206,7 +206,7 @@ impl Embedded {
 
         if self.now() >= self.next_sweep {
             self.stats.sweeps += 1;
-            self.controllers.sweep().await?;
+            self.control_plane.sweep().await?;
             self.next_sweep = self
                 .now()
                 .checked_add(self.config.sweep_every)

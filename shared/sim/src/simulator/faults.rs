@@ -1,6 +1,6 @@
 //! Faults, injected at the ports: wrappers around the in-memory adapters that, on the
 //! simulation's one seeded RNG, throttle, fail before or after taking effect, race a
-//! concurrent writer, lag behind, drop, duplicate and delay events. Handlers see
+//! concurrent writer, lag behind, drop, duplicate and delay events. Functions see
 //! exactly what AWS could show them.
 //!
 //! The same wrappers carry the *mutations*: deliberately broken behaviour at a port,

@@ -24,7 +24,7 @@ use capstan_model::{InstanceState, Timestamp};
 use capstan_reconcile::Tree;
 use capstan_runtime::apply;
 use capstan_runtime::routes::Reconciler;
-use capstan_runtime::{BatchOutcome, Clock, Controllers, Delivery as BatchItem};
+use capstan_runtime::{BatchOutcome, Clock, ControlPlane, Delivery as BatchItem};
 
 use crate::bus::{Delivery, MemBus};
 use crate::clock::{ManualClock, SeededEntropy};
@@ -139,7 +139,7 @@ struct Invocation {
     future: Pin<Box<dyn Future<Output = BatchOutcome>>>,
 }
 
-type SimControllers = Controllers<FaultyStore, FaultyCompute, FaultyBus>;
+type SimControlPlane = ControlPlane<FaultyStore, FaultyCompute, FaultyBus>;
 
 struct Run {
     clock: ManualClock,
@@ -148,7 +148,7 @@ struct Run {
     bus: MemBus,
     faulty_bus: FaultyBus,
     chaos: SharedChaos,
-    controllers: Arc<SimControllers>,
+    control_plane: Arc<SimControlPlane>,
     /// Invocations of one reconciler that may run at once.
     concurrency: usize,
     trace: Vec<String>,
@@ -217,7 +217,7 @@ impl Simulation {
             chaos: chaos.clone(),
             clock: shared.clone(),
         };
-        let controllers = Arc::new(Controllers {
+        let control_plane = Arc::new(ControlPlane {
             store: FaultyStore {
                 inner: store.clone(),
                 chaos: chaos.clone(),
@@ -239,7 +239,7 @@ impl Simulation {
             bus,
             faulty_bus,
             chaos,
-            controllers,
+            control_plane,
             concurrency: self.faults.concurrency.max(1) as usize,
             trace: Vec::new(),
             start,
@@ -528,7 +528,7 @@ impl Run {
         let records = self.store.take_stream();
         if !records.is_empty() {
             worked = true;
-            if let Err(e) = block_on(self.controllers.route_stream(&records)) {
+            if let Err(e) = block_on(self.control_plane.route_stream(&records)) {
                 // Lambda retries a failed stream batch; so do we, by putting it back.
                 self.log(format!(
                     "stream-router failed ({e}); batch of {} retried by resync",
@@ -560,11 +560,11 @@ impl Run {
                         event: m.event.clone(),
                     })
                     .collect();
-                let controllers = self.controllers.clone();
+                let control_plane = self.control_plane.clone();
                 started.push(Invocation {
                     queue,
                     messages,
-                    future: Box::pin(async move { controllers.handle_batch(queue, batch).await }),
+                    future: Box::pin(async move { control_plane.handle_batch(queue, batch).await }),
                 });
             }
             if any && rng.chance(0.5) {
@@ -577,7 +577,7 @@ impl Run {
         }
         if self.now() >= self.next_sweep {
             worked = true;
-            match block_on(self.controllers.sweep()) {
+            match block_on(self.control_plane.sweep()) {
                 Ok(r) => self.log(format!(
                     "drift-sweep: {} resynced, {} states repaired, {} orphans terminated",
                     r.resynced,

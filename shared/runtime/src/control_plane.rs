@@ -1,5 +1,5 @@
 //! The driver around the pure decisions: read a snapshot, decide, act, and on a
-//! conflict read and decide again. One `Controllers` value serves every handler; the
+//! conflict read and decide again. One `ControlPlane` value serves every handler; the
 //! Lambda functions, the embedded runtime and the simulator all build one.
 
 use std::sync::Arc;
@@ -78,7 +78,7 @@ impl From<ComputeError> for Interrupt {
 }
 
 /// Every handler's dependencies: the ports and the installation name.
-pub struct Controllers<S, C, B> {
+pub struct ControlPlane<S, C, B> {
     pub store: S,
     pub compute: C,
     pub bus: B,
@@ -88,7 +88,7 @@ pub struct Controllers<S, C, B> {
     pub installation: String,
 }
 
-impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
+impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
     /// Reads what deciding about `key` needs, consistently: a Machine's own two items
     /// and its Cluster's; for every other kind, the cluster's whole partition (one Query).
     pub async fn snapshot(&self, key: &ObjectKey) -> Result<Tree, StoreError> {
@@ -121,7 +121,7 @@ impl<S: Store, C: Compute, B: Bus> Controllers<S, C, B> {
                 entropy: self.entropy.next_u128(),
                 installation: self.installation.clone(),
             };
-            let plan = capstan_reconcile::reconcile(key, &tree, &ctx);
+            let plan = capstan_reconcile::decide(key, &tree, &ctx);
             if !plan.actions.is_empty() {
                 debug!(object = %key, step = "decide", actions = plan.actions.len(), "decided");
             }
