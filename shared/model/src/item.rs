@@ -192,13 +192,38 @@ pub enum DecodeError {
     /// The item lacks `pk`/`sk` or they do not follow the layout.
     #[error("item key {0:?} does not follow Capstan's layout")]
     BadKey(String),
-    /// The item's content does not decode into its kind.
-    #[error("{key}: {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    /// The desired item is not a valid object: exactly what `capstan validate` would say
+    /// of it (see [`crate::validate::validate_document`]), or its cluster disagrees
+    /// with its partition's.
+    #[error("{key}: {}", join(errors))]
     Invalid {
         key: String,
         errors: Vec<crate::FieldError>,
     },
+    /// The observed item cannot be read even leniently: a known field holds a value of
+    /// the wrong type, or the item is larger than anything Capstan writes. The object
+    /// exists all the same: whoever meets it reports it and leaves it alone, and never
+    /// reads it as absent.
+    #[error("{key}: the observed item cannot be read: {}", join(errors))]
+    Unreadable {
+        key: String,
+        errors: Vec<crate::FieldError>,
+    },
 }
+
+fn join(errors: &[crate::FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Largest observed item read, in bytes. Capstan's own stay well under it (a spec is at
+/// most [`crate::validate::MAX_SPEC_BYTES`], labels [`crate::validate::MAX_LABELS_BYTES`],
+/// conditions are bounded); one larger was written by someone else and is left alone,
+/// so writing it back with a new status can never cross DynamoDB's 400 KB.
+pub const MAX_OBSERVED_ITEM_BYTES: usize = 300 * 1024;
 
 /// The desired item of an object, at version `rv`.
 pub fn encode_desired(object: &Object, rv: u64) -> Item {
@@ -282,6 +307,20 @@ pub fn encode_observed(object: &Object, spec_hash: &str, rv: u64) -> Item {
 }
 
 /// Reads an object back from whichever of its items exist (at least one must).
+///
+/// The two items are read by different rules, because different people write them:
+/// - the **desired** item strictly, exactly as `capstan validate` reads a manifest
+///   ([`crate::validate::validate_document`]), and its cluster must be its partition's:
+///   anything wrong is [`DecodeError::Invalid`];
+/// - the **observed** item leniently, as Kubernetes clients read status: unknown
+///   fields anywhere are ignored (a newer function version's status field, a node
+///   agent's `observedGeneration` on its condition), a condition that does not decode
+///   costs only itself ([`crate::Conditions::read_lenient`]); anything else wrong is
+///   [`DecodeError::Unreadable`], which wins over the desired item's errors.
+///
+/// The result is the desired object (spec, labels, annotations and, when it names
+/// them, owner references) with what the observed item records (uid, generation,
+/// timestamps, finalizers, status); or the observed object alone while being deleted.
 pub fn decode(
     desired: Option<&Item>,
     observed: Option<&Item>,
@@ -294,73 +333,192 @@ pub fn decode(
         .parse()
         .ok_or_else(|| DecodeError::BadKey(format!("{}/{}", ik.pk, ik.sk)))?;
 
-    let mut meta = Map::new();
-    meta.insert("name".into(), key.name.clone().into());
-    meta.insert("namespace".into(), key.namespace.clone().into());
-    let mut body = Map::new();
-    body.insert("apiVersion".into(), API_VERSION.into());
-    body.insert("kind".into(), key.kind.as_str().into());
-
-    let mut observed_spec_hash = None;
-    if let Some(o) = observed {
-        let o = from_item(o);
-        for field in [
-            "uid",
-            "generation",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "finalizers",
-            "ownerReferences",
-            "labels",
-        ] {
-            if let Some(v) = o.get(field) {
-                meta.insert(field.into(), v.clone());
-            }
-        }
-        if let Some(status) = o.get("status") {
-            body.insert("status".into(), status.clone());
-        }
-        if let Some(spec) = o.get("spec") {
-            body.insert("spec".into(), spec.clone());
-        }
-        observed_spec_hash = o
-            .get("specHash")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-    }
-    if let Some(d) = desired {
-        let d = from_item(d);
-        // The desired labels win, even none.
-        meta.remove("labels");
-        for field in ["labels", "annotations", "ownerReferences"] {
-            if let Some(v) = d.get(field) {
-                meta.insert(field.into(), v.clone());
-            }
-        }
-        // The desired spec wins: it is what people asked for now.
-        body.insert(
-            "spec".into(),
-            d.get("spec").cloned().unwrap_or(Value::Object(Map::new())),
-        );
-    }
+    let seen = match observed {
+        Some(o) => Some(
+            read_observed(&key, o).map_err(|errors| DecodeError::Unreadable {
+                key: key.to_string(),
+                errors,
+            })?,
+        ),
+        None => None,
+    };
+    let wanted = match desired {
+        Some(d) => Some(
+            read_desired(&key, d).map_err(|errors| DecodeError::Invalid {
+                key: key.to_string(),
+                errors,
+            })?,
+        ),
+        None => None,
+    };
+    let observed_spec_hash = observed
+        .and_then(|o| o.get("specHash"))
+        .and_then(|v| match v {
+            AttrValue::S(s) => Some(s.clone()),
+            _ => None,
+        });
     let desired_rv = desired.map(version_of);
-    if let Some(rv) = desired_rv {
-        meta.insert("resourceVersion".into(), rv.to_string().into());
-    }
-    body.insert("metadata".into(), Value::Object(meta));
-
-    let object = crate::parse::decode_object(Value::Object(body)).map_err(|errors| {
-        DecodeError::Invalid {
-            key: key.to_string(),
-            errors,
+    let object = match (wanted, seen) {
+        (Some(mut wanted), Some(seen)) => {
+            merge_observed(&mut wanted, seen);
+            wanted
         }
-    })?;
+        (Some(wanted), None) => wanted,
+        (None, Some(seen)) => seen,
+        (None, None) => return Err(DecodeError::BadKey(String::new())),
+    };
+    let mut object = object;
+    object.metadata_mut().resource_version = desired_rv.map(|rv| rv.to_string());
     Ok(StoredObject {
         object,
         desired_rv,
         observed_rv: observed.map(version_of),
         observed_spec_hash,
     })
+}
+
+/// The desired item as the object a person wrote, validated as `capstan validate` does.
+fn read_desired(key: &ObjectKey, item: &Item) -> Result<Object, Vec<crate::FieldError>> {
+    let d = from_item(item);
+    let mut meta = Map::new();
+    meta.insert("name".into(), key.name.clone().into());
+    meta.insert("namespace".into(), key.namespace.clone().into());
+    for field in ["labels", "annotations", "ownerReferences"] {
+        if let Some(v) = d.get(field) {
+            meta.insert(field.into(), v.clone());
+        }
+    }
+    let mut body = Map::new();
+    body.insert("apiVersion".into(), API_VERSION.into());
+    body.insert("kind".into(), key.kind.as_str().into());
+    body.insert("metadata".into(), Value::Object(meta));
+    body.insert(
+        "spec".into(),
+        d.get("spec").cloned().unwrap_or(Value::Object(Map::new())),
+    );
+    let checked = crate::validate::validate_document(Value::Object(body));
+    match checked.object {
+        Some(object) if checked.errors.is_empty() => {
+            in_partition(key, &object).map_err(|e| vec![e])?;
+            Ok(object)
+        }
+        _ => Err(checked.errors),
+    }
+}
+
+/// The observed item as the object it records, read leniently (see [`decode`]).
+fn read_observed(key: &ObjectKey, item: &Item) -> Result<Object, Vec<crate::FieldError>> {
+    let size = item_size(item);
+    if size > MAX_OBSERVED_ITEM_BYTES {
+        return Err(vec![crate::FieldError::new(
+            "(item)",
+            format!("is {size} bytes, more than the {MAX_OBSERVED_ITEM_BYTES} Capstan ever writes"),
+            "remove what was added to the observed item by hand",
+        )]);
+    }
+    let o = from_item(item);
+    let mut meta = Map::new();
+    meta.insert("name".into(), key.name.clone().into());
+    meta.insert("namespace".into(), key.namespace.clone().into());
+    for field in [
+        "uid",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "finalizers",
+        "ownerReferences",
+        "labels",
+    ] {
+        if let Some(v) = o.get(field) {
+            meta.insert(field.into(), v.clone());
+        }
+    }
+    let mut body = Map::new();
+    body.insert("apiVersion".into(), API_VERSION.into());
+    body.insert("kind".into(), key.kind.as_str().into());
+    body.insert("metadata".into(), Value::Object(meta));
+    if let Some(spec) = o.get("spec") {
+        body.insert("spec".into(), spec.clone());
+    }
+    let mut status = o.get("status").cloned();
+    // Conditions are read one by one, so a bad one costs only itself.
+    let conditions = match &mut status {
+        Some(Value::Object(map)) => map.remove("conditions"),
+        _ => None,
+    };
+    if let Some(status) = status {
+        body.insert("status".into(), status);
+    }
+    let (object, errors) =
+        crate::parse::decode_object_with(Value::Object(body), crate::parse::Unknown::Ignore);
+    let mut object = match object {
+        Some(object) if errors.is_empty() => object,
+        _ => return Err(errors),
+    };
+    if let Some(conditions) = conditions {
+        *object.conditions_mut() = crate::meta::Conditions::read_lenient(&conditions).0;
+    }
+    in_partition(key, &object).map_err(|e| vec![e])?;
+    Ok(object)
+}
+
+/// The object's cluster must be the one its partition key names: everything the
+/// control plane writes for it goes to that partition (and IAM confines a team by it).
+fn in_partition(key: &ObjectKey, object: &Object) -> Result<(), crate::FieldError> {
+    let named = object.cluster_name();
+    if named == key.cluster {
+        return Ok(());
+    }
+    let pk = partition_key(&key.namespace, &key.cluster);
+    Err(match object {
+        Object::Cluster(_) => crate::FieldError::new(
+            "metadata.name",
+            format!(
+                "the Cluster {named:?} is stored in partition {pk:?}, which belongs to cluster {:?}",
+                key.cluster
+            ),
+            format!(
+                "write it to partition {:?}",
+                partition_key(&key.namespace, named)
+            ),
+        ),
+        _ => crate::FieldError::new(
+            "spec.clusterName",
+            format!(
+                "is {named:?}, but the item is stored in partition {pk:?}, which belongs to cluster {:?}",
+                key.cluster
+            ),
+            format!(
+                "set spec.clusterName: {}, or write the item to partition {:?}",
+                key.cluster,
+                partition_key(&key.namespace, named)
+            ),
+        ),
+    })
+}
+
+/// Puts what the observed item records into the desired object: the control plane's
+/// metadata, the owner references when the desired item names none, and the status.
+fn merge_observed(wanted: &mut Object, seen: Object) {
+    let seen_meta = seen.metadata().clone();
+    let meta = wanted.metadata_mut();
+    meta.uid = seen_meta.uid;
+    meta.generation = seen_meta.generation;
+    meta.creation_timestamp = seen_meta.creation_timestamp;
+    meta.deletion_timestamp = seen_meta.deletion_timestamp;
+    meta.finalizers = seen_meta.finalizers;
+    if meta.owner_references.is_empty() {
+        meta.owner_references = seen_meta.owner_references;
+    }
+    match (wanted, seen) {
+        (Object::Cluster(w), Object::Cluster(s)) => w.status = s.status,
+        (Object::MachineClass(w), Object::MachineClass(s)) => w.status = s.status,
+        (Object::MachineDeployment(w), Object::MachineDeployment(s)) => w.status = s.status,
+        (Object::MachineSet(w), Object::MachineSet(s)) => w.status = s.status,
+        (Object::Machine(w), Object::Machine(s)) => w.status = s.status,
+        (Object::MachineHealthCheck(w), Object::MachineHealthCheck(s)) => w.status = s.status,
+        _ => {}
+    }
 }
 
 /// Item form of a JSON value.

@@ -97,6 +97,29 @@ pub mod condition {
     pub const REMEDIATION_ALLOWED: &str = "RemediationAllowed";
 }
 
+/// Longest condition message kept, in bytes: longer ones are cut (at a character
+/// boundary) and end in "…". Keeps every status write far under DynamoDB's 400 KB item
+/// limit whatever a condition says (a node agent's message, a list of spec errors).
+pub const MAX_CONDITION_MESSAGE_BYTES: usize = 8 * 1024;
+/// Longest condition type and reason kept, in bytes (Kubernetes: 316 and 1024).
+pub const MAX_CONDITION_TYPE_BYTES: usize = 316;
+pub const MAX_CONDITION_REASON_BYTES: usize = 1024;
+/// Most conditions read from an observed item: others' beyond these are dropped.
+pub const MAX_CONDITIONS: usize = 32;
+
+/// `s` cut to at most `max` bytes at a character boundary, ending in "…" when cut.
+pub fn truncate_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let ellipsis = "…";
+    let mut cut = max.saturating_sub(ellipsis.len());
+    while cut > 0 && !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{ellipsis}", &s[..cut])
+}
+
 /// A set of conditions keyed by type. Setting one keeps its `lastTransitionTime`
 /// unless its status really changes, so the time says when it last flipped.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -126,21 +149,22 @@ impl Conditions {
         message: impl Into<String>,
         now: Timestamp,
     ) {
-        let message = message.into();
+        let message = truncate_bytes(&message.into(), MAX_CONDITION_MESSAGE_BYTES);
+        let reason = truncate_bytes(reason, MAX_CONDITION_REASON_BYTES);
         match self.0.iter_mut().find(|c| c.type_ == type_) {
             Some(c) => {
                 if c.status != status {
                     c.last_transition_time = now;
                 }
                 c.status = status;
-                c.reason = reason.to_string();
+                c.reason = reason;
                 c.message = message;
             }
             None => {
                 self.0.push(Condition {
                     type_: type_.to_string(),
                     status,
-                    reason: reason.to_string(),
+                    reason,
                     message,
                     last_transition_time: now,
                 });
@@ -171,6 +195,36 @@ impl Conditions {
 
     pub fn remove(&mut self, type_: &str) {
         self.0.retain(|c| c.type_ != type_);
+    }
+
+    /// Reads conditions as others write them: each one that decodes is kept (its
+    /// unknown fields, such as Kubernetes' `observedGeneration`, ignored; its message
+    /// cut to [`MAX_CONDITION_MESSAGE_BYTES`]); one that does not (a bad `status`, a
+    /// missing `type`) costs only itself; a value that is not a list costs the list.
+    /// At most [`MAX_CONDITIONS`] are kept. Returns the conditions and how many were
+    /// dropped.
+    pub fn read_lenient(value: &serde_json::Value) -> (Conditions, usize) {
+        let Some(items) = value.as_array() else {
+            return (Conditions::default(), 1);
+        };
+        let mut kept: Vec<Condition> = Vec::new();
+        let mut dropped = 0;
+        for item in items {
+            match serde_json::from_value::<Condition>(item.clone()) {
+                Ok(mut c)
+                    if kept.len() < MAX_CONDITIONS
+                        && !c.type_.is_empty()
+                        && c.type_.len() <= MAX_CONDITION_TYPE_BYTES
+                        && !kept.iter().any(|k| k.type_ == c.type_) =>
+                {
+                    c.message = truncate_bytes(&c.message, MAX_CONDITION_MESSAGE_BYTES);
+                    c.reason = truncate_bytes(&c.reason, MAX_CONDITION_REASON_BYTES);
+                    kept.push(c);
+                }
+                _ => dropped += 1,
+            }
+        }
+        (Conditions(kept), dropped)
     }
 }
 

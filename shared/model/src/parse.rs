@@ -57,6 +57,21 @@ pub fn decode_object(value: Value) -> Result<Object, Vec<FieldError>> {
 /// type errors are all reported together. Returns the object if it could be built at
 /// all, with every error met on the way; the object is only trustworthy without errors.
 pub fn decode_object_lenient(value: Value) -> (Option<Object>, Vec<FieldError>) {
+    decode_object_with(value, Unknown::Report)
+}
+
+/// What decoding does with a field the schema does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unknown {
+    /// An error, with a "did you mean" hint: what people write (manifests, desired items).
+    Report,
+    /// Skipped in silence: what other writers put in observed items (a newer function
+    /// version's status field, a node agent's `observedGeneration` on a condition).
+    Ignore,
+}
+
+/// As [`decode_object_lenient`], choosing what an unknown field is.
+pub fn decode_object_with(value: Value, unknown: Unknown) -> (Option<Object>, Vec<FieldError>) {
     let Value::Object(mut map) = value else {
         return (
             None,
@@ -119,12 +134,14 @@ pub fn decode_object_lenient(value: Value) -> (Option<Object>, Vec<FieldError>) 
     };
     let body = Value::Object(map);
     let object = match kind {
-        Kind::Cluster => typed(body, &mut errors).map(Object::Cluster),
-        Kind::MachineClass => typed(body, &mut errors).map(Object::MachineClass),
-        Kind::MachineDeployment => typed(body, &mut errors).map(Object::MachineDeployment),
-        Kind::MachineSet => typed(body, &mut errors).map(Object::MachineSet),
-        Kind::Machine => typed(body, &mut errors).map(Object::Machine),
-        Kind::MachineHealthCheck => typed(body, &mut errors).map(Object::MachineHealthCheck),
+        Kind::Cluster => typed(body, unknown, &mut errors).map(Object::Cluster),
+        Kind::MachineClass => typed(body, unknown, &mut errors).map(Object::MachineClass),
+        Kind::MachineDeployment => typed(body, unknown, &mut errors).map(Object::MachineDeployment),
+        Kind::MachineSet => typed(body, unknown, &mut errors).map(Object::MachineSet),
+        Kind::Machine => typed(body, unknown, &mut errors).map(Object::Machine),
+        Kind::MachineHealthCheck => {
+            typed(body, unknown, &mut errors).map(Object::MachineHealthCheck)
+        }
     };
     let object = object.map(|mut object| {
         let meta = object.metadata_mut();
@@ -139,7 +156,11 @@ pub fn decode_object_lenient(value: Value) -> (Option<Object>, Vec<FieldError>) 
 /// How many wrongly typed values one document may have before decoding gives up.
 const MAX_TYPE_ERRORS: usize = 32;
 
-fn typed<S, T>(mut body: Value, errors: &mut Vec<FieldError>) -> Option<Resource<S, T>>
+fn typed<S, T>(
+    mut body: Value,
+    unknown_fields: Unknown,
+    errors: &mut Vec<FieldError>,
+) -> Option<Resource<S, T>>
 where
     Resource<S, T>: DeserializeOwned,
 {
@@ -154,7 +175,7 @@ where
             }),
         );
         for (path, field) in unknown {
-            if !unknown_seen.insert(path.clone()) {
+            if unknown_fields == Unknown::Ignore || !unknown_seen.insert(path.clone()) {
                 continue;
             }
             let hint = match did_you_mean(&field) {

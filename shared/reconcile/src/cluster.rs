@@ -40,12 +40,20 @@ pub fn decide(c: &mut Cluster, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decisi
                     .is_none_or(|o| o.kind == Kind::Cluster)
         });
         cascade(ours, &mut d.children);
-        d.remove = !tree.all().any(|s| s.object.kind() != Kind::Cluster);
+        // An object that cannot be read is never taken for gone.
+        d.remove = !tree.all().any(|s| s.object.kind() != Kind::Cluster)
+            && tree.all_unreadable().all(|u| u.key.kind == Kind::Cluster);
         return d;
     }
 
     let wanted = deployments(c);
     for md in wanted.values() {
+        if tree
+            .unreadable(Kind::MachineDeployment, &md.metadata.name)
+            .is_some()
+        {
+            continue; // present, but not to be rewritten until it can be read
+        }
         sync_child(
             tree.get(Kind::MachineDeployment, &md.metadata.name),
             Object::MachineDeployment(md.clone()),
@@ -77,6 +85,12 @@ pub fn decide(c: &mut Cluster, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decisi
     }
     let checks = health_checks(c);
     for hc in checks.values() {
+        if tree
+            .unreadable(Kind::MachineHealthCheck, &hc.metadata.name)
+            .is_some()
+        {
+            continue;
+        }
         sync_child(
             tree.get(Kind::MachineHealthCheck, &hc.metadata.name),
             Object::MachineHealthCheck(hc.clone()),
@@ -107,6 +121,13 @@ pub fn decide(c: &mut Cluster, tree: &Tree, ctx: &Ctx, deleting: bool) -> Decisi
     cascade(unwanted, &mut d.children);
 
     report(c, tree, &wanted, ctx);
+    crate::conditions::report_unreadable(
+        &mut c.status.conditions,
+        tree.all_unreadable().filter(|u| {
+            u.key.kind == Kind::MachineDeployment || u.key.kind == Kind::MachineHealthCheck
+        }),
+        ctx.now,
+    );
     d
 }
 

@@ -160,9 +160,18 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
     let owned: Vec<&StoredObject> = tree
         .owned_by(Kind::MachineSet, Kind::MachineDeployment, &md.metadata.name)
         .collect();
+    let unreadable: Vec<&crate::tree::Unreadable> = tree
+        .unreadable_owned_by(Kind::MachineSet, Kind::MachineDeployment, &md.metadata.name)
+        .collect();
+    crate::conditions::report_unreadable(
+        &mut md.status.conditions,
+        unreadable.iter().copied(),
+        ctx.now,
+    );
     if deleting {
         md.status.phase = DeploymentPhase::Deleting;
-        d.remove = !cascade(owned.iter().copied(), &mut d.children);
+        let remaining = cascade(owned.iter().copied(), &mut d.children);
+        d.remove = !remaining && unreadable.is_empty();
         return d;
     }
     let now = ctx.now;
@@ -173,6 +182,11 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         .collect();
     summarize(md, &sets);
     report_remediation(md, tree, &sets, now);
+    if !unreadable.is_empty() {
+        // A set that cannot be read holds Machines we cannot count: rolling or scaling
+        // now could launch or delete on its account. Hold, and say why.
+        return d;
+    }
 
     let Some(class) = tree.live_class(&md.spec.template.spec.machine_class) else {
         md.status.conditions.set_false(

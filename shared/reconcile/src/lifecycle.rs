@@ -97,11 +97,7 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
 
     let decision = match stage(stored, tree) {
         Stage::Invalid(errors) => {
-            let message = errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message = spec_errors_message(errors);
             object.conditions_mut().set_false(
                 condition::SPEC_VALID,
                 "InvalidSpec",
@@ -186,6 +182,40 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
         plan.requeue(after);
     }
     plan
+}
+
+/// The most spec errors a `SpecValid` message lists, and its longest length in bytes:
+/// the rest are counted, so a status write stays small whatever the spec holds.
+pub const MAX_LISTED_ERRORS: usize = 50;
+pub const MAX_SPEC_ERRORS_BYTES: usize = 7 * 1024;
+
+/// Every error of an invalid spec, as `capstan validate` would print them, joined by
+/// "; ", bounded by [`MAX_LISTED_ERRORS`] and [`MAX_SPEC_ERRORS_BYTES`], then
+/// "… and N more".
+pub fn spec_errors_message(errors: &[FieldError]) -> String {
+    let mut message = String::new();
+    let mut listed = 0;
+    for e in errors.iter().take(MAX_LISTED_ERRORS) {
+        let line = e.to_string();
+        let sep = if listed == 0 { 0 } else { 2 };
+        if message.len() + sep + line.len() > MAX_SPEC_ERRORS_BYTES {
+            if listed == 0 {
+                message = capstan_model::meta::truncate_bytes(&line, MAX_SPEC_ERRORS_BYTES);
+                listed = 1;
+            }
+            break;
+        }
+        if sep > 0 {
+            message.push_str("; ");
+        }
+        message.push_str(&line);
+        listed += 1;
+    }
+    let more = errors.len() - listed;
+    if more > 0 {
+        message.push_str(&format!("; … and {more} more"));
+    }
+    message
 }
 
 /// Whether a plan must write the object's observed item even though its status did not

@@ -13,7 +13,7 @@ use capstan_model::{
     MachineSpec, Object, ObjectMeta, Resource, RolloutStrategyType, StoredObject, Timestamp,
 };
 
-use crate::conditions::{HEALTH_CHECK_SUCCEEDED, INTERRUPTED, NODE_READY};
+use crate::conditions::{HEALTH_CHECK_SUCCEEDED, INTERRUPTED, NODE_READY, report_unreadable};
 use crate::deployment::current_set_name;
 use crate::launch::launch_spec;
 use crate::lifecycle::{Ctx, Decision, cascade, owner_ref};
@@ -31,8 +31,20 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
     let owned: Vec<&StoredObject> = tree
         .owned_by(Kind::Machine, Kind::MachineSet, &ms.metadata.name)
         .collect();
+    // Machines that cannot be read exist all the same: they count toward `replicas`
+    // (no replacement is launched on their account), are never picked for deletion, and
+    // keep the set from being released.
+    let unreadable: Vec<&crate::tree::Unreadable> = tree
+        .unreadable_owned_by(Kind::Machine, Kind::MachineSet, &ms.metadata.name)
+        .collect();
+    report_unreadable(
+        &mut ms.status.conditions,
+        unreadable.iter().copied(),
+        ctx.now,
+    );
     if deleting {
-        d.remove = !cascade(owned.iter().copied(), &mut d.children);
+        let remaining = cascade(owned.iter().copied(), &mut d.children);
+        d.remove = !remaining && unreadable.is_empty();
         return d;
     }
     let live: Vec<(&StoredObject, &Machine)> = owned
@@ -49,7 +61,7 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
     let subnets = class.map(|c| c.spec.subnets.clone()).unwrap_or_default();
     let mut deleted: Vec<String> = Vec::new();
 
-    if staying.len() < want {
+    if staying.len() + unreadable.len() < want {
         match class {
             _ if is_old_on_delete(ms, tree, now) => {
                 // OnDelete: a Machine deleted from an old set is replaced by the
@@ -71,7 +83,7 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
                     // type but never leaves the pinned subnet.
                     launch.subnets.clear();
                 }
-                let missing = want - staying.len();
+                let missing = want - staying.len() - unreadable.len();
                 if missing > MAX_CREATES_PER_PASS {
                     // The rest on the next pass, which the new Machines' events bring.
                     d.requeue(Duration::from_secs(1));
@@ -171,12 +183,12 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
         }
     }
     let st = &mut ms.status;
-    st.replicas = kept.len() as i32;
+    st.replicas = (kept.len() + unreadable.len()) as i32;
     st.ready_replicas = ready;
     st.available_replicas = available;
     st.up_to_date_replicas = kept.len() as i32;
     let c = &mut st.conditions;
-    let (have, want) = (staying.len() as i32, want as i32);
+    let (have, want) = ((staying.len() + unreadable.len()) as i32, want as i32);
     if have < want {
         if c.get(condition::SCALING_UP)
             .is_none_or(|x| x.reason != "MachineClassNotFound" && x.reason != "OnDelete")

@@ -3,7 +3,35 @@
 use std::collections::BTreeMap;
 
 use capstan_model::item::{self, DecodeError, Part};
-use capstan_model::{FieldError, Item, Kind, Object, ObjectKey, StoredObject};
+use capstan_model::{FieldError, Item, Kind, Object, ObjectKey, OwnerReference, StoredObject};
+
+/// An object whose observed item cannot be read, even leniently (see
+/// [`capstan_model::item::DecodeError::Unreadable`]). It exists: its owner counts it, its
+/// instance is not an orphan, and nothing acts on it (no launch, no delete, no
+/// terminate) until it can be read again. It is reported, on its owner and in the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unreadable {
+    pub key: ObjectKey,
+    pub errors: Vec<FieldError>,
+    pub desired_rv: Option<u64>,
+    pub observed_rv: Option<u64>,
+    /// The controlling owner, as far as the raw items say.
+    pub owner: Option<OwnerReference>,
+}
+
+impl Unreadable {
+    /// One line for a condition or a log: which object, and why.
+    pub fn describe(&self) -> String {
+        let why = self
+            .errors
+            .iter()
+            .take(3)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        format!("{} {}: {why}", self.key.kind, self.key.name)
+    }
+}
 
 /// What one Query of a cluster partition returned, as objects.
 #[derive(Clone, Debug, Default)]
@@ -11,12 +39,16 @@ pub struct Tree {
     objects: BTreeMap<(Kind, String), StoredObject>,
     /// Objects whose desired item could not be read: the errors, by key.
     invalid: BTreeMap<(Kind, String), Vec<FieldError>>,
+    /// Objects whose observed item cannot be read: present, but not to be acted on.
+    unreadable: BTreeMap<(Kind, String), Unreadable>,
 }
 
 impl Tree {
     /// Pairs each object's desired and observed items and decodes them. An item that is
-    /// not Capstan's is skipped; an object whose desired spec does not decode keeps what
-    /// its observed item says (or a blank object) and is listed by [`Tree::spec_errors`].
+    /// not Capstan's is skipped; an object whose desired spec is invalid keeps what its
+    /// observed item says (or a blank object) and is listed by [`Tree::spec_errors`]; an
+    /// object whose observed item cannot be read is listed by [`Tree::unreadable`] and
+    /// is not among the objects [`Tree::get`] and friends return.
     pub fn from_items(items: &[Item]) -> Tree {
         let mut pairs: BTreeMap<ObjectKey, (Option<&Item>, Option<&Item>)> = BTreeMap::new();
         for it in items {
@@ -36,9 +68,26 @@ impl Tree {
                 Ok(stored) => {
                     tree.objects.insert(id, stored);
                 }
+                Err(DecodeError::Unreadable { errors, .. }) => {
+                    let owner = [desired, observed]
+                        .into_iter()
+                        .flatten()
+                        .find_map(raw_controller);
+                    tree.unreadable.insert(
+                        id,
+                        Unreadable {
+                            key,
+                            errors,
+                            desired_rv: desired.map(item::version_of),
+                            observed_rv: observed.map(item::version_of),
+                            owner,
+                        },
+                    );
+                }
                 Err(err) => {
                     let errors = match err {
                         DecodeError::Invalid { errors, .. } => errors,
+                        DecodeError::Unreadable { errors, .. } => errors,
                         DecodeError::BadKey(k) => {
                             vec![FieldError::new("(item)", format!("bad key {k}"), "")]
                         }
@@ -58,6 +107,37 @@ impl Tree {
             }
         }
         tree
+    }
+
+    /// The object `name` of `kind` if its observed item cannot be read.
+    pub fn unreadable(&self, kind: Kind, name: &str) -> Option<&Unreadable> {
+        self.unreadable.get(&(kind, name.to_string()))
+    }
+
+    /// Every object whose observed item cannot be read.
+    pub fn all_unreadable(&self) -> impl Iterator<Item = &Unreadable> {
+        self.unreadable.values()
+    }
+
+    /// Unreadable objects of `kind` whose controller (as the raw items say) is `owner`.
+    pub fn unreadable_owned_by(
+        &self,
+        kind: Kind,
+        owner: Kind,
+        owner_name: &str,
+    ) -> impl Iterator<Item = &Unreadable> {
+        let owner_name = owner_name.to_string();
+        self.unreadable.values().filter(move |u| {
+            u.key.kind == kind
+                && u.owner
+                    .as_ref()
+                    .is_some_and(|o| o.kind == owner && o.name == owner_name)
+        })
+    }
+
+    /// Whether an object of that kind and name exists, readable or not.
+    pub fn exists(&self, kind: Kind, name: &str) -> bool {
+        self.get(kind, name).is_some() || self.unreadable(kind, name).is_some()
     }
 
     pub fn get(&self, kind: Kind, name: &str) -> Option<&StoredObject> {
@@ -119,4 +199,13 @@ impl Tree {
     pub fn len(&self) -> usize {
         self.objects.len()
     }
+}
+
+/// The controlling owner an item names, read leniently from its raw attribute.
+fn raw_controller(it: &Item) -> Option<OwnerReference> {
+    let refs = item::from_attr(it.get("ownerReferences")?);
+    refs.as_array()?
+        .iter()
+        .filter_map(|r| serde_json::from_value::<OwnerReference>(r.clone()).ok())
+        .find(|r| r.controller)
 }

@@ -21,7 +21,15 @@ use capstan_reconcile::plan::version_after;
 use capstan_reconcile::{Action, Ctx, Tree, decide};
 use proptest::prelude::*;
 
-const SUBNETS: [&str; 3] = ["subnet-a", "subnet-b", "subnet-c"];
+// Real-looking ids: the loop validates every desired item as `capstan validate` does.
+const SUBNETS: [&str; 3] = [
+    "subnet-0a1b2c3d4e5f60001",
+    "subnet-0a1b2c3d4e5f60002",
+    "subnet-0a1b2c3d4e5f60003",
+];
+const AMI_OLD: &str = "ami-0aaaaaaaaaaaaaaa1";
+const AMI_NEW: &str = "ami-0aaaaaaaaaaaaaaa2";
+const AMI_1: &str = "ami-0aaaaaaaaaaaaaaa3";
 const TYPES: [&str; 2] = ["m7i.large", "m6i.large"];
 
 fn epoch() -> Timestamp {
@@ -386,7 +394,7 @@ fn class(image: &str) -> Object {
             image_id: image.into(),
             instance_types: TYPES.map(String::from).to_vec(),
             subnets: SUBNETS.map(String::from).to_vec(),
-            security_groups: vec!["sg-1".into()],
+            security_groups: vec!["sg-0123456789abcdef0".into()],
             ..Default::default()
         },
         status: Default::default(),
@@ -447,12 +455,12 @@ proptest! {
         rolling in rolling_update(),
         schedule in proptest::collection::vec((0..64usize, 0..40u64, any::<bool>()), 40..160),
     ) {
-        let mut w = World::new(&[class("ami-old"), deployment(desired, rolling.clone(), RolloutStrategyType::RollingUpdate)]);
+        let mut w = World::new(&[class(AMI_OLD), deployment(desired, rolling.clone(), RolloutStrategyType::RollingUpdate)]);
         w.settle(12);
         prop_assert_eq!(w.machines().len() as i32, desired);
         prop_assert!(w.machines().iter().all(is_ready));
 
-        w.put_desired(class("ami-new"));
+        w.put_desired(class(AMI_NEW));
         let (surge, unavailable) = fenceposts(&rolling, desired);
         for (pick, secs, boot) in schedule {
             let keys = w.keys();
@@ -472,7 +480,7 @@ proptest! {
         w.settle(40);
         let ms = w.machines();
         prop_assert_eq!(ms.len() as i32, desired);
-        prop_assert!(ms.iter().all(|m| m.spec.launch.image_id == "ami-new" && is_ready(m)));
+        prop_assert!(ms.iter().all(|m| m.spec.launch.image_id == AMI_NEW && is_ready(m)));
         let sets = w.tree().of_kind(Kind::MachineSet).count();
         prop_assert_eq!(sets, 1, "old sets are pruned");
     }
@@ -506,11 +514,11 @@ proptest! {
     /// comes back from the new template.
     #[test]
     fn on_delete_replaces_only_deleted_machines(desired in 1..6i32, deletions in 0..6usize) {
-        let mut w = World::new(&[class("ami-old"), deployment(desired, RollingUpdate::default(), RolloutStrategyType::OnDelete)]);
+        let mut w = World::new(&[class(AMI_OLD), deployment(desired, RollingUpdate::default(), RolloutStrategyType::OnDelete)]);
         w.settle(12);
-        w.put_desired(class("ami-new"));
+        w.put_desired(class(AMI_NEW));
         w.settle(12);
-        prop_assert!(w.machines().iter().all(|m| m.spec.launch.image_id == "ami-old"));
+        prop_assert!(w.machines().iter().all(|m| m.spec.launch.image_id == AMI_OLD));
         let deletions = deletions.min(desired as usize);
         for m in w.machines().iter().take(deletions) {
             w.items.remove(&ItemKey::of(&Object::Machine(m.clone()).key(), Part::Desired));
@@ -518,7 +526,7 @@ proptest! {
         w.settle(20);
         let ms = w.machines();
         prop_assert_eq!(ms.len() as i32, desired);
-        let new = ms.iter().filter(|m| m.spec.launch.image_id == "ami-new").count();
+        let new = ms.iter().filter(|m| m.spec.launch.image_id == AMI_NEW).count();
         prop_assert_eq!(new, deletions);
     }
 
@@ -570,7 +578,7 @@ proptest! {
     /// one, on the way up and on the way down.
     #[test]
     fn failure_domains_stay_balanced_within_one(sizes in proptest::collection::vec(0..10i32, 1..6)) {
-        let mut w = World::new(&[class("ami-1"), machine_set(0)]);
+        let mut w = World::new(&[class(AMI_1), machine_set(0)]);
         for size in sizes {
             w.put_desired(with_replicas(&w, size));
             w.settle(6);
@@ -592,9 +600,9 @@ proptest! {
         faults in proptest::collection::vec((0..5u8, 0..2usize, 0..3usize, 0..64usize, 0..90u64), 10..80),
         roll in any::<bool>(),
     ) {
-        let mut w = World::new(&[class("ami-old"), deployment(desired, RollingUpdate::default(), RolloutStrategyType::RollingUpdate)]);
+        let mut w = World::new(&[class(AMI_OLD), deployment(desired, RollingUpdate::default(), RolloutStrategyType::RollingUpdate)]);
         if roll {
-            w.put_desired(class("ami-new"));
+            w.put_desired(class(AMI_NEW));
         }
         for (kind, t, s, pick, secs) in faults {
             w.fault = match kind {
@@ -611,7 +619,7 @@ proptest! {
         }
         w.fault = Fault::None;
         w.settle(60);
-        let image = if roll { "ami-new" } else { "ami-old" };
+        let image = if roll { AMI_NEW } else { AMI_OLD };
         let ms = w.machines();
         prop_assert_eq!(ms.len() as i32, desired);
         prop_assert!(ms.iter().all(|m| m.status.phase == MachinePhase::Running && m.spec.launch.image_id == image),

@@ -7,9 +7,8 @@ use super::documents::{Chunk, split_documents};
 use super::entry::{Entry, Origin};
 use super::limits::{MAX_DOCUMENTS, MAX_MANIFEST_BYTES};
 use super::yaml::parse_yaml;
-use crate::parse::{FieldError, decode_object_lenient};
-use crate::validate::validate_object;
-use crate::with_resource;
+use crate::parse::FieldError;
+use crate::validate::validate_document;
 
 /// Reads one text's objects into `entries`, or refuses the whole text if it is over
 /// the limits.
@@ -120,31 +119,15 @@ fn read_object(at: Origin, prefix: &str, value: Value, entries: &mut Vec<Entry>)
     let (source, document, line) = at;
     let mut entry = Entry::new(source, document, line);
     entry.label(&value);
-    match decode_object_lenient(value) {
-        (Some(mut object), errors) => {
-            object.metadata_mut().clear_system_fields();
-            with_resource!(&mut object, r => r.status = Default::default());
-            entry.namespace = Some(object.metadata().namespace.clone());
-            if errors.is_empty() {
-                entry.errors = validate_object(&object);
-                entry.object = Some(object);
-            } else {
-                // The object was read with its wrongly typed values left out: check the
-                // rest too, but say nothing more about the fields already reported, and
-                // keep it out of the checks across objects.
-                let reported: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
-                let more = validate_object(&object).into_iter().filter(|e| {
-                    !reported.iter().any(|p| {
-                        e.path == *p
-                            || e.path.starts_with(&format!("{p}."))
-                            || e.path.starts_with(&format!("{p}["))
-                    })
-                });
-                entry.errors = errors;
-                entry.errors.extend(more);
-            }
+    let checked = validate_document(value);
+    entry.errors = checked.errors;
+    if let Some(object) = checked.object {
+        entry.namespace = Some(object.metadata().namespace.clone());
+        // An object read with wrongly typed values left out stays out of the checks
+        // across objects.
+        if checked.decoded {
+            entry.object = Some(object);
         }
-        (None, errors) => entry.errors = errors,
     }
     if !prefix.is_empty() {
         for e in &mut entry.errors {

@@ -29,6 +29,12 @@ pub const MAX_KEY_PREFIX_LEN: usize = 253;
 /// Total size of an object's annotations. Kubernetes allows 256 KiB; a DynamoDB item
 /// holds 400 KB in all, spec included, so Capstan keeps annotations smaller.
 pub const MAX_ANNOTATIONS_BYTES: usize = 64 * 1024;
+/// Largest spec, as JSON. A DynamoDB item holds 400 KB in all, and an object's
+/// observed item carries its spec again beside its status, labels and conditions: a
+/// spec this size leaves the observed item far under the limit whatever else it holds.
+pub const MAX_SPEC_BYTES: usize = 64 * 1024;
+/// Total size of an object's labels (keys and values); the observed item keeps them.
+pub const MAX_LABELS_BYTES: usize = 16 * 1024;
 /// EBS root volume size bounds (gp3/io1/io2 allow up to 16 TiB; an AMI needs ~8 GiB).
 pub const MIN_ROOT_VOLUME_GIB: i32 = 8;
 pub const MAX_ROOT_VOLUME_GIB: i32 = 16_384;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::Errors;
 use super::limits::{
-    MAX_ANNOTATIONS_BYTES, MAX_CLUSTER_NAME_LEN, MAX_KEY_PREFIX_LEN,
+    MAX_ANNOTATIONS_BYTES, MAX_CLUSTER_NAME_LEN, MAX_KEY_PREFIX_LEN, MAX_LABELS_BYTES,
     MAX_MACHINE_DEPLOYMENT_NAME_LEN, MAX_MACHINE_SET_NAME_LEN, MAX_NAME_LEN,
 };
 use crate::meta::ObjectMeta;
@@ -16,6 +16,14 @@ pub(super) fn metadata(v: &mut Errors, kind: Kind, meta: &ObjectMeta) {
     name(v, "metadata.name", &meta.name, max, why);
     name(v, "metadata.namespace", &meta.namespace, MAX_NAME_LEN, "");
     labels(v, "metadata.labels", &meta.labels);
+    let total: usize = meta.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_LABELS_BYTES {
+        v.push(
+            "metadata.labels",
+            format!("labels take {total} bytes, more than {MAX_LABELS_BYTES}"),
+            "keep labels for selecting; put other data in annotations",
+        );
+    }
     annotations(v, "metadata.annotations", &meta.annotations);
 }
 

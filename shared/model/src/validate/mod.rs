@@ -31,10 +31,11 @@ pub use launch::{is_aws_id, is_instance_type};
 pub use limits::{
     MACHINE_SET_SUFFIX_LEN, MACHINE_SUFFIX_LEN, MAX_ANNOTATIONS_BYTES, MAX_CLUSTER_NAME_LEN,
     MAX_CONTROL_PLANE_REPLICAS, MAX_GP3_IOPS, MAX_HOP_LIMIT, MAX_INSTANCE_PROFILE_LEN, MAX_IO_IOPS,
-    MAX_KEY_PREFIX_LEN, MAX_MACHINE_DEPLOYMENT_NAME_LEN, MAX_MACHINE_SET_NAME_LEN, MAX_NAME_LEN,
-    MAX_POOL_NAME_LEN, MAX_REPLICAS, MAX_ROOT_VOLUME_GIB, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN,
-    MAX_TAGS, MAX_USER_DATA_BYTES, MIN_GP3_IOPS, MIN_IO_IOPS, MIN_ROOT_VOLUME_GIB,
-    RESERVED_POOL_NAME, RESERVED_TAG_PREFIXES, expected_number,
+    MAX_KEY_PREFIX_LEN, MAX_LABELS_BYTES, MAX_MACHINE_DEPLOYMENT_NAME_LEN,
+    MAX_MACHINE_SET_NAME_LEN, MAX_NAME_LEN, MAX_POOL_NAME_LEN, MAX_REPLICAS, MAX_ROOT_VOLUME_GIB,
+    MAX_SPEC_BYTES, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN, MAX_TAGS, MAX_USER_DATA_BYTES,
+    MIN_GP3_IOPS, MIN_IO_IOPS, MIN_ROOT_VOLUME_GIB, RESERVED_POOL_NAME, RESERVED_TAG_PREFIXES,
+    expected_number,
 };
 pub use secrets::secrets_in;
 pub use version::is_kubernetes_version;
@@ -46,10 +47,67 @@ use metadata::{annotations, cluster_name, labels, metadata, name, reference};
 use rollout::rollout;
 use version::version;
 
+/// One object as a person wrote it, read and checked by [`validate_document`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked {
+    /// The object, as far as it could be built (values of the wrong type left out).
+    pub object: Option<Object>,
+    /// True when every value had its schema's type: the object is what was written.
+    pub decoded: bool,
+    /// Every error: decoding's, then validation's. Valid only when empty.
+    pub errors: Vec<FieldError>,
+}
+
+/// Reads one object as a person wrote it, and checks it: what `capstan validate` and
+/// `capstan apply` do with each document, and what the reconcilers do with each desired
+/// item (a raw PutItem gets exactly the same answer as the CLI).
+///
+/// Decodes with every unknown field an error, drops what the control plane owns
+/// (status, uid, generation, timestamps, finalizers), and validates what is left. A
+/// value of the wrong type is reported and left out, and the rest is still checked,
+/// without repeating what was already said about that field.
+pub fn validate_document(value: serde_json::Value) -> Checked {
+    match crate::parse::decode_object_lenient(value) {
+        (Some(mut object), errors) => {
+            object.metadata_mut().clear_system_fields();
+            crate::with_resource!(&mut object, r => r.status = Default::default());
+            let decoded = errors.is_empty();
+            let reported: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            let more = validate_object(&object).into_iter().filter(|e| {
+                !reported.iter().any(|p| {
+                    e.path == *p
+                        || e.path.starts_with(&format!("{p}."))
+                        || e.path.starts_with(&format!("{p}["))
+                })
+            });
+            let mut all = errors;
+            all.extend(more);
+            Checked {
+                object: Some(object),
+                decoded,
+                errors: all,
+            }
+        }
+        (None, errors) => Checked {
+            object: None,
+            decoded: false,
+            errors,
+        },
+    }
+}
+
 /// Every semantic error of one object, each with its path from the document root.
 pub fn validate_object(obj: &Object) -> Vec<FieldError> {
     let mut v = Errors::default();
     metadata(&mut v, obj.kind(), obj.metadata());
+    let spec_bytes = serde_json::to_vec(&obj.spec_json()).map_or(0, |b| b.len());
+    if spec_bytes > MAX_SPEC_BYTES {
+        v.push(
+            "spec",
+            format!("is {spec_bytes} bytes as JSON, more than {MAX_SPEC_BYTES}"),
+            "keep large data (user data, long lists) out of the spec: reference it instead",
+        );
+    }
     match obj {
         Object::Cluster(r) => cluster(&mut v, &r.spec),
         Object::MachineClass(r) => machine_class(&mut v, &r.spec),
