@@ -331,6 +331,8 @@ fn instance_of(i: &aws_sdk_ec2::types::Instance) -> Instance {
             .launch_time()
             .and_then(|t| Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok())
             .unwrap_or(Timestamp::MAX),
+        // EC2 reports the token (empty for a launch without one); moto leaves it out.
+        client_token: i.client_token().map(str::to_string),
     }
 }
 

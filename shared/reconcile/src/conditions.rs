@@ -11,6 +11,10 @@ pub const NODE_READY: &str = "NodeReady";
 pub const INTERRUPTED: &str = "Interrupted";
 /// Set by a MachineHealthCheck's verdict (Cluster API's name), reported on the check.
 pub const HEALTH_CHECK_SUCCEEDED: &str = "HealthCheckSucceeded";
+/// Set False on a Machine when the instance it records does not carry its tags
+/// (namespace, cluster, machine, uid): Capstan neither terminates nor tags it.
+pub const INSTANCE_OWNED: &str = "InstanceOwned";
+
 /// Set on an owner (MachineSet, MachineDeployment, Cluster) when one of its children
 /// cannot be read: the child is counted as present and left alone (nothing is launched,
 /// deleted or terminated on its account) until it can be read again.

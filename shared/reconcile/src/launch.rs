@@ -50,6 +50,51 @@ pub fn instance_tags(machine: &Machine, installation: &str) -> BTreeMap<String, 
     tags
 }
 
+/// The tags that prove an instance is `machine`'s: the installation's, and the
+/// Machine's namespace, cluster, name and uid, exactly as [`instance_tags`] put them at
+/// launch. None for a Machine without a uid (nothing can be proven for it).
+///
+/// Every call on an existing instance (terminate, tag, adopt by tag, record a state)
+/// first finds the instance carrying all of them: a raw item in one namespace that
+/// names another namespace's instance, or a forged uid, matches none.
+pub fn ownership_tags(machine: &Machine, installation: &str) -> Option<Vec<(String, String)>> {
+    let m = &machine.metadata;
+    let uid = m.uid.clone().filter(|u| !u.is_empty())?;
+    Some(vec![
+        (TAG_INSTALLATION.to_string(), installation.to_string()),
+        (TAG_NAMESPACE.to_string(), m.namespace.clone()),
+        (TAG_CLUSTER.to_string(), machine.spec.cluster_name.clone()),
+        (TAG_MACHINE.to_string(), m.name.clone()),
+        (TAG_MACHINE_UID.to_string(), uid),
+    ])
+}
+
+/// Whether an instance carrying `tags` provably belongs to `machine` (see
+/// [`ownership_tags`]).
+pub fn proves_ownership(
+    tags: &BTreeMap<String, String>,
+    machine: &Machine,
+    installation: &str,
+) -> bool {
+    ownership_tags(machine, installation)
+        .is_some_and(|want| want.iter().all(|(k, v)| tags.get(k) == Some(v)))
+}
+
+/// Whether an instance's Capstan tags agree with one another, as a launch by Capstan
+/// leaves them: namespace, cluster, machine and machine-uid all present and non-empty,
+/// and the `kubernetes.io/cluster/<cluster>` tag naming the same cluster. Only such an
+/// instance may be collected as an orphan.
+pub fn tags_consistent(tags: &BTreeMap<String, String>) -> bool {
+    let present = |k: &str| tags.get(k).is_some_and(|v| !v.is_empty());
+    [TAG_NAMESPACE, TAG_CLUSTER, TAG_MACHINE, TAG_MACHINE_UID]
+        .iter()
+        .all(|k| present(k))
+        && tags.get(TAG_CLUSTER).is_some_and(|cluster| {
+            tags.get(&format!("kubernetes.io/cluster/{cluster}"))
+                .is_some_and(|v| v == "owned")
+        })
+}
+
 /// The additional tags a Machine's instance should carry, without the reserved
 /// `capstan.dev/` keys (those are Capstan's contract with IAM and cannot be overridden).
 pub fn additional_tags(machine: &Machine) -> BTreeMap<String, String> {

@@ -408,6 +408,28 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
     m
 }
 
+/// The Machine marked as not owning `instance_id`, which EC2 does not show carrying
+/// its tags (see [`crate::launch::ownership_tags`]), or None when it already says so.
+/// Only the `InstanceOwned` condition changes, which no decision sets, so the mark is
+/// written once and does not make the Machine's reconciler run again and again.
+pub fn record_not_owned(m: &Machine, instance_id: &str, now: Timestamp) -> Option<Machine> {
+    let message = format!(
+        "instance {instance_id} does not carry this Machine's tags (namespace, cluster, machine and machine uid) in EC2: Capstan neither terminates nor tags it"
+    );
+    let current = m.status.conditions.get(crate::conditions::INSTANCE_OWNED);
+    if current.is_some_and(|c| c.status == ConditionStatus::False && c.message == message) {
+        return None;
+    }
+    let mut m = m.clone();
+    m.status.conditions.set_false(
+        crate::conditions::INSTANCE_OWNED,
+        "InstanceNotOwned",
+        message,
+        now,
+    );
+    Some(m)
+}
+
 /// The Machine after CreateTags put `spec.additionalTags` on its instance.
 pub fn after_tagging(m: &Machine) -> Machine {
     let mut m = m.clone();

@@ -10,9 +10,9 @@ use capstan_model::item::{
     AttrValue, ItemKey, Part, RV, encode_desired, encode_observed, item_key, item_size,
     object_prefix, partition_key,
 };
-use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
+use capstan_model::labels::TAG_INSTALLATION;
 use capstan_model::{Expect, InstanceState, Kind, Machine, Object, ObjectKey};
-use capstan_reconcile::launch::Offering;
+use capstan_reconcile::launch::{Offering, ownership_tags};
 use capstan_reconcile::machine::{self as machine_decisions, FoundInstance, LaunchOutcome};
 use capstan_reconcile::plan::version_after;
 use capstan_reconcile::{Action, Ctx, Plan, Tree};
@@ -121,6 +121,12 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
                 entropy: self.entropy.next_u128(),
                 installation: self.installation.clone(),
             };
+            if let Some(unreadable) = tree.unreadable(key.kind, &key.name) {
+                // Present but unreadable: left alone (no launch, delete or terminate)
+                // until it can be read; its owner reports it too.
+                warn!(object = %key, step = "read", problem = %unreadable.describe(), "cannot read the object's observed item; leaving it alone");
+                return Ok(None);
+            }
             let plan = capstan_reconcile::decide(key, &tree, &ctx);
             if !plan.actions.is_empty() {
                 debug!(object = %key, step = "decide", actions = plan.actions.len(), "decided");
@@ -187,24 +193,36 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
                     instance_id,
                     observed_rv,
                 } => {
-                    info!(object = %key_of(machine), step = "terminate", instance = %instance_id, "terminating");
-                    let guard = (TAG_INSTALLATION.to_string(), self.installation.clone());
-                    let state = match self
-                        .compute
-                        .terminate_instances(vec![instance_id.clone()], guard)
-                        .await
-                    {
-                        Ok(states) => states
-                            .into_iter()
-                            .find(|(id, _)| id == instance_id)
-                            .map_or(InstanceState::ShuttingDown, |(_, s)| s),
-                        // Gone from EC2 altogether: as terminated as it gets.
-                        Err(ComputeError::Invalid { code, .. })
-                            if code == "InvalidInstanceID.NotFound" =>
+                    // Only an instance that carries this Machine's tags, not merely the
+                    // installation's: an item naming another Machine's instance (another
+                    // namespace's, say) must not get it terminated.
+                    let Some(owned) = self.owned_instance(machine, instance_id).await? else {
+                        self.refuse_not_owned(machine, instance_id, "terminate", *observed_rv)
+                            .await?;
+                        continue;
+                    };
+                    let state = if owned.state.is_final() {
+                        InstanceState::Terminated
+                    } else {
+                        info!(object = %key_of(machine), step = "terminate", instance = %instance_id, "terminating");
+                        let guard = (TAG_INSTALLATION.to_string(), self.installation.clone());
+                        match self
+                            .compute
+                            .terminate_instances(vec![instance_id.clone()], guard)
+                            .await
                         {
-                            InstanceState::Terminated
+                            Ok(states) => states
+                                .into_iter()
+                                .find(|(id, _)| id == instance_id)
+                                .map_or(InstanceState::ShuttingDown, |(_, s)| s),
+                            // Gone from EC2 altogether: as terminated as it gets.
+                            Err(ComputeError::Invalid { code, .. })
+                                if code == "InvalidInstanceID.NotFound" =>
+                            {
+                                InstanceState::Terminated
+                            }
+                            Err(e) => return Err(e.into()),
                         }
-                        Err(e) => return Err(e.into()),
                     };
                     if let Some(updated) = machine_decisions::record_instance_state(
                         machine,
@@ -221,6 +239,11 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
                     tags,
                     observed_rv,
                 } => {
+                    if self.owned_instance(machine, instance_id).await?.is_none() {
+                        self.refuse_not_owned(machine, instance_id, "tag", *observed_rv)
+                            .await?;
+                        continue;
+                    }
                     info!(object = %key_of(machine), step = "tag", instance = %instance_id, "tagging in place");
                     let guard = (TAG_INSTALLATION.to_string(), self.installation.clone());
                     match self
@@ -377,20 +400,66 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
         }
     }
 
-    /// The live instance tagged with this Machine's uid, if EC2 already shows one.
+    /// A live instance launched for this Machine, if EC2 already shows one: one that
+    /// carries every tag of the Machine (installation, namespace, cluster, name, uid),
+    /// so a forged uid in another namespace adopts nothing. Every match is looked at.
     async fn find_instance(
         &self,
         machine: &Machine,
     ) -> Result<Option<FoundInstance>, ComputeError> {
-        let Some(uid) = machine.metadata.uid.clone() else {
+        let Some(tags) = ownership_tags(machine, &self.installation) else {
             return Ok(None);
         };
-        let tags = vec![
-            (TAG_INSTALLATION.to_string(), self.installation.clone()),
-            (TAG_MACHINE_UID.to_string(), uid),
-        ];
         let instances = self.compute.describe_instances(tags).await?;
-        Ok(instances.into_iter().find(|i| i.state.is_live()).map(found))
+        let mut live: Vec<Instance> = instances
+            .into_iter()
+            .filter(|i| i.state.is_live())
+            .collect();
+        // Prefer the one launched with this Machine's token, then the running one.
+        let uid = machine.metadata.uid.clone();
+        live.sort_by_key(|i| {
+            (
+                i.client_token.is_some() && i.client_token != uid,
+                i.state != InstanceState::Running,
+                i.launch_time,
+            )
+        });
+        Ok(live.into_iter().next().map(found))
+    }
+
+    /// The instance `instance_id` as EC2 shows it, if it carries every tag of `machine`
+    /// (see [`ownership_tags`]); None if it does not, or EC2 does not show it (yet).
+    async fn owned_instance(
+        &self,
+        machine: &Machine,
+        instance_id: &str,
+    ) -> Result<Option<Instance>, ComputeError> {
+        let Some(tags) = ownership_tags(machine, &self.installation) else {
+            return Ok(None);
+        };
+        let instances = self.compute.describe_instances(tags).await?;
+        Ok(instances.into_iter().find(|i| i.instance_id == instance_id))
+    }
+
+    /// Leaves an instance that is not provably the Machine's alone, says so in the log
+    /// and once on the Machine (`InstanceOwned` False), and carries on with the plan.
+    async fn refuse_not_owned(
+        &self,
+        machine: &Machine,
+        instance_id: &str,
+        step: &str,
+        observed_rv: u64,
+    ) -> Result<(), Interrupt> {
+        warn!(object = %key_of(machine), step, instance = %instance_id, "refusing: the instance does not carry this Machine's tags (namespace, cluster, machine, uid)");
+        if let Some(updated) =
+            machine_decisions::record_not_owned(machine, instance_id, self.clock.now())
+        {
+            match self.put_machine(&updated, observed_rv).await {
+                Ok(()) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(Interrupt::Failed(e.into())),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -449,6 +518,10 @@ fn key_of(m: &Machine) -> ObjectKey {
 
 /// Decodes a Machine's observed item read through the instance index.
 pub(crate) fn machine_from(tree: &Tree, key: &ObjectKey) -> Option<(Machine, u64)> {
+    if let Some(unreadable) = tree.unreadable(Kind::Machine, &key.name) {
+        warn!(object = %key, problem = %unreadable.describe(), "cannot read the Machine's observed item; not recording on it");
+        return None;
+    }
     let stored = tree.get(Kind::Machine, &key.name)?;
     Some((stored.object.as_machine()?.clone(), stored.observed_rv?))
 }

@@ -141,6 +141,11 @@ pub struct Instance {
     pub private_ip: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub launch_time: Timestamp,
+    /// The ClientToken it was launched with, where EC2 reports it (DescribeInstances
+    /// does: empty for a launch without one; moto does not: None). Capstan launches
+    /// with the Machine's uid, so a token that differs from the machine-uid tag says
+    /// someone else launched the instance (or tagged it by hand).
+    pub client_token: Option<String>,
 }
 
 /// Why an EC2 call failed, classified by error code (never by message).

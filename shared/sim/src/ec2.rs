@@ -13,6 +13,8 @@
 //! - every state change emits an "EC2 Instance State-change Notification" with the
 //!   time of the change, in EventBridge's shape
 //!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/monitoring-instance-state-changes.html>);
+//! - DescribeInstances reports each instance's ClientToken (empty for a launch
+//!   without one, such as [`SimEc2::launch_foreign`]);
 //! - a TerminateInstances (or CreateTags) whose instances do not all carry the guard
 //!   tag is refused whole, as an IAM `aws:ResourceTag` condition refuses the request;
 //! - a spot instance can be interrupted: the "EC2 Spot Instance Interruption Warning"
@@ -532,6 +534,7 @@ impl State {
         }
         let idx = self.launch(&req.subnet_id, &req.instance_type, req.tags.clone(), now)?;
         self.instances[idx].spot = req.market.market_type == MarketType::Spot;
+        self.instances[idx].instance.client_token = Some(req.client_token.clone());
         self.launched_total += 1;
         if !req.client_token.is_empty() {
             self.tokens
@@ -596,6 +599,8 @@ impl State {
                 private_ip: Some(std::net::Ipv4Addr::from(address).to_string()),
                 tags,
                 launch_time: now,
+                // What DescribeInstances reports for a launch without a token.
+                client_token: Some(String::new()),
             },
             address: Some(offset),
             next: None,
