@@ -17,7 +17,7 @@ use capstan_model::meta::condition;
 use capstan_model::{
     Expect, InstanceState, Kind, LaunchRequest, Machine, MachineClass, MachineClassSpec,
     MachinePhase, MachineSet, MachineSetSpec, MachineTemplate, MachineTemplateSpec, Object,
-    ObjectKey, ObjectMeta, Resource, Timestamp,
+    ObjectKey, ObjectMeta, Resource,
 };
 use capstan_reconcile::Tree;
 use capstan_runtime::events::instance_state_change;
@@ -356,8 +356,10 @@ async fn an_invalid_raw_desired_item_launches_nothing_and_says_why() {
     }
     w.create(&set).await;
     // A Machine written by hand with secrets in its user data and Capstan's own tags.
-    let mut machine: Machine = Resource::default();
-    machine.metadata = meta("team-a", "hand-made");
+    let mut machine: Machine = Resource {
+        metadata: meta("team-a", "hand-made"),
+        ..Default::default()
+    };
     machine.spec.cluster_name = CLUSTER.into();
     machine.spec.version = "v1.31.2".into();
     machine.spec.failure_domain = SUBNET.into();
@@ -576,5 +578,4 @@ async fn orphans_are_collected_only_on_positive_evidence() {
     for kept in [&by_hand, &half_tagged, &mentioned] {
         assert!(w.state_of(kept).is_live(), "{kept} was kept");
     }
-    let _ = Timestamp::UNIX_EPOCH;
 }
