@@ -1,14 +1,14 @@
-//! `capstan run --endpoint URL` and `capstan apply --endpoint URL`: the local runtime
-//! and apply against an AWS-compatible endpoint (moto_server), over the same SDK
-//! adapters and handlers the Lambda functions use.
+//! `capstan run --endpoint URL` and `capstan apply --endpoint URL`: the endpoint
+//! runtime and apply against an AWS-compatible endpoint (moto_server), over the same
+//! SDK adapters and functions the Lambda binaries use.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use capstan_aws::local::{LocalConfig, LocalRuntime};
 use capstan_aws::provision::QueueOptions;
 use capstan_aws::{Clients, DynamoStore, Names, Settings};
+use capstan_endpoint::{EndpointConfig, EndpointRuntime};
 use capstan_model::Object;
 use capstan_runtime::apply::{self, Applied};
 
@@ -46,17 +46,17 @@ pub struct RunOptions {
 
 pub async fn run(target: Target, options: RunOptions) -> anyhow::Result<ExitCode> {
     let clients = target.clients().await;
-    let config = LocalConfig {
+    let config = EndpointConfig {
         names: target.names(),
         queues: QueueOptions {
             visibility_timeout: options.visibility_timeout,
         },
         sweep_every: options.sweep_every,
-        ..LocalConfig::default()
+        ..EndpointConfig::default()
     };
-    let mut rt = LocalRuntime::start(clients, config)
+    let mut rt = EndpointRuntime::start(clients, config)
         .await
-        .with_context(|| format!("starting the local runtime against {}", target.endpoint))?;
+        .with_context(|| format!("starting the endpoint runtime against {}", target.endpoint))?;
     println!(
         "Capstan running against {} (installation {:?}, table {:?}).",
         target.endpoint, target.installation, target.table
@@ -67,7 +67,7 @@ pub async fn run(target: Target, options: RunOptions) -> anyhow::Result<ExitCode
     println!(
         "moto emits no EC2 state-change events: this runtime describes the installation's instances and relays their changes onto the default bus."
     );
-    print_launchables(&rt.clients).await;
+    print_launchables(rt.clients()).await;
     println!(
         "Apply manifests from another terminal: capstan apply -f FILE --endpoint {}",
         target.endpoint

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "aws")]
 mod endpoint;
 mod input;
 mod sim;
@@ -60,6 +61,7 @@ enum Command {
     /// Run the control plane against an AWS-compatible endpoint (e.g. moto_server):
     /// creates the table, bus, rules and queues if absent, reads the table's stream,
     /// drains the queues, relays EC2 state changes, sweeps on schedule.
+    #[cfg(feature = "aws")]
     Run {
         /// The endpoint every AWS client talks to, e.g. http://127.0.0.1:5000.
         #[arg(long)]
@@ -77,6 +79,7 @@ enum Command {
         run_for: Option<Duration>,
     },
     /// Validate manifests and write them into the table at an endpoint.
+    #[cfg(feature = "aws")]
     Apply {
         /// A file, a directory of .yaml/.yml/.json files, or - for standard input. Repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
@@ -90,6 +93,7 @@ enum Command {
     /// Delete the objects the manifests name from the table at an endpoint (like
     /// `kubectl delete -f`): their reconcilers tear them down — a Cluster takes its
     /// whole tree and every instance with it.
+    #[cfg(feature = "aws")]
     Delete {
         /// A file, a directory of .yaml/.yml/.json files, or - for standard input. Repeatable.
         #[arg(short = 'f', long = "filename", required = true)]
@@ -129,6 +133,7 @@ enum Command {
 }
 
 /// Which installation and table at the endpoint.
+#[cfg(feature = "aws")]
 #[derive(clap::Args)]
 struct TargetArgs {
     /// The region the clients use.
@@ -142,6 +147,7 @@ struct TargetArgs {
     table: Option<String>,
 }
 
+#[cfg(feature = "aws")]
 impl TargetArgs {
     fn at(self, endpoint: String) -> endpoint::Target {
         endpoint::Target {
@@ -154,6 +160,7 @@ impl TargetArgs {
 }
 
 /// Runs `future` on a runtime with timers and sockets (the AWS SDK needs both).
+#[cfg(feature = "aws")]
 fn block_on(future: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -207,9 +214,10 @@ fn init_logging(format: LogFormat, default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The simulator's faults make handlers log warnings by the thousand: quiet by default.
+    // The simulator's faults make handlers log errors by the thousand, and its trace
+    // says what happened: quiet by default.
     let default_level = if matches!(cli.command, Command::Sim { .. }) {
-        "error"
+        "off"
     } else {
         "warn"
     };
@@ -225,6 +233,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        #[cfg(feature = "aws")]
         Command::Run {
             endpoint,
             target,
@@ -239,6 +248,7 @@ fn main() -> ExitCode {
                 run_for,
             },
         )),
+        #[cfg(feature = "aws")]
         Command::Apply {
             files,
             endpoint,
@@ -246,6 +256,7 @@ fn main() -> ExitCode {
         } => with_manifests(&files, "applied", |objects| {
             block_on(endpoint::apply(target.at(endpoint), objects))
         }),
+        #[cfg(feature = "aws")]
         Command::Delete {
             files,
             endpoint,
@@ -312,6 +323,7 @@ fn main() -> ExitCode {
 
 /// Reads and validates the manifests, then acts on them; invalid manifests are reported
 /// in full and nothing is `done`.
+#[cfg(feature = "aws")]
 fn with_manifests(
     files: &[PathBuf],
     done: &str,

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use capstan_embedded::{Embedded, EmbeddedConfig, RunOutcome};
 use capstan_model::{InstanceState, Kind, MachinePhase, Object};
 use capstan_runtime::apply::Applied;
-use capstan_sim::{Embedded, EmbeddedConfig, RunOutcome};
 
 pub struct Options {
     pub timeout: Duration,

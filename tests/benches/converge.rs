@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use capstan_embedded::{Embedded, EmbeddedConfig, RunOutcome};
 use capstan_model::Object;
-use capstan_sim::{Embedded, EmbeddedConfig, RunOutcome};
 
 fn quickstart(workers: i32) -> Vec<Object> {
     let text = include_str!("../../examples/quickstart.yaml");
@@ -52,14 +52,14 @@ async fn converge(cp: &mut Embedded) -> Result<(), String> {
 }
 
 async fn measure(cp: &mut Embedded, objects: &[Object]) -> Result<Figures, String> {
-    let (calls0, writes0, steps0) = (cp.ec2.calls(), cp.store.writes(), cp.stats.steps);
+    let (calls0, writes0, steps0) = (cp.ec2.calls(), cp.store.writes(), cp.stats().steps);
     let started = Instant::now();
     cp.apply(objects).await.map_err(|e| e.to_string())?;
     converge(cp).await?;
     let calls = cp.ec2.calls();
     Ok(Figures {
         wall: started.elapsed(),
-        steps: cp.stats.steps - steps0,
+        steps: cp.stats().steps - steps0,
         machines: capstan_tests::machines(cp).len(),
         run: calls.run_instances - calls0.run_instances,
         terminate: calls.terminate_instances - calls0.terminate_instances,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use capstan_embedded::{Embedded, EmbeddedConfig, RunOutcome};
 use capstan_model::{Kind, Object, ObjectKey};
-use capstan_sim::{Embedded, EmbeddedConfig, RunOutcome};
 
 /// The quickstart a newcomer applies first.
 pub const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");

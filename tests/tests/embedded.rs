@@ -62,7 +62,7 @@ async fn quickstart_converges_to_six_running_tagged_instances() {
         "{per_pool:?}"
     );
     let tree = cp.describe();
-    println!("{tree}\n{:?} now={}", cp.stats, cp.now());
+    println!("{tree}\n{:?} now={}", cp.stats(), cp.now());
     assert!(
         tree.contains("Cluster/demo") && tree.contains("Provisioned"),
         "{tree}"
@@ -83,7 +83,7 @@ fn with_workers(objects: &[Object], replicas: i32) -> Vec<Object> {
         .collect()
 }
 
-fn worker_instances(cp: &capstan_sim::Embedded) -> BTreeMap<String, String> {
+fn worker_instances(cp: &capstan_embedded::Embedded) -> BTreeMap<String, String> {
     machines(cp)
         .into_iter()
         .filter(|m| m.metadata.labels["capstan.dev/pool"] == "workers")
@@ -167,7 +167,7 @@ async fn deleting_the_cluster_terminates_every_instance_and_removes_every_item()
 }
 
 /// A summary of the end state that does not depend on generated names.
-fn end_state(cp: &capstan_sim::Embedded) -> Vec<String> {
+fn end_state(cp: &capstan_embedded::Embedded) -> Vec<String> {
     let mut out: Vec<String> = machines(cp)
         .iter()
         .map(|m| {

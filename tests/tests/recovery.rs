@@ -132,6 +132,9 @@ async fn lost_events_are_repaired_by_the_drift_sweep() {
     assert!(!lost.is_empty());
     converge(&mut cp).await;
     assert_eq!(machines(&cp).len(), 6);
-    assert!(cp.stats.sweeps >= 1, "only the sweep could have found them");
+    assert!(
+        cp.stats().sweeps >= 1,
+        "only the sweep could have found them"
+    );
     assert_eq!(cp.ec2.launched_total(), 6);
 }

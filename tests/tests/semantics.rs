@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use capstan_embedded::Embedded;
 use capstan_model::labels::{AUTOSCALER_MAX_SIZE, AUTOSCALER_MIN_SIZE, TAG_MACHINE};
 use capstan_model::meta::condition;
 use capstan_model::{
     Autoscaling, ConditionStatus, InstanceState, IntOrPercent, Kind, MachinePhase, MarketType,
     Object, ObjectKey, PoolHealthCheck, Rollout, RolloutStrategyType,
 };
-use capstan_sim::Embedded;
 use capstan_tests::*;
 
 const NEW_AMI: &str = "ami-0fedcba9876543210";

@@ -14,10 +14,10 @@ const RECONCILER: Reconciler = Reconciler::Deployment;
 async fn main() -> Result<(), Error> {
     capstan_aws::lambda::init_tracing();
     // Clients are built once per execution environment and reused by every invocation.
-    let handlers = capstan_aws::lambda::functions_from_env().await;
-    let handlers = &handlers;
+    let functions = capstan_aws::lambda::functions_from_env().await;
+    let functions = &functions;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<SqsBatchResponse, Error>(handlers.queue(RECONCILER, event.payload).await)
+        Ok::<SqsBatchResponse, Error>(functions.queue(RECONCILER, &event.payload).await)
     }))
     .await
 }

@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 async fn main() -> Result<(), Error> {
     capstan_aws::lambda::init_tracing();
     // Clients are built once per execution environment and reused by every invocation.
-    let handlers = capstan_aws::lambda::functions_from_env().await;
-    let handlers = &handlers;
+    let functions = capstan_aws::lambda::functions_from_env().await;
+    let functions = &functions;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<BusEvent>| async move {
-        let report = handlers.schedule(&event.payload).await?;
+        let report = functions.schedule(&event.payload).await?;
         Ok::<Value, Error>(json!({
             "resynced": report.resynced,
             "statesRepaired": report.states_repaired,

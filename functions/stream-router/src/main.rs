@@ -13,10 +13,10 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 async fn main() -> Result<(), Error> {
     capstan_aws::lambda::init_tracing();
     // Clients are built once per execution environment and reused by every invocation.
-    let handlers = capstan_aws::lambda::functions_from_env().await;
-    let handlers = &handlers;
+    let functions = capstan_aws::lambda::functions_from_env().await;
+    let functions = &functions;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
-        Ok::<DynamoDbEventResponse, Error>(handlers.stream(event.payload).await)
+        Ok::<DynamoDbEventResponse, Error>(functions.stream(&event.payload).await)
     }))
     .await
 }

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 
 /// What kind of failure an SDK call ended in.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Class {
+pub enum Class {
     /// The service asked us to slow down; retry with backoff.
     Throttled,
     /// A 5xx, a timeout, a dropped connection: the call may or may not have happened.
@@ -21,7 +21,7 @@ pub(crate) enum Class {
 
 /// A failed call, reduced to what the ports need.
 #[derive(Clone, Debug)]
-pub(crate) struct Failure {
+pub struct Failure {
     pub class: Class,
     /// The service's error code ("ConditionalCheckFailedException"); empty for transport failures.
     pub code: String,
@@ -59,7 +59,7 @@ pub(crate) fn is_throttling(code: &str) -> bool {
     THROTTLING.contains(&code)
 }
 
-pub(crate) fn classify<E>(err: &SdkError<E, HttpResponse>) -> Failure
+pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem};
 use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, RV, SK, item_key};
 use capstan_runtime::ports::{Expect, Store, StoreError, Write};
 
@@ -192,6 +192,25 @@ impl Store for DynamoStore {
                                 .set_key(Some(key_of(&key)))
                                 .set_condition_expression(expression)
                                 .set_expression_attribute_values(values.filter(|v| !v.is_empty()))
+                                .build()
+                                .map_err(|e| StoreError::Rejected(e.to_string()))?,
+                        )
+                        .build()
+                }
+                Write::Check { key, expect } => {
+                    // A ConditionCheck needs a condition; an unconditional one checks nothing.
+                    let Some((expression, values)) = condition(expect) else {
+                        continue;
+                    };
+                    TransactWriteItem::builder()
+                        .condition_check(
+                            ConditionCheck::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(key_of(&key)))
+                                .condition_expression(expression)
+                                .set_expression_attribute_values(
+                                    Some(values).filter(|v| !v.is_empty()),
+                                )
                                 .build()
                                 .map_err(|e| StoreError::Rejected(e.to_string()))?,
                         )

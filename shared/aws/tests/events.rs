@@ -78,7 +78,7 @@ async fn stream_router_publishes_one_changed_event_per_record_with_its_owner() {
     let w = world("2026-01-01T00:00:05Z");
     let response = w
         .functions
-        .stream(sample("dynamodb-stream-batch.json"))
+        .stream(&sample("dynamodb-stream-batch.json"))
         .await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     // INSERT Cluster → cluster-reconciler; MODIFY Machine (owned by a MachineSet) →
@@ -101,7 +101,7 @@ async fn stream_router_reports_a_malformed_record_by_its_sequence_number_after_r
     let w = world("2026-01-01T00:00:05Z");
     let response = w
         .functions
-        .stream(sample("dynamodb-stream-malformed.json"))
+        .stream(&sample("dynamodb-stream-malformed.json"))
         .await;
     let failed: Vec<_> = response
         .batch_item_failures
@@ -132,7 +132,7 @@ async fn cluster_reconciler_reconciles_the_named_cluster_once_and_reports_only_t
         .expect("apply");
     let response = w
         .functions
-        .queue(Reconciler::Cluster, sample("sqs-cluster-changed.json"))
+        .queue(Reconciler::Cluster, &sample("sqs-cluster-changed.json"))
         .await;
     let failed: Vec<_> = response
         .batch_item_failures
@@ -163,7 +163,7 @@ async fn instance_events_drops_an_old_notification_for_an_instance_no_machine_re
         .functions
         .queue(
             Reconciler::InstanceEvents,
-            sample("sqs-instance-state-change.json"),
+            &sample("sqs-instance-state-change.json"),
         )
         .await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
@@ -177,7 +177,7 @@ async fn instance_events_retries_a_fresh_notification_for_an_instance_not_record
         .functions
         .queue(
             Reconciler::InstanceEvents,
-            sample("sqs-instance-state-change.json"),
+            &sample("sqs-instance-state-change.json"),
         )
         .await;
     assert_eq!(response.batch_item_failures.len(), 1);
@@ -191,7 +191,7 @@ async fn instance_events_takes_a_spot_interruption_warning_for_an_unknown_instan
         .functions
         .queue(
             Reconciler::InstanceEvents,
-            sample("sqs-spot-interruption-warning.json"),
+            &sample("sqs-spot-interruption-warning.json"),
         )
         .await;
     // No Machine records the instance: nothing to mark, nothing to retry.

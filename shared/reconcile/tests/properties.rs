@@ -432,11 +432,22 @@ fn int_or_percent() -> impl Strategy<Value = IntOrPercent> {
     ]
 }
 
+/// A RollingUpdate `capstan validate` accepts: maxSurge and maxUnavailable not both 0
+/// (the loop refuses such a deployment, as Cluster API does).
 fn rolling_update() -> impl Strategy<Value = RollingUpdate> {
-    (int_or_percent(), int_or_percent()).prop_map(|(max_surge, max_unavailable)| RollingUpdate {
-        max_surge,
-        max_unavailable,
-    })
+    (int_or_percent(), int_or_percent())
+        .prop_filter(
+            "maxSurge and maxUnavailable both 0",
+            |(surge, unavailable)| !(zero(*surge) && zero(*unavailable)),
+        )
+        .prop_map(|(max_surge, max_unavailable)| RollingUpdate {
+            max_surge,
+            max_unavailable,
+        })
+}
+
+fn zero(v: IntOrPercent) -> bool {
+    matches!(v, IntOrPercent::Int(0) | IntOrPercent::Percent(0))
 }
 
 fn is_ready(m: &Machine) -> bool {

@@ -131,7 +131,16 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
             if !plan.actions.is_empty() {
                 debug!(object = %key, step = "decide", actions = plan.actions.len(), "decided");
             }
-            match self.execute(&plan).await {
+            // The decision read the desired item too (a MachineSet's replicas, a
+            // deployment's template): a plan that acts is fenced on its version as well.
+            let desired = tree
+                .get(key.kind, &key.name)
+                .and_then(|s| s.desired_rv)
+                .map(|rv| Write::Check {
+                    key: ItemKey::of(key, Part::Desired),
+                    expect: Expect::Version(rv),
+                });
+            match self.execute(&plan, desired).await {
                 Ok(()) => return Ok(plan.requeue_after),
                 Err(Interrupt::Conflict) => {
                     debug!(object = %key, step = "act", attempt, "conflict; reading again");
@@ -150,10 +159,15 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
     /// `capstan_reconcile::lifecycle::needs_fence`). A plan with more writes than one
     /// transaction holds is performed in several, each fenced again on the version
     /// the previous one wrote, so no other pass can act in between.
-    async fn execute(&self, plan: &Plan) -> Result<(), Interrupt> {
+    async fn execute(&self, plan: &Plan, desired: Option<Write>) -> Result<(), Interrupt> {
         let writes: Vec<Write> = plan.actions.iter().map_while(write_of).collect();
         let calls = &plan.actions[writes.len()..];
-        self.write_fenced(writes).await?;
+        // Fenced: the plan starts with its observed item and does more than that.
+        let fenced =
+            writes.first().is_some_and(is_observed_put) && (writes.len() > 1 || !calls.is_empty());
+        let desired =
+            desired.filter(|check| fenced && !writes.iter().any(|w| w.key() == check.key()));
+        self.write_fenced(writes, desired).await?;
         for action in calls {
             match action {
                 Action::PutDesired { .. }
@@ -284,30 +298,40 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
     /// The plan's writes, in transactions of at most [`MAX_TRANSACT_WRITES`] writes and
     /// [`TRANSACTION_BYTES`]; every transaction after the first starts with the object's
     /// observed item again, conditional on the version the previous one wrote.
-    async fn write_fenced(&self, writes: Vec<Write>) -> Result<(), Interrupt> {
+    ///
+    /// `desired` (a check that the object's desired item is still the version the
+    /// decision read) joins every transaction.
+    async fn write_fenced(
+        &self,
+        writes: Vec<Write>,
+        desired: Option<Write>,
+    ) -> Result<(), Interrupt> {
         let Some(first) = writes.first() else {
             return Ok(());
         };
         // The object's own observed item, when the plan starts by writing it.
         let fence = match first {
-            Write::Put { item, expect }
-                if item_key(item).is_some_and(|k| k.sk.ends_with("#status")) =>
-            {
-                Some((item.clone(), *expect))
-            }
+            Write::Put { item, expect } if is_observed_put(first) => Some((item.clone(), *expect)),
             _ => None,
+        };
+        let start = |batch: &mut Vec<Write>, keys: &mut std::collections::BTreeSet<ItemKey>| {
+            if let Some(check) = &desired {
+                keys.extend(check.key());
+                batch.push(check.clone());
+            }
         };
         let mut batch: Vec<Write> = Vec::new();
         let mut bytes = 0;
         let mut keys = std::collections::BTreeSet::new();
+        start(&mut batch, &mut keys);
         let mut version = fence.as_ref().map(|(_, expect)| version_after(*expect));
         for write in writes {
             let size = match &write {
                 Write::Put { item, .. } => item_size(item),
-                Write::Delete { .. } => 0,
+                Write::Delete { .. } | Write::Check { .. } => 0,
             };
             let repeats = write.key().is_some_and(|k| keys.contains(&k));
-            if !batch.is_empty()
+            if batch.len() > usize::from(desired.is_some())
                 && (batch.len() >= MAX_TRANSACT_WRITES
                     || bytes + size > TRANSACTION_BYTES
                     || repeats)
@@ -315,6 +339,7 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
                 self.store.transact(std::mem::take(&mut batch)).await?;
                 bytes = 0;
                 keys.clear();
+                start(&mut batch, &mut keys);
                 // Fence the next transaction on the version this one wrote.
                 if let (Some((observed, _)), Some(v)) = (&fence, version) {
                     let mut refence = observed.clone();
@@ -464,6 +489,11 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
 }
 
 /// A table-write action as the item write it performs; None for an EC2 call.
+/// A Put of an object's observed item: how every plan that writes starts.
+fn is_observed_put(write: &Write) -> bool {
+    matches!(write, Write::Put { item, .. } if item_key(item).is_some_and(|k| k.sk.ends_with("#status")))
+}
+
 fn write_of(action: &Action) -> Option<Write> {
     Some(match action {
         Action::PutDesired { object, expect } => Write::Put {

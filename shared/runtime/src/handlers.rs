@@ -21,7 +21,8 @@ use crate::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, Reconciler
 /// SQS delays a message by at most 15 minutes.
 pub const MAX_REQUEUE: Duration = Duration::from_secs(900);
 /// An instance event for an instance no Machine records yet is retried while this
-/// young (the launch may not be recorded, or the index may lag); older, it is dropped.
+/// young while the instance is pending or running (the launch may not be recorded, or
+/// the index may lag); older, or in any later state, it is dropped.
 pub const UNKNOWN_INSTANCE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// One message of a batch: its id (for partial failures) and its event.
@@ -151,7 +152,17 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
                             std::time::Duration::try_from(self.clock.now().duration_since(t)).ok()
                         })
                         .unwrap_or_default();
-                    if age < UNKNOWN_INSTANCE_PATIENCE {
+                    // Only a young instance's launch can still be unrecorded. An
+                    // instance past `running` that no Machine records is gone or going
+                    // with its Machine; and a Machine whose launch is unrecorded finds
+                    // its instance by tag and reads its state then, so nothing waits
+                    // on this event: retrying it would only fill the dead-letter queue.
+                    let launching = matches!(
+                        state,
+                        capstan_model::InstanceState::Pending
+                            | capstan_model::InstanceState::Running
+                    );
+                    if launching && age < UNKNOWN_INSTANCE_PATIENCE {
                         debug!(instance = %instance_id, "no Machine records this instance yet; retrying");
                         outcome.failed.push(d.message_id);
                     } else {

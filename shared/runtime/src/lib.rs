@@ -1,5 +1,6 @@
-//! Capstan's handlers, the ports they act through, and the local runtime that
-//! drives them. Depends on `capstan-model` and `capstan-reconcile`; never on an AWS
+//! Capstan's handlers, the ports they act through, the Lambda entry points
+//! (`functions`) and the one loop that drives them everywhere Lambda does not
+//! (`driver`). Depends on `capstan-model` and `capstan-reconcile`; never on an AWS
 //! SDK crate (adapters implement the ports elsewhere).
 
 pub mod ports;
@@ -7,8 +8,11 @@ pub mod routes;
 
 pub use ports::*;
 pub mod control_plane;
+pub mod driver;
 pub mod events;
+pub mod functions;
 pub mod handlers;
+pub mod metrics;
 pub mod sweep;
 
 pub use control_plane::{ControlPlane, HandlerError};
@@ -16,3 +20,5 @@ pub use handlers::{BatchOutcome, Delivery};
 pub mod apply;
 pub mod describe;
 pub mod system;
+pub mod table;
+pub mod wire;

@@ -95,8 +95,21 @@ pub const MAX_TRANSACT_WRITES: usize = 100;
 /// One write of a transaction ([`Store::transact`]), with its condition.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
-    Put { item: Item, expect: Expect },
-    Delete { key: ItemKey, expect: Expect },
+    Put {
+        item: Item,
+        expect: Expect,
+    },
+    Delete {
+        key: ItemKey,
+        expect: Expect,
+    },
+    /// Writes nothing; the transaction fails unless `expect` holds for the item
+    /// (DynamoDB's ConditionCheck): how a plan is fenced on an item it read but does
+    /// not write, such as the object's desired item.
+    Check {
+        key: ItemKey,
+        expect: Expect,
+    },
 }
 
 impl Write {
@@ -104,7 +117,7 @@ impl Write {
     pub fn key(&self) -> Option<ItemKey> {
         match self {
             Write::Put { item, .. } => capstan_model::item::item_key(item),
-            Write::Delete { key, .. } => Some(key.clone()),
+            Write::Delete { key, .. } | Write::Check { key, .. } => Some(key.clone()),
         }
     }
 }
@@ -210,22 +223,14 @@ pub trait Compute: Send + Sync {
     /// with termination, an adapter refuses instances that do not carry `tag_guard`
     /// with `Invalid { code: "UnauthorizedOperation" }`, and never lets `tags` change
     /// the guard tag itself. An unknown instance is `Invalid { code:
-    /// "InvalidInstanceID.NotFound" }`. The default refuses, so an adapter that has not
-    /// learnt CreateTags yet reports it instead of pretending.
+    /// "InvalidInstanceID.NotFound" }`. Required of every adapter and decorator: a
+    /// default would let a wrapper silently drop the call.
     fn create_tags(
         &self,
         instance_ids: Vec<String>,
         tags: BTreeMap<String, String>,
         tag_guard: (String, String),
-    ) -> impl Future<Output = Result<(), ComputeError>> + Send {
-        let _ = (instance_ids, tags, tag_guard);
-        async {
-            Err(ComputeError::Invalid {
-                code: "UnsupportedOperation".to_string(),
-                message: "this Compute adapter does not implement CreateTags".to_string(),
-            })
-        }
-    }
+    ) -> impl Future<Output = Result<(), ComputeError>> + Send;
 
     /// Every instance carrying all of `tags`, following pages. For the drift sweep and
     /// for crash recovery (finding a launch whose id was never recorded), never per event.

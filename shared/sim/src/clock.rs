@@ -68,3 +68,6 @@ impl Entropy for SeededEntropy {
 pub(crate) fn after(t: Timestamp, d: Duration) -> Timestamp {
     t.saturating_add(d).unwrap_or(Timestamp::MAX)
 }
+
+/// The virtual epoch simulations and tests start at.
+pub const VIRTUAL_EPOCH_SECONDS: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z

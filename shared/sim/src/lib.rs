@@ -2,8 +2,9 @@
 //! stream and sparse index ([`MemStore`]), EC2 with instance lifecycles and state-change
 //! events ([`SimEc2`]), and an EventBridge bus feeding one SQS work queue per
 //! reconciler ([`MemBus`]); plus virtual time ([`ManualClock`]) and seeded entropy
-//! ([`SeededEntropy`]). The embedded runtime (`capstan up`), the tests and the
-//! simulator drive Capstan's handlers through them.
+//! ([`SeededEntropy`]), and the platform the driver reads them through
+//! ([`MemPlatform`]). The embedded control plane (`capstan-embedded`), the tests and
+//! the simulator drive Capstan's functions through them.
 //!
 //! Everything is deterministic: no OS randomness and no wall-clock reads; time comes
 //! from an injected [`Clock`](capstan_runtime::Clock) and ids from counters or the
@@ -16,7 +17,7 @@
 pub mod bus;
 pub mod clock;
 pub mod ec2;
-pub mod embedded;
+pub mod platform;
 pub mod rng;
 pub mod simulator;
 pub mod store;
@@ -24,6 +25,6 @@ pub mod store;
 pub use bus::{Delivery, MemBus, Message};
 pub use clock::{ManualClock, SeededEntropy};
 pub use ec2::{Ec2Calls, Ec2Config, Ec2Op, SimEc2};
-pub use embedded::{Embedded, EmbeddedConfig, RunOutcome};
+pub use platform::MemPlatform;
 pub use rng::Rng;
 pub use store::MemStore;

@@ -308,7 +308,7 @@ impl Store for MemStore {
                         bytes += item_size(item);
                         validate(item)?
                     }
-                    Write::Delete { key, .. } => {
+                    Write::Delete { key, .. } | Write::Check { key, .. } => {
                         if key.pk.is_empty() || key.sk.is_empty() {
                             return Err(invalid("the key attributes may not be empty strings"));
                         }
@@ -328,7 +328,9 @@ impl Store for MemStore {
             for w in &writes {
                 let (key, expect) = match w {
                     Write::Put { item, expect } => (item_key(item), *expect),
-                    Write::Delete { key, expect } => (Some(key.clone()), *expect),
+                    Write::Delete { key, expect } | Write::Check { key, expect } => {
+                        (Some(key.clone()), *expect)
+                    }
                 };
                 if let Some(key) = key {
                     state.check(&key, expect)?;
@@ -342,6 +344,7 @@ impl Store for MemStore {
                         }
                     }
                     Write::Delete { key, .. } => state.write(now, key, None),
+                    Write::Check { .. } => {}
                 }
             }
             Ok(())

@@ -6,6 +6,7 @@
 //! The same wrappers carry the *mutations*: deliberately broken behaviour at a port,
 //! used by tests to show that each invariant can trip.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -184,7 +185,9 @@ pub enum Mutation {
     DoubleLaunch,
     /// TerminateInstances reports success without terminating anything.
     SkipTerminate,
-    /// DescribeInstances ignores its tag filter and TerminateInstances its guard.
+    /// A lying EC2: DescribeInstances ignores its tag filter and reports every
+    /// untagged instance with a consistent set of Capstan tags (and the matching
+    /// ClientToken); TerminateInstances ignores its guard.
     IgnoreTagGuard,
     /// Conditional writes are made unconditionally.
     UnconditionalWrites,
@@ -540,6 +543,10 @@ impl Store for FaultyStore {
                     let expect = self.mutate_delete(&key, expect, &mut extra);
                     mutated.push(Write::Delete { key, expect });
                 }
+                Write::Check { key, expect } => {
+                    self.race(&key, expect).await;
+                    mutated.push(Write::Check { key, expect });
+                }
             }
         }
         if lock(&self.chaos).mutation == Some(Mutation::Unfenced) {
@@ -557,6 +564,7 @@ impl Store for FaultyStore {
                         self.inner.delete(&key, expect).await?;
                         self.note_remediations([&key]);
                     }
+                    Write::Check { .. } => {}
                 }
             }
         } else if !mutated.is_empty() {
@@ -564,7 +572,7 @@ impl Store for FaultyStore {
                 .iter()
                 .filter_map(|w| match w {
                     Write::Delete { key, .. } => Some(key.clone()),
-                    Write::Put { .. } => None,
+                    Write::Put { .. } | Write::Check { .. } => None,
                 })
                 .collect();
             self.inner.transact(mutated).await?;
@@ -761,6 +769,31 @@ impl Compute for FaultyCompute {
         result
     }
 
+    async fn create_tags(
+        &self,
+        instance_ids: Vec<String>,
+        tags: BTreeMap<String, String>,
+        tag_guard: (String, String),
+    ) -> Result<(), ComputeError> {
+        let fate = fate(&self.chaos, "CreateTags");
+        interleave().await;
+        if let Some(e) = compute_error(&fate) {
+            return Err(e);
+        }
+        lock(&self.chaos).log.push(format!(
+            "ec2: CreateTags {} ({} tags)",
+            instance_ids.join(" "),
+            tags.len()
+        ));
+        let result = self.inner.create_tags(instance_ids, tags, tag_guard).await;
+        if matches!(fate, Fate::TimeoutAfterSuccess) {
+            return Err(ComputeError::Unavailable(
+                "timeout after CreateTags took effect".into(),
+            ));
+        }
+        result
+    }
+
     async fn describe_instances(
         &self,
         tags: Vec<(String, String)>,
@@ -774,12 +807,34 @@ impl Compute for FaultyCompute {
             let c = lock(&self.chaos);
             (c.mutation, c.enabled && c.faults.stale_reads)
         };
-        let tags = if mutation == Some(Mutation::IgnoreTagGuard) {
-            Vec::new()
-        } else {
-            tags
-        };
+        let lying = mutation == Some(Mutation::IgnoreTagGuard);
+        let asked = tags.clone();
+        let tags = if lying { Vec::new() } else { tags };
         let mut found = self.inner.describe_instances(tags).await?;
+        if lying {
+            // Every instance is reported with the tags asked for, and an untagged one
+            // with a whole, consistent set of Capstan tags and the matching ClientToken.
+            for i in &mut found {
+                if i.tags.contains_key(capstan_model::labels::TAG_MACHINE_UID) {
+                    continue;
+                }
+                let ghost = format!("ghost-{}", i.instance_id);
+                i.tags.extend(asked.iter().cloned());
+                i.tags.insert(
+                    capstan_model::labels::TAG_NAMESPACE.into(),
+                    "default".into(),
+                );
+                i.tags
+                    .insert(capstan_model::labels::TAG_CLUSTER.into(), "ghost".into());
+                i.tags
+                    .insert("kubernetes.io/cluster/ghost".into(), "owned".into());
+                i.tags
+                    .insert(capstan_model::labels::TAG_MACHINE.into(), ghost.clone());
+                i.tags
+                    .insert(capstan_model::labels::TAG_MACHINE_UID.into(), ghost.clone());
+                i.client_token = Some(ghost);
+            }
+        }
         if stale {
             let now = self.clock.now();
             found.retain(|i| {

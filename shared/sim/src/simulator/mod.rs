@@ -10,11 +10,12 @@
 
 pub mod faults;
 pub mod invariants;
+pub mod lambda;
 pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -22,19 +23,24 @@ use std::time::Duration;
 use capstan_model::labels::TAG_INSTALLATION;
 use capstan_model::{InstanceState, Timestamp};
 use capstan_reconcile::Tree;
+use capstan_runtime::Clock;
 use capstan_runtime::apply;
-use capstan_runtime::routes::Reconciler;
-use capstan_runtime::{BatchOutcome, Clock, ControlPlane, Delivery as BatchItem};
+use capstan_runtime::driver::{Driver, DriverConfig};
+use capstan_runtime::functions::{Functions, MetricsSink};
+use capstan_runtime::table::trees_by_partition;
 
 use crate::bus::{Delivery, MemBus};
-use crate::clock::{ManualClock, SeededEntropy};
+use crate::clock::{ManualClock, SeededEntropy, VIRTUAL_EPOCH_SECONDS};
 use crate::ec2::{Ec2Config, SimEc2};
+use crate::platform::MemPlatform;
 use crate::rng::Rng;
 use crate::store::MemStore;
 use faults::{Chaos, FaultyBus, FaultyCompute, FaultyStore, SharedChaos, lock};
 pub use faults::{FAULT_NAMES, Faults, Mutation};
 pub use invariants::Violation;
 use invariants::{Checker, World};
+pub use lambda::MAX_POLLS_PER_STEP;
+use lambda::{SimPlatform, SimSchedule, health_items};
 pub use workloads::WORKLOADS;
 use workloads::{Op, Script};
 
@@ -46,8 +52,6 @@ pub const FAULTS_AFTER_SCRIPT: Duration = Duration::from_secs(5 * 60);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 /// A run taking more steps than this has livelocked.
 pub const MAX_STEPS: u64 = 200_000;
-/// Port calls all invocations of one step may make before they time out.
-pub const MAX_POLLS_PER_STEP: u64 = 100_000;
 /// Trace lines kept for a failure report.
 pub const TRACE_TAIL: usize = 40;
 
@@ -110,14 +114,7 @@ impl Report {
 fn partition_trees(
     items: Vec<(capstan_model::ItemKey, capstan_model::Item)>,
 ) -> BTreeMap<String, Tree> {
-    let mut by_pk: BTreeMap<String, Vec<capstan_model::Item>> = BTreeMap::new();
-    for (k, item) in items {
-        by_pk.entry(k.pk).or_default().push(item);
-    }
-    by_pk
-        .into_iter()
-        .map(|(pk, items)| (pk, Tree::from_items(&items)))
-        .collect()
+    trees_by_partition(items.into_iter().map(|(_, item)| item))
 }
 
 /// Runs a future that never waits on anything outside the process (the in-memory
@@ -132,14 +129,8 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// One reconciler invocation in flight: its batch and what is left of its handler.
-struct Invocation {
-    queue: Reconciler,
-    messages: Vec<crate::bus::Message>,
-    future: Pin<Box<dyn Future<Output = BatchOutcome>>>,
-}
-
-type SimControlPlane = ControlPlane<FaultyStore, FaultyCompute, FaultyBus>;
+/// The simulated functions, as the one driver runs them.
+type SimDriver = Driver<SimPlatform, FaultyStore, FaultyCompute, FaultyBus, SimSchedule>;
 
 struct Run {
     clock: ManualClock,
@@ -148,12 +139,9 @@ struct Run {
     bus: MemBus,
     faulty_bus: FaultyBus,
     chaos: SharedChaos,
-    control_plane: Arc<SimControlPlane>,
-    /// Invocations of one reconciler that may run at once.
-    concurrency: usize,
+    driver: SimDriver,
     trace: Vec<String>,
     start: Timestamp,
-    next_sweep: Timestamp,
     foreign: BTreeMap<String, InstanceState>,
     capacity_out: Vec<(String, String)>,
     steps: u64,
@@ -185,8 +173,7 @@ impl Simulation {
             ));
         };
         let mut rng = Rng::new(self.seed);
-        let start = Timestamp::from_second(crate::embedded::VIRTUAL_EPOCH_SECONDS)
-            .unwrap_or(Timestamp::UNIX_EPOCH);
+        let start = Timestamp::from_second(VIRTUAL_EPOCH_SECONDS).unwrap_or(Timestamp::UNIX_EPOCH);
         let clock = ManualClock::new(start);
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let chaos: SharedChaos = Arc::new(Mutex::new(Chaos::new(
@@ -217,21 +204,42 @@ impl Simulation {
             chaos: chaos.clone(),
             clock: shared.clone(),
         };
-        let control_plane = Arc::new(ControlPlane {
-            store: FaultyStore {
+        let functions = Functions::new(
+            FaultyStore {
                 inner: store.clone(),
                 chaos: chaos.clone(),
             },
-            compute: FaultyCompute {
+            FaultyCompute {
                 inner: ec2.clone(),
                 chaos: chaos.clone(),
                 clock: shared.clone(),
             },
-            bus: faulty_bus.clone(),
-            clock: shared.clone(),
-            entropy: Arc::new(SeededEntropy::new(rng.next_u64())),
-            installation: INSTALLATION.to_string(),
-        });
+            faulty_bus.clone(),
+            shared.clone(),
+            Arc::new(SeededEntropy::new(rng.next_u64())),
+            INSTALLATION,
+            MetricsSink::Discard,
+        );
+        let platform = SimPlatform {
+            mem: MemPlatform::new(store.clone(), ec2.clone(), bus.clone(), shared.clone()),
+            faulty_bus: faulty_bus.clone(),
+        };
+        let schedule = SimSchedule {
+            rng: Rng::new(rng.next_u64()),
+            concurrency: self.faults.concurrency.max(1) as usize,
+            chaos: chaos.clone(),
+            store: store.clone(),
+            health_before: None,
+        };
+        let driver = Driver::new(
+            platform,
+            functions,
+            schedule,
+            DriverConfig {
+                sweep_every: SWEEP_EVERY,
+                ..DriverConfig::default()
+            },
+        );
         let mut run = Run {
             clock,
             store,
@@ -239,11 +247,9 @@ impl Simulation {
             bus,
             faulty_bus,
             chaos,
-            control_plane,
-            concurrency: self.faults.concurrency.max(1) as usize,
+            driver,
             trace: Vec::new(),
             start,
-            next_sweep: start.checked_add(SWEEP_EVERY).unwrap_or(start),
             foreign: BTreeMap::new(),
             capacity_out: Vec::new(),
             steps: 0,
@@ -381,7 +387,7 @@ impl Run {
             if faults_on {
                 self.outside_world(faults, &mut rng);
             }
-            let worked = self.step(&mut rng);
+            let worked = self.step();
             self.flush_faults();
             // Foreign instances settle into running on their own; that is not our doing.
             for (id, state) in self.foreign.iter_mut() {
@@ -515,139 +521,57 @@ impl Run {
         self.log("faults stop".to_string());
     }
 
-    /// One scheduling decision; true if anything happened.
-    fn step(&mut self, rng: &mut Rng) -> bool {
-        let mut worked = false;
-        self.ec2.advance();
-        let ec2_events = self.ec2.take_events();
-        if !ec2_events.is_empty() {
-            worked = true;
-            self.faulty_bus.relay(ec2_events);
-        }
-        worked |= self.faulty_bus.release_due();
-        let records = self.store.take_stream();
-        if !records.is_empty() {
-            worked = true;
-            if let Err(e) = block_on(self.control_plane.route_stream(&records)) {
-                // Lambda retries a failed stream batch; so do we, by putting it back.
-                self.log(format!(
-                    "stream-router failed ({e}); batch of {} retried by resync",
-                    records.len()
-                ));
-            }
-        }
-        // Lambda invokes a reconciler for a queue with visible messages, up to its
-        // concurrency at once, each invocation with its own batch (a standard queue may
-        // hand two of them messages about the same object). Queues are visited in a
-        // random order; after each, the step may stop.
-        let mut queues: Vec<Reconciler> = Reconciler::ALL.to_vec();
-        rng.shuffle(&mut queues);
-        let mut started: Vec<Invocation> = Vec::new();
-        for queue in queues {
-            let invocations = 1 + rng.below(self.concurrency as u64) as usize;
-            let mut any = false;
-            for _ in 0..invocations {
-                let size = 1 + rng.below(10) as usize;
-                let messages = self.bus.receive(queue, size);
-                if messages.is_empty() {
-                    break;
-                }
-                any = true;
-                let batch: Vec<BatchItem> = messages
-                    .iter()
-                    .map(|m| BatchItem {
-                        message_id: m.id.clone(),
-                        event: m.event.clone(),
-                    })
-                    .collect();
-                let control_plane = self.control_plane.clone();
-                started.push(Invocation {
-                    queue,
-                    messages,
-                    future: Box::pin(async move { control_plane.handle_batch(queue, batch).await }),
-                });
-            }
-            if any && rng.chance(0.5) {
-                break;
-            }
-        }
-        if !started.is_empty() {
-            worked = true;
-            self.run_concurrently(started, rng);
-        }
-        if self.now() >= self.next_sweep {
-            worked = true;
-            match block_on(self.control_plane.sweep()) {
-                Ok(r) => self.log(format!(
-                    "drift-sweep: {} resynced, {} states repaired, {} orphans terminated",
-                    r.resynced,
-                    r.states_repaired,
-                    r.orphans_terminated.len()
-                )),
-                Err(e) => self.log(format!("drift-sweep failed: {e}")),
-            }
-            self.next_sweep = self.now().checked_add(SWEEP_EVERY).unwrap_or(self.now());
-        }
-        worked
-    }
-
-    /// Runs invocations side by side until all have returned: each turn, one chosen at
-    /// random runs up to its next port call (every call of the faulty adapters is an
-    /// interleaving point). A health check's remediations are judged on the Machines
-    /// around the step.
-    fn run_concurrently(&mut self, mut running: Vec<Invocation>, rng: &mut Rng) {
-        let checks = running.iter().any(|i| i.queue == Reconciler::HealthCheck);
-        // Decoded only when a health check runs: decoding every step costs too much.
-        let before = checks.then(|| self.health_items());
+    /// One step of the driver; true if anything happened. A health check's
+    /// remediations are judged on the Machines around the step.
+    fn step(&mut self) -> bool {
         let remediated_before = lock(&self.chaos).remediated.len();
-        if running.len() > 1 {
-            let names: Vec<&str> = running.iter().map(|i| i.queue.name()).collect();
+        let report = match block_on(self.driver.step()) {
+            Ok(report) => report,
+            // The in-memory platform's calls cannot fail.
+            Err(e) => {
+                self.log(format!("driver: {e}"));
+                return true;
+            }
+        };
+        if report.stream_failed {
             self.log(format!(
-                "{} invocations at once: {}",
-                running.len(),
-                names.join(", ")
+                "stream-router reported a failed record; the stream delivers it again ({} unrouted)",
+                self.driver.platform.mem.unrouted()
             ));
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut polls = 0u64;
-        while !running.is_empty() {
-            polls += 1;
-            if polls > MAX_POLLS_PER_STEP {
-                // A Lambda timeout: the invocations are abandoned, their messages come
-                // back after the visibility timeout.
-                self.log(format!(
-                    "{} invocation(s) abandoned at the function timeout",
-                    running.len()
-                ));
-                break;
-            }
-            let i = rng.below(running.len() as u64) as usize;
-            lock(&self.chaos).serving = Some(running[i].queue);
-            let polled = running[i].future.as_mut().poll(&mut cx);
-            lock(&self.chaos).serving = None;
-            let Poll::Ready(outcome) = polled else {
-                continue;
-            };
-            let done = running.remove(i);
-            for m in &done.messages {
-                if !outcome.failed.contains(&m.id) {
-                    self.bus.ack(done.queue, &m.receipt);
-                }
-            }
-            self.log(format!(
-                "{}: {} message(s), {} failed",
-                done.queue.name(),
-                done.messages.len(),
-                outcome.failed.len()
-            ));
+        for served in &report.served {
+            self.log(if served.timed_out {
+                format!(
+                    "{}: {} message(s), abandoned",
+                    served.queue.name(),
+                    served.messages
+                )
+            } else {
+                format!(
+                    "{}: {} message(s), {} failed",
+                    served.queue.name(),
+                    served.messages,
+                    served.failed
+                )
+            });
         }
-        if let Some(before) = before {
+        match &report.sweep {
+            Some(Ok(r)) => self.log(format!(
+                "drift-sweep: {} resynced, {} states repaired, {} orphans terminated",
+                r.resynced,
+                r.states_repaired,
+                r.orphans_terminated.len()
+            )),
+            Some(Err(e)) => self.log(format!("drift-sweep failed: {e}")),
+            None => {}
+        }
+        if let Some(before) = self.driver.schedule.health_before.take() {
             let all: Vec<capstan_model::ItemKey> = lock(&self.chaos).remediated.clone();
             let this_step = &all[remediated_before..];
             if !this_step.is_empty()
                 && let Err(v) = invariants::health_checks_within_limits(
                     &partition_trees(before),
-                    &partition_trees(self.health_items()),
+                    &partition_trees(health_items(&self.store)),
                     &invariants::Remediations {
                         this_step,
                         all: &all,
@@ -658,6 +582,7 @@ impl Run {
                 self.broken.get_or_insert(v);
             }
         }
+        report.worked()
     }
 
     /// Jumps virtual time to the next thing that happens on its own.
@@ -666,13 +591,13 @@ impl Run {
             self.ec2.next_transition(),
             self.bus.next_visible(),
             self.faulty_bus.next_release(),
-            Some(self.next_sweep),
+            Some(self.driver.next_sweep()),
             pending.iter().map(|(t, _)| *t).min(),
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(self.next_sweep);
+        .unwrap_or(self.driver.next_sweep());
         let now = self.now();
         // Always move forward a little, so time-based decisions make progress.
         let next = next.max(now.checked_add(Duration::from_millis(1)).unwrap_or(now));
@@ -680,29 +605,9 @@ impl Run {
     }
 
     fn trees(&self) -> Vec<Tree> {
-        self.trees_by_partition().into_values().collect()
-    }
-
-    fn trees_by_partition(&self) -> BTreeMap<String, Tree> {
-        partition_trees(
-            self.store
-                .items()
-                .into_iter()
-                .filter_map(|item| Some((capstan_model::item::item_key(&item)?, item)))
-                .collect(),
-        )
-    }
-
-    /// The items a health check decides on: Machines and MachineHealthChecks.
-    fn health_items(&self) -> Vec<(capstan_model::ItemKey, capstan_model::Item)> {
-        self.store.with_items(|all| {
-            all.iter()
-                .filter(|(k, _)| {
-                    k.sk.starts_with("Machine#") || k.sk.starts_with("MachineHealthCheck#")
-                })
-                .map(|(k, i)| (k.clone(), i.clone()))
-                .collect()
-        })
+        trees_by_partition(self.store.items())
+            .into_values()
+            .collect()
     }
 
     fn check(&mut self, checker: &mut Checker) -> Result<(), Violation> {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aws_sdk_ec2::types::InstanceStateName;
 use capstan_aws::Ec2Compute;
 use capstan_aws::convert::item_to_sdk;
-use capstan_aws::local::LocalRuntime;
+use capstan_endpoint::EndpointRuntime;
 use capstan_model::item::{ItemKey, Part, encode_desired};
 use capstan_model::labels::{
     TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE,
@@ -47,8 +47,8 @@ fn raw_item(object: &Object) -> capstan_model::Item {
         .collect()
 }
 
-async fn raw_put(rt: &LocalRuntime<impl Compute>, item: capstan_model::Item) {
-    rt.clients
+async fn raw_put(rt: &EndpointRuntime<impl Compute>, item: capstan_model::Item) {
+    rt.clients()
         .dynamodb
         .put_item()
         .table_name(&rt.config.names.table)
@@ -59,9 +59,9 @@ async fn raw_put(rt: &LocalRuntime<impl Compute>, item: capstan_model::Item) {
 }
 
 /// Every instance moto has, tagged or not, with its state.
-async fn all_instances(rt: &LocalRuntime<impl Compute>) -> Vec<(String, String, bool)> {
+async fn all_instances(rt: &EndpointRuntime<impl Compute>) -> Vec<(String, String, bool)> {
     let out = rt
-        .clients
+        .clients()
         .ec2
         .describe_instances()
         .send()
@@ -83,28 +83,27 @@ async fn all_instances(rt: &LocalRuntime<impl Compute>) -> Vec<(String, String, 
         .collect()
 }
 
-async fn dead_letters(rt: &LocalRuntime<impl Compute>) -> u64 {
-    let mut total = 0;
-    for queue in rt.provisioned.queues.values() {
+/// The messages on every dead-letter queue: (queue, body).
+async fn dead_letters(rt: &EndpointRuntime<impl Compute>) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (reconciler, queue) in &rt.provisioned().queues {
         let out = rt
-            .clients
+            .clients()
             .sqs
-            .get_queue_attributes()
+            .receive_message()
             .queue_url(&queue.dead_letter_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .max_number_of_messages(10)
             .send()
             .await
-            .expect("queue attributes");
-        total += out
-            .attributes
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-                    .cloned()
-            })
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
+            .expect("ReceiveMessage from a dead-letter queue");
+        for m in out.messages() {
+            found.push((
+                reconciler.name().to_string(),
+                m.body().unwrap_or_default().to_string(),
+            ));
+        }
     }
-    total
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,11 +111,11 @@ async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
     let moto = Moto::start();
     let clients = moto.clients().await;
     let env = Ec2Env::discover(&clients).await;
-    let mut rt = LocalRuntime::start(clients, test_config("moto-quickstart"))
+    let mut rt = EndpointRuntime::start(clients, test_config("moto-quickstart"))
         .await
         .expect("local runtime");
     let objects = env.quickstart(false);
-    let store = rt.functions.control_plane.store.inner.clone();
+    let store = rt.driver.functions.control_plane.store.inner.clone();
     apply::apply(&store, &objects).await.expect("apply");
 
     let o = converge(&mut rt, "quickstart", 6).await;
@@ -142,7 +141,7 @@ async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
         assert_eq!(tag(TAG_MACHINE_UID), m.metadata.uid.as_deref());
         assert!(env.subnets.contains(&instance.subnet_id));
     }
-    assert!(rt.stats.relayed_state_changes >= 6, "{:?}", rt.stats);
+    assert!(rt.stats().relayed >= 6, "{:?}", rt.stats());
 
     apply::apply(&store, &with_workers(&objects, 5))
         .await
@@ -167,10 +166,10 @@ async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
     })
     .await;
     assert!(o.instances.iter().all(|i| !i.state.is_live()));
-    assert_eq!(
-        dead_letters(&rt).await,
-        0,
-        "nothing reached a dead-letter queue"
+    let dead = dead_letters(&rt).await;
+    assert!(
+        dead.is_empty(),
+        "nothing reached a dead-letter queue: {dead:#?}"
     );
 }
 
@@ -179,7 +178,7 @@ async fn raw_put_items_converge_and_an_invalid_raw_spec_only_sets_a_condition() 
     let moto = Moto::start();
     let clients = moto.clients().await;
     let env = Ec2Env::discover(&clients).await;
-    let mut rt = LocalRuntime::start(clients, test_config("moto-raw"))
+    let mut rt = EndpointRuntime::start(clients, test_config("moto-raw"))
         .await
         .expect("local runtime");
     let objects = env.quickstart(false);
@@ -224,11 +223,12 @@ async fn raw_put_items_converge_and_an_invalid_raw_spec_only_sets_a_condition() 
         6,
         "no instance launched since"
     );
-    assert_eq!(dead_letters(&rt).await, 0, "no dead-letter storm");
+    let dead = dead_letters(&rt).await;
+    assert!(dead.is_empty(), "no dead-letter storm: {dead:#?}");
     // The desired item is the person's: the controller did not rewrite it.
     let key = ItemKey::of(&cluster_key(), Part::Desired);
     let stored = rt
-        .clients
+        .clients()
         .dynamodb
         .get_item()
         .table_name(&rt.config.names.table)
@@ -262,10 +262,10 @@ async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_u
         .expect("an untagged instance");
     let theirs = theirs.instances()[0].instance_id().expect("id").to_string();
 
-    let mut rt = LocalRuntime::start(clients, test_config("moto-drift"))
+    let mut rt = EndpointRuntime::start(clients, test_config("moto-drift"))
         .await
         .expect("local runtime");
-    let store = rt.functions.control_plane.store.inner.clone();
+    let store = rt.driver.functions.control_plane.store.inner.clone();
     apply::apply(&store, &env.quickstart(true))
         .await
         .expect("apply");
@@ -276,7 +276,7 @@ async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_u
         .expect("a worker");
     let victim_id = victim.status.instance_id.clone().expect("instance id");
 
-    rt.clients
+    rt.clients()
         .ec2
         .terminate_instances()
         .instance_ids(&victim_id)
@@ -328,7 +328,7 @@ async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_u
 
     // Tagging in place (a MachineClass's additionalTags changed): ours only, never the
     // installation tag itself.
-    let ec2 = Ec2Compute::new(rt.clients.ec2.clone());
+    let ec2 = Ec2Compute::new(rt.clients().ec2.clone());
     let guard = (TAG_INSTALLATION.to_string(), "moto-drift".to_string());
     let ours = o.live_instances()[0].instance_id.clone();
     let team = std::collections::BTreeMap::from([("team".to_string(), "infra".to_string())]);
@@ -393,6 +393,15 @@ impl Compute for CrashAfterFirstLaunch {
             .await
     }
 
+    async fn create_tags(
+        &self,
+        instance_ids: Vec<String>,
+        tags: std::collections::BTreeMap<String, String>,
+        tag_guard: (String, String),
+    ) -> Result<(), ComputeError> {
+        self.inner.create_tags(instance_ids, tags, tag_guard).await
+    }
+
     async fn describe_instances(
         &self,
         tags: Vec<(String, String)>,
@@ -412,16 +421,16 @@ async fn a_crash_between_run_instances_and_recording_the_id_leaves_exactly_one_i
     };
     let mut config = test_config("moto-crash");
     config.function_timeout = std::time::Duration::from_secs(3);
-    let mut rt = LocalRuntime::start_with(clients, config, crash.clone())
+    let mut rt = EndpointRuntime::start_with(clients, config, crash.clone())
         .await
         .expect("local runtime");
-    let store = rt.functions.control_plane.store.inner.clone();
+    let store = rt.driver.functions.control_plane.store.inner.clone();
     apply::apply(&store, &env.quickstart(false))
         .await
         .expect("apply");
     let o = converge(&mut rt, "quickstart through a crash", 6).await;
     assert!(crash.crashed.load(Ordering::SeqCst), "the crash happened");
-    assert!(rt.stats.timed_out_invocations >= 1, "{:?}", rt.stats);
+    assert!(rt.stats().timed_out_invocations >= 1, "{:?}", rt.stats());
     // moto ignores ClientToken, so only recovery by the machine-uid tag prevents a
     // second instance: every instance ever launched is one Machine's, once.
     let all = all_instances(&rt).await;
@@ -459,11 +468,11 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
     let moto = Moto::start();
     let clients = moto.clients().await;
     let env = Ec2Env::discover(&clients).await;
-    let mut rt = LocalRuntime::start(clients, test_config("moto-concurrent"))
+    let mut rt = EndpointRuntime::start(clients, test_config("moto-concurrent"))
         .await
         .expect("local runtime");
     let objects = env.quickstart(false);
-    let store = rt.functions.control_plane.store.inner.clone();
+    let store = rt.driver.functions.control_plane.store.inner.clone();
     apply::apply(&store, &objects).await.expect("apply");
     let o = converge(&mut rt, "quickstart", 6).await;
 
@@ -479,7 +488,7 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
         .find(|s| s.metadata.name.starts_with("demo-workers"))
         .expect("the workers' MachineSet")
         .clone();
-    let owned = |o: &capstan_aws::local::Observation| {
+    let owned = |o: &capstan_endpoint::Observation| {
         machines(o)
             .into_iter()
             .filter(|m| {
@@ -498,7 +507,8 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
         .expect("stored set");
     let rv = stored.desired_rv.expect("desired item");
     use capstan_runtime::ports::Store;
-    rt.functions
+    rt.driver
+        .functions
         .control_plane
         .store
         .put(
@@ -510,9 +520,10 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
 
     let key = ObjectKey::new("default", "demo", Kind::MachineSet, &set.metadata.name);
     let reconciler = capstan_runtime::routes::Reconciler::MachineSet;
+    let (first, second) = (one_message(&key, "m-1"), one_message(&key, "m-2"));
     let (a, b) = tokio::join!(
-        rt.functions.queue(reconciler, one_message(&key, "m-1")),
-        rt.functions.queue(reconciler, one_message(&key, "m-2")),
+        rt.driver.functions.queue(reconciler, &first),
+        rt.driver.functions.queue(reconciler, &second),
     );
     assert!(a.batch_item_failures.is_empty(), "{a:?}");
     assert!(b.batch_item_failures.is_empty(), "{b:?}");

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capstan_aws::local::{LocalConfig, LocalOutcome, LocalRuntime, Observation};
 use capstan_aws::provision::QueueOptions;
 use capstan_aws::{Clients, Names, Settings};
+use capstan_endpoint::{EndpointConfig, EndpointOutcome, EndpointRuntime, Observation};
 use capstan_model::{Kind, Object};
 use capstan_runtime::ports::Compute;
 
@@ -213,8 +213,8 @@ impl Ec2Env {
 
 /// A local runtime tuned for tests: failed messages come back in 2 s, EC2 is looked at
 /// every 300 ms, the sweep runs only when a test asks.
-pub fn test_config(installation: &str) -> LocalConfig {
-    LocalConfig {
+pub fn test_config(installation: &str) -> EndpointConfig {
+    EndpointConfig {
         names: Names {
             installation: installation.to_string(),
             ..Names::default()
@@ -226,7 +226,7 @@ pub fn test_config(installation: &str) -> LocalConfig {
         idle_sleep: Duration::from_millis(100),
         sweep_every: Duration::from_secs(3600),
         function_timeout: Duration::from_secs(20),
-        ..LocalConfig::default()
+        ..EndpointConfig::default()
     }
 }
 
@@ -235,7 +235,7 @@ pub const CONVERGE_WITHIN: Duration = Duration::from_secs(180);
 
 /// Runs until `done` holds; panics with what did not, on timeout.
 pub async fn run_until<C: Compute>(
-    rt: &mut LocalRuntime<C>,
+    rt: &mut EndpointRuntime<C>,
     what: &str,
     mut done: impl FnMut(&Observation) -> Option<Vec<String>>,
 ) -> Observation {
@@ -244,7 +244,7 @@ pub async fn run_until<C: Compute>(
         .run_until(CONVERGE_WITHIN, &mut done)
         .await
         .unwrap_or_else(|e| panic!("{what}: local runtime error: {e}"));
-    if let LocalOutcome::TimedOut(problems) = outcome {
+    if let EndpointOutcome::TimedOut(problems) = outcome {
         let observation = rt.observe().await.expect("observe");
         let trees: Vec<String> = observation
             .trees
@@ -264,7 +264,7 @@ pub async fn run_until<C: Compute>(
 
 /// Every object Ready, every Machine Running, nothing queued, and `live` instances.
 pub async fn converge<C: Compute>(
-    rt: &mut LocalRuntime<C>,
+    rt: &mut EndpointRuntime<C>,
     what: &str,
     live: usize,
 ) -> Observation {

@@ -1,10 +1,12 @@
-//! The embedded control plane: every handler in one process over the in-memory
-//! adapters, driven the way AWS drives the functions — table changes through the
-//! stream router onto the bus, rules into one queue per reconciler, EC2 state changes
-//! from the default bus, and the drift sweep on a schedule.
+//! The embedded control plane (`capstan up`): every function in one process over the
+//! in-memory adapters (`capstan-sim`), driven by the one driver the way AWS drives the
+//! functions — table changes through the stream router onto the bus, rules into one
+//! queue per reconciler, EC2 state changes from the default bus, and the drift sweep
+//! on a schedule — with the same Lambda event shapes and entry points.
 //!
 //! Time is either virtual (tests: idle periods are skipped, so a run takes
 //! milliseconds) or real (`capstan up`: the simulated EC2 takes seconds to boot).
+//! Links no AWS SDK crate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +16,17 @@ use capstan_model::{Kind, Object, ObjectKey, Timestamp};
 use capstan_reconcile::Tree;
 use capstan_runtime::apply::{self, Applied, ApplyError};
 use capstan_runtime::describe;
-use capstan_runtime::routes::Reconciler;
+use capstan_runtime::driver::{Driver, DriverConfig, DriverStats, PlatformError, Sequential};
+use capstan_runtime::functions::{Functions, MetricsSink};
 use capstan_runtime::system::{OsEntropy, SystemClock};
-use capstan_runtime::{
-    Clock, ControlPlane, Delivery as BatchItem, Entropy, HandlerError, Store, StoreError,
-};
-
-use crate::bus::{Delivery, MemBus};
-use crate::clock::{ManualClock, SeededEntropy};
-use crate::ec2::{Ec2Config, SimEc2};
-use crate::store::MemStore;
+use capstan_runtime::table;
+use capstan_runtime::{Clock, Entropy, HandlerError, Store, StoreError};
+use capstan_sim::bus::{Delivery, MemBus};
+use capstan_sim::clock::{ManualClock, SeededEntropy};
+use capstan_sim::ec2::{Ec2Config, SimEc2};
+use capstan_sim::platform::MemPlatform;
+use capstan_sim::store::MemStore;
+use thiserror::Error;
 
 /// How the embedded control plane behaves.
 #[derive(Clone, Debug)]
@@ -56,14 +59,15 @@ enum Time {
 }
 
 /// Counters a person (or a test) may want after a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub steps: u64,
-    pub batches: u64,
-    pub messages: u64,
-    pub failed_messages: u64,
-    pub stream_records: u64,
-    pub sweeps: u64,
+pub type Stats = DriverStats;
+
+/// Why a run stopped short.
+#[derive(Debug, Error)]
+pub enum EmbeddedError {
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("drift sweep: {0}")]
+    Sweep(#[from] HandlerError),
 }
 
 /// How a run ended.
@@ -74,20 +78,20 @@ pub enum RunOutcome {
     TimedOut(Vec<String>),
 }
 
+/// The in-memory functions the embedded driver runs.
+pub type EmbeddedDriver = Driver<MemPlatform, MemStore, SimEc2, MemBus, Sequential>;
+
 pub struct Embedded {
-    pub control_plane: ControlPlane<MemStore, SimEc2, MemBus>,
+    pub driver: EmbeddedDriver,
     pub store: MemStore,
     pub ec2: SimEc2,
     pub bus: MemBus,
     time: Time,
     clock: Arc<dyn Clock>,
-    next_sweep: Timestamp,
     pub config: EmbeddedConfig,
-    pub stats: Stats,
 }
 
-/// The virtual epoch tests start at.
-pub const VIRTUAL_EPOCH_SECONDS: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+pub use capstan_sim::clock::VIRTUAL_EPOCH_SECONDS;
 
 impl Embedded {
     /// On virtual time with seeded entropy: deterministic, idle time skipped.
@@ -122,29 +126,42 @@ impl Embedded {
         let store = MemStore::new(clock.clone());
         let ec2 = SimEc2::new(config.ec2.clone(), clock.clone());
         let bus = MemBus::new(clock.clone(), config.delivery.clone());
-        let control_plane = ControlPlane {
-            store: store.clone(),
-            compute: ec2.clone(),
-            bus: bus.clone(),
-            clock: clock.clone(),
+        let functions = Functions::new(
+            store.clone(),
+            ec2.clone(),
+            bus.clone(),
+            clock.clone(),
             entropy,
-            installation: config.installation.clone(),
+            &config.installation,
+            MetricsSink::Log,
+        );
+        let platform = MemPlatform::new(store.clone(), ec2.clone(), bus.clone(), clock.clone());
+        let schedule = Sequential {
+            batch_size: config.batch_size,
         };
-        let next_sweep = clock
-            .now()
-            .checked_add(config.sweep_every)
-            .unwrap_or(clock.now());
+        let driver = Driver::new(
+            platform,
+            functions,
+            schedule,
+            DriverConfig {
+                sweep_every: config.sweep_every,
+                ..DriverConfig::default()
+            },
+        );
         Embedded {
-            control_plane,
+            driver,
             store,
             ec2,
             bus,
             time,
             clock,
-            next_sweep,
             config,
-            stats: Stats::default(),
         }
+    }
+
+    /// What the driver counted.
+    pub fn stats(&self) -> &Stats {
+        &self.driver.stats
     }
 
     pub fn now(&self) -> Timestamp {
@@ -161,73 +178,29 @@ impl Embedded {
         apply::delete(&self.store, key).await
     }
 
-    /// One round: relay EC2's events, route the table's changes, give each reconciler
-    /// one batch, run the sweep when due. True if anything happened.
-    pub async fn step(&mut self) -> Result<bool, HandlerError> {
-        self.stats.steps += 1;
-        let mut worked = false;
-
-        self.ec2.advance();
-        let ec2_events = self.ec2.take_events();
-        worked |= !ec2_events.is_empty();
-        self.bus.publish(ec2_events);
-
-        let records = self.store.take_stream();
-        if !records.is_empty() {
-            worked = true;
-            self.stats.stream_records += records.len() as u64;
-            self.control_plane.route_stream(&records).await?;
+    /// One round of the driver: relay EC2's events, route the table's changes, give
+    /// each reconciler one batch, run the sweep when due. True if anything happened.
+    pub async fn step(&mut self) -> Result<bool, EmbeddedError> {
+        let report = self.driver.step().await?;
+        if let Some(Err(e)) = report.sweep {
+            return Err(e.into());
         }
-
-        for reconciler in Reconciler::ALL {
-            let messages = self.bus.receive(reconciler, self.config.batch_size);
-            if messages.is_empty() {
-                continue;
-            }
-            worked = true;
-            self.stats.batches += 1;
-            self.stats.messages += messages.len() as u64;
-            let batch = messages
-                .iter()
-                .map(|m| BatchItem {
-                    message_id: m.id.clone(),
-                    event: m.event.clone(),
-                })
-                .collect();
-            let outcome = self.control_plane.handle_batch(reconciler, batch).await;
-            for m in &messages {
-                if outcome.failed.contains(&m.id) {
-                    self.stats.failed_messages += 1;
-                } else {
-                    self.bus.ack(reconciler, &m.receipt);
-                }
-            }
-        }
-
-        if self.now() >= self.next_sweep {
-            self.stats.sweeps += 1;
-            self.control_plane.sweep().await?;
-            self.next_sweep = self
-                .now()
-                .checked_add(self.config.sweep_every)
-                .unwrap_or(self.now());
-            worked = true;
-        }
-        Ok(worked)
+        Ok(report.worked())
     }
 
     /// When something next happens on its own (an instance changing state, a delayed
     /// message becoming visible, the sweep).
     pub fn next_wakeup(&self) -> Timestamp {
+        let sweep = self.driver.next_sweep();
         [
             self.ec2.next_transition(),
             self.bus.next_visible(),
-            Some(self.next_sweep),
+            Some(sweep),
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(self.next_sweep)
+        .unwrap_or(sweep)
     }
 
     /// Virtual time only: moves the clock to the next wakeup (at most to `limit`)
@@ -251,7 +224,7 @@ impl Embedded {
         timeout: Duration,
         mut done: impl FnMut(&Embedded) -> Option<Vec<String>>,
         mut watch: impl FnMut(&Embedded),
-    ) -> Result<RunOutcome, HandlerError> {
+    ) -> Result<RunOutcome, EmbeddedError> {
         let deadline = self.now().checked_add(timeout).unwrap_or(self.now());
         loop {
             let worked = self.step().await?;
@@ -284,16 +257,8 @@ impl Embedded {
 
     /// The tree of every cluster in the table, one Tree per cluster partition.
     pub fn trees(&self) -> Vec<Tree> {
-        let mut by_pk: std::collections::BTreeMap<String, Vec<capstan_model::Item>> =
-            Default::default();
-        for item in self.store.items() {
-            if let Some(k) = capstan_model::item::item_key(&item) {
-                by_pk.entry(k.pk).or_default().push(item);
-            }
-        }
-        by_pk
-            .values()
-            .map(|items| Tree::from_items(items))
+        table::trees_by_partition(self.store.items())
+            .into_values()
             .collect()
     }
 
@@ -312,15 +277,7 @@ impl Embedded {
     /// What keeps the whole table from having converged: every object reconciled,
     /// Ready, every Machine Running, nothing left on the queues.
     pub fn not_converged(&self) -> Vec<String> {
-        let mut problems: Vec<String> = self
-            .trees()
-            .iter()
-            .flat_map(describe::not_converged)
-            .collect();
-        if self.bus.visible() > 0 {
-            problems.push(format!("{} events still queued", self.bus.visible()));
-        }
-        problems
+        table::not_converged(&self.trees(), self.bus.visible() as u64)
     }
 
     /// Renders every cluster's tree.

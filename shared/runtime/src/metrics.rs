@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use capstan_model::item::{Item, ItemKey};
-use capstan_runtime::ports::{
+use crate::ports::{
     Bus, BusError, BusEvent, Compute, ComputeError, Expect, Instance, LaunchRequest, Store,
     StoreError, Write,
 };
+use capstan_model::item::{Item, ItemKey};
 use serde_json::{Value, json};
 
 /// CloudWatch namespace of every Capstan metric.
@@ -162,7 +162,10 @@ impl<S: Store> Store for Metered<S> {
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let n = writes.len() as u64;
+        let n = writes
+            .iter()
+            .filter(|w| !matches!(w, Write::Check { .. }))
+            .count() as u64;
         let result = self.inner.transact(writes).await;
         match &result {
             Ok(()) => Meter::add(&self.meter.0.writes, n),
@@ -207,6 +210,15 @@ impl<C: Compute> Compute for Metered<C> {
             Meter::add(&self.meter.0.terminations, states.len() as u64);
         }
         result
+    }
+
+    async fn create_tags(
+        &self,
+        instance_ids: Vec<String>,
+        tags: std::collections::BTreeMap<String, String>,
+        tag_guard: (String, String),
+    ) -> Result<(), ComputeError> {
+        self.inner.create_tags(instance_ids, tags, tag_guard).await
     }
 
     async fn describe_instances(

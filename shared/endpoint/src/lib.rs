@@ -1,59 +1,60 @@
-//! The local runtime against an AWS-compatible endpoint (`capstan run --endpoint URL`):
-//! the same handlers as the Lambda functions, driven the way Lambda drives them, over
-//! the real SDK adapters — and the real table, stream, bus, rules and queues of the
-//! server it points at.
-//!
-//! One loop, in the spirit of `capstan_sim::Embedded`:
+//! The endpoint runtime (`capstan run --endpoint URL`): the one driver
+//! (`capstan_runtime::driver`) over the real SDK adapters, against an AWS-compatible
+//! endpoint such as moto_server, with the real table, stream, bus, rules and queues of
+//! the server it points at. The platform plays Lambda's triggers:
 //! 1. **relay EC2's state changes.** moto emits none, so the runtime describes the
 //!    instances carrying this installation's tag (one paginated DescribeInstances per
 //!    `relay_every`, never per Machine) and publishes each change it sees onto the
 //!    default bus as an "EC2 Instance State-change Notification" in AWS's shape, where
 //!    the instance-events rule picks it up as it would in AWS. It logs that it does so.
 //! 2. **read the table's stream** (DescribeStream / GetShardIterator / GetRecords — an
-//!    event source mapping in moto would need Docker), build the DynamoDB stream event
-//!    Lambda would deliver, and hand it to the stream router; on a reported failure it
-//!    reads again from the failed record, as Lambda's checkpointing does.
-//! 3. **drain each reconciler's queue**: ReceiveMessage (up to the batch size), build
-//!    the SQS event Lambda would deliver, hand it to the reconciler, and delete only the
-//!    messages not reported failed. An invocation that outlives the function timeout is
-//!    abandoned and deletes nothing: its messages come back after the visibility timeout.
-//! 4. **run the drift sweep** every `sweep_every`, with a scheduled event.
+//!    event source mapping in moto would need Docker) into the DynamoDB stream event
+//!    Lambda would deliver; on a reported failure it reads again from the failed
+//!    record, as Lambda's checkpointing does.
+//! 3. **receive from each reconciler's queue** (ReceiveMessage, up to the batch size)
+//!    into the SQS event Lambda would deliver, and delete only the messages not
+//!    reported failed. An invocation that outlives the function timeout is abandoned
+//!    and deletes nothing: its messages come back after the visibility timeout.
 //!
-//! Every event goes through `Functions`, the code the Lambda binaries run.
+//! The driver runs the drift sweep every `sweep_every` with a scheduled event.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::dynamodb::Event as DynamoDbEvent;
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, Record, ShardIteratorType};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
+use capstan_aws::bus::EventBridgeBus;
+use capstan_aws::clients::{Clients, Names};
+use capstan_aws::compute::Ec2Compute;
+use capstan_aws::error::classify;
+use capstan_aws::provision::{self, DEFAULT_BUS, ProvisionError, Provisioned, QueueOptions};
+use capstan_aws::store::DynamoStore;
 use capstan_model::labels::TAG_INSTALLATION;
 use capstan_model::{InstanceState, Timestamp};
 use capstan_reconcile::Tree;
 use capstan_runtime::HandlerError;
+use capstan_runtime::driver::{
+    Driver, DriverConfig, DriverStats, Invocation, Platform, PlatformError, Schedule,
+};
 use capstan_runtime::events::envelope;
+use capstan_runtime::functions::{Functions, MetricsSink};
 use capstan_runtime::ports::{Bus, Compute, Instance, Store};
 use capstan_runtime::routes::{EC2_SOURCE, EC2_STATE_CHANGE, Reconciler};
 use capstan_runtime::system::{OsEntropy, SystemClock};
+use capstan_runtime::table;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::bus::EventBridgeBus;
-use crate::clients::{Clients, Names};
-use crate::compute::Ec2Compute;
-use crate::error::classify;
-use crate::lambda::{Functions, MetricsSink};
-use crate::provision::{self, DEFAULT_BUS, ProvisionError, Provisioned, QueueOptions};
-use crate::store::DynamoStore;
-
-/// How the local runtime behaves.
+/// How the endpoint runtime behaves.
 #[derive(Clone, Debug)]
-pub struct LocalConfig {
+pub struct EndpointConfig {
     pub names: Names,
     pub queues: QueueOptions,
     /// Messages a reconciler takes from its queue at once (the Lambda batch size).
@@ -70,9 +71,9 @@ pub struct LocalConfig {
     pub function_timeout: Duration,
 }
 
-impl Default for LocalConfig {
+impl Default for EndpointConfig {
     fn default() -> Self {
-        LocalConfig {
+        EndpointConfig {
             names: Names::default(),
             queues: QueueOptions::default(),
             batch_size: 10,
@@ -86,33 +87,17 @@ impl Default for LocalConfig {
 }
 
 #[derive(Debug, Error)]
-pub enum LocalError {
+pub enum EndpointError {
     #[error("provisioning: {0}")]
     Provision(#[from] ProvisionError),
-    #[error("{action}: {detail}")]
-    Call { action: String, detail: String },
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
     #[error(transparent)]
     Handler(#[from] HandlerError),
 }
 
-fn call_error(action: impl Into<String>, detail: impl std::fmt::Display) -> LocalError {
-    LocalError::Call {
-        action: action.into(),
-        detail: detail.to_string(),
-    }
-}
-
-/// Counters a person (or a test) may want after a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LocalStats {
-    pub rounds: u64,
-    pub stream_records: u64,
-    pub batches: u64,
-    pub messages: u64,
-    pub failed_messages: u64,
-    pub timed_out_invocations: u64,
-    pub relayed_state_changes: u64,
-    pub sweeps: u64,
+fn call_error(action: impl Into<String>, detail: impl std::fmt::Display) -> PlatformError {
+    PlatformError::new(action, detail)
 }
 
 /// What the endpoint holds now: every cluster's tree, the messages waiting on the
@@ -127,15 +112,7 @@ pub struct Observation {
 impl Observation {
     /// Everything that keeps the table from having converged (as `capstan up` judges).
     pub fn not_converged(&self) -> Vec<String> {
-        let mut problems: Vec<String> = self
-            .trees
-            .iter()
-            .flat_map(capstan_runtime::describe::not_converged)
-            .collect();
-        if self.queued > 0 {
-            problems.push(format!("{} events still queued", self.queued));
-        }
-        problems
+        table::not_converged(&self.trees, self.queued)
     }
 
     pub fn live_instances(&self) -> Vec<&Instance> {
@@ -148,7 +125,7 @@ impl Observation {
 
 /// How a bounded run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LocalOutcome {
+pub enum EndpointOutcome {
     Done,
     TimedOut(Vec<String>),
 }
@@ -168,202 +145,162 @@ struct Shard {
     last_sequence: Option<String>,
 }
 
-/// The local runtime, generic over Compute so a test can put a fault in front of EC2.
-pub struct LocalRuntime<C: Compute = Ec2Compute> {
+/// The batch handed to the router, kept for the checkpoint.
+struct InFlight {
+    shard_id: String,
+    records: Vec<Record>,
+    next_iterator: Option<String>,
+}
+
+/// Lambda's triggers over the endpoint: the table's stream, the queues, and EC2's
+/// state changes relayed from DescribeInstances.
+pub struct EndpointPlatform {
     pub clients: Clients,
-    pub config: LocalConfig,
-    pub functions: Functions<DynamoStore, C, EventBridgeBus>,
     pub provisioned: Provisioned,
-    /// Describes instances for the relay and observations, never through a test's fault.
+    installation: String,
+    stream_batch_size: i32,
+    relay_every: Duration,
+    /// Describes instances for the relay, never through a test's fault.
     ec2: Ec2Compute,
     default_bus: EventBridgeBus,
     shards: BTreeMap<String, Shard>,
     next_shard_scan: Instant,
+    in_flight: Option<InFlight>,
     known_states: HashMap<String, Relayed>,
     next_relay: Instant,
-    next_sweep: Instant,
-    pub stats: LocalStats,
 }
 
-impl LocalRuntime<Ec2Compute> {
-    /// Provisions what is missing and builds the runtime over the real adapters.
-    pub async fn start(clients: Clients, config: LocalConfig) -> Result<Self, LocalError> {
-        let compute = Ec2Compute::new(clients.ec2.clone());
-        LocalRuntime::start_with(clients, config, compute).await
-    }
-}
-
-impl<C: Compute> LocalRuntime<C> {
-    /// As `start`, with `compute` in front of EC2 for the reconcilers.
-    pub async fn start_with(
-        clients: Clients,
-        config: LocalConfig,
-        compute: C,
-    ) -> Result<Self, LocalError> {
-        let provisioned = provision::ensure(&clients, &config.names, &config.queues).await?;
-        let bus = EventBridgeBus::new(
-            clients.eventbridge.clone(),
-            clients.sqs.clone(),
-            config.names.clone(),
-        );
-        let functions = Functions::new(
-            DynamoStore::new(clients.dynamodb.clone(), &config.names.table),
-            compute,
-            bus.clone(),
-            Arc::new(SystemClock),
-            Arc::new(OsEntropy),
-            &config.names.installation,
-            MetricsSink::Log,
-        );
-        info!(
-            step = "start",
-            table = %config.names.table,
-            installation = %config.names.installation,
-            "local runtime started; EC2 state changes are relayed from DescribeInstances onto the default bus (moto emits none)"
-        );
-        let now = Instant::now();
-        Ok(LocalRuntime {
-            ec2: Ec2Compute::new(clients.ec2.clone()),
-            default_bus: bus.on_bus(DEFAULT_BUS),
-            clients,
-            functions,
-            provisioned,
-            shards: BTreeMap::new(),
-            next_shard_scan: now,
-            known_states: HashMap::new(),
-            next_relay: now,
-            next_sweep: now + config.sweep_every,
-            config,
-            stats: LocalStats::default(),
-        })
-    }
-
-    /// One round: relay EC2's changes, route the stream, give each reconciler one batch,
-    /// sweep when due. True if anything happened.
-    pub async fn step(&mut self) -> Result<bool, LocalError> {
-        self.stats.rounds += 1;
-        let mut worked = false;
-        if Instant::now() >= self.next_relay {
-            worked |= self.relay().await? > 0;
-            self.next_relay = Instant::now() + self.config.relay_every;
+impl Platform for EndpointPlatform {
+    async fn relay(&mut self) -> Result<usize, PlatformError> {
+        if Instant::now() < self.next_relay {
+            return Ok(0);
         }
-        worked |= self.read_stream().await? > 0;
-        for reconciler in Reconciler::ALL {
-            worked |= self.drain(reconciler).await? > 0;
-        }
-        if Instant::now() >= self.next_sweep {
-            self.sweep().await;
-            worked = true;
-        }
-        Ok(worked)
+        let n = self.relay_state_changes().await?;
+        self.next_relay = Instant::now() + self.relay_every;
+        Ok(n)
     }
 
-    /// Runs the drift sweep now (it also runs every `sweep_every`).
-    pub async fn sweep(&mut self) {
-        self.stats.sweeps += 1;
-        let event = envelope("aws.events", "Scheduled Event", json!({}), Timestamp::now());
-        // A failed sweep is logged by the handler; the next one repairs what it missed.
-        let _ = self.functions.schedule(&event).await;
-        self.next_sweep = Instant::now() + self.config.sweep_every;
+    async fn stream_batch(&mut self, max: usize) -> Result<Option<DynamoDbEvent>, PlatformError> {
+        let limit = i32::try_from(max)
+            .unwrap_or(i32::MAX)
+            .min(self.stream_batch_size);
+        self.read_stream(limit).await
     }
 
-    /// Runs until `done` finds nothing wrong after an idle round, or `timeout` passes.
-    pub async fn run_until(
+    async fn checkpoint(
         &mut self,
-        timeout: Duration,
-        mut done: impl FnMut(&Observation) -> Option<Vec<String>>,
-    ) -> Result<LocalOutcome, LocalError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let worked = self.step().await?;
-            if worked && Instant::now() < deadline {
-                continue;
+        _batch: &DynamoDbEvent,
+        response: &DynamoDbEventResponse,
+    ) -> Result<(), PlatformError> {
+        let Some(done) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let failed = response
+            .batch_item_failures
+            .first()
+            .and_then(|f| f.item_identifier.clone());
+        let shard = self.shards.entry(done.shard_id).or_insert(Shard {
+            iterator: None,
+            last_sequence: None,
+        });
+        let sequence = |r: &Record| r.dynamodb.as_ref().and_then(|d| d.sequence_number.clone());
+        match failed {
+            // Lambda's checkpoint: everything before the failed record is done.
+            Some(seq) => {
+                warn!(step = "route", sequence = %seq, "stream batch reported failed; reading again from the failed record");
+                let position = done
+                    .records
+                    .iter()
+                    .position(|r| sequence(r).as_deref() == Some(seq.as_str()));
+                if let Some(i) = position.filter(|i| *i > 0) {
+                    shard.last_sequence = sequence(&done.records[i - 1]);
+                }
+                shard.iterator = None;
             }
-            let observation = self.observe().await?;
-            let Some(problems) = done(&observation) else {
-                return Ok(LocalOutcome::Done);
-            };
-            if Instant::now() >= deadline {
-                return Ok(LocalOutcome::TimedOut(problems));
+            None => {
+                shard.last_sequence = done.records.last().and_then(sequence);
+                shard.iterator = done.next_iterator;
             }
-            tokio::time::sleep(self.config.idle_sleep).await;
         }
+        Ok(())
     }
 
-    /// Runs until the process is stopped.
-    pub async fn run_forever(&mut self) -> Result<(), LocalError> {
-        loop {
-            if !self.step().await? {
-                tokio::time::sleep(self.config.idle_sleep).await;
-            }
-        }
-    }
-
-    /// What the endpoint holds now.
-    pub async fn observe(&self) -> Result<Observation, LocalError> {
-        let items = self
-            .functions
-            .control_plane
-            .store
-            .inner
-            .scan("")
+    async fn receive(&mut self, queue: Reconciler, max: usize) -> Result<SqsEvent, PlatformError> {
+        let Some(q) = self.provisioned.queues.get(&queue) else {
+            return Ok(SqsEvent::default());
+        };
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&q.url)
+            .max_number_of_messages(i32::try_from(max).unwrap_or(10).clamp(1, 10))
+            .wait_time_seconds(0)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
             .await
-            .map_err(HandlerError::from)?;
-        let mut by_partition: BTreeMap<String, Vec<capstan_model::Item>> = BTreeMap::new();
-        for item in items {
-            if let Some(key) = capstan_model::item::item_key(&item) {
-                by_partition.entry(key.pk).or_default().push(item);
-            }
-        }
-        let trees = by_partition
-            .values()
-            .map(|items| Tree::from_items(items))
+            .map_err(|e| call_error(format!("receiving from {}", queue.name()), classify(&e)))?;
+        Ok(sqs_event(
+            &out.messages.unwrap_or_default(),
+            &q.arn,
+            &self.clients.region,
+        ))
+    }
+
+    async fn delete(
+        &mut self,
+        queue: Reconciler,
+        handled: &[&SqsMessage],
+    ) -> Result<(), PlatformError> {
+        let Some(q) = self.provisioned.queues.get(&queue) else {
+            return Ok(());
+        };
+        let entries: Vec<DeleteMessageBatchRequestEntry> = handled
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle.clone()?)
+                    .build()
+                    .ok()
+            })
             .collect();
-        let mut queued = 0;
-        for queue in self.provisioned.queues.values() {
-            let out = self
-                .clients
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&queue.url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .send()
-                .await
-                .map_err(|e| call_error("reading queue depth", classify(&e)))?;
-            queued += out
-                .attributes
-                .and_then(|a| {
-                    a.get(&QueueAttributeName::ApproximateNumberOfMessages)
-                        .cloned()
-                })
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
+        if entries.is_empty() {
+            return Ok(());
         }
-        let instances = self
-            .ec2
-            .describe_instances(vec![(
-                TAG_INSTALLATION.to_string(),
-                self.config.names.installation.clone(),
-            )])
+        self.clients
+            .sqs
+            .delete_message_batch()
+            .queue_url(&q.url)
+            .set_entries(Some(entries))
+            .send()
             .await
-            .map_err(HandlerError::from)?;
-        Ok(Observation {
-            trees,
-            queued,
-            instances,
-        })
+            .map_err(|e| call_error(format!("deleting from {}", queue.name()), classify(&e)))?;
+        debug!(
+            function = queue.name(),
+            deleted = handled.len(),
+            "batch handled"
+        );
+        Ok(())
     }
 
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+impl EndpointPlatform {
     /// Publishes the state changes EC2 would have announced since the last look.
-    async fn relay(&mut self) -> Result<usize, LocalError> {
+    async fn relay_state_changes(&mut self) -> Result<usize, PlatformError> {
         let instances = self
             .ec2
             .describe_instances(vec![(
                 TAG_INSTALLATION.to_string(),
-                self.config.names.installation.clone(),
+                self.installation.clone(),
             )])
             .await
-            .map_err(HandlerError::from)?;
+            .map_err(|e| call_error("describing instances", e))?;
         // EventBridge carries event times to the second, so a change is stamped with the
         // next whole second: it is then never older than a state recorded before we saw it.
         let now = Timestamp::now();
@@ -400,14 +337,14 @@ impl<C: Compute> LocalRuntime<C> {
             self.default_bus
                 .put_events(events)
                 .await
-                .map_err(HandlerError::from)?;
-            self.stats.relayed_state_changes += n as u64;
+                .map_err(|e| call_error("relaying state changes", e))?;
         }
         Ok(n)
     }
 
-    /// Routes whatever the stream has since the last read.
-    async fn read_stream(&mut self) -> Result<usize, LocalError> {
+    /// The first shard with new records, as a stream event; the batch is kept for the
+    /// checkpoint.
+    async fn read_stream(&mut self, limit: i32) -> Result<Option<DynamoDbEvent>, PlatformError> {
         let streams = &self.clients.streams;
         let arn = self.provisioned.stream_arn.clone();
         if self.shards.is_empty() || Instant::now() >= self.next_shard_scan {
@@ -430,7 +367,6 @@ impl<C: Compute> LocalRuntime<C> {
             }
             self.next_shard_scan = Instant::now() + Duration::from_secs(10);
         }
-        let mut routed = 0;
         let shard_ids: Vec<String> = self.shards.keys().cloned().collect();
         for shard_id in shard_ids {
             let iterator = match self.shards.get(&shard_id).and_then(|s| s.iterator.clone()) {
@@ -463,7 +399,7 @@ impl<C: Compute> LocalRuntime<C> {
             let out = match streams
                 .get_records()
                 .shard_iterator(&iterator)
-                .limit(self.config.stream_batch_size)
+                .limit(limit.max(1))
                 .send()
                 .await
             {
@@ -482,137 +418,230 @@ impl<C: Compute> LocalRuntime<C> {
                 }
             };
             let records = out.records.unwrap_or_default();
-            let next = out.next_shard_iterator;
             if records.is_empty() {
                 if let Some(s) = self.shards.get_mut(&shard_id) {
-                    s.iterator = next;
+                    s.iterator = out.next_shard_iterator;
                 }
                 continue;
             }
             let event = stream_event(&records, &arn, &self.clients.region)?;
-            let response = self.functions.stream(event).await;
-            self.stats.stream_records += records.len() as u64;
-            let failed = response
-                .batch_item_failures
-                .first()
-                .and_then(|f| f.item_identifier.clone());
-            let shard = self.shards.entry(shard_id).or_insert(Shard {
-                iterator: None,
-                last_sequence: None,
+            self.in_flight = Some(InFlight {
+                shard_id,
+                records,
+                next_iterator: out.next_shard_iterator,
             });
-            match failed {
-                // Lambda's checkpoint: everything before the failed record is done.
-                Some(seq) => {
-                    warn!(step = "route", sequence = %seq, "stream batch reported failed; reading again from the failed record");
-                    let position = records.iter().position(|r| {
-                        r.dynamodb.as_ref().and_then(|d| d.sequence_number()) == Some(seq.as_str())
-                    });
-                    shard.last_sequence = match position {
-                        Some(0) | None => shard.last_sequence.clone(),
-                        Some(i) => records[i - 1]
-                            .dynamodb
-                            .as_ref()
-                            .and_then(|d| d.sequence_number.clone()),
-                    };
-                    shard.iterator = None;
-                    routed += position.unwrap_or(0);
-                }
-                None => {
-                    shard.last_sequence = records
-                        .last()
-                        .and_then(|r| r.dynamodb.as_ref())
-                        .and_then(|d| d.sequence_number.clone());
-                    shard.iterator = next;
-                    routed += records.len();
-                }
-            }
+            return Ok(Some(event));
         }
-        Ok(routed)
+        Ok(None)
+    }
+}
+
+/// Invocations one at a time, each abandoned at the function timeout.
+pub struct TimedSchedule {
+    pub batch_size: usize,
+    pub function_timeout: Duration,
+}
+
+impl Schedule for TimedSchedule {
+    fn batch_size(&mut self, _queue: Reconciler) -> usize {
+        self.batch_size
     }
 
-    /// Gives one batch from `reconciler`'s queue to its handler.
-    async fn drain(&mut self, reconciler: Reconciler) -> Result<usize, LocalError> {
-        let Some(queue) = self.provisioned.queues.get(&reconciler).cloned() else {
-            return Ok(0);
-        };
-        let out = self
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&queue.url)
-            .max_number_of_messages(self.config.batch_size.clamp(1, 10))
-            .wait_time_seconds(0)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .map_err(|e| {
-                call_error(
-                    format!("receiving from {}", reconciler.name()),
-                    classify(&e),
-                )
-            })?;
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            return Ok(0);
+    async fn run<'a>(
+        &'a mut self,
+        invocations: Vec<Invocation<'a>>,
+    ) -> Vec<Option<SqsBatchResponse>> {
+        let mut answers = Vec::with_capacity(invocations.len());
+        for invocation in invocations {
+            answers.push(
+                tokio::time::timeout(self.function_timeout, invocation.future)
+                    .await
+                    .ok(),
+            );
         }
-        self.stats.batches += 1;
-        self.stats.messages += messages.len() as u64;
-        let event = sqs_event(&messages, &queue.arn, &self.clients.region);
-        let response = match tokio::time::timeout(
-            self.config.function_timeout,
-            self.functions.queue(reconciler, event),
-        )
-        .await
-        {
-            Ok(response) => response,
-            Err(_) => {
-                self.stats.timed_out_invocations += 1;
-                warn!(
-                    function = reconciler.name(),
-                    step = "invoke",
-                    timeout_s = self.config.function_timeout.as_secs_f64(),
-                    "invocation timed out; as in Lambda, nothing is deleted and the messages come back after the visibility timeout"
-                );
-                return Ok(messages.len());
-            }
+        answers
+    }
+}
+
+/// The endpoint runtime, generic over Compute so a test can put a fault in front of EC2.
+pub struct EndpointRuntime<C: Compute = Ec2Compute> {
+    pub config: EndpointConfig,
+    pub driver: Driver<EndpointPlatform, DynamoStore, C, EventBridgeBus, TimedSchedule>,
+}
+
+impl EndpointRuntime<Ec2Compute> {
+    /// Provisions what is missing and builds the runtime over the real adapters.
+    pub async fn start(clients: Clients, config: EndpointConfig) -> Result<Self, EndpointError> {
+        let compute = Ec2Compute::new(clients.ec2.clone());
+        EndpointRuntime::start_with(clients, config, compute).await
+    }
+}
+
+impl<C: Compute> EndpointRuntime<C> {
+    /// As `start`, with `compute` in front of EC2 for the reconcilers.
+    pub async fn start_with(
+        clients: Clients,
+        config: EndpointConfig,
+        compute: C,
+    ) -> Result<Self, EndpointError> {
+        let provisioned = provision::ensure(&clients, &config.names, &config.queues).await?;
+        let bus = EventBridgeBus::new(
+            clients.eventbridge.clone(),
+            clients.sqs.clone(),
+            config.names.clone(),
+        );
+        let functions = Functions::new(
+            DynamoStore::new(clients.dynamodb.clone(), &config.names.table),
+            compute,
+            bus.clone(),
+            Arc::new(SystemClock),
+            Arc::new(OsEntropy),
+            &config.names.installation,
+            MetricsSink::Log,
+        );
+        info!(
+            step = "start",
+            table = %config.names.table,
+            installation = %config.names.installation,
+            "endpoint runtime started; EC2 state changes are relayed from DescribeInstances onto the default bus (moto emits none)"
+        );
+        let now = Instant::now();
+        let platform = EndpointPlatform {
+            ec2: Ec2Compute::new(clients.ec2.clone()),
+            default_bus: bus.on_bus(DEFAULT_BUS),
+            installation: config.names.installation.clone(),
+            stream_batch_size: config.stream_batch_size.max(1),
+            relay_every: config.relay_every,
+            clients,
+            provisioned,
+            shards: BTreeMap::new(),
+            next_shard_scan: now,
+            in_flight: None,
+            known_states: HashMap::new(),
+            next_relay: now,
         };
-        let failed: Vec<&str> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        self.stats.failed_messages += failed.len() as u64;
-        let done: Vec<DeleteMessageBatchRequestEntry> = messages
-            .iter()
-            .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
-            .enumerate()
-            .filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle()?)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if !done.is_empty() {
-            self.clients
+        let schedule = TimedSchedule {
+            batch_size: usize::try_from(config.batch_size).unwrap_or(10),
+            function_timeout: config.function_timeout,
+        };
+        let driver = Driver::new(
+            platform,
+            functions,
+            schedule,
+            DriverConfig {
+                sweep_every: config.sweep_every,
+                stream_batch_size: usize::try_from(config.stream_batch_size).unwrap_or(100),
+            },
+        );
+        Ok(EndpointRuntime { config, driver })
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.driver.platform.clients
+    }
+
+    pub fn provisioned(&self) -> &Provisioned {
+        &self.driver.platform.provisioned
+    }
+
+    pub fn functions(&self) -> &Functions<DynamoStore, C, EventBridgeBus> {
+        &self.driver.functions
+    }
+
+    pub fn stats(&self) -> &DriverStats {
+        &self.driver.stats
+    }
+
+    /// One round of the driver. True if anything happened.
+    pub async fn step(&mut self) -> Result<bool, EndpointError> {
+        // A failed sweep is logged by the function; the next one repairs what it missed.
+        Ok(self.driver.step().await?.worked())
+    }
+
+    /// Runs the drift sweep now (it also runs every `sweep_every`).
+    pub async fn sweep(&mut self) {
+        let _ = self.driver.sweep().await;
+    }
+
+    /// Runs until `done` finds nothing wrong after an idle round, or `timeout` passes.
+    pub async fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Observation) -> Option<Vec<String>>,
+    ) -> Result<EndpointOutcome, EndpointError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let worked = self.step().await?;
+            if worked && Instant::now() < deadline {
+                continue;
+            }
+            let observation = self.observe().await?;
+            let Some(problems) = done(&observation) else {
+                return Ok(EndpointOutcome::Done);
+            };
+            if Instant::now() >= deadline {
+                return Ok(EndpointOutcome::TimedOut(problems));
+            }
+            tokio::time::sleep(self.config.idle_sleep).await;
+        }
+    }
+
+    /// Runs until the process is stopped.
+    pub async fn run_forever(&mut self) -> Result<(), EndpointError> {
+        loop {
+            if !self.step().await? {
+                tokio::time::sleep(self.config.idle_sleep).await;
+            }
+        }
+    }
+
+    /// What the endpoint holds now.
+    pub async fn observe(&self) -> Result<Observation, EndpointError> {
+        let items = self
+            .driver
+            .functions
+            .control_plane
+            .store
+            .inner
+            .scan("")
+            .await
+            .map_err(HandlerError::from)?;
+        let trees = table::trees_by_partition(items).into_values().collect();
+        let clients = self.clients();
+        let mut queued = 0;
+        for queue in self.provisioned().queues.values() {
+            let out = clients
                 .sqs
-                .delete_message_batch()
+                .get_queue_attributes()
                 .queue_url(&queue.url)
-                .set_entries(Some(done))
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
                 .send()
                 .await
-                .map_err(|e| {
-                    call_error(format!("deleting from {}", reconciler.name()), classify(&e))
-                })?;
+                .map_err(|e| call_error("reading queue depth", classify(&e)))?;
+            queued += out
+                .attributes
+                .and_then(|a| {
+                    a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+                        .cloned()
+                })
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
         }
-        debug!(
-            function = reconciler.name(),
-            messages = messages.len(),
-            failed = failed.len(),
-            "batch handled"
-        );
-        Ok(messages.len())
+        let instances = self
+            .driver
+            .platform
+            .ec2
+            .describe_instances(vec![(
+                TAG_INSTALLATION.to_string(),
+                self.config.names.installation.clone(),
+            )])
+            .await
+            .map_err(HandlerError::from)?;
+        Ok(Observation {
+            trees,
+            queued,
+            instances,
+        })
     }
 }
 
@@ -641,7 +670,7 @@ pub fn stream_event(
     records: &[Record],
     stream_arn: &str,
     region: &str,
-) -> Result<DynamoDbEvent, LocalError> {
+) -> Result<DynamoDbEvent, PlatformError> {
     let records: Vec<Value> = records
         .iter()
         .map(|r| {
