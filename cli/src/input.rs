@@ -43,6 +43,13 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<Object>, String> {
     }
     let result = manifest::read_sources(&sources);
     match result {
+        Ok(objects) if problems.is_empty() && objects.is_empty() => {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            Err(format!(
+                "{}: no objects: the manifests hold no document with a kind; write at least one object (see examples/quickstart.yaml)\n",
+                names.join(", ")
+            ))
+        }
         Ok(objects) if problems.is_empty() => Ok(objects),
         Ok(_) => Err(problems),
         Err(errors) => {

@@ -77,6 +77,26 @@ fn up_with_an_invalid_file_writes_nothing_and_lists_every_error() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// As `kubectl apply` does, a file with no objects is an error, not a success.
+#[test]
+fn validate_and_up_refuse_a_file_with_no_objects() {
+    let dir = std::env::temp_dir().join(format!("capstan-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let empty = dir.join("empty.yaml");
+    std::fs::write(&empty, "# nothing here yet\n---\n").expect("write");
+    let path = empty.to_str().expect("utf-8 path");
+    for args in [
+        vec!["validate", "-f", path],
+        vec!["up", "-f", path, "--virtual-time"],
+    ] {
+        let out = capstan(&args);
+        let all = text(&out);
+        assert!(!out.status.success(), "{args:?} succeeded: {all}");
+        assert!(all.contains("no objects"), "{args:?}: {all}");
+        assert!(!all.contains("Converged"), "{args:?}: {all}");
+    }
+}
+
 #[test]
 fn validate_reads_standard_input() {
     let quickstart = std::fs::read(repo().join("examples/quickstart.yaml")).expect("quickstart");

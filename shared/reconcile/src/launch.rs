@@ -50,6 +50,16 @@ pub fn instance_tags(machine: &Machine, installation: &str) -> BTreeMap<String, 
     tags
 }
 
+/// The tags an in-place retag sends (CreateTags): [`instance_tags`] without the
+/// `capstan.dev/` keys. Those are the instance's identity, set at launch and never
+/// changed; the installation tag among them is the guard IAM and the EC2 adapter
+/// refuse to let anyone set again.
+pub fn retag_tags(machine: &Machine, installation: &str) -> BTreeMap<String, String> {
+    let mut tags = instance_tags(machine, installation);
+    tags.retain(|k, _| !k.starts_with(RESERVED_PREFIX));
+    tags
+}
+
 /// The tags that prove an instance is `machine`'s: the installation's, and the
 /// Machine's namespace, cluster, name and uid, exactly as [`instance_tags`] put them at
 /// launch. None for a Machine without a uid (nothing can be proven for it).

@@ -36,7 +36,7 @@ use capstan_model::{
 };
 
 use crate::conditions::{INTERRUPTED, NODE_READY};
-use crate::launch::{Offering, additional_tags, instance_tags, launch_request, offerings};
+use crate::launch::{Offering, additional_tags, launch_request, offerings, retag_tags};
 use crate::lifecycle::{Ctx, Decision, External};
 
 /// How long after a launch request an instance may still be missing from
@@ -157,7 +157,7 @@ pub fn decide(m: &mut Machine, ctx: &Ctx, deleting: bool) -> Decision {
             {
                 d.external = Some(External::Tag {
                     instance_id,
-                    tags: instance_tags(m, &ctx.installation),
+                    tags: retag_tags(m, &ctx.installation),
                 });
             }
         }
