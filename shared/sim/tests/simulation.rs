@@ -201,3 +201,26 @@ fn without_the_fence_concurrent_invocations_overshoot_a_machine_set() {
         ));
     }
 }
+
+/// Lambda's concurrency with the machine reconciler's fence removed: two invocations
+/// handed the same Machine (a duplicated event) both read it before either writes
+/// Provisioning, and both call RunInstances. With the fence, the same seeds pass.
+#[test]
+fn without_the_fence_two_passes_launch_for_one_machine() {
+    let faults = Faults::parse("concurrency,duplicate=0.5").expect("faults");
+    let found = (1..=5).find_map(|seed| {
+        let report = Simulation::new(seed, "quickstart", faults.clone())
+            .with_mutation(Mutation::UnfencedMachines)
+            .run();
+        report
+            .violation
+            .filter(|v| v.invariant == "one_launch_per_decision")
+    });
+    assert!(
+        found.is_some(),
+        "unfenced machine plans under concurrency never tripped one_launch_per_decision"
+    );
+    for seed in 1..=5 {
+        assert_passes(Simulation::new(seed, "quickstart", faults.clone()));
+    }
+}

@@ -208,6 +208,9 @@ pub enum Mutation {
     /// object's observed item whatever its version, so two invocations deciding from
     /// the same read both act.
     Unfenced,
+    /// As `Unfenced`, for the machine reconciler's plans only (so that the
+    /// MachineSets' own overshoot does not hide what unfenced launches do).
+    UnfencedMachines,
 }
 
 /// The simulation's shared chaos: the RNG every choice draws from, the fault rates,
@@ -549,7 +552,15 @@ impl Store for FaultyStore {
                 }
             }
         }
-        if lock(&self.chaos).mutation == Some(Mutation::Unfenced) {
+        let unfenced = {
+            let c = lock(&self.chaos);
+            match c.mutation {
+                Some(Mutation::Unfenced) => true,
+                Some(Mutation::UnfencedMachines) => c.serving == Some(Reconciler::Machine),
+                _ => false,
+            }
+        };
+        if unfenced {
             // The fence removed: each write on its own, and the reconciled object's
             // observed item written whatever its version (as before plans were fenced,
             // when an unchanged status was not written at all).
