@@ -15,8 +15,8 @@
    real mistakes in a policy this small. The only exceptions are the findings
    `accepted()` explains (RunInstances split over several statements; PassRole with
    RunInstances, which a machine controller cannot do without). Queue policies are
-   resource policies, outside what parliament's auditors read: they are checked for a
-   service principal and a condition instead.
+   resource policies, outside what parliament's auditors read: the project's rules
+   below check them instead.
 
 3. Enforces Capstan's own least-privilege rules, which parliament cannot know:
    - no Allow of "*" or of a whole service ("ec2:*", "dynamodb:*"...), no NotAction,
@@ -25,6 +25,10 @@
      aws:ResourceTag/capstan.dev/installation = the installation;
    - ec2:RunInstances on instance, volume, network-interface and spot-request ARNs only
      with aws:RequestTag/capstan.dev/installation = the installation;
+   - IAM backs the secure defaults: ec2:RunInstances on instance ARNs only with
+     ec2:MetadataHttpTokens = required (IMDSv2), on volume ARNs only with
+     ec2:Encrypted = true, on image ARNs only with ec2:Owner = the AllowedImageOwners
+     parameter (which must exist);
    - ec2:CreateTags only with ec2:CreateAction (tagging as part of a launch) and the
      same request tag, or on instances with the installation's resource tag and never
      on Capstan's own tag keys (aws:TagKeys);
@@ -35,7 +39,13 @@
    - events:PutEvents only on the template's buses; SQS actions only on the
      template's queues, and a function receives only from the queues its event
      source mappings read;
-   - roles carry no managed policies (what they allow could not be checked here).
+   - roles carry no managed policies (what they allow could not be checked here);
+   - queue policies: every queue an EventBridge rule feeds has one; it allows
+     sqs:SendMessage only to events.amazonaws.com with aws:SourceArn = that rule, and
+     a Deny (Principal "*") refuses sqs:SendMessage to everyone else: its only
+     exemptions are the rule (aws:SourceArn) and the roles of the functions that read
+     the queue and re-queue on it (aws:PrincipalArn; Bus::requeue), and it must exempt
+     both, or it would refuse the deliveries and re-queues the functions rely on.
 
 Exit status 0 when every policy passes; 1 with one line per problem otherwise.
 """
@@ -76,9 +86,20 @@ LAUNCHED = {
     "network-interface": "network-interface/eni-0123456789abcdef0",
     "spot-instances-request": "spot-instances-request/sir-01234567",
 }
+IMAGE = f"arn:{PARTITION}:ec2:{REGION}::image/ami-0123456789abcdef0"
+IMAGE_OWNERS_PARAMETER = "AllowedImageOwners"
 SCANS = ["dynamodb:Scan", "dynamodb:PartiQLSelect"]
 RECEIVES = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
 STRING_EQUALS = ("StringEquals", "StringEqualsIgnoreCase")
+ARN_EQUALS = ("ArnEquals", "ArnLike", "StringEquals")
+# The operators under which a Deny's condition exempts the values it names (true when
+# the key is absent from the request, so the Deny applies to whoever lacks it).
+NEGATED = tuple(
+    op + suffix
+    for op in ("ArnNotEquals", "ArnNotLike", "StringNotEquals", "StringNotLike")
+    for suffix in ("", "IfExists")
+)
+EVENTS = "events.amazonaws.com"
 
 
 class Unresolvable(Exception):
@@ -349,6 +370,38 @@ class Checker:
                 source = resolver.resolve(props.get("EventSourceArn"))
                 if isinstance(source, str) and ":sqs:" in source:
                     self.function_queues.setdefault(fn, []).append(source)
+        # Queue URL -> ARN (a QueuePolicy names its queues by URL), which rules feed each
+        # queue, and which roles re-queue on a queue they read (Bus::requeue).
+        self.queue_arns = {
+            resolver.name_of(i): resolver.get_att(i, "Arn")
+            for i, x in res.items() if x.get("Type") == "AWS::SQS::Queue"
+        }
+        self.queue_rules = {}
+        for logical_id, x in res.items():
+            if x.get("Type") == "AWS::Events::Rule":
+                for target in as_list((x.get("Properties") or {}).get("Targets")):
+                    arn = resolver.resolve(target.get("Arn"))
+                    if arn in self.queues:
+                        self.queue_rules.setdefault(arn, []).append(resolver.get_att(logical_id, "Arn"))
+        self.queue_requeuers = {}
+        for logical_id, x in res.items():
+            if x.get("Type") != "AWS::IAM::Role":
+                continue
+            read = {q for f in self.role_functions.get(logical_id, []) for q in self.function_queues.get(f, [])}
+            for p in as_list((x.get("Properties") or {}).get("Policies")):
+                try:
+                    doc = resolver.resolve(p.get("PolicyDocument") or {})
+                except Unresolvable:
+                    continue  # reported when the role's policies are checked
+                for s in as_list(doc.get("Statement")):
+                    if s.get("Effect") != "Allow" or not allows(s, "sqs:SendMessage"):
+                        continue
+                    for q in read:
+                        if any(resource_matches(str(r), q) for r in as_list(s.get("Resource"))):
+                            role_arn = resolver.get_att(logical_id, "Arn")
+                            senders = self.queue_requeuers.setdefault(q, [])
+                            if role_arn not in senders:
+                                senders.append(role_arn)
 
     def problem(self, where, text):
         self.problems.append(f"{where}: {text}")
@@ -394,6 +447,24 @@ class Checker:
                         tag = condition_value(s, STRING_EQUALS, f"aws:RequestTag/{INSTALLATION_TAG}")
                         if tag != [self.installation]:
                             self.problem(here, f"ec2:RunInstances on {kind} resources without the condition aws:RequestTag/{INSTALLATION_TAG} = {self.installation!r}")
+                # The secure defaults, whatever the MachineClass (or a raw item) says.
+                def covers(arn):
+                    return any(resource_matches(p, arn) for p in resources)
+
+                if covers(f"arn:{PARTITION}:ec2:{REGION}:{ACCOUNT}:{LAUNCHED['instance']}"):
+                    if condition_value(s, STRING_EQUALS, "ec2:MetadataHttpTokens") != ["required"]:
+                        self.problem(here, "ec2:RunInstances on instance resources without the condition ec2:MetadataHttpTokens = 'required' (IMDSv2)")
+                if covers(f"arn:{PARTITION}:ec2:{REGION}:{ACCOUNT}:{LAUNCHED['volume']}"):
+                    encrypted = condition_value(s, ("Bool",), "ec2:Encrypted")
+                    if [str(v).lower() for v in encrypted or []] != ["true"]:
+                        self.problem(here, "ec2:RunInstances on volume resources without the condition Bool ec2:Encrypted = true")
+                if covers(IMAGE):
+                    owners = condition_value(s, STRING_EQUALS, "ec2:Owner")
+                    allowed = self.r.params.get(IMAGE_OWNERS_PARAMETER)
+                    if allowed is None:
+                        self.problem(here, f"ec2:RunInstances on images, but the template has no {IMAGE_OWNERS_PARAMETER} parameter for the condition ec2:Owner")
+                    elif owners is None or sorted(owners) != sorted(as_list(allowed)):
+                        self.problem(here, f"ec2:RunInstances on image resources without the condition ec2:Owner = the {IMAGE_OWNERS_PARAMETER} parameter ({as_list(allowed)}), found {owners}")
             # CreateTags either while launching, with the request tag, or on instances
             # already this installation's, never on Capstan's own tag keys.
             if allows(s, "ec2:CreateTags"):
@@ -438,6 +509,82 @@ class Checker:
                         for x in resources:
                             if x not in own_queues:
                                 self.problem(here, f"{a} on {x}, which no event source mapping of {functions or 'this role'} reads")
+
+    def check_queue_policy(self, logical_id, props, doc):
+        """Only the queue's rule, and the roles that re-queue on it, may send to it: the
+        policy's Allows are for EventBridge from that rule only, and a Deny refuses
+        everyone else (whatever their own identity policies allow)."""
+        statements = as_list(doc.get("Statement"))
+        for i, s in enumerate(statements):
+            here = f"{logical_id} statement {s.get('Sid') or i}"
+            principal = json.dumps(s.get("Principal"))
+            if s.get("Effect") == "Allow" and ('"*"' in principal or '"AWS"' in principal):
+                self.problem(here, f"queue policy allows principal {principal}")
+            if s.get("Effect") == "Allow" and not (s.get("Condition") or {}):
+                self.problem(here, "queue policy statement without a condition (aws:SourceArn)")
+            if "NotPrincipal" in s or ("NotAction" in s and s.get("Effect") == "Allow"):
+                self.problem(here, "queue policy statement with NotPrincipal or NotAction")
+        for url in as_list(self.r.resolve(props.get("Queues"))):
+            queue = self.queue_arns.get(url)
+            if queue is None:
+                self.problem(logical_id, f"queue policy on {url}, not one of the template's queues")
+                continue
+            rules = self.queue_rules.get(queue, [])
+            requeuers = self.queue_requeuers.get(queue, [])
+            senders = f"its rule {rules}" + (f" and the re-queueing roles {requeuers}" if requeuers else "")
+            on_queue = [
+                s for s in statements
+                if allows(s, "sqs:SendMessage") and any(resource_matches(str(r), queue) for r in as_list(s.get("Resource")))
+            ]
+            for s in on_queue:
+                if s.get("Effect") != "Allow":
+                    continue
+                here = f"{logical_id} statement {s.get('Sid') or statements.index(s)}"
+                if s.get("Principal") != {"Service": EVENTS} and s.get("Principal") != {"Service": [EVENTS]}:
+                    self.problem(here, f"allows sqs:SendMessage on {queue} to {json.dumps(s.get('Principal'))}: only {EVENTS}, for {senders}")
+                sources = condition_value(s, ARN_EQUALS, "aws:SourceArn")
+                if not sources or any(x not in rules for x in sources):
+                    self.problem(here, f"allows sqs:SendMessage on {queue} from {sources or 'any source'}: only from {senders}")
+            # The Deny: Principal "*", every other sender refused.
+            problems = []
+            for s in on_queue:
+                if s.get("Effect") != "Deny" or "NotPrincipal" in s or "NotResource" in s:
+                    continue
+                if s.get("Principal") not in ("*", {"AWS": "*"}, {"AWS": ["*"]}):
+                    continue
+                here = f"{logical_id} statement {s.get('Sid') or statements.index(s)}"
+                exempt = {"aws:sourcearn": [], "aws:principalarn": []}
+                wrong = []
+                for op, block in (s.get("Condition") or {}).items():
+                    for key, values in block.items():
+                        if op in NEGATED and key.lower() in exempt:
+                            exempt[key.lower()] += [str(v) for v in as_list(values)]
+                        else:
+                            wrong.append(f"{op} {key}")
+                sources, principals = exempt["aws:sourcearn"], exempt["aws:principalarn"]
+                found = []
+                if wrong:
+                    found.append(f"its conditions {wrong} narrow it (only ArnNotEquals aws:SourceArn / aws:PrincipalArn)")
+                others = [x for x in sources if x not in rules] + [x for x in principals if x not in requeuers]
+                if others:
+                    found.append(f"it lets {others} send besides {senders}")
+                missing = [x for x in rules if x not in sources]
+                if missing:
+                    found.append(f"it refuses the queue's own rule {missing} (add it to ArnNotEquals aws:SourceArn)")
+                missing = [x for x in requeuers if x not in principals]
+                if missing:
+                    found.append(f"it refuses the re-queues of {missing} (Bus::requeue; add them to ArnNotEquals aws:PrincipalArn)")
+                if not found:
+                    break
+                problems += [f"{here}: {x}" for x in found]
+            else:
+                self.problems.extend(problems)
+                self.problem(
+                    logical_id,
+                    f"nothing denies sqs:SendMessage on {queue} to senders other than {senders} "
+                    "(add a Deny, Principal \"*\", with ArnNotEquals aws:SourceArn"
+                    + (" and aws:PrincipalArn)" if requeuers else ")"),
+                )
 
     def check_role(self, logical_id, props):
         if props.get("ManagedPolicyArns"):
@@ -544,6 +691,7 @@ def main():
     problems = checker.problems
 
     count = 0
+    guarded = set()
     for logical_id, res in (template.get("Resources") or {}).items():
         kind = res.get("Type")
         props = res.get("Properties") or {}
@@ -556,12 +704,8 @@ def main():
             elif kind == "AWS::SQS::QueuePolicy":
                 doc = resolver.resolve(props["PolicyDocument"])
                 count += 1
-                for s in as_list(doc.get("Statement")):
-                    principal = json.dumps(s.get("Principal"))
-                    if s.get("Effect") == "Allow" and ('"*"' in principal or '"AWS"' in principal):
-                        problems.append(f"{logical_id}: queue policy allows principal {principal}")
-                    if s.get("Effect") == "Allow" and not (s.get("Condition") or {}):
-                        problems.append(f"{logical_id}: queue policy statement without a condition (aws:SourceArn)")
+                checker.check_queue_policy(logical_id, props, doc)
+                guarded.update(checker.queue_arns.get(u) for u in as_list(resolver.resolve(props.get("Queues"))))
                 continue
             else:
                 continue
@@ -577,6 +721,10 @@ def main():
             for finding in parliament_findings(doc):
                 problems.append(f"{where}: {finding}")
             checker.check_identity_policy(where, doc, role_id)
+
+    for queue, rules in checker.queue_rules.items():
+        if queue not in guarded:
+            problems.append(f"{queue}: fed by {rules} but has no queue policy (only its rule may send to it)")
 
     examples = sorted(glob.glob(os.path.join(args.policies, "*.json"))) if args.policies else []
     for path in examples:

@@ -90,6 +90,60 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
             ),
             "E3002",
         ),
+        // IAM backs the secure defaults (issue 12, item 5): each condition removed or
+        // inverted is named by scripts/infra/check_iam.py.
+        // IMDSv1 allowed: the instance without ec2:MetadataHttpTokens = required.
+        (
+            broken_copy(
+                &dir,
+                "imds-optional",
+                "                    ec2:MetadataHttpTokens: required\n",
+                "",
+            ),
+            "without the condition ec2:MetadataHttpTokens = 'required'",
+        ),
+        // Unencrypted volumes allowed: the volume without ec2:Encrypted = true.
+        (
+            broken_copy(
+                &dir,
+                "unencrypted-volumes",
+                "                  Bool:\n                    ec2:Encrypted: \"true\"\n",
+                "",
+            ),
+            "without the condition Bool ec2:Encrypted = true",
+        ),
+        // The image owner condition inverted: any image except the allowed owners'.
+        (
+            broken_copy(
+                &dir,
+                "any-image-owner",
+                "                  StringEquals:\n                    ec2:Owner:\n",
+                "                  StringNotEquals:\n                    ec2:Owner:\n",
+            ),
+            "without the condition ec2:Owner = the AllowedImageOwners parameter",
+        ),
+        // A queue policy without its Deny: any principal whose own policy allows
+        // SendMessage could feed the machine reconciler.
+        (
+            broken_copy(
+                &dir,
+                "queue-without-deny",
+                "          - Sid: NoOtherSender\n            Effect: Deny\n            Principal: \"*\"\n            Action: sqs:SendMessage\n            Resource:\n              Fn::GetAtt: [MachineReconcilerQueue, Arn]\n            Condition:\n              ArnNotEquals:\n                aws:SourceArn:\n                  Fn::GetAtt: [MachineReconcilerRule, Arn]\n                aws:PrincipalArn:\n                  Fn::GetAtt: [MachineReconcilerRole, Arn]\n",
+                "",
+            ),
+            "nothing denies sqs:SendMessage on arn:aws:sqs:us-east-1:123456789012:capstan-machine-reconciler",
+        ),
+        // The Deny lets another role through instead of the one that re-queues: a
+        // sender other than the rule, and Bus::requeue refused.
+        (
+            broken_copy(
+                &dir,
+                "queue-deny-lets-another-role",
+                "                aws:PrincipalArn:\n                  Fn::GetAtt: [MachineReconcilerRole, Arn]\n",
+                "                aws:PrincipalArn:\n                  Fn::GetAtt: [DriftSweepRole, Arn]\n",
+            ),
+            "it lets ['arn:aws:iam::123456789012:role/DriftSweepRole-placeholder'] send besides its rule",
+        ),
         (
             broken_copy(
                 &dir,
