@@ -115,7 +115,8 @@ enum Command {
         first_seed: u64,
         /// Faults to inject: all, none, or a comma-separated list of drop, duplicate,
         /// delay, reorder, throttle, 5xx, timeout, conflict, stale, capacity, external,
-        /// spot, foreign, no-idempotency; `name=rate` sets a rate (0 to 1), e.g.
+        /// spot, foreign, no-idempotency, concurrency, hostile; `name=rate` sets a rate
+        /// (0 to 1), e.g.
         /// `external=0.05`, and `foreign=N` a number of instances.
         #[arg(long, default_value = "all")]
         faults: String,

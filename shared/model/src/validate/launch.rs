@@ -11,7 +11,9 @@ use super::limits::{
     MIN_ROOT_VOLUME_GIB, RESERVED_TAG_PREFIXES,
 };
 use super::secrets::{SECRET_HINT, secrets_in};
-use crate::kinds::{LaunchSpec, Market, MarketType, MetadataOptions, RootVolume, VolumeType};
+use crate::kinds::{
+    HttpTokens, LaunchSpec, Market, MarketType, MetadataOptions, RootVolume, VolumeType,
+};
 
 /// The launch fields a MachineClass and a Machine's resolved launch spec share.
 pub(super) struct LaunchFields<'a> {
@@ -83,6 +85,16 @@ pub(super) fn launch(v: &mut Errors, base: &str, l: &LaunchFields) {
     }
     root_volume(v, &at("rootVolume"), l.root_volume);
     market(v, &at("market"), l.market);
+    // The secure defaults are not optional: the deployment's IAM refuses a launch
+    // without IMDSv2 or with an unencrypted volume (infra/template.yaml), so say so
+    // here, naming the field, rather than as a Failed Machine later.
+    if l.metadata_options.http_tokens != HttpTokens::Required {
+        v.push(
+            at("metadataOptions.httpTokens"),
+            "must be required (IMDSv2): the installation's IAM refuses instances that accept IMDSv1",
+            "remove httpTokens (it defaults to required), or set httpTokens: required",
+        );
+    }
     let hops = l.metadata_options.http_put_response_hop_limit;
     if !(1..=MAX_HOP_LIMIT).contains(&hops) {
         v.push(
@@ -235,11 +247,11 @@ fn root_volume(v: &mut Errors, base: &str, volume: &RootVolume) {
         ),
         _ => {}
     }
-    if volume.kms_key_id.is_some() && !volume.encrypted {
+    if !volume.encrypted {
         v.push(
-            format!("{base}.kmsKeyId"),
-            "is set but encrypted is false",
-            "set encrypted: true, or remove kmsKeyId",
+            format!("{base}.encrypted"),
+            "must be true: the installation's IAM refuses unencrypted volumes",
+            "remove encrypted (it defaults to true), or set encrypted: true",
         );
     }
 }

@@ -447,7 +447,7 @@ mod tests {
                 "spec.launch.imageId",
                 "spec.launch.instanceTypes",
                 "spec.launch.rootVolume.iops",
-                "spec.launch.rootVolume.kmsKeyId",
+                "spec.launch.rootVolume.encrypted",
             ]
         );
     }

@@ -63,6 +63,11 @@ pub struct Faults {
     /// port call (Lambda's `MaximumConcurrency` on the SQS event source; 0 or 1: one
     /// at a time).
     pub concurrency: u32,
+    /// Per step: a raw write by someone with table access (see `hostile`): unknown
+    /// status fields and stray conditions, invalid desired items, forged items naming
+    /// another namespace's instance, oversize values, a partition whose cluster
+    /// disagrees with the spec.
+    pub hostile: f64,
 }
 
 /// The reconcilers' `MaximumConcurrency` in infra/template.yaml.
@@ -85,6 +90,7 @@ pub const FAULT_NAMES: &[&str] = &[
     "foreign",
     "no-idempotency",
     "concurrency",
+    "hostile",
 ];
 
 impl Faults {
@@ -110,6 +116,7 @@ impl Faults {
             foreign_instances: 2,
             ignore_client_token: true,
             concurrency: TEMPLATE_CONCURRENCY,
+            hostile: 0.01,
         }
     }
 
@@ -150,6 +157,7 @@ impl Faults {
                     })?;
                 }
                 ("no-idempotency", _) => f.ignore_client_token = true,
+                ("hostile", _) => f.hostile = rate(all.hostile)?,
                 ("concurrency", None) => f.concurrency = all.concurrency,
                 ("concurrency", Some(n)) => {
                     f.concurrency = n.parse().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
@@ -240,6 +248,8 @@ pub struct Chaos {
     ),
     /// Launches asked for again by a pass that decided from the same read as another.
     pub repeated_launches: Vec<String>,
+    /// Every instance Capstan asked TerminateInstances for.
+    pub terminated: std::collections::BTreeSet<String>,
 }
 
 impl Chaos {
@@ -257,6 +267,7 @@ impl Chaos {
             remediated: Vec::new(),
             launches_now: (Timestamp::UNIX_EPOCH, Default::default()),
             repeated_launches: Vec::new(),
+            terminated: Default::default(),
         }
     }
 
@@ -764,10 +775,14 @@ impl Compute for FaultyCompute {
                 .map(|id| (id, InstanceState::ShuttingDown))
                 .collect());
         }
-        lock(&self.chaos).log.push(format!(
-            "ec2: TerminateInstances {}",
-            instance_ids.join(" ")
-        ));
+        {
+            let mut c = lock(&self.chaos);
+            c.log.push(format!(
+                "ec2: TerminateInstances {}",
+                instance_ids.join(" ")
+            ));
+            c.terminated.extend(instance_ids.iter().cloned());
+        }
         let result = self
             .inner
             .terminate_instances(instance_ids, tag_guard)

@@ -50,6 +50,10 @@ pub struct World<'a> {
     /// RunInstances calls that repeated a launch at the same instant (see
     /// `Chaos::repeated_launches`).
     pub repeated_launches: &'a [String],
+    /// Machines whose instance a hostile write named (see `hostile`).
+    pub victims: &'a [super::hostile::Victim],
+    /// Every instance Capstan asked TerminateInstances for.
+    pub terminated: &'a BTreeSet<String>,
 }
 
 /// State carried from step to step (for checks about change).
@@ -78,6 +82,7 @@ impl Checker {
         self.machine_sets_within_replicas(w)?;
         one_machine_set_per_template_hash(w)?;
         one_launch_per_decision(w)?;
+        hostile_writes_cost_nothing(w)?;
         Ok(())
     }
 
@@ -576,6 +581,50 @@ pub fn health_checks_within_limits(
                     ));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// What a hostile writer puts in the table costs nothing: no instance is launched for
+/// an object it made (`hostile-…`), and no instance a hostile write named (a Machine's
+/// status it garbled, a forged item in another namespace naming it) is terminated by
+/// Capstan while its Machine still wants it (desired item present, not deleting).
+pub fn hostile_writes_cost_nothing(w: &World) -> Result<(), Violation> {
+    for i in w.instances {
+        if let Some(machine) = i.tags.get(capstan_model::labels::TAG_MACHINE)
+            && machine.starts_with(super::hostile::HOSTILE_PREFIX)
+        {
+            return Err(Violation::new(
+                "hostile_writes_cost_nothing",
+                format!(
+                    "instance {} launched for hostile item {machine}",
+                    i.instance_id
+                ),
+            ));
+        }
+    }
+    for v in w.victims {
+        if !w.terminated.contains(&v.instance_id) {
+            continue;
+        }
+        let sk = |part: &str| format!("Machine#{}#{part}", v.machine);
+        let item = |sk: &str| {
+            w.items.iter().find(|i| {
+                matches!(i.get("pk"), Some(AttrValue::S(pk)) if *pk == v.pk)
+                    && matches!(i.get("sk"), Some(AttrValue::S(s)) if s == sk)
+            })
+        };
+        let wanted = item(&sk("spec")).is_some()
+            && item(&sk("status")).is_some_and(|s| s.get("deletionTimestamp").is_none());
+        if wanted {
+            return Err(Violation::new(
+                "hostile_writes_cost_nothing",
+                format!(
+                    "instance {} of Machine {}/{} terminated after a hostile write named it, while the Machine still wants it",
+                    v.instance_id, v.pk, v.machine
+                ),
+            ));
         }
     }
     Ok(())

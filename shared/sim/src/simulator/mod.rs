@@ -9,6 +9,7 @@
 //! within [`CONVERGENCE_BOUND`] of virtual time.
 
 pub mod faults;
+pub mod hostile;
 pub mod invariants;
 pub mod lambda;
 pub mod workloads;
@@ -143,6 +144,8 @@ struct Run {
     trace: Vec<String>,
     start: Timestamp,
     foreign: BTreeMap<String, InstanceState>,
+    /// Machines whose instance a hostile write named.
+    victims: Vec<hostile::Victim>,
     capacity_out: Vec<(String, String)>,
     steps: u64,
     /// An invariant broken inside a step, reported by the next check.
@@ -251,6 +254,7 @@ impl Simulation {
             trace: Vec::new(),
             start,
             foreign: BTreeMap::new(),
+            victims: Vec::new(),
             capacity_out: Vec::new(),
             steps: 0,
             broken: None,
@@ -403,7 +407,7 @@ impl Run {
             if let Some(calm) = calm_since
                 && !worked
             {
-                let trees = self.trees();
+                let trees = self.workload_trees();
                 let problems = self.unconverged(script, &trees);
                 if problems.is_empty() {
                     invariants::status_counts_what_exists(&trees)?;
@@ -451,8 +455,15 @@ impl Run {
         }
     }
 
-    /// Outside Capstan: capacity comes and goes, someone stops or terminates an instance.
+    /// Outside Capstan: capacity comes and goes, someone stops or terminates an
+    /// instance, someone with table access writes what `capstan apply` never would.
     fn outside_world(&mut self, faults: &Faults, rng: &mut Rng) {
+        if rng.chance(faults.hostile)
+            && let Some(w) = hostile::write(&self.store, rng, self.steps, self.now())
+        {
+            self.log(format!("fault: hostile write: {}", w.what));
+            self.victims.extend(w.victim);
+        }
         if rng.chance(faults.capacity) {
             let types = ["m7i.large", "m7i.xlarge"];
             let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
@@ -508,6 +519,24 @@ impl Run {
     /// Faults stop: capacity returns, held events are released, no more injected errors.
     fn calm(&mut self) {
         lock(&self.chaos).enabled = false;
+        // Whoever wrote the hostile items removes them: an unreadable item is left alone
+        // by design (and holds its Cluster's deletion), so a person must.
+        let junk: Vec<capstan_model::ItemKey> = self.store.with_items(|all| {
+            all.keys()
+                .filter(|k| hostile::is_hostile(k))
+                .cloned()
+                .collect()
+        });
+        for key in &junk {
+            let _ = block_on(capstan_runtime::Store::delete(
+                &self.store,
+                key,
+                capstan_model::Expect::Any,
+            ));
+        }
+        if !junk.is_empty() {
+            self.log(format!("person: removes {} hostile items", junk.len()));
+        }
         for (t, z) in std::mem::take(&mut self.capacity_out) {
             self.ec2.set_capacity(&t, &z, true);
         }
@@ -610,15 +639,32 @@ impl Run {
             .collect()
     }
 
+    /// The workload's trees: without what the hostile writer made, which is not the
+    /// workload's to converge (and is left alone by design).
+    fn workload_trees(&self) -> Vec<Tree> {
+        let items = self.store.with_items(|all| {
+            all.iter()
+                .filter(|(k, _)| !hostile::is_hostile(k))
+                .map(|(_, i)| i.clone())
+                .collect::<Vec<_>>()
+        });
+        trees_by_partition(items).into_values().collect()
+    }
+
     fn check(&mut self, checker: &mut Checker) -> Result<(), Violation> {
         if let Some(v) = self.broken.take() {
             return Err(v);
         }
         let instances = self.ec2.instances();
-        let (stale_writes, repeated_launches) = {
+        let (stale_writes, repeated_launches, terminated) = {
             let c = lock(&self.chaos);
-            (c.stale_writes.clone(), c.repeated_launches.clone())
+            (
+                c.stale_writes.clone(),
+                c.repeated_launches.clone(),
+                c.terminated.clone(),
+            )
         };
+        let victims = &self.victims;
         let now = self.now();
         let foreign = &self.foreign;
         self.store.with_items(|all| {
@@ -645,6 +691,8 @@ impl Run {
                 foreign,
                 stale_writes: &stale_writes,
                 repeated_launches: &repeated_launches,
+                victims,
+                terminated: &terminated,
             };
             checker.check(&world)
         })
@@ -654,7 +702,10 @@ impl Run {
     /// reconciled, every Machine Running (or Failed for a reason it states), every
     /// instance of a deleted Machine terminated, nothing queued.
     fn unconverged(&self, script: &Script, trees: &[Tree]) -> Vec<String> {
-        let mut problems = workloads::unmet(script, trees, self.store.len());
+        let items = self
+            .store
+            .with_items(|all| all.keys().filter(|k| !hostile::is_hostile(k)).count());
+        let mut problems = workloads::unmet(script, trees, items);
         for tree in trees {
             // A Machine failed from outside stays Failed until a health check remediates
             // it, and its owners report not Ready because of it: both are expected.
