@@ -67,6 +67,10 @@ pub struct Checker {
     sets: BTreeMap<ObjectKey, (i32, i32, BTreeMap<String, i32>)>,
     /// Per MachineSet (partition key, name): its live Machines at the last step.
     machines: BTreeMap<(String, String), usize>,
+    /// Per MachineSet: its replicas at the last step. Invocations run side by side
+    /// within a step, so a set may rightly create from the replicas it read before a
+    /// concurrent deployment pass lowered them in the same step.
+    replicas: BTreeMap<(String, String), i32>,
 }
 
 impl Checker {
@@ -87,8 +91,10 @@ impl Checker {
     }
 
     /// A MachineSet never grows past its replicas: the live Machines it owns (desired
-    /// item present) never increase to more than `spec.replicas` plus its interrupted
-    /// Machines (each replaced before it goes). A rollout's surge is in the set's
+    /// item present) never increase to more than `spec.replicas` (the larger of its
+    /// value before and after the step: invocations run side by side, and a set may
+    /// create from the replicas it read before a deployment pass lowered them) plus its
+    /// interrupted Machines (each replaced before it goes). A rollout's surge is in the set's
     /// replicas already; a set whose replicas were just lowered may stay above them
     /// until it deletes, but never grows there. Two invocations creating Machines from
     /// the same read break this first.
@@ -109,6 +115,7 @@ impl Checker {
                 *interrupted.entry((key.pk.clone(), set)).or_default() += 1;
             }
         }
+        let mut replicas = BTreeMap::new();
         for tree in w.rollouts {
             for stored in tree.of_kind(Kind::MachineSet).filter(|s| !s.is_deleting()) {
                 let Some(ms) = stored.object.as_machine_set() else {
@@ -120,14 +127,20 @@ impl Checker {
                 );
                 let id = (pk, ms.metadata.name.clone());
                 let now = live.get(&id).copied().unwrap_or(0);
-                let allowed =
-                    ms.spec.replicas.max(0) as usize + interrupted.get(&id).copied().unwrap_or(0);
+                let read = self
+                    .replicas
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(ms.spec.replicas);
+                replicas.insert(id.clone(), ms.spec.replicas);
+                let allowed = read.max(0) as usize + interrupted.get(&id).copied().unwrap_or(0);
                 let before = self.machines.get(&id).copied().unwrap_or(0);
                 if now > allowed && now > before {
                     return Err(Violation::new(
                         "machine_sets_within_replicas",
                         format!(
-                            "MachineSet {}/{} grew from {before} to {now} live Machines; its replicas ({}) and interrupted Machines allow {allowed}",
+                            "MachineSet {}/{} grew from {before} to {now} live Machines; its replicas ({}, {read} at most during the step) and interrupted Machines allow {allowed}",
                             id.0, id.1, ms.spec.replicas
                         ),
                     ));
@@ -135,6 +148,7 @@ impl Checker {
             }
         }
         self.machines = live;
+        self.replicas = replicas;
         Ok(())
     }
 
