@@ -18,7 +18,7 @@ use capstan_model::labels::{
 use capstan_model::meta::condition;
 use capstan_model::{AttrValue, Kind, MachinePhase, Object, ObjectKey};
 use capstan_runtime::apply;
-use capstan_runtime::ports::{Compute, ComputeError, Instance, LaunchRequest};
+use capstan_runtime::ports::{Compute, ComputeError, Instance, LaunchRequest, Store};
 use support::*;
 
 fn cluster_key() -> ObjectKey {
@@ -445,6 +445,74 @@ async fn a_crash_between_run_instances_and_recording_the_id_leaves_exactly_one_i
     assert_eq!(uids.len(), 6);
 }
 
+/// DynamoDB over the wire, arranged so that two invocations decide from the same read:
+/// the first two transactions wait until both have arrived (each invocation has read
+/// and decided), then go to the table one at a time. One at a time because moto, unlike
+/// DynamoDB, does not isolate concurrent TransactWriteItems (it snapshots and restores
+/// whole tables around each), so overlapping transactions would test moto, not Capstan.
+#[derive(Clone)]
+struct SameSnapshot {
+    inner: capstan_aws::DynamoStore,
+    arrivals: Arc<std::sync::atomic::AtomicUsize>,
+    barrier: Arc<tokio::sync::Barrier>,
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl capstan_runtime::ports::Store for SameSnapshot {
+    async fn query(
+        &self,
+        pk: &str,
+        sk_prefix: Option<&str>,
+    ) -> Result<Vec<capstan_model::Item>, capstan_runtime::StoreError> {
+        self.inner.query(pk, sk_prefix).await
+    }
+
+    async fn put(
+        &self,
+        item: capstan_model::Item,
+        expect: capstan_model::Expect,
+    ) -> Result<(), capstan_runtime::StoreError> {
+        let _turn = self.one_at_a_time.lock().await;
+        self.inner.put(item, expect).await
+    }
+
+    async fn delete(
+        &self,
+        key: &ItemKey,
+        expect: capstan_model::Expect,
+    ) -> Result<(), capstan_runtime::StoreError> {
+        let _turn = self.one_at_a_time.lock().await;
+        self.inner.delete(key, expect).await
+    }
+
+    async fn find_by_instance(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<ItemKey>, capstan_runtime::StoreError> {
+        self.inner.find_by_instance(instance_id).await
+    }
+
+    async fn transact(
+        &self,
+        writes: Vec<capstan_runtime::Write>,
+    ) -> Result<(), capstan_runtime::StoreError> {
+        if self.arrivals.fetch_add(1, Ordering::SeqCst) < 2 {
+            // Bounded: if the other invocation decided nothing, go on alone.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(20), self.barrier.wait()).await;
+        }
+        let _turn = self.one_at_a_time.lock().await;
+        self.inner.transact(writes).await
+    }
+
+    async fn scan(
+        &self,
+        sk_prefix: &str,
+    ) -> Result<Vec<capstan_model::Item>, capstan_runtime::StoreError> {
+        self.inner.scan(sk_prefix).await
+    }
+}
+
 /// The SQS event Lambda would hand one invocation: one message naming `key`.
 fn one_message(key: &ObjectKey, id: &str) -> aws_lambda_events::event::sqs::SqsEvent {
     let event = capstan_runtime::events::resync_event(key, jiff::Timestamp::now());
@@ -459,7 +527,7 @@ fn one_message(key: &ObjectKey, id: &str) -> aws_lambda_events::event::sqs::SqsE
 
 /// Lambda runs invocations side by side: two invocations of the machineset
 /// reconciler's handler, each holding a message about the same MachineSet, decide from
-/// the same read (3 Machines, 6 wanted). The plan's fence (the MachineSet's observed
+/// the same read (3 Machines, 6 wanted; `SameSnapshot` makes sure of it). The plan's fence (the MachineSet's observed
 /// item and the new Machines in one TransactWriteItems, conditional on the version
 /// read) lets one act; the other's transaction is cancelled, it reads again and finds
 /// nothing to do. One MachineSet's worth of Machines, not 9.
@@ -506,7 +574,6 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
         .get(Kind::MachineSet, &set.metadata.name)
         .expect("stored set");
     let rv = stored.desired_rv.expect("desired item");
-    use capstan_runtime::ports::Store;
     rt.driver
         .functions
         .control_plane
@@ -520,10 +587,28 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
 
     let key = ObjectKey::new("default", "demo", Kind::MachineSet, &set.metadata.name);
     let reconciler = capstan_runtime::routes::Reconciler::MachineSet;
+    let functions = capstan_runtime::functions::Functions::new(
+        SameSnapshot {
+            inner: store.clone(),
+            arrivals: Arc::default(),
+            barrier: Arc::new(tokio::sync::Barrier::new(2)),
+            one_at_a_time: Arc::default(),
+        },
+        Ec2Compute::new(rt.clients().ec2.clone()),
+        capstan_aws::EventBridgeBus::new(
+            rt.clients().eventbridge.clone(),
+            rt.clients().sqs.clone(),
+            rt.config.names.clone(),
+        ),
+        Arc::new(capstan_runtime::system::SystemClock),
+        Arc::new(capstan_runtime::system::OsEntropy),
+        &rt.config.names.installation,
+        capstan_runtime::functions::MetricsSink::Log,
+    );
     let (first, second) = (one_message(&key, "m-1"), one_message(&key, "m-2"));
     let (a, b) = tokio::join!(
-        rt.driver.functions.queue(reconciler, &first),
-        rt.driver.functions.queue(reconciler, &second),
+        functions.queue(reconciler, &first),
+        functions.queue(reconciler, &second),
     );
     assert!(a.batch_item_failures.is_empty(), "{a:?}");
     assert!(b.batch_item_failures.is_empty(), "{b:?}");
