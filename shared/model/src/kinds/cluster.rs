@@ -21,6 +21,41 @@ pub struct ClusterSpec {
     /// place on running instances, never by a rollout.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub additional_tags: BTreeMap<String, String>,
+    /// How Capstan's functions reach the workload cluster's API server, to see the
+    /// Node each instance becomes (Cluster API reaches workload clusters through a
+    /// kubeconfig the same way). None: instance-only behaviour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<ClusterAccess>,
+}
+
+/// One way of reaching a workload cluster's API server. Exactly one is set. No
+/// credential is ever stored here: only where to find one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterAccess {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eks: Option<EksAccess>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<KubeconfigAccess>,
+}
+
+/// An EKS cluster, reached with a bearer token made from the function's own IAM role
+/// (as aws-iam-authenticator makes it), authorised by an EKS access entry. Endpoint and
+/// certificate authority come from DescribeCluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EksAccess {
+    pub cluster_name: String,
+    /// The cluster's region when it differs from the installation's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// A self-managed control plane: a kubeconfig held in Secrets Manager.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KubeconfigAccess {
+    pub secret_arn: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

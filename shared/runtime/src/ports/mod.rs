@@ -280,3 +280,8 @@ pub trait Clock: Send + Sync {
 pub trait Entropy: Send + Sync {
     fn next_u128(&self) -> u128;
 }
+
+// ---------------------------------------------------------------- Workload cluster
+
+mod workload;
+pub use workload::*;
