@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{ConditionCheck, Delete, Put, TransactWriteItem};
 use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, RV, SK, item_key};
-use capstan_runtime::ports::{Expect, Store, StoreError, Write};
+use capstan_runtime::ports::{Expect, MAX_INSTANCE_MATCHES, ScanPage, Store, StoreError, Write};
 
 use crate::convert::{item_from_sdk, item_to_sdk};
 use crate::error::{Class, classify};
@@ -243,7 +243,7 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
         let out = self
             .client
             .query()
@@ -251,7 +251,7 @@ impl Store for DynamoStore {
             .index_name(INSTANCE_INDEX)
             .key_condition_expression(format!("{INSTANCE_ID} = :id"))
             .expression_attribute_values(":id", AttributeValue::S(instance_id.to_string()))
-            .limit(2)
+            .limit(MAX_INSTANCE_MATCHES as i32)
             .send()
             .await
             .map_err(store_error)?;
@@ -260,32 +260,52 @@ impl Store for DynamoStore {
             .unwrap_or_default()
             .iter()
             .map(item_from_sdk)
-            .find_map(|item| item_key(&item)))
+            .filter_map(|item| item_key(&item))
+            .collect())
     }
 
-    async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
-        self.all_pages(|start| {
-            let mut request = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start);
-            // begins_with on an empty string is a validation error in DynamoDB.
-            if !sk_prefix.is_empty() {
-                request = request
-                    .filter_expression(format!("begins_with({SK}, :prefix)"))
-                    .expression_attribute_values(
-                        ":prefix",
-                        AttributeValue::S(sk_prefix.to_string()),
-                    );
-            }
-            async move {
-                let out = request.send().await.map_err(store_error)?;
-                Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
-            }
+    async fn scan_page(
+        &self,
+        sk_prefix: &str,
+        start: Option<ItemKey>,
+    ) -> Result<ScanPage, StoreError> {
+        let mut request = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.map(|k| {
+                HashMap::from([
+                    (PK.to_string(), AttributeValue::S(k.pk)),
+                    (SK.to_string(), AttributeValue::S(k.sk)),
+                ])
+            }));
+        // begins_with on an empty string is a validation error in DynamoDB.
+        if !sk_prefix.is_empty() {
+            request = request
+                .filter_expression(format!("begins_with({SK}, :prefix)"))
+                .expression_attribute_values(":prefix", AttributeValue::S(sk_prefix.to_string()));
+        }
+        let out = request.send().await.map_err(store_error)?;
+        let next = out
+            .last_evaluated_key
+            .filter(|last| !last.is_empty())
+            .and_then(|last| match (last.get(PK), last.get(SK)) {
+                (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => Some(ItemKey {
+                    pk: pk.clone(),
+                    sk: sk.clone(),
+                }),
+                _ => None,
+            });
+        Ok(ScanPage {
+            items: out
+                .items
+                .unwrap_or_default()
+                .iter()
+                .map(item_from_sdk)
+                .collect(),
+            next,
         })
-        .await
     }
 }
 

@@ -488,7 +488,7 @@ impl capstan_runtime::ports::Store for SameSnapshot {
     async fn find_by_instance(
         &self,
         instance_id: &str,
-    ) -> Result<Option<ItemKey>, capstan_runtime::StoreError> {
+    ) -> Result<Vec<ItemKey>, capstan_runtime::StoreError> {
         self.inner.find_by_instance(instance_id).await
     }
 
@@ -505,11 +505,12 @@ impl capstan_runtime::ports::Store for SameSnapshot {
         self.inner.transact(writes).await
     }
 
-    async fn scan(
+    async fn scan_page(
         &self,
         sk_prefix: &str,
-    ) -> Result<Vec<capstan_model::Item>, capstan_runtime::StoreError> {
-        self.inner.scan(sk_prefix).await
+        start: Option<ItemKey>,
+    ) -> Result<capstan_runtime::ScanPage, capstan_runtime::StoreError> {
+        self.inner.scan_page(sk_prefix, start).await
     }
 }
 

@@ -203,7 +203,12 @@ impl<S: Store, C: Compute, B: Bus> Functions<S, C, B> {
             info!(step = "sweep", source = %event.source, detail_type = %event.detail_type, "sweeping");
             let result = Box::pin(self.control_plane.sweep()).await;
             let errors = u64::from(result.is_err());
-            self.emit(DRIFT_SWEEP, self.meter.take(1 - errors, errors, started.elapsed()));
+            let mut invocation = self.meter.take(1 - errors, errors, started.elapsed());
+            if let Ok(report) = &result {
+                invocation.skipped = report.failures as u64;
+                invocation.unreadable = report.unreadable as u64;
+            }
+            self.emit(DRIFT_SWEEP, invocation);
             if let Err(e) = &result {
                 error!(step = "sweep", error = %e, "sweep failed; the next one repairs what this one missed");
             }

@@ -212,28 +212,45 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
         Ok(found)
     }
 
-    /// Finds the Machine owning `instance_id` through the instance index, applies
-    /// `update` (a pure decision: None when the report changes nothing) and writes the
-    /// observed item conditionally, reading again on a conflict. False when no Machine
-    /// owns the instance.
+    /// Finds every Machine the instance index says records `instance_id`, applies
+    /// `update` to each (a pure decision: None when the report changes nothing for that
+    /// Machine) and writes each observed item conditionally, reading again on a
+    /// conflict. Every match gets the report: anyone who can write the table can write
+    /// an item naming someone else's instance, and taking only the first match would let
+    /// it divert the owner's events. A report changes only a Machine's recorded state;
+    /// nothing here acts on the instance. False when no Machine records it.
     async fn update_instance_machine(
         &self,
         instance_id: &str,
         step: &str,
         update: impl Fn(&capstan_model::Machine) -> Option<capstan_model::Machine>,
     ) -> Result<bool, HandlerError> {
-        let Some(ik) = self.store.find_by_instance(instance_id).await? else {
-            return Ok(false);
-        };
-        let Some((key, Part::Observed)) = ik.parse() else {
-            return Ok(false);
-        };
+        let mut found = false;
+        for ik in self.store.find_by_instance(instance_id).await? {
+            let Some((key, Part::Observed)) = ik.parse() else {
+                continue;
+            };
+            found |= self
+                .update_one_machine(&ik.pk, &key, instance_id, step, &update)
+                .await?;
+        }
+        Ok(found)
+    }
+
+    async fn update_one_machine(
+        &self,
+        pk: &str,
+        key: &ObjectKey,
+        instance_id: &str,
+        step: &str,
+        update: &impl Fn(&capstan_model::Machine) -> Option<capstan_model::Machine>,
+    ) -> Result<bool, HandlerError> {
         for _ in 0..crate::control_plane::CONFLICT_RETRIES {
             let items = self
                 .store
-                .query(&ik.pk, Some(&object_prefix(Kind::Machine, &key.name)))
+                .query(pk, Some(&object_prefix(Kind::Machine, &key.name)))
                 .await?;
-            let Some((machine, rv)) = machine_from(&Tree::from_items(&items), &key) else {
+            let Some((machine, rv)) = machine_from(&Tree::from_items(&items), key) else {
                 return Ok(false);
             };
             let Some(updated) = update(&machine) else {

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::ports::{
-    Bus, BusError, BusEvent, Compute, ComputeError, Expect, Instance, LaunchRequest, Store,
-    StoreError, Write,
+    Bus, BusError, BusEvent, Compute, ComputeError, Expect, Instance, LaunchRequest, ScanPage,
+    Store, StoreError, Write,
 };
 use capstan_model::item::{Item, ItemKey};
 use serde_json::{Value, json};
@@ -50,6 +50,10 @@ pub struct Invocation {
     pub terminations: u64,
     pub events_published: u64,
     pub requeues: u64,
+    /// The drift sweep's steps that failed and were skipped (one item, call or batch).
+    pub skipped: u64,
+    /// Objects whose observed item cannot be read, left alone (counted by the sweep).
+    pub unreadable: u64,
     pub latency: Duration,
 }
 
@@ -69,6 +73,8 @@ impl Meter {
             terminations,
             events_published: take(&self.0.published),
             requeues: take(&self.0.requeues),
+            skipped: 0,
+            unreadable: 0,
             latency,
         }
     }
@@ -90,6 +96,8 @@ impl Invocation {
             && self.errors == 0
             && self.requeues == 0
             && self.events_published == 0
+            && self.skipped == 0
+            && self.unreadable == 0
     }
 
     /// The EMF document for this invocation, with `function` as the one dimension.
@@ -105,6 +113,7 @@ impl Invocation {
                         count("Reconciles"), count("Actions"), count("Conflicts"),
                         count("Errors"), count("Launches"), count("Terminations"),
                         count("EventsPublished"), count("Requeues"),
+                        count("Skipped"), count("Unreadable"),
                         { "Name": "Latency", "Unit": "Milliseconds" },
                     ],
                 }],
@@ -118,6 +127,8 @@ impl Invocation {
             "Terminations": self.terminations,
             "EventsPublished": self.events_published,
             "Requeues": self.requeues,
+            "Skipped": self.skipped,
+            "Unreadable": self.unreadable,
             "Latency": self.latency.as_secs_f64() * 1000.0,
         })
     }
@@ -175,12 +186,16 @@ impl<S: Store> Store for Metered<S> {
         result
     }
 
-    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
         self.inner.find_by_instance(instance_id).await
     }
 
-    async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
-        self.inner.scan(sk_prefix).await
+    async fn scan_page(
+        &self,
+        sk_prefix: &str,
+        start: Option<ItemKey>,
+    ) -> Result<ScanPage, StoreError> {
+        self.inner.scan_page(sk_prefix, start).await
     }
 }
 

@@ -51,33 +51,8 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
         let now = self.clock.now();
         let mut report = SweepReport::default();
 
-        // One Scan: every item of every cluster.
-        let items = self.store.scan("").await?;
-        let mut keys: BTreeSet<ObjectKey> = BTreeSet::new();
-        let mut by_partition: BTreeMap<String, Vec<Item>> = BTreeMap::new();
-        for it in &items {
-            if let Some(ik) = item::item_key(it)
-                && let Some((key, _)) = ik.parse()
-            {
-                keys.insert(key);
-                by_partition
-                    .entry(ik.pk.clone())
-                    .or_default()
-                    .push(it.clone());
-            }
-        }
-        let resyncs: Vec<_> = keys.iter().map(|k| resync_event(k, now)).collect();
-        for chunk in resyncs.chunks(10) {
-            match self.bus.put_events(chunk.to_vec()).await {
-                Ok(()) => report.resynced += chunk.len(),
-                Err(e) => {
-                    warn!(step = "sweep", error = %e, "publishing resync events failed; skipped");
-                    report.failures += 1;
-                }
-            }
-        }
-
-        // What EC2 says about every instance of this installation.
+        // What EC2 says about every instance of this installation. Without it the
+        // sweep still resyncs every object; states and orphans wait for the next one.
         let instances = match self
             .compute
             .describe_instances(vec![(
@@ -86,38 +61,20 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
             )])
             .await
         {
-            Ok(instances) => instances,
+            Ok(instances) => Some(instances),
             Err(e) => {
                 warn!(step = "sweep", error = %e, "describing instances failed; states and orphans wait for the next sweep");
                 report.failures += 1;
-                return Ok(report);
+                None
             }
         };
-        let by_id: BTreeMap<&str, &Instance> = instances
-            .iter()
-            .map(|i| (i.instance_id.as_str(), i))
-            .collect();
-        for (pk, items) in &by_partition {
-            let tree = Tree::from_items(items);
-            for unreadable in tree.all_unreadable() {
-                warn!(step = "sweep", partition = %pk, problem = %unreadable.describe(), "an object cannot be read; left alone");
-                report.unreadable += 1;
-            }
-            for stored in tree.of_kind(Kind::Machine) {
-                match self.repair_state(stored, &by_id, now).await {
-                    Ok(true) => report.states_repaired += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!(step = "sweep", object = %stored.key(), error = %e, "repairing the instance state failed; skipped");
-                        report.failures += 1;
-                    }
-                }
-            }
-        }
-
-        // Instances tagged as ours that nothing in the table mentions.
+        let by_id: Option<BTreeMap<&str, &Instance>> = instances
+            .as_ref()
+            .map(|all| all.iter().map(|i| (i.instance_id.as_str(), i)).collect());
+        // Instances that may be orphans, and the ids and uids that would save them.
         let candidates: Vec<&Instance> = instances
             .iter()
+            .flatten()
             .filter(|i| i.state.is_live() && older_than(i.launch_time, now, ORPHAN_GRACE))
             .filter(|i| tags_consistent(&i.tags))
             .filter(|i| {
@@ -135,7 +92,40 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
             })
             .flatten()
             .collect();
-        let mentioned = mentioned_in(&items, &wanted);
+
+        // The table, page by page and partition by partition: memory holds one page
+        // and one partition, whatever the table's size. Only a page that cannot be
+        // read fails the sweep (there is no way past it); anything else is skipped.
+        let mut mentioned: BTreeSet<&str> = BTreeSet::new();
+        let mut partition: Vec<Item> = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self.store.scan_page("", start).await?;
+            mentioned.extend(mentioned_in(&page.items, &wanted));
+            for it in page.items {
+                let Some(ik) = item::item_key(&it) else {
+                    continue;
+                };
+                if partition
+                    .first()
+                    .and_then(item::item_key)
+                    .is_some_and(|first| first.pk != ik.pk)
+                {
+                    let done = std::mem::take(&mut partition);
+                    self.sweep_partition(&done, by_id.as_ref(), now, &mut report)
+                        .await;
+                }
+                partition.push(it);
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        self.sweep_partition(&partition, by_id.as_ref(), now, &mut report)
+            .await;
+
+        // Instances tagged as ours that nothing in the table mentions.
         let orphans: Vec<String> = candidates
             .iter()
             .filter(|i| {
@@ -160,6 +150,56 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
             "sweep done"
         );
         Ok(report)
+    }
+
+    /// One partition (one cluster's items): asks every object's reconciler to look
+    /// again, reports what cannot be read, and repairs recorded instance states. A
+    /// partition a store returned in two parts is handled as two: that only repeats
+    /// resyncs and conditional writes.
+    async fn sweep_partition(
+        &self,
+        items: &[Item],
+        by_id: Option<&BTreeMap<&str, &Instance>>,
+        now: capstan_model::Timestamp,
+        report: &mut SweepReport,
+    ) {
+        let Some(pk) = items.first().and_then(item::item_key).map(|k| k.pk) else {
+            return;
+        };
+        let keys: BTreeSet<ObjectKey> = items
+            .iter()
+            .filter_map(item::item_key)
+            .filter_map(|ik| ik.parse().map(|(key, _)| key))
+            .collect();
+        let resyncs: Vec<_> = keys.iter().map(|k| resync_event(k, now)).collect();
+        for chunk in resyncs.chunks(10) {
+            match self.bus.put_events(chunk.to_vec()).await {
+                Ok(()) => report.resynced += chunk.len(),
+                Err(e) => {
+                    warn!(step = "sweep", partition = %pk, error = %e, "publishing resync events failed; skipped");
+                    report.failures += 1;
+                }
+            }
+        }
+        let tree = Tree::from_items(items);
+        for unreadable in tree.all_unreadable() {
+            warn!(step = "sweep", partition = %pk, problem = %unreadable.describe(), "an object cannot be read; left alone");
+            report.unreadable += 1;
+        }
+        // Without EC2's answer there is nothing to repair states from.
+        let Some(by_id) = by_id else {
+            return;
+        };
+        for stored in tree.of_kind(Kind::Machine) {
+            match self.repair_state(stored, by_id, now).await {
+                Ok(true) => report.states_repaired += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(step = "sweep", object = %stored.key(), error = %e, "repairing the instance state failed; skipped");
+                    report.failures += 1;
+                }
+            }
+        }
     }
 
     /// Brings one Machine's recorded instance state in line with EC2, writing its

@@ -39,9 +39,14 @@ struct World {
 }
 
 fn world() -> World {
+    world_paged(capstan_sim::store::DEFAULT_PAGE_ITEMS)
+}
+
+/// A world whose table answers Scans `page` items at a time.
+fn world_paged(page: usize) -> World {
     let clock = ManualClock::new("2026-01-01T00:00:00Z".parse().expect("a time"));
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let store = MemStore::new(shared.clone());
+    let store = MemStore::new(shared.clone()).with_page_size(page);
     let ec2 = SimEc2::new(Ec2Config::default(), shared.clone());
     let bus = MemBus::new(shared.clone(), Delivery::default());
     let cp = ControlPlane {
@@ -577,5 +582,97 @@ async fn orphans_are_collected_only_on_positive_evidence() {
     assert!(!w.state_of(&leaked).is_live() || w.state_of(&leaked) == InstanceState::ShuttingDown);
     for kept in [&by_hand, &half_tagged, &mentioned] {
         assert!(w.state_of(kept).is_live(), "{kept} was kept");
+    }
+}
+
+/// A forged observed item in team-a naming team-b's instance comes first in the
+/// instance index; team-b's Machine still gets its instance's state changes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_forged_item_does_not_divert_anothers_instance_events() {
+    let w = world();
+    let (theirs, their_machine) = w.running("team-b").await;
+    let mut forged: Machine = their_machine.clone();
+    forged.metadata.namespace = "team-a".into();
+    forged.metadata.name = "decoy".into();
+    forged.metadata.owner_references.clear();
+    w.store
+        .put(
+            encode_observed(&Object::Machine(forged), "h", 1),
+            Expect::Absent,
+        )
+        .await
+        .expect("the forged write");
+    assert_eq!(
+        w.store
+            .find_by_instance(&theirs)
+            .await
+            .expect("index")
+            .len(),
+        2,
+        "both items are in the index"
+    );
+
+    assert!(w.ec2.stop_instance(&theirs));
+    w.run(8).await;
+
+    let theirs_now = w.machines("team-b").remove(0);
+    assert_eq!(
+        theirs_now.status.instance_state,
+        Some(InstanceState::Stopped),
+        "{:?}",
+        theirs_now.status
+    );
+    assert!(w.ec2.terminated_by_request().is_empty());
+}
+
+/// The sweep reads the table a page at a time, partition by partition: with one item
+/// per page, every partition straddles pages, and still every Machine's state is
+/// repaired, nothing is taken for an orphan, and an item on the last page that
+/// mentions an instance's uid saves it.
+#[tokio::test(flavor = "current_thread")]
+async fn the_sweep_pages_through_the_table_one_partition_at_a_time() {
+    let w = world_paged(1);
+    let mut ids = Vec::new();
+    for team in ["team-a", "team-b", "team-c", "team-d"] {
+        ids.push(w.running(team).await.0);
+    }
+    // EC2 changes under Capstan, and the events are lost.
+    for id in &ids {
+        assert!(w.ec2.stop_instance(id));
+    }
+    w.clock.advance(Duration::from_secs(120));
+    w.ec2.advance();
+    let _lost = w.ec2.take_events();
+    let noted = w
+        .ec2
+        .run_instances(vec![launch(
+            "uid-noted",
+            capstan_tags("team-z", "noted", "uid-noted"),
+        )])
+        .await
+        .remove(0)
+        .expect("launched")
+        .instance_id;
+    let junk = Item::from([
+        (item::PK.to_string(), s("zz#last")),
+        (item::SK.to_string(), s("Notes#1")),
+        ("see".to_string(), AttrValue::L(vec![s("uid-noted")])),
+    ]);
+    w.store.put(junk, Expect::Absent).await.expect("written");
+
+    w.clock.advance(ORPHAN_GRACE + Duration::from_secs(60));
+    w.ec2.advance();
+    let report = w.cp.sweep().await.expect("the sweep runs");
+
+    assert_eq!(report.states_repaired, 4, "{report:?}");
+    assert!(report.orphans_terminated.is_empty(), "{report:?}");
+    assert!(w.state_of(&noted).is_live());
+    for team in ["team-a", "team-b", "team-c", "team-d"] {
+        let m = w.machines(team).remove(0);
+        assert_eq!(
+            m.status.instance_state,
+            Some(InstanceState::Stopped),
+            "{team}"
+        );
     }
 }

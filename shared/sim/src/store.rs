@@ -22,7 +22,8 @@ use capstan_model::item::{
     AttrValue, INSTANCE_ID, INSTANCE_INDEX, Item, ItemKey, PK, SK, item_key, item_size, version_of,
 };
 use capstan_runtime::{
-    ChangeKind, Clock, Expect, MAX_TRANSACT_WRITES, Store, StoreError, StreamRecord, Write,
+    ChangeKind, Clock, Expect, MAX_INSTANCE_MATCHES, MAX_TRANSACT_WRITES, ScanPage, Store,
+    StoreError, StreamRecord, Write,
 };
 
 use crate::clock::after;
@@ -82,7 +83,12 @@ struct State {
     writes: u64,
     conflicts: u64,
     faults: VecDeque<Fault>,
+    /// Items per Scan page (DynamoDB pages by 1 MB); 0 means the default.
+    page_items: usize,
 }
+
+/// Items per Scan page unless [`MemStore::with_page_size`] says otherwise.
+pub const DEFAULT_PAGE_ITEMS: usize = 100;
 
 impl MemStore {
     pub fn new(clock: Arc<dyn Clock>) -> MemStore {
@@ -96,6 +102,13 @@ impl MemStore {
     /// (DynamoDB: usually under a second). Zero, the default, makes it immediate.
     pub fn with_index_lag(self, lag: Duration) -> MemStore {
         self.lock().index_lag = lag;
+        self
+    }
+
+    /// At most `items` items per Scan page (at least 1), so a partition straddles pages
+    /// as it does in DynamoDB.
+    pub fn with_page_size(self, items: usize) -> MemStore {
+        self.lock().page_items = items.max(1);
         self
     }
 
@@ -351,7 +364,7 @@ impl Store for MemStore {
         })
     }
 
-    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
         self.call(|state, _| {
             if instance_id.is_empty() {
                 return Err(invalid("the index key value may not be empty"));
@@ -359,18 +372,52 @@ impl Store for MemStore {
             Ok(state
                 .by_instance
                 .get(instance_id)
-                .and_then(|keys| keys.first().cloned()))
+                .map(|keys| keys.iter().take(MAX_INSTANCE_MATCHES).cloned().collect())
+                .unwrap_or_default())
         })
     }
 
-    async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
+    async fn scan_page(
+        &self,
+        sk_prefix: &str,
+        start: Option<ItemKey>,
+    ) -> Result<ScanPage, StoreError> {
         self.call(|state, _| {
-            Ok(state
+            let size = match state.page_items {
+                0 => DEFAULT_PAGE_ITEMS,
+                n => n,
+            };
+            let from = match &start {
+                Some(k) => std::ops::Bound::Excluded(k.clone()),
+                None => std::ops::Bound::Unbounded,
+            };
+            let mut items = Vec::new();
+            let mut last = None;
+            // As DynamoDB's Limit: a page evaluates at most `size` items, then filters.
+            for (key, item) in state
                 .items
-                .iter()
-                .filter(|(k, _)| k.sk.starts_with(sk_prefix))
-                .map(|(_, item)| item.clone())
-                .collect())
+                .range((from, std::ops::Bound::Unbounded))
+                .take(size)
+            {
+                last = Some(key.clone());
+                if key.sk.starts_with(sk_prefix) {
+                    items.push(item.clone());
+                }
+            }
+            let more = last.as_ref().is_some_and(|l| {
+                state
+                    .items
+                    .range((
+                        std::ops::Bound::Excluded(l.clone()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .next()
+                    .is_some()
+            });
+            Ok(ScanPage {
+                items,
+                next: if more { last } else { None },
+            })
         })
     }
 }

@@ -2,7 +2,7 @@ mod common;
 
 use std::time::Duration;
 
-use capstan_model::item::{AttrValue, INSTANCE_ID, Item, ItemKey, PK, RV, SK};
+use capstan_model::item::{AttrValue, INSTANCE_ID, Item, ItemKey, PK, RV, SK, item_key};
 use capstan_runtime::{ChangeKind, Expect, Store, StoreError};
 use capstan_sim::MemStore;
 use common::{block_on, clock};
@@ -234,13 +234,13 @@ fn instance_index_is_eventually_consistent() {
     );
     block_on(async {
         s.put(observed, Expect::Absent).await.unwrap();
-        assert_eq!(s.find_by_instance("i-0123456789abcdef0").await, Ok(None));
+        assert_eq!(s.find_by_instance("i-0123456789abcdef0").await, Ok(vec![]));
         clock.advance(Duration::from_millis(499));
-        assert_eq!(s.find_by_instance("i-0123456789abcdef0").await, Ok(None));
+        assert_eq!(s.find_by_instance("i-0123456789abcdef0").await, Ok(vec![]));
         clock.advance(Duration::from_millis(1));
         assert_eq!(
             s.find_by_instance("i-0123456789abcdef0").await,
-            Ok(Some(key("ns#c", "Machine#a#status")))
+            Ok(vec![key("ns#c", "Machine#a#status")])
         );
         // Removing the attribute leaves the index entry for the lag, too.
         s.put(item("ns#c", "Machine#a#status", 2, &[]), Expect::Version(1))
@@ -250,10 +250,11 @@ fn instance_index_is_eventually_consistent() {
             s.find_by_instance("i-0123456789abcdef0")
                 .await
                 .unwrap()
-                .is_some()
+                .len()
+                == 1
         );
         clock.advance(Duration::from_millis(500));
-        assert_eq!(s.find_by_instance("i-0123456789abcdef0").await, Ok(None));
+        assert_eq!(s.find_by_instance("i-0123456789abcdef0").await, Ok(vec![]));
     });
 }
 
@@ -277,12 +278,12 @@ fn instance_index_without_lag_is_immediate_and_sparse() {
         .unwrap();
         assert_eq!(
             s.find_by_instance("i-0aaaaaaaaaaaaaaaa").await,
-            Ok(Some(key("ns#c", "Machine#a#status")))
+            Ok(vec![key("ns#c", "Machine#a#status")])
         );
         s.delete(&key("ns#c", "Machine#a#status"), Expect::Any)
             .await
             .unwrap();
-        assert_eq!(s.find_by_instance("i-0aaaaaaaaaaaaaaaa").await, Ok(None));
+        assert_eq!(s.find_by_instance("i-0aaaaaaaaaaaaaaaa").await, Ok(vec![]));
     });
 }
 
@@ -358,4 +359,44 @@ fn items_dynamodb_would_refuse_are_rejected() {
     });
     assert!(s.is_empty());
     assert!(s.take_stream().is_empty());
+}
+
+/// A Scan answers in pages; a partition may straddle two; following `next` reads every
+/// matching item once, in key order.
+#[test]
+fn scans_page_through_every_item_once() {
+    block_on(async {
+        let (_, clock) = clock();
+        let s = MemStore::new(clock).with_page_size(3);
+        for (pk, sk) in [
+            ("a#c", "Machine#1#spec"),
+            ("a#c", "Machine#1#status"),
+            ("a#c", "Machine#2#spec"),
+            ("a#c", "Machine#2#status"),
+            ("b#c", "Machine#3#spec"),
+            ("b#c", "Cluster#c#spec"),
+            ("c#c", "Machine#4#spec"),
+        ] {
+            s.put(item(pk, sk, 1, &[]), Expect::Absent).await.unwrap();
+        }
+        let first = s.scan_page("Machine#", None).await.unwrap();
+        assert_eq!(first.items.len(), 3);
+        assert!(first.next.is_some());
+        let mut seen = Vec::new();
+        let mut start = None;
+        loop {
+            let page = s.scan_page("Machine#", start).await.unwrap();
+            assert!(page.items.len() <= 3);
+            seen.extend(page.items.iter().filter_map(item_key));
+            match page.next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 6);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted);
+        assert_eq!(s.scan("Machine#").await.unwrap().len(), 6);
+    });
 }

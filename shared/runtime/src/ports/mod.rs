@@ -69,12 +69,15 @@ pub trait Store: Send + Sync {
         expect: Expect,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The observed item whose `instanceId` is `instance_id`, through the sparse index.
-    /// Eventually consistent: a just-written id may not be found yet.
+    /// Every observed item whose `instanceId` is `instance_id`, through the sparse
+    /// index: usually one, but anyone who can write the table can write another, so a
+    /// caller considers each and trusts none for that alone. At most
+    /// [`MAX_INSTANCE_MATCHES`]. Eventually consistent: a just-written id may not be
+    /// found yet.
     fn find_by_instance(
         &self,
         instance_id: &str,
-    ) -> impl Future<Output = Result<Option<ItemKey>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ItemKey>, StoreError>> + Send;
 
     /// Performs every write or none (DynamoDB TransactWriteItems): if any condition
     /// fails, `Conflict` and nothing changes. At most [`MAX_TRANSACT_WRITES`] writes,
@@ -84,10 +87,45 @@ pub trait Store: Send + Sync {
     /// shows up on the stream as its own record.
     fn transact(&self, writes: Vec<Write>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Every item whose sort key starts with `sk_prefix`, across partitions. A Scan: for
-    /// the drift sweep only, never on a per-event path.
-    fn scan(&self, sk_prefix: &str) -> impl Future<Output = Result<Vec<Item>, StoreError>> + Send;
+    /// One page of a Scan: items whose sort key starts with `sk_prefix`, across
+    /// partitions, from after `start` (None: from the beginning). `next` is where the
+    /// following page starts, None after the last. A page is bounded (DynamoDB: 1 MB);
+    /// items of one partition come together, in sort-key order, but a partition may
+    /// straddle two pages. For the drift sweep only, never on a per-event path.
+    fn scan_page(
+        &self,
+        sk_prefix: &str,
+        start: Option<ItemKey>,
+    ) -> impl Future<Output = Result<ScanPage, StoreError>> + Send;
+
+    /// Every page of a Scan, collected: for tests and tools, not for a function whose
+    /// memory must stay bounded.
+    fn scan(&self, sk_prefix: &str) -> impl Future<Output = Result<Vec<Item>, StoreError>> + Send {
+        async move {
+            let mut items = Vec::new();
+            let mut start = None;
+            loop {
+                let page = self.scan_page(sk_prefix, start).await?;
+                items.extend(page.items);
+                match page.next {
+                    Some(next) => start = Some(next),
+                    None => return Ok(items),
+                }
+            }
+        }
+    }
 }
+
+/// One page of a Scan ([`Store::scan_page`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanPage {
+    pub items: Vec<Item>,
+    pub next: Option<ItemKey>,
+}
+
+/// The most instance-index matches a lookup returns: more than one is already someone
+/// else's doing.
+pub const MAX_INSTANCE_MATCHES: usize = 16;
 
 /// DynamoDB's limit on the writes of one TransactWriteItems call.
 pub const MAX_TRANSACT_WRITES: usize = 100;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use capstan_model::item::{ItemKey, RV, item_key, version_of};
 use capstan_model::{InstanceState, Item, Timestamp};
 use capstan_runtime::{
-    Bus, BusError, BusEvent, Clock, Compute, ComputeError, Expect, Instance, LaunchRequest, Store,
-    StoreError, Write,
+    Bus, BusError, BusEvent, Clock, Compute, ComputeError, Expect, Instance, LaunchRequest,
+    ScanPage, Store, StoreError, Write,
 };
 
 use capstan_runtime::routes::Reconciler;
@@ -630,16 +630,20 @@ impl Store for FaultyStore {
         Ok(())
     }
 
-    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
         self.read("Query(instance-index)")?;
         interleave().await;
         self.inner.find_by_instance(instance_id).await
     }
 
-    async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
+    async fn scan_page(
+        &self,
+        sk_prefix: &str,
+        start: Option<ItemKey>,
+    ) -> Result<ScanPage, StoreError> {
         self.read("Scan")?;
         interleave().await;
-        self.inner.scan(sk_prefix).await
+        self.inner.scan_page(sk_prefix, start).await
     }
 }
 
