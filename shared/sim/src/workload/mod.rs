@@ -744,7 +744,11 @@ impl MemWorkload {
         let now = state.now;
         let cluster = state.clusters.entry(key.clone()).or_default();
         cluster.gate(&key, now)?;
-        f(&mut state, &key, now)
+        let out = f(&mut state, &key, now);
+        // What the call changed takes effect at once (the pod GC sees a deleted Node
+        // from the moment it went, say).
+        state.settle(now);
+        out
     }
 }
 

@@ -378,25 +378,31 @@ impl State {
 
     /// Binds pending pods, oldest first, to the Ready, uncordoned Node with room whose
     /// labels and taints allow them and that has the most cpu left (then memory, then
-    /// name). A pod that fits nowhere is marked unschedulable and tried again next time.
+    /// name: kube-scheduler's LeastAllocated, deterministic). A pod that fits nowhere is marked unschedulable and tried again next time.
     fn schedule(&mut self, key: &ClusterKey) {
         let now = self.now;
         let Some(cluster) = self.clusters.get_mut(key) else {
             return;
         };
-        let mut free: BTreeMap<String, NodeResources> = cluster
+        let mut rooms: BTreeMap<String, Room> = cluster
             .nodes
             .iter()
             .filter(|(_, n)| n.node.is_ready() && !n.node.unschedulable && !n.node.deleting)
-            .map(|(name, n)| (name.clone(), allocatable(&n.node)))
+            .map(|(name, n)| {
+                let fit = allocatable(&n.node);
+                let room = Room {
+                    fit,
+                    score_cpu: fit.cpu_millis,
+                    score_memory: fit.memory_bytes,
+                };
+                (name.clone(), room)
+            })
             .collect();
         for p in cluster.pods.values() {
-            if let Some(r) = p.pod.node_name.as_ref().and_then(|n| free.get_mut(n))
+            if let Some(r) = p.pod.node_name.as_ref().and_then(|n| rooms.get_mut(n))
                 && !matches!(p.pod.phase.as_str(), "Succeeded" | "Failed")
             {
-                r.cpu_millis = r.cpu_millis.saturating_sub(p.pod.cpu_millis);
-                r.memory_bytes = r.memory_bytes.saturating_sub(p.pod.memory_bytes);
-                r.pods = r.pods.saturating_sub(1);
+                r.take(&p.pod);
             }
         }
         let mut queue: Vec<(u64, (String, String))> = cluster
@@ -410,30 +416,22 @@ impl State {
             let Some(p) = cluster.pods.get_mut(&id) else {
                 continue;
             };
-            let best = free
+            let best = rooms
                 .iter()
                 .filter(|(name, r)| {
                     cluster.nodes.get(*name).is_some_and(|n| {
                         selector_matches(&p.pod.node_selector, &n.node.labels)
                             && taints_allow(&p.pod.tolerations, &n.node, false)
-                    }) && r.cpu_millis >= p.pod.cpu_millis
-                        && r.memory_bytes >= p.pod.memory_bytes
-                        && r.pods >= 1
+                    }) && r.fit.cpu_millis >= p.pod.cpu_millis
+                        && r.fit.memory_bytes >= p.pod.memory_bytes
+                        && r.fit.pods >= 1
                 })
-                .max_by(|(an, a), (bn, b)| {
-                    (a.cpu_millis, a.memory_bytes, std::cmp::Reverse(*an)).cmp(&(
-                        b.cpu_millis,
-                        b.memory_bytes,
-                        std::cmp::Reverse(*bn),
-                    ))
-                })
+                .max_by_key(|(name, r)| (r.score_cpu, r.score_memory, std::cmp::Reverse(*name)))
                 .map(|(name, _)| name.clone());
             match best {
                 Some(name) => {
-                    if let Some(r) = free.get_mut(&name) {
-                        r.cpu_millis -= p.pod.cpu_millis;
-                        r.memory_bytes -= p.pod.memory_bytes;
-                        r.pods -= 1;
+                    if let Some(r) = rooms.get_mut(&name) {
+                        r.take(&p.pod);
                     }
                     p.pod.node_name = Some(name);
                     p.pod.unschedulable = false;
@@ -515,6 +513,35 @@ impl State {
                 p.pod.phase = "Running".into();
             }
         }
+    }
+}
+
+/// What is left on a Node: to fit a pod (its requests), and to score it (requests,
+/// or kube-scheduler's non-zero defaults for pods without, 100m and 200 MiB, so pods
+/// without requests still spread).
+struct Room {
+    fit: NodeResources,
+    score_cpu: u64,
+    score_memory: u64,
+}
+
+impl Room {
+    fn take(&mut self, pod: &Pod) {
+        let score_cpu = if pod.cpu_millis == 0 {
+            100
+        } else {
+            pod.cpu_millis
+        };
+        let score_memory = if pod.memory_bytes == 0 {
+            200 * 1024 * 1024
+        } else {
+            pod.memory_bytes
+        };
+        self.fit.cpu_millis = self.fit.cpu_millis.saturating_sub(pod.cpu_millis);
+        self.fit.memory_bytes = self.fit.memory_bytes.saturating_sub(pod.memory_bytes);
+        self.fit.pods = self.fit.pods.saturating_sub(1);
+        self.score_cpu = self.score_cpu.saturating_sub(score_cpu);
+        self.score_memory = self.score_memory.saturating_sub(score_memory);
     }
 }
 
