@@ -95,7 +95,7 @@ impl World {
     }
 
     fn node_names(&self) -> Vec<String> {
-        self.wl.nodes(&key()).into_iter().map(|n| n.name).collect()
+        self.wl.nodes(key()).into_iter().map(|n| n.name).collect()
     }
 
     fn pods_on(&self, node: &str) -> Vec<String> {
@@ -189,9 +189,9 @@ fn node_goes_not_ready_at_the_given_time_and_back() {
         }),
     );
     w.step(29);
-    assert!(w.wl.node(&key(), NODE1).expect("node").is_ready());
+    assert!(w.wl.node(key(), NODE1).expect("node").is_ready());
     w.step(1);
-    let node = w.wl.node(&key(), NODE1).expect("node");
+    let node = w.wl.node(key(), NODE1).expect("node");
     let cond = node.condition("Ready").expect("Ready");
     assert_eq!(cond.status, ConditionStatus::False);
     assert_eq!(cond.reason, "KubeletNotReady");
@@ -201,7 +201,7 @@ fn node_goes_not_ready_at_the_given_time_and_back() {
             .any(|t| t.key == "node.kubernetes.io/not-ready")
     );
     w.wl.set_not_ready("i-00000000000000001", None);
-    let node = w.wl.node(&key(), NODE1).expect("node");
+    let node = w.wl.node(key(), NODE1).expect("node");
     assert!(node.is_ready());
     assert!(node.taints.is_empty());
 }
@@ -233,10 +233,10 @@ fn stopped_kubelet_leaves_a_ghost_node_unknown_after_the_grace() {
     assert!(ec2.terminate_externally(&inst.instance_id));
     wl.observe_instances(now(&clock), &ec2.instances());
     step(39);
-    let still = wl.node(&key(), &node.name).expect("node");
+    let still = wl.node(key(), &node.name).expect("node");
     assert_eq!(ready(&still), Some(ConditionStatus::True));
     step(1);
-    let ghost = wl.node(&key(), &node.name).expect("node");
+    let ghost = wl.node(key(), &node.name).expect("node");
     assert_eq!(ready(&ghost), Some(ConditionStatus::Unknown));
     assert_eq!(
         ghost.condition("Ready").map(|c| c.reason.as_str()),
@@ -256,7 +256,7 @@ fn stopped_kubelet_leaves_a_ghost_node_unknown_after_the_grace() {
     block_on(wl.delete_node(&target(), &node.name)).expect("gone is success");
     step(60);
     assert!(
-        wl.nodes(&key()).is_empty(),
+        wl.nodes(key()).is_empty(),
         "a terminated kubelet does not come back"
     );
 }
@@ -280,7 +280,7 @@ fn deleted_node_of_a_running_kubelet_registers_again_uncordoned() {
     let missing = block_on(w.wl.patch_node(&target(), NODE1, NodePatch::default()));
     assert!(matches!(missing, Err(WorkloadError::Invalid(m)) if m.contains("not found")));
     w.step(10);
-    let back = w.wl.node(&key(), NODE1).expect("re-registered");
+    let back = w.wl.node(key(), NODE1).expect("re-registered");
     assert_ne!(back.uid, node.uid);
     assert!(!back.unschedulable);
 }
@@ -289,14 +289,14 @@ fn deleted_node_of_a_running_kubelet_registers_again_uncordoned() {
 fn unreachable_throttled_and_flaky_clusters_refuse_calls() {
     let w = World::with_nodes(1);
     let until = later(&w.clock, 60);
-    w.wl.set_unreachable(&key(), Some(until));
+    w.wl.set_unreachable(key(), Some(until));
     let err = block_on(w.wl.list_nodes(&target())).expect_err("unreachable");
     assert!(matches!(err, WorkloadError::Unavailable(_)) && err.is_retryable());
     w.clock.advance(Duration::from_secs(60));
     assert_eq!(block_on(w.wl.list_nodes(&target())).map(|n| n.len()), Ok(1));
 
     w.wl.set_throttle(
-        &key(),
+        key(),
         Some(Throttle {
             every: 3,
             retry_after: Some(Duration::from_secs(2)),
@@ -306,9 +306,9 @@ fn unreachable_throttled_and_flaky_clusters_refuse_calls() {
         .map(|_| block_on(w.wl.list_nodes(&target())).is_ok())
         .collect();
     assert_eq!(results.iter().filter(|ok| !**ok).count(), 2);
-    w.wl.set_throttle(&key(), None);
+    w.wl.set_throttle(key(), None);
 
-    w.wl.fail_next(&key(), WorkloadError::Conflict("moved".into()));
+    w.wl.fail_next(key(), WorkloadError::Conflict("moved".into()));
     assert_eq!(
         block_on(w.wl.list_nodes(&target())),
         Err(WorkloadError::Conflict("moved".into()))
@@ -320,7 +320,7 @@ fn unreachable_throttled_and_flaky_clusters_refuse_calls() {
         throttled: 0.2,
     };
     let run = || {
-        w.wl.set_flaky(&key(), Some(flaky));
+        w.wl.set_flaky(key(), Some(flaky));
         (0..50)
             .map(|_| block_on(w.wl.list_nodes(&target())).is_ok())
             .collect::<Vec<_>>()
@@ -351,7 +351,7 @@ fn scheduler_honours_selectors_taints_and_capacity() {
     .expect("patched");
     // Selects node 2 but does not tolerate its taint: nowhere to go.
     w.wl.add_pod(
-        &key(),
+        key(),
         PodSpec::new("default", "picky").node_selector("gpu", "yes"),
     );
     // Selects and tolerates it.
@@ -362,14 +362,14 @@ fn scheduler_honours_selectors_taints_and_capacity() {
         effect: Some("NoSchedule".into()),
     };
     w.wl.add_pod(
-        &key(),
+        key(),
         PodSpec::new("default", "trainer")
             .node_selector("gpu", "yes")
             .tolerate(toleration),
     );
     // Fills node 1 (1930m allocatable): the second cannot fit anywhere untainted.
-    w.wl.add_pod(&key(), PodSpec::new("default", "big-1").requests(1500, GI));
-    w.wl.add_pod(&key(), PodSpec::new("default", "big-2").requests(1500, GI));
+    w.wl.add_pod(key(), PodSpec::new("default", "big-1").requests(1500, GI));
+    w.wl.add_pod(key(), PodSpec::new("default", "big-2").requests(1500, GI));
     w.step(1);
     assert_eq!(w.pods_on(NODE2), vec!["trainer".to_string()]);
     assert_eq!(w.pods_on(NODE1), vec!["big-1".to_string()]);
@@ -387,11 +387,11 @@ fn scheduler_honours_selectors_taints_and_capacity() {
         .push(instance("i-00000000000000003", "10.0.1.13", "m5.large"));
     w.step(21);
     assert_eq!(w.pods_on(NODE3), vec!["big-2".to_string()]);
-    let big2 = w.wl.pod(&key(), "default", "big-2").expect("pod");
+    let big2 = w.wl.pod(key(), "default", "big-2").expect("pod");
     assert!(!big2.unschedulable);
     w.step(5);
     assert_eq!(
-        w.wl.pod(&key(), "default", "big-2").map(|p| p.phase),
+        w.wl.pod(key(), "default", "big-2").map(|p| p.phase),
         Some("Running".into())
     );
 }
@@ -409,14 +409,14 @@ fn web_pdb(min_available: u32) -> PodDisruptionBudget {
 fn eviction_waits_for_the_budget_and_the_replacement_is_rescheduled() {
     let mut w = World::with_nodes(2);
     w.wl.add_deployment(
-        &key(),
+        key(),
         "web",
         2,
         PodSpec::new("default", "").requests(500, GI),
     );
-    w.wl.add_pdb(&key(), web_pdb(2));
+    w.wl.add_pdb(key(), web_pdb(2));
     w.step(6);
-    let pods = w.wl.pods(&key());
+    let pods = w.wl.pods(key());
     assert_eq!(pods.len(), 2);
     assert!(pods.iter().all(|p| p.phase == "Running"));
     assert!(
@@ -442,30 +442,30 @@ fn eviction_waits_for_the_budget_and_the_replacement_is_rescheduled() {
         ..NodePatch::default()
     };
     block_on(w.wl.patch_node(&target(), NODE1, cordon)).expect("cordoned");
-    w.wl.scale_deployment(&key(), "default", "web", 3);
+    w.wl.scale_deployment(key(), "default", "web", 3);
     w.step(6);
-    assert_eq!(w.wl.pdb_status(&key(), "default", "web-pdb"), Some((3, 2)));
+    assert_eq!(w.wl.pdb_status(key(), "default", "web-pdb"), Some((3, 2)));
     let started = block_on(w.wl.evict(&target(), "default", &victim, Some(10))).expect("answered");
     assert_eq!(started, Eviction::Started);
-    let terminating = w.wl.pod(&key(), "default", &victim).expect("still there");
+    let terminating = w.wl.pod(key(), "default", &victim).expect("still there");
     assert!(terminating.deleting_since.is_some());
     // The ReplicaSet replaces it at once, on the uncordoned node.
-    assert_eq!(w.wl.pods(&key()).len(), 4);
+    assert_eq!(w.wl.pods(key()).len(), 4);
     // Another eviction now would break the budget.
     let second = w.pods_on(NODE2).into_iter().next().expect("pods on node 2");
     let again = block_on(w.wl.evict(&target(), "default", &second, None)).expect("answered");
     assert!(matches!(again, Eviction::Blocked { .. }));
 
     w.step(9);
-    assert!(w.wl.pod(&key(), "default", &victim).is_some());
+    assert!(w.wl.pod(key(), "default", &victim).is_some());
     w.step(1);
-    assert!(w.wl.pod(&key(), "default", &victim).is_none());
+    assert!(w.wl.pod(key(), "default", &victim).is_none());
     assert_eq!(
         block_on(w.wl.evict(&target(), "default", &victim, None)),
         Ok(Eviction::Gone)
     );
     w.step(5);
-    let pods = w.wl.pods(&key());
+    let pods = w.wl.pods(key());
     assert_eq!(pods.len(), 3);
     assert!(
         pods.iter()
@@ -491,8 +491,8 @@ fn eviction_waits_for_the_budget_and_the_replacement_is_rescheduled() {
 #[test]
 fn unhealthy_pods_may_go_while_the_budget_holds_and_two_budgets_refuse() {
     let mut w = World::with_nodes(2);
-    w.wl.add_deployment(&key(), "web", 2, PodSpec::new("default", ""));
-    w.wl.add_pdb(&key(), web_pdb(1));
+    w.wl.add_deployment(key(), "web", 2, PodSpec::new("default", ""));
+    w.wl.add_pdb(key(), web_pdb(1));
     w.step(6);
     let on = |node: &str| w.pods_on(node).into_iter().next().expect("a pod");
     let (healthy, sick) = (on(NODE1), on(NODE2));
@@ -503,7 +503,7 @@ fn unhealthy_pods_may_go_while_the_budget_holds_and_two_budgets_refuse() {
             reason: "KubeletNotReady".into(),
         }),
     );
-    assert_eq!(w.wl.pdb_status(&key(), "default", "web-pdb"), Some((1, 1)));
+    assert_eq!(w.wl.pdb_status(key(), "default", "web-pdb"), Some((1, 1)));
     let refused = block_on(w.wl.evict(&target(), "default", &healthy, None));
     assert!(matches!(refused, Ok(Eviction::Blocked { .. })));
     // IfHealthyBudget: a pod that is not Ready may go while the budget is met.
@@ -511,7 +511,7 @@ fn unhealthy_pods_may_go_while_the_budget_holds_and_two_budgets_refuse() {
     assert_eq!(sick_goes, Ok(Eviction::Started));
 
     w.wl.add_pdb(
-        &key(),
+        key(),
         PodDisruptionBudget {
             name: "second".into(),
             ..web_pdb(0)
@@ -532,7 +532,7 @@ fn reused_address_lets_a_new_kubelet_adopt_the_ghost_until_it_is_deleted() {
         .push(instance("i-00000000000000009", "10.0.1.11", "m5.large"));
     w.observe();
     w.step(20);
-    let adopted = w.wl.node(&key(), NODE1).expect("node");
+    let adopted = w.wl.node(key(), NODE1).expect("node");
     assert!(adopted.is_ready());
     assert_eq!(
         adopted.provider_id.as_deref(),
@@ -554,28 +554,28 @@ fn reused_address_lets_a_new_kubelet_adopt_the_ghost_until_it_is_deleted() {
 #[test]
 fn pods_on_a_dead_node_stay_terminating_until_the_node_is_deleted() {
     let mut w = World::with_nodes(1);
-    w.wl.add_deployment(&key(), "web", 1, PodSpec::new("default", ""));
+    w.wl.add_deployment(key(), "web", 1, PodSpec::new("default", ""));
     w.step(6);
-    let pod = w.wl.pods(&key()).remove(0);
+    let pod = w.wl.pods(key()).remove(0);
     w.set_state("i-00000000000000001", InstanceState::Stopped);
     w.step(40);
     assert_eq!(
-        ready(&w.wl.node(&key(), NODE1).expect("ghost")),
+        ready(&w.wl.node(key(), NODE1).expect("ghost")),
         Some(ConditionStatus::Unknown)
     );
-    let still = w.wl.pod(&key(), "default", &pod.name).expect("stays bound");
+    let still = w.wl.pod(key(), "default", &pod.name).expect("stays bound");
     assert_eq!(still.phase, "Running");
     // Unhealthy and no budget: the eviction is accepted, with a 1 s grace...
     let started = block_on(w.wl.evict(&target(), "default", &pod.name, Some(1)));
     assert_eq!(started, Ok(Eviction::Started));
     w.step(120);
     // ...but no kubelet confirms it.
-    assert!(w.wl.pod(&key(), "default", &pod.name).is_some());
+    assert!(w.wl.pod(key(), "default", &pod.name).is_some());
     block_on(w.wl.delete_node(&target(), NODE1)).expect("deleted");
     w.step(39);
-    assert!(w.wl.pod(&key(), "default", &pod.name).is_some());
+    assert!(w.wl.pod(key(), "default", &pod.name).is_some());
     w.step(1);
-    assert!(w.wl.pod(&key(), "default", &pod.name).is_none(), "pod GC");
+    assert!(w.wl.pod(key(), "default", &pod.name).is_none(), "pod GC");
     let pending = block_on(w.wl.list_pods(&target(), PodFilter::Unscheduled)).expect("listed");
     assert_eq!(pending.len(), 1, "the replacement waits for a node");
 }
@@ -584,12 +584,12 @@ fn pods_on_a_dead_node_stay_terminating_until_the_node_is_deleted() {
 fn daemon_set_runs_one_pod_per_node_and_comes_back_when_evicted() {
     let mut w = World::with_nodes(2);
     w.wl.add_daemon_set(
-        &key(),
+        key(),
         "kube-proxy",
         PodSpec::new("kube-system", "").requests(100, 0),
     );
     w.wl.add_pod(
-        &key(),
+        key(),
         PodSpec {
             mirror: true,
             ..PodSpec::new("kube-system", "static-web").on_node(NODE1)
@@ -611,7 +611,7 @@ fn daemon_set_runs_one_pod_per_node_and_comes_back_when_evicted() {
     };
     block_on(w.wl.patch_node(&target(), NODE1, cordon)).expect("cordoned");
     let ds_pod =
-        w.wl.pods(&key())
+        w.wl.pods(key())
             .into_iter()
             .find(|p| {
                 p.node_name.as_deref() == Some(NODE1)
@@ -645,7 +645,7 @@ fn daemon_set_runs_one_pod_per_node_and_comes_back_when_evicted() {
 fn volume_detaches_after_the_delay_once_its_pod_left() {
     let mut w = World::with_nodes(1);
     w.wl.add_pod(
-        &key(),
+        key(),
         PodSpec::new("db", "postgres-0")
             .persistent_volume("data-postgres-0")
             .grace(Duration::from_secs(5)),
@@ -655,7 +655,7 @@ fn volume_detaches_after_the_delay_once_its_pod_left() {
     assert_eq!(atts.len(), 1);
     assert!(atts[0].attached);
     assert_eq!(
-        w.wl.node(&key(), NODE1)
+        w.wl.node(key(), NODE1)
             .expect("node")
             .volumes_attached
             .len(),
@@ -666,9 +666,9 @@ fn volume_detaches_after_the_delay_once_its_pod_left() {
         Ok(Eviction::Started)
     );
     w.step(5);
-    assert!(w.wl.pod(&key(), "db", "postgres-0").is_none());
+    assert!(w.wl.pod(key(), "db", "postgres-0").is_none());
     w.step(9);
-    assert_eq!(w.wl.attachments(&key()).len(), 1);
+    assert_eq!(w.wl.attachments(key()).len(), 1);
     w.step(1);
     assert!(
         block_on(w.wl.volume_attachments(&target(), NODE1))
@@ -676,7 +676,7 @@ fn volume_detaches_after_the_delay_once_its_pod_left() {
             .is_empty()
     );
     assert!(
-        w.wl.node(&key(), NODE1)
+        w.wl.node(key(), NODE1)
             .expect("node")
             .volumes_attached
             .is_empty()
