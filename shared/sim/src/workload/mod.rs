@@ -42,8 +42,11 @@
 //! at every such step. Clusters are keyed by namespace and Capstan Cluster name (the
 //! target's access key is not checked) and come into being on first use.
 
+mod config;
 mod eviction;
+mod faults;
 mod kubelet;
+mod objects;
 mod pods;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -61,212 +64,12 @@ use crate::rng::{Rng, uuid};
 use kubelet::Kubelet;
 use pods::{Owner, SimAttachment, SimPod};
 
+pub use config::{ClusterKey, WorkloadConfig};
+pub use faults::{FlakyApi, NotReady, Throttle};
 pub use kubelet::{NodeResources, node_resources};
+pub use objects::{Budget, IntOrPercent, PodDisruptionBudget, PodSpec};
 
-/// Which workload cluster: a Capstan Cluster's namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClusterKey {
-    pub namespace: String,
-    pub cluster: String,
-}
-
-impl ClusterKey {
-    pub fn new(namespace: impl Into<String>, cluster: impl Into<String>) -> ClusterKey {
-        ClusterKey {
-            namespace: namespace.into(),
-            cluster: cluster.into(),
-        }
-    }
-
-    /// A target for this cluster, reached as an EKS cluster of the same name.
-    pub fn target(&self) -> WorkloadTarget {
-        WorkloadTarget {
-            namespace: self.namespace.clone(),
-            cluster: self.cluster.clone(),
-            access: ClusterAccessKey::Eks {
-                cluster_name: self.cluster.clone(),
-                region: None,
-            },
-        }
-    }
-}
-
-impl From<&WorkloadTarget> for ClusterKey {
-    fn from(t: &WorkloadTarget) -> ClusterKey {
-        ClusterKey::new(t.namespace.clone(), t.cluster.clone())
-    }
-}
-
-impl From<&ClusterKey> for ClusterKey {
-    fn from(k: &ClusterKey) -> ClusterKey {
-        k.clone()
-    }
-}
-
-/// How the simulated clusters behave.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkloadConfig {
-    /// Instance first seen running → its Node registered. Default 20 s.
-    pub join_delay: Duration,
-    /// Kubelet stopped → Node `Ready=Unknown` (node-monitor-grace-period). Default 40 s.
-    pub node_monitor_grace: Duration,
-    /// A deleted Node whose kubelet still runs → registered again. Default 10 s (the
-    /// kubelet's node status update period).
-    pub reregister_delay: Duration,
-    /// A pod's termination grace period when neither it nor the eviction gives one.
-    /// Default 30 s.
-    pub default_grace: Duration,
-    /// Bound → Running (image pull, container start). Default 5 s.
-    pub pod_start_delay: Duration,
-    /// Last pod using a volume left a live node → its VolumeAttachment is gone.
-    /// Default 10 s.
-    pub detach_delay: Duration,
-    /// The same when the node's kubelet is not running (force detach). Default 6 min.
-    pub unreachable_detach_delay: Duration,
-    /// Node deleted → the pod garbage collector removes its pods. Default 40 s.
-    pub pod_gc_delay: Duration,
-    pub kubelet_version: String,
-    pub os_image: String,
-    /// Seeds uids and generated pod names.
-    pub seed: u64,
-}
-
-impl Default for WorkloadConfig {
-    fn default() -> WorkloadConfig {
-        WorkloadConfig {
-            join_delay: Duration::from_secs(20),
-            node_monitor_grace: Duration::from_secs(40),
-            reregister_delay: Duration::from_secs(10),
-            default_grace: Duration::from_secs(30),
-            pod_start_delay: Duration::from_secs(5),
-            detach_delay: Duration::from_secs(10),
-            unreachable_detach_delay: Duration::from_secs(360),
-            pod_gc_delay: Duration::from_secs(40),
-            kubelet_version: "v1.31.4-eks-aeac579".into(),
-            os_image: "Amazon Linux 2023.6.20250107".into(),
-            seed: 0x6b75_6265,
-        }
-    }
-}
-
-/// A pod to create (directly, or as a Deployment's or DaemonSet's template).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PodSpec {
-    pub namespace: String,
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// The controller owner's kind, for a pod added directly (`Job`, `StatefulSet`…);
-    /// Deployments and DaemonSets set their own.
-    pub controller_kind: Option<String>,
-    /// A static pod's mirror (owner `Node`): bound to `node_name`, recreated by the
-    /// kubelet whenever it is deleted while the kubelet runs.
-    pub mirror: bool,
-    /// Bound from the start (static pods, or a pod that bypasses the scheduler).
-    pub node_name: Option<String>,
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-    pub node_selector: BTreeMap<String, String>,
-    pub tolerations: Vec<Toleration>,
-    pub local_volumes: bool,
-    /// Persistent volumes (by name) the pod mounts: each becomes a VolumeAttachment to
-    /// its node.
-    pub persistent_volumes: Vec<String>,
-    /// `terminationGracePeriodSeconds`; None is the config's default.
-    pub grace: Option<Duration>,
-}
-
-impl PodSpec {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> PodSpec {
-        PodSpec {
-            namespace: namespace.into(),
-            name: name.into(),
-            ..PodSpec::default()
-        }
-    }
-
-    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> PodSpec {
-        self.labels.insert(key.into(), value.into());
-        self
-    }
-
-    pub fn requests(mut self, cpu_millis: u64, memory_bytes: u64) -> PodSpec {
-        self.cpu_millis = cpu_millis;
-        self.memory_bytes = memory_bytes;
-        self
-    }
-
-    pub fn node_selector(mut self, key: impl Into<String>, value: impl Into<String>) -> PodSpec {
-        self.node_selector.insert(key.into(), value.into());
-        self
-    }
-
-    pub fn tolerate(mut self, toleration: Toleration) -> PodSpec {
-        self.tolerations.push(toleration);
-        self
-    }
-
-    pub fn persistent_volume(mut self, name: impl Into<String>) -> PodSpec {
-        self.persistent_volumes.push(name.into());
-        self
-    }
-
-    pub fn on_node(mut self, node: impl Into<String>) -> PodSpec {
-        self.node_name = Some(node.into());
-        self
-    }
-
-    pub fn grace(mut self, grace: Duration) -> PodSpec {
-        self.grace = Some(grace);
-        self
-    }
-}
-
-/// An int-or-percent of a PodDisruptionBudget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IntOrPercent {
-    Int(u32),
-    Percent(u32),
-}
-
-/// `minAvailable` or `maxUnavailable`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Budget {
-    MinAvailable(IntOrPercent),
-    MaxUnavailable(IntOrPercent),
-}
-
-/// A `policy/v1` PodDisruptionBudget: pods of its namespace whose labels include all of
-/// `selector`'s.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodDisruptionBudget {
-    pub namespace: String,
-    pub name: String,
-    pub selector: BTreeMap<String, String>,
-    pub budget: Budget,
-}
-
-/// API priority and fairness answering 429 to every `every`-th call (1: every call).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Throttle {
-    pub every: u64,
-    pub retry_after: Option<Duration>,
-}
-
-/// Each call fails with these probabilities, drawn from a generator seeded with `seed`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FlakyApi {
-    pub seed: u64,
-    pub unavailable: f64,
-    pub throttled: f64,
-}
-
-/// A Node that stops being Ready while its kubelet runs (disk full, runtime down…).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotReady {
-    pub at: Timestamp,
-    pub reason: String,
-}
+use faults::{ClusterFaults, InstanceFaults};
 
 /// Calls made through the `Workload` port, failed ones included.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -312,28 +115,12 @@ impl std::fmt::Debug for MemWorkload {
     }
 }
 
-#[derive(Debug, Default)]
-struct InstanceFaults {
-    never_join: bool,
-    not_ready: Option<NotReady>,
-    labels: BTreeMap<String, String>,
-    taints: Vec<Taint>,
-}
-
 #[derive(Debug)]
 struct Deployment {
     replicas: u32,
     template: PodSpec,
     /// The ReplicaSet's pod-template-hash.
     hash: String,
-}
-
-#[derive(Debug, Default)]
-struct ClusterFaults {
-    unreachable_until: Option<Timestamp>,
-    throttle: Option<Throttle>,
-    flaky: Option<(FlakyApi, Rng)>,
-    queued: VecDeque<WorkloadError>,
 }
 
 #[derive(Debug, Default)]
@@ -788,48 +575,6 @@ impl State {
         for key in keys {
             self.settle_pods(&key, now);
         }
-    }
-}
-
-impl Cluster {
-    /// The faults' answer to one call, before it reaches the objects.
-    fn gate(&mut self, key: &ClusterKey, now: Timestamp) -> Result<(), WorkloadError> {
-        self.calls += 1;
-        let f = &mut self.faults;
-        if f.unreachable_until.is_some_and(|until| now < until) {
-            return Err(WorkloadError::Unavailable(format!(
-                "Get \"https://{}.{}.eks.amazonaws.com/api\": dial tcp: i/o timeout",
-                key.cluster, key.namespace
-            )));
-        }
-        if let Some(err) = f.queued.pop_front() {
-            return Err(err);
-        }
-        if let Some(t) = f.throttle
-            && t.every > 0
-            && self.calls.is_multiple_of(t.every)
-        {
-            return Err(throttled(t.retry_after));
-        }
-        if let Some((flaky, rng)) = &mut f.flaky {
-            if rng.chance(flaky.unavailable) {
-                return Err(WorkloadError::Unavailable(
-                    "the server is currently unable to handle the request".into(),
-                ));
-            }
-            if rng.chance(flaky.throttled) {
-                return Err(throttled(Some(Duration::from_secs(1))));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn throttled(retry_after: Option<Duration>) -> WorkloadError {
-    WorkloadError::Throttled {
-        retry_after,
-        message: "the server has received too many requests and has asked us to try again later"
-            .into(),
     }
 }
 
