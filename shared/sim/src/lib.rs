@@ -1,7 +1,8 @@
 //! In-memory adapters that keep AWS's semantics: a DynamoDB table with its change
 //! stream and sparse index ([`MemStore`]), EC2 with instance lifecycles and state-change
 //! events ([`SimEc2`]), and an EventBridge bus feeding one SQS work queue per
-//! reconciler ([`MemBus`]); plus virtual time ([`ManualClock`]) and seeded entropy
+//! reconciler ([`MemBus`]), and the workload clusters' Kubernetes API servers with their
+//! kubelets ([`MemWorkload`]); plus virtual time ([`ManualClock`]) and seeded entropy
 //! ([`SeededEntropy`]), and the platform the driver reads them through
 //! ([`MemPlatform`]). The embedded control plane (`capstan-embedded`), the tests and
 //! the simulator drive Capstan's functions through them.
@@ -21,6 +22,7 @@ pub mod platform;
 pub mod rng;
 pub mod simulator;
 pub mod store;
+pub mod workload;
 
 pub use bus::{Delivery, MemBus, Message};
 pub use clock::{ManualClock, SeededEntropy};
@@ -28,3 +30,7 @@ pub use ec2::{Ec2Calls, Ec2Config, Ec2Op, SimEc2};
 pub use platform::MemPlatform;
 pub use rng::Rng;
 pub use store::MemStore;
+pub use workload::{
+    Budget, ClusterKey, EvictionRecord, FlakyApi, IntOrPercent, MemWorkload, NotReady,
+    PodDisruptionBudget, PodSpec, Throttle, WorkloadCalls, WorkloadConfig,
+};
