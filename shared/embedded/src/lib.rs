@@ -26,6 +26,7 @@ use capstan_sim::clock::{ManualClock, SeededEntropy};
 use capstan_sim::ec2::{Ec2Config, SimEc2};
 use capstan_sim::platform::MemPlatform;
 use capstan_sim::store::MemStore;
+use capstan_sim::workload::{MemWorkload, WorkloadConfig};
 use thiserror::Error;
 
 /// How the embedded control plane behaves.
@@ -39,6 +40,8 @@ pub struct EmbeddedConfig {
     pub sweep_every: Duration,
     /// Messages a reconciler takes from its queue at once (the Lambda batch size).
     pub batch_size: usize,
+    /// The in-memory workload clusters (kubelets, pods, evictions).
+    pub workload: WorkloadConfig,
 }
 
 impl Default for EmbeddedConfig {
@@ -49,6 +52,7 @@ impl Default for EmbeddedConfig {
             delivery: Delivery::default(),
             sweep_every: Duration::from_secs(300),
             batch_size: 10,
+            workload: WorkloadConfig::default(),
         }
     }
 }
@@ -79,13 +83,16 @@ pub enum RunOutcome {
 }
 
 /// The in-memory functions the embedded driver runs.
-pub type EmbeddedDriver = Driver<MemPlatform, MemStore, SimEc2, MemBus, Sequential>;
+pub type EmbeddedDriver = Driver<MemPlatform, MemStore, SimEc2, MemBus, Sequential, MemWorkload>;
 
 pub struct Embedded {
     pub driver: EmbeddedDriver,
     pub store: MemStore,
     pub ec2: SimEc2,
     pub bus: MemBus,
+    /// The workload clusters of Clusters that declare `spec.access`: a kubelet per
+    /// running instance registers its Node after `config.workload.join_delay`.
+    pub workload: MemWorkload,
     time: Time,
     clock: Arc<dyn Clock>,
     pub config: EmbeddedConfig,
@@ -126,6 +133,7 @@ impl Embedded {
         let store = MemStore::new(clock.clone());
         let ec2 = SimEc2::new(config.ec2.clone(), clock.clone());
         let bus = MemBus::new(clock.clone(), config.delivery.clone());
+        let workload = MemWorkload::new(config.workload.clone(), clock.clone());
         let functions = Functions::new(
             store.clone(),
             ec2.clone(),
@@ -134,7 +142,8 @@ impl Embedded {
             entropy,
             &config.installation,
             MetricsSink::Log,
-        );
+        )
+        .with_workload(workload.clone());
         let platform = MemPlatform::new(store.clone(), ec2.clone(), bus.clone(), clock.clone());
         let schedule = Sequential {
             batch_size: config.batch_size,
@@ -153,6 +162,7 @@ impl Embedded {
             store,
             ec2,
             bus,
+            workload,
             time,
             clock,
             config,
@@ -181,6 +191,8 @@ impl Embedded {
     /// One round of the driver: relay EC2's events, route the table's changes, give
     /// each reconciler one batch, run the sweep when due. True if anything happened.
     pub async fn step(&mut self) -> Result<bool, EmbeddedError> {
+        self.workload
+            .observe_instances(self.now(), &self.ec2.instances());
         let report = self.driver.step().await?;
         if let Some(Err(e)) = report.sweep {
             return Err(e.into());

@@ -73,6 +73,7 @@ impl Default for HealthCheckChecks {
             node_startup_timeout_seconds: NODE_STARTUP_TIMEOUT_SECONDS,
             unhealthy_instance_states: vec![InstanceState::Stopped, InstanceState::Terminated],
             unhealthy_machine_conditions: Vec::new(),
+            unhealthy_node_conditions: Vec::new(),
         }
     }
 }

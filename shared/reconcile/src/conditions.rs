@@ -6,6 +6,9 @@
 /// Kubernetes node (see docs/ARCHITECTURE.md, "Reporting node health"). False makes the
 /// Machine not Ready; health checks can also match it in `unhealthyMachineConditions`.
 pub const NODE_READY: &str = "NodeReady";
+/// Set on a Machine from its Node when the Cluster declares access: Ready and no
+/// pressure condition (Cluster API v1beta2's NodeHealthy).
+pub const NODE_HEALTHY: &str = "NodeHealthy";
 /// Set on a Machine by the instance-events handler when EC2 warns that its spot
 /// instance will be reclaimed (or recommends rebalancing, if the class opted in).
 pub const INTERRUPTED: &str = "Interrupted";

@@ -103,9 +103,20 @@ pub fn verdict(m: &Machine, checks: &HealthCheckChecks, now: Timestamp) -> Verdi
             wake(deadline);
         }
     }
-    for rule in &checks.unhealthy_machine_conditions {
-        let Some(c) = st
-            .conditions
+    // The Machine's own conditions, then its Node's (read from the workload cluster
+    // when the Cluster declares access).
+    let rules = checks
+        .unhealthy_machine_conditions
+        .iter()
+        .map(|r| (r, &st.conditions, "condition", "UnhealthyCondition"))
+        .chain(
+            checks
+                .unhealthy_node_conditions
+                .iter()
+                .map(|r| (r, &st.node_conditions, "node condition", "UnhealthyNode")),
+        );
+    for (rule, conditions, what, reason) in rules {
+        let Some(c) = conditions
             .get(&rule.type_)
             .filter(|c| c.status == rule.status)
         else {
@@ -119,9 +130,9 @@ pub fn verdict(m: &Machine, checks: &HealthCheckChecks, now: Timestamp) -> Verdi
         };
         if now >= deadline {
             return unhealthy(
-                "UnhealthyCondition",
+                reason,
                 format!(
-                    "condition {} has been {:?} for more than {}s: {}",
+                    "{what} {} has been {:?} for more than {}s: {}",
                     rule.type_, rule.status, rule.timeout_seconds, c.message
                 ),
             );

@@ -17,6 +17,7 @@ pub mod machine;
 pub mod machine_class;
 pub mod machine_set;
 pub mod names;
+pub mod node;
 pub mod plan;
 pub mod tree;
 

@@ -70,6 +70,18 @@ pub enum External {
         instance_id: String,
         tags: std::collections::BTreeMap<String, String>,
     },
+    /// Reads the instance's Node from the workload cluster (and puts the pool's labels
+    /// on it), then records it with [`crate::node::record_node`].
+    ObserveNode {
+        instance_id: String,
+        access: capstan_model::ClusterAccess,
+    },
+    /// Deletes the Machine's Node from the workload cluster once its instance is gone,
+    /// then records that with [`crate::node::record_node_deleted`].
+    DeleteNode {
+        node: String,
+        access: capstan_model::ClusterAccess,
+    },
 }
 
 pub fn stage<'a>(stored: &StoredObject, tree: &'a Tree) -> Stage<'a> {
@@ -176,6 +188,21 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
                 tags,
                 observed_rv,
             },
+            External::ObserveNode {
+                instance_id,
+                access,
+            } => Action::ObserveNode {
+                machine,
+                instance_id,
+                access,
+                observed_rv,
+            },
+            External::DeleteNode { node, access } => Action::DeleteNode {
+                machine,
+                node,
+                access,
+                observed_rv,
+            },
         });
     }
     if let Some(after) = decision.requeue_after {
@@ -276,7 +303,7 @@ fn decide_kind(
         Object::MachineClass(c) => machine_class::decide(c, ctx, deleting),
         Object::MachineDeployment(d) => deployment::decide(d, tree, ctx, deleting),
         Object::MachineSet(s) => machine_set::decide(s, tree, ctx, deleting),
-        Object::Machine(m) => machine::decide(m, ctx, deleting),
+        Object::Machine(m) => machine::decide(m, tree.cluster_access(), ctx, deleting),
         Object::MachineHealthCheck(h) => health_check::decide(h, stored, tree, ctx, deleting),
     }
 }

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use capstan_model::meta::condition;
 use capstan_model::{
-    ConditionStatus, InstanceState, Machine, MachineAddress, MachinePhase, Timestamp,
-    UnavailableOffering,
+    ClusterAccess, ConditionStatus, InstanceState, Machine, MachineAddress, MachinePhase,
+    Timestamp, UnavailableOffering,
 };
 
 use crate::conditions::{INTERRUPTED, NODE_READY};
@@ -77,7 +77,14 @@ fn situation(m: &Machine) -> Situation {
     }
 }
 
-pub fn decide(m: &mut Machine, ctx: &Ctx, deleting: bool) -> Decision {
+/// `access`: how the Cluster's API server is reached, when declared; the Machine then
+/// follows its Node too ([`crate::node`]).
+pub fn decide(
+    m: &mut Machine,
+    access: Option<&ClusterAccess>,
+    ctx: &Ctx,
+    deleting: bool,
+) -> Decision {
     let mut d = Decision::default();
     let now = ctx.now;
     if deleting {
@@ -89,6 +96,18 @@ pub fn decide(m: &mut Machine, ctx: &Ctx, deleting: bool) -> Decision {
         match situation(m) {
             Situation::Launched { instance_id, state } => {
                 if state.is_final() {
+                    // The instance is gone: its Node goes too, so no NotReady ghost is
+                    // left in the cluster (bounded by NODE_DELETION_TIMEOUT).
+                    if let (Some(access), Some(node)) = (access, &m.status.node_ref)
+                        && !node_deletion_timed_out(m, now)
+                    {
+                        d.external = Some(External::DeleteNode {
+                            node: node.name.clone(),
+                            access: access.clone(),
+                        });
+                        d.requeue(crate::node::NODE_WAIT_RECHECK);
+                        return d;
+                    }
                     m.status.phase = MachinePhase::Deleted;
                     d.remove = true;
                 } else {
@@ -149,6 +168,12 @@ pub fn decide(m: &mut Machine, ctx: &Ctx, deleting: bool) -> Decision {
         }
         Situation::Launched { instance_id, state } => {
             follow_instance(m, &instance_id, state, now);
+            let following_node = access.is_some()
+                && state == InstanceState::Running
+                && m.status.phase != MachinePhase::Failed;
+            if following_node {
+                crate::node::apply_node_to_phase(m, now);
+            }
             // Tags of the Cluster and pool changed: apply them in place (CreateTags).
             let want = additional_tags(m);
             if state.is_live()
@@ -159,11 +184,36 @@ pub fn decide(m: &mut Machine, ctx: &Ctx, deleting: bool) -> Decision {
                     instance_id,
                     tags: retag_tags(m, &ctx.installation),
                 });
+            } else if following_node && let Some(access) = access {
+                // Polled: a Lambda has no watch. Sooner while the Node is missing or
+                // not Ready, so health checks and rollouts see it promptly.
+                d.external = Some(External::ObserveNode {
+                    instance_id,
+                    access: access.clone(),
+                });
+                let healthy = m.status.conditions.is_true(crate::conditions::NODE_HEALTHY);
+                d.requeue(if healthy {
+                    crate::node::NODE_RECHECK
+                } else {
+                    crate::node::NODE_WAIT_RECHECK
+                });
             }
         }
         Situation::Failed => {}
     }
     d
+}
+
+/// How long Capstan keeps trying to delete a gone instance's Node before it lets the
+/// Machine go anyway (Cluster API's `nodeDeletionTimeout` defaults to 10 s; a Lambda
+/// pass may be throttled or the API unreachable, so a little longer).
+pub const NODE_DELETION_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn node_deletion_timed_out(m: &Machine, now: Timestamp) -> bool {
+    m.status
+        .instance_state_time
+        .and_then(|t| t.checked_add(NODE_DELETION_TIMEOUT).ok())
+        .is_none_or(|deadline| now >= deadline)
 }
 
 /// How long an offering that failed with an unfulfillable code is skipped (Karpenter's

@@ -48,6 +48,23 @@ pub enum Action {
         tags: std::collections::BTreeMap<String, String>,
         observed_rv: u64,
     },
+    /// Reads the Node of the Machine's instance from the workload cluster (putting the
+    /// pool's labels on it, [`crate::node::label_patch`]), then records what it found
+    /// with [`crate::node::record_node`] at `observed_rv`.
+    ObserveNode {
+        machine: Machine,
+        instance_id: String,
+        access: capstan_model::ClusterAccess,
+        observed_rv: u64,
+    },
+    /// Deletes the Machine's Node (its instance is gone), then records that with
+    /// [`crate::node::record_node_deleted`] at `observed_rv`.
+    DeleteNode {
+        machine: Machine,
+        node: String,
+        access: capstan_model::ClusterAccess,
+        observed_rv: u64,
+    },
 }
 
 /// A decision: actions in order, and when to look again even if nothing changes.

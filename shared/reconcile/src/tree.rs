@@ -192,6 +192,14 @@ impl Tree {
             .is_some_and(|c| c.spec.paused)
     }
 
+    /// How the cluster's API server is reached, when the Cluster declares it.
+    pub fn cluster_access(&self) -> Option<&capstan_model::ClusterAccess> {
+        self.of_kind(Kind::Cluster)
+            .next()
+            .and_then(|s| s.object.as_cluster())
+            .and_then(|c| c.spec.access.as_ref())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
     }

@@ -206,6 +206,8 @@ impl World {
                 let m = record_found(&machine, found, self.now);
                 self.put_observed(&Object::Machine(m), Expect::Version(observed_rv))
             }
+            // No Cluster in these properties declares access: nothing reads a Node.
+            Action::ObserveNode { .. } | Action::DeleteNode { .. } => true,
             Action::TagInstance {
                 machine,
                 observed_rv,

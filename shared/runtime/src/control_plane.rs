@@ -19,9 +19,10 @@ use capstan_reconcile::{Action, Ctx, Plan, Tree};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+pub use crate::node::NoWorkload;
 use crate::ports::{
     Bus, BusError, Clock, Compute, ComputeError, Entropy, Instance, MAX_TRANSACT_WRITES, Store,
-    StoreError, Write,
+    StoreError, Workload, Write,
 };
 
 /// How many times one reconcile re-reads after a conflict before giving up for now.
@@ -78,17 +79,19 @@ impl From<ComputeError> for Interrupt {
 }
 
 /// Every handler's dependencies: the ports and the installation name.
-pub struct ControlPlane<S, C, B> {
+pub struct ControlPlane<S, C, B, W = NoWorkload> {
     pub store: S,
     pub compute: C,
     pub bus: B,
+    /// The workload clusters' API servers, for Clusters that declare `spec.access`.
+    pub workload: W,
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     /// Tags every instance; only instances carrying it are ever terminated.
     pub installation: String,
 }
 
-impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
+impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
     /// Reads what deciding about `key` needs, consistently: a Machine's own two items
     /// and its Cluster's; for every other kind, the cluster's whole partition (one Query).
     pub async fn snapshot(&self, key: &ObjectKey) -> Result<Tree, StoreError> {
@@ -280,6 +283,39 @@ impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                Action::ObserveNode {
+                    machine,
+                    instance_id,
+                    access,
+                    observed_rv,
+                } => {
+                    let (seen, labelled) =
+                        crate::node::observe(&self.workload, machine, instance_id, access).await;
+                    if let Some(updated) = capstan_reconcile::node::record_node(
+                        machine,
+                        seen,
+                        labelled,
+                        self.clock.now(),
+                    ) {
+                        self.put_machine(&updated, *observed_rv).await?;
+                    }
+                }
+                Action::DeleteNode {
+                    machine,
+                    node,
+                    access,
+                    observed_rv,
+                } => match crate::node::delete(&self.workload, machine, node, access).await {
+                    Ok(()) => {
+                        info!(object = %key_of(machine), step = "delete-node", node = %node, "node deleted");
+                        let updated = capstan_reconcile::node::record_node_deleted(machine);
+                        self.put_machine(&updated, *observed_rv).await?;
+                    }
+                    // Bounded by the node deletion timeout: the decision lets go after it.
+                    Err(e) => {
+                        warn!(object = %key_of(machine), step = "delete-node", node = %node, error = %e, "deleting the node failed; trying again");
+                    }
+                },
                 Action::FindInstance {
                     machine,
                     observed_rv,
@@ -522,6 +558,8 @@ fn write_of(action: &Action) -> Option<Write> {
         Action::Launch { .. }
         | Action::Terminate { .. }
         | Action::FindInstance { .. }
+        | Action::ObserveNode { .. }
+        | Action::DeleteNode { .. }
         | Action::TagInstance { .. } => return None,
     })
 }

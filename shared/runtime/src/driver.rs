@@ -30,9 +30,10 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::control_plane::HandlerError;
+use crate::control_plane::NoWorkload;
 use crate::events::envelope;
 use crate::functions::Functions;
-use crate::ports::{Bus, Compute, Store};
+use crate::ports::{Bus, Compute, Store, Workload};
 use crate::routes::Reconciler;
 use crate::sweep::SweepReport;
 
@@ -221,20 +222,22 @@ impl StepReport {
 }
 
 /// The loop: a platform, the functions, a schedule.
-pub struct Driver<P, S, C, B, Sch> {
+pub struct Driver<P, S, C, B, Sch, W = NoWorkload> {
     pub platform: P,
-    pub functions: Functions<S, C, B>,
+    pub functions: Functions<S, C, B, W>,
     pub schedule: Sch,
     pub config: DriverConfig,
     next_sweep: Timestamp,
     pub stats: DriverStats,
 }
 
-impl<P: Platform, S: Store, C: Compute, B: Bus, Sch: Schedule> Driver<P, S, C, B, Sch> {
+impl<P: Platform, S: Store, C: Compute, B: Bus, Sch: Schedule, W: Workload>
+    Driver<P, S, C, B, Sch, W>
+{
     /// The first sweep comes one period after `platform.now()`.
     pub fn new(
         platform: P,
-        functions: Functions<S, C, B>,
+        functions: Functions<S, C, B, W>,
         schedule: Sch,
         config: DriverConfig,
     ) -> Self {

@@ -17,10 +17,13 @@ use capstan_model::item::item_key;
 use thiserror::Error;
 use tracing::{Instrument, error, info, info_span};
 
+use crate::control_plane::NoWorkload;
 use crate::control_plane::{ControlPlane, HandlerError};
 use crate::handlers::Delivery;
 use crate::metrics::{Invocation, Meter, Metered};
-use crate::ports::{Bus, BusEvent, ChangeKind, Clock, Compute, Entropy, Store, StreamRecord};
+use crate::ports::{
+    Bus, BusEvent, ChangeKind, Clock, Compute, Entropy, Store, StreamRecord, Workload,
+};
 use crate::routes::Reconciler;
 use crate::sweep::SweepReport;
 use crate::wire::{ConvertError, item_from_wire};
@@ -66,13 +69,15 @@ pub enum MetricsSink {
 }
 
 /// The control_plane over metered ports, and the meter that reads them.
-pub struct Functions<S, C, B> {
-    pub control_plane: ControlPlane<Metered<S>, Metered<C>, Metered<B>>,
+pub struct Functions<S, C, B, W = NoWorkload> {
+    pub control_plane: ControlPlane<Metered<S>, Metered<C>, Metered<B>, W>,
     pub meter: Meter,
     pub metrics: MetricsSink,
 }
 
 impl<S: Store, C: Compute, B: Bus> Functions<S, C, B> {
+    /// Functions without access to any workload cluster (Machines of Clusters that
+    /// declare `spec.access` say so); [`Functions::with_workload`] gives them one.
     pub fn new(
         store: S,
         compute: C,
@@ -88,12 +93,33 @@ impl<S: Store, C: Compute, B: Bus> Functions<S, C, B> {
                 store: Metered::new(store, meter.clone()),
                 compute: Metered::new(compute, meter.clone()),
                 bus: Metered::new(bus, meter.clone()),
+                workload: NoWorkload,
                 clock,
                 entropy,
                 installation: installation.to_string(),
             },
             meter,
             metrics,
+        }
+    }
+}
+
+impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
+    /// The same functions, reaching workload clusters through `workload`.
+    pub fn with_workload<W2: Workload>(self, workload: W2) -> Functions<S, C, B, W2> {
+        let cp = self.control_plane;
+        Functions {
+            control_plane: ControlPlane {
+                store: cp.store,
+                compute: cp.compute,
+                bus: cp.bus,
+                workload,
+                clock: cp.clock,
+                entropy: cp.entropy,
+                installation: cp.installation,
+            },
+            meter: self.meter,
+            metrics: self.metrics,
         }
     }
 

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::control_plane::{ControlPlane, HandlerError, machine_from};
 use crate::events::{ObjectEvent, changed_event, event_time, instance_state_change, resync_event};
-use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord};
+use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord, Workload};
 use crate::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, Reconciler};
 
 /// SQS delays a message by at most 15 minutes.
@@ -38,7 +38,7 @@ pub struct BatchOutcome {
     pub failed: Vec<String>,
 }
 
-impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
+impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
     /// stream-router: turns table changes into "<Kind> Changed" events on the bus.
     pub async fn route_stream(&self, records: &[StreamRecord]) -> Result<usize, HandlerError> {
         let now = self.clock.now();

@@ -13,9 +13,10 @@ pub mod events;
 pub mod functions;
 pub mod handlers;
 pub mod metrics;
+pub mod node;
 pub mod sweep;
 
-pub use control_plane::{ControlPlane, HandlerError};
+pub use control_plane::{ControlPlane, HandlerError, NoWorkload};
 pub use handlers::{BatchOutcome, Delivery};
 pub mod apply;
 pub mod describe;

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::control_plane::{ControlPlane, HandlerError};
 use crate::events::resync_event;
-use crate::ports::{Bus, Compute, Instance, Store, StoreError};
+use crate::ports::{Bus, Compute, Instance, Store, StoreError, Workload};
 
 /// An instance tagged as ours with no Machine is terminated only when older than this.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(300);
@@ -35,7 +35,7 @@ pub struct SweepReport {
     pub unreadable: usize,
 }
 
-impl<S: Store, C: Compute, B: Bus> ControlPlane<S, C, B> {
+impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
     /// One pass of the safety net. Only reading the table can fail it as a whole; a
     /// failure on one item, one batch of resync events or one EC2 call is logged,
     /// counted in [`SweepReport::failures`] and skipped.

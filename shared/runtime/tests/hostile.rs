@@ -53,6 +53,7 @@ fn world_paged(page: usize) -> World {
         store: store.clone(),
         compute: ec2.clone(),
         bus,
+        workload: capstan_runtime::NoWorkload,
         clock: shared,
         entropy: Arc::new(SeededEntropy::new(7)),
         installation: INSTALLATION.to_string(),

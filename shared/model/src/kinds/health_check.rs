@@ -20,6 +20,10 @@ pub struct HealthCheckChecks {
     pub node_startup_timeout_seconds: i32,
     pub unhealthy_instance_states: Vec<InstanceState>,
     pub unhealthy_machine_conditions: Vec<UnhealthyCondition>,
+    /// Judged against the Node's own conditions (Cluster API v1beta2), e.g. Ready
+    /// False or Unknown for 300 s. Needs the Cluster's `spec.access`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unhealthy_node_conditions: Vec<UnhealthyCondition>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

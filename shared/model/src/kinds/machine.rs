@@ -200,8 +200,39 @@ pub struct MachineStatus {
     /// a difference from `spec.additionalTags` means tags to apply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_tags: Option<BTreeMap<String, String>>,
+    /// The Kubernetes Node the instance became, found by its providerID (only when the
+    /// Cluster declares `spec.access`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_ref: Option<NodeRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_info: Option<NodeInfo>,
+    /// The Node's own conditions as last read (Ready, MemoryPressure, …), which
+    /// health checks' `unhealthyNodeConditions` judge.
+    #[serde(skip_serializing_if = "Conditions::is_empty")]
+    pub node_conditions: Conditions,
+    /// The label keys Capstan last put on the Node, so a label dropped from the pool is
+    /// removed from the Node too (and nobody else's labels are).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_labels: Vec<String>,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+}
+
+/// Which Node a Machine's instance became (Cluster API's `status.nodeRef`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeRef {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+}
+
+/// What the Node's kubelet reports about itself (`status.nodeInfo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeInfo {
+    pub kubelet_version: String,
+    pub os_image: String,
 }
 
 /// One instance type in one subnet that EC2 could not fulfil, remembered for a while

@@ -12,21 +12,29 @@ pub(super) fn health_checks(v: &mut Errors, base: &str, checks: &HealthCheckChec
         checks.node_startup_timeout_seconds,
         "set seconds, 0 or more; 0 disables the startup check",
     );
-    for (i, condition) in checks.unhealthy_machine_conditions.iter().enumerate() {
-        let at = format!("{base}.unhealthyMachineConditions[{i}]");
-        if condition.type_.trim().is_empty() {
-            v.push(
-                format!("{at}.type"),
-                "is required",
-                "name a condition type, e.g. Ready",
+    for (field, list) in [
+        (
+            "unhealthyMachineConditions",
+            &checks.unhealthy_machine_conditions,
+        ),
+        ("unhealthyNodeConditions", &checks.unhealthy_node_conditions),
+    ] {
+        for (i, condition) in list.iter().enumerate() {
+            let at = format!("{base}.{field}[{i}]");
+            if condition.type_.trim().is_empty() {
+                v.push(
+                    format!("{at}.type"),
+                    "is required",
+                    "name a condition type, e.g. Ready",
+                );
+            }
+            non_negative(
+                v,
+                &format!("{at}.timeoutSeconds"),
+                condition.timeout_seconds,
+                "set how many seconds the condition may hold before the Machine is unhealthy, 0 or more",
             );
         }
-        non_negative(
-            v,
-            &format!("{at}.timeoutSeconds"),
-            condition.timeout_seconds,
-            "set how many seconds the condition may hold before the Machine is unhealthy, 0 or more",
-        );
     }
 }
 

@@ -1,0 +1,170 @@
+//! The Machine's Node, through the workload port: reading it (and putting the pool's
+//! labels on it) and deleting it. What to make of what is found is decided in
+//! `capstan_reconcile::node`; this is only the I/O.
+
+use capstan_model::meta::Condition;
+use capstan_model::{ClusterAccess, Machine};
+use capstan_reconcile::node::{NodeSeen, SeenNode, label_patch};
+use tracing::warn;
+
+use crate::ports::{ClusterAccessKey, Node, NodePatch, Workload, WorkloadError, WorkloadTarget};
+
+/// The workload target a Machine's Node lives in; None when `access` names no single way in.
+pub fn target_of(machine: &Machine, access: &ClusterAccess) -> Option<WorkloadTarget> {
+    Some(WorkloadTarget {
+        namespace: machine.metadata.namespace.clone(),
+        cluster: machine.spec.cluster_name.clone(),
+        access: ClusterAccessKey::from_spec(access)?,
+    })
+}
+
+/// Finds the Node of `instance_id` and brings its labels in line with the pool.
+/// Never fails: what could not be read is reported as [`NodeSeen::Unknown`], so the
+/// Machine says why, and the next pass looks again. The bool: the labels are on it.
+pub async fn observe<W: Workload>(
+    workload: &W,
+    machine: &Machine,
+    instance_id: &str,
+    access: &ClusterAccess,
+) -> (NodeSeen, bool) {
+    let Some(target) = target_of(machine, access) else {
+        return (
+            NodeSeen::Unknown {
+                reason: "NoAccess".into(),
+                message: "spec.access names no single way to reach the cluster".into(),
+            },
+            false,
+        );
+    };
+    let node = match workload.find_node(&target, instance_id).await {
+        Ok(Some(node)) => node,
+        Ok(None) => return (NodeSeen::Absent, false),
+        Err(e) => return (unknown(&e), false),
+    };
+    let mut seen = seen(&node);
+    let labels = label_patch(machine, &seen);
+    if labels.is_empty() {
+        return (NodeSeen::Found(seen), true);
+    }
+    let patch = NodePatch {
+        labels,
+        ..NodePatch::default()
+    };
+    match workload.patch_node(&target, &node.name, patch).await {
+        Ok(patched) => {
+            seen = self::seen(&patched);
+            (NodeSeen::Found(seen), true)
+        }
+        Err(e) => {
+            warn!(node = %node.name, error = %e, "labelling the node failed; the next pass tries again");
+            (NodeSeen::Found(seen), false)
+        }
+    }
+}
+
+/// Deletes the Node; Ok also when it is already gone.
+pub async fn delete<W: Workload>(
+    workload: &W,
+    machine: &Machine,
+    node: &str,
+    access: &ClusterAccess,
+) -> Result<(), WorkloadError> {
+    let Some(target) = target_of(machine, access) else {
+        return Err(WorkloadError::Invalid(
+            "spec.access names no single way to reach the cluster".into(),
+        ));
+    };
+    workload.delete_node(&target, node).await
+}
+
+fn unknown(e: &WorkloadError) -> NodeSeen {
+    let reason = match e {
+        WorkloadError::Throttled { .. } => "WorkloadThrottled",
+        WorkloadError::Unavailable(_) => "WorkloadUnreachable",
+        WorkloadError::Conflict(_) => "WorkloadConflict",
+        WorkloadError::Forbidden(_) => "WorkloadAccessDenied",
+        WorkloadError::Invalid(_) => "WorkloadRequestRefused",
+    };
+    NodeSeen::Unknown {
+        reason: reason.into(),
+        message: e.to_string(),
+    }
+}
+
+fn seen(node: &Node) -> SeenNode {
+    SeenNode {
+        name: node.name.clone(),
+        uid: node.uid.clone(),
+        kubelet_version: node.kubelet_version.clone(),
+        os_image: node.os_image.clone(),
+        labels: node.labels.clone(),
+        conditions: node
+            .conditions
+            .iter()
+            .map(|c| Condition {
+                type_: c.type_.clone(),
+                status: c.status,
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                last_transition_time: c
+                    .last_transition_time
+                    .unwrap_or(capstan_model::Timestamp::UNIX_EPOCH),
+            })
+            .collect(),
+    }
+}
+
+/// A runtime without access to workload clusters: every call is refused, and a
+/// Machine whose Cluster declares access says so on its NodeHealthy condition.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoWorkload;
+
+impl Workload for NoWorkload {
+    async fn find_node(&self, _: &WorkloadTarget, _: &str) -> Result<Option<Node>, WorkloadError> {
+        Err(no_access())
+    }
+    async fn list_nodes(&self, _: &WorkloadTarget) -> Result<Vec<Node>, WorkloadError> {
+        Err(no_access())
+    }
+    async fn patch_node(
+        &self,
+        _: &WorkloadTarget,
+        _: &str,
+        _: NodePatch,
+    ) -> Result<Node, WorkloadError> {
+        Err(no_access())
+    }
+    async fn delete_node(&self, _: &WorkloadTarget, _: &str) -> Result<(), WorkloadError> {
+        Err(no_access())
+    }
+    async fn list_pods(
+        &self,
+        _: &WorkloadTarget,
+        _: crate::ports::PodFilter,
+    ) -> Result<Vec<crate::ports::Pod>, WorkloadError> {
+        Err(no_access())
+    }
+    async fn evict(
+        &self,
+        _: &WorkloadTarget,
+        _: &str,
+        _: &str,
+        _: Option<i64>,
+    ) -> Result<crate::ports::Eviction, WorkloadError> {
+        Err(no_access())
+    }
+    async fn volume_attachments(
+        &self,
+        _: &WorkloadTarget,
+        _: &str,
+    ) -> Result<Vec<crate::ports::VolumeAttachment>, WorkloadError> {
+        Err(no_access())
+    }
+}
+
+fn no_access() -> WorkloadError {
+    WorkloadError::Forbidden(
+        "this runtime has no access to workload clusters (it was built without a workload adapter)"
+            .into(),
+    )
+}

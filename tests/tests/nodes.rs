@@ -1,0 +1,195 @@
+//! Capstan sees Kubernetes nodes (a Cluster with `spec.access`), end to end in the
+//! embedded control plane with its in-memory workload cluster: a Machine is Running
+//! only once its Node exists, records the Node, puts the pool's labels on it, is
+//! remediated when its Node goes NotReady or never joins, and leaves no Node behind.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use capstan_embedded::Embedded;
+use capstan_model::meta::condition;
+use capstan_model::{
+    ClusterAccess, ConditionStatus, EksAccess, MachinePhase, Object, PoolHealthCheck,
+    UnhealthyCondition,
+};
+use capstan_runtime::ports::Workload;
+use capstan_sim::workload::{ClusterKey, NotReady};
+use capstan_tests::*;
+
+fn access() -> ClusterAccess {
+    ClusterAccess {
+        eks: Some(EksAccess {
+            cluster_name: "demo".into(),
+            region: None,
+        }),
+        kubeconfig: None,
+    }
+}
+
+/// The quickstart with access declared, `replicas` workers, and `edit` on the pool.
+fn with_access(replicas: i32, edit: impl Fn(&mut capstan_model::WorkerPool)) -> Vec<Object> {
+    edited(&quickstart(), |o| {
+        if let Object::Cluster(c) = o {
+            c.spec.access = Some(access());
+            c.spec.workers[0].replicas = Some(replicas);
+            edit(&mut c.spec.workers[0]);
+        }
+    })
+}
+
+fn cluster() -> ClusterKey {
+    ClusterKey::new("default", "demo")
+}
+
+fn node_health_check() -> PoolHealthCheck {
+    let mut check = PoolHealthCheck::default();
+    check.checks.unhealthy_node_conditions = vec![
+        UnhealthyCondition {
+            type_: "Ready".into(),
+            status: ConditionStatus::False,
+            timeout_seconds: 120,
+        },
+        UnhealthyCondition {
+            type_: "Ready".into(),
+            status: ConditionStatus::Unknown,
+            timeout_seconds: 120,
+        },
+    ];
+    check.checks.node_startup_timeout_seconds = 600;
+    check
+}
+
+fn live_nodes(cp: &Embedded) -> Vec<String> {
+    cp.workload
+        .nodes(cluster())
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_machine_is_running_only_once_its_node_joins_and_records_it() {
+    let mut cp = control_plane(41, |c| c.workload.join_delay = Duration::from_secs(90));
+    cp.apply(&with_access(2, |p| {
+        p.metadata.labels = BTreeMap::from([("team".to_string(), "web".to_string())]);
+    }))
+    .await
+    .expect("apply");
+    // The instances run within seconds; their Nodes join 90 s later.
+    run_for(&mut cp, Duration::from_secs(45)).await;
+    let waiting = pool_machines(&cp, "workers");
+    assert_eq!(waiting.len(), 2);
+    for m in &waiting {
+        assert_eq!(m.status.phase, MachinePhase::Provisioned, "{:?}", m.status);
+        assert!(m.status.node_ref.is_none());
+        let ready = m.status.conditions.get(condition::READY).expect("Ready");
+        assert_eq!(ready.status, ConditionStatus::False);
+        assert!(ready.message.contains("waiting for"), "{}", ready.message);
+    }
+
+    converge(&mut cp).await;
+    let nodes = cp.workload.nodes(cluster());
+    for m in pool_machines(&cp, "workers") {
+        assert_eq!(m.status.phase, MachinePhase::Running);
+        let node_ref = m.status.node_ref.clone().expect("nodeRef");
+        let node = nodes
+            .iter()
+            .find(|n| n.name == node_ref.name)
+            .expect("the recorded node exists");
+        assert_eq!(node.uid, node_ref.uid);
+        let id = m.status.instance_id.clone().expect("instance");
+        assert!(
+            node.provider_id
+                .as_deref()
+                .is_some_and(|p| p.ends_with(&id))
+        );
+        assert!(m.status.node_info.is_some());
+        assert!(m.status.conditions.is_true("NodeReady"));
+        assert!(m.status.conditions.is_true("NodeHealthy"));
+        // The pool's labels, and its role, are on the Node, put there in place.
+        assert_eq!(node.labels.get("team").map(String::as_str), Some("web"));
+        assert!(node.labels.contains_key("node-role.kubernetes.io/workers"));
+    }
+}
+
+#[tokio::test]
+async fn a_node_gone_not_ready_is_remediated_by_unhealthy_node_conditions() {
+    let mut cp = control_plane(42, |_| {});
+    cp.apply(&with_access(3, |p| {
+        p.health_check = Some(node_health_check())
+    }))
+    .await
+    .expect("apply");
+    converge(&mut cp).await;
+    let victim = pool_machines(&cp, "workers").remove(0);
+    let id = victim.status.instance_id.clone().expect("instance");
+    cp.workload.set_not_ready(
+        &id,
+        Some(NotReady {
+            at: cp.now(),
+            reason: "KubeletNotReady".into(),
+        }),
+    );
+    run_for(&mut cp, Duration::from_secs(400)).await;
+    converge(&mut cp).await;
+
+    let workers = pool_machines(&cp, "workers");
+    assert_eq!(workers.len(), 3);
+    assert!(
+        workers
+            .iter()
+            .all(|m| m.metadata.name != victim.metadata.name)
+    );
+    assert_eq!(cp.ec2.terminated_by_request(), vec![id.clone()]);
+    // The remediated Machine's Node went with its instance: no NotReady ghost (its
+    // name may come back: EC2 reuses private IPs, and EKS names nodes by them).
+    let gone = victim.status.node_ref.expect("nodeRef");
+    let nodes = cp.workload.nodes(cluster());
+    assert!(nodes.iter().all(|n| n.uid != gone.uid), "{nodes:?}");
+    assert_eq!(nodes.len(), machines(&cp).len(), "one Node per Machine");
+    assert!(nodes.iter().all(|n| n.is_ready()));
+}
+
+#[tokio::test]
+async fn a_node_that_never_joins_is_remediated_after_the_startup_timeout() {
+    let mut cp = control_plane(43, |_| {});
+    let mut check = node_health_check();
+    check.checks.node_startup_timeout_seconds = 300;
+    cp.apply(&with_access(2, move |p| {
+        p.health_check = Some(check.clone())
+    }))
+    .await
+    .expect("apply");
+    // The first instance's kubelet never registers.
+    run_for(&mut cp, Duration::from_secs(2)).await;
+    let first = pool_machines(&cp, "workers")
+        .into_iter()
+        .find_map(|m| m.status.instance_id)
+        .expect("an instance");
+    cp.workload.never_join(&first);
+    run_for(&mut cp, Duration::from_secs(900)).await;
+    converge(&mut cp).await;
+
+    assert!(cp.ec2.terminated_by_request().contains(&first));
+    let workers = pool_machines(&cp, "workers");
+    assert_eq!(workers.len(), 2);
+    assert!(workers.iter().all(|m| m.status.node_ref.is_some()));
+}
+
+#[tokio::test]
+async fn deleting_the_cluster_leaves_no_node_behind() {
+    let mut cp = control_plane(44, |_| {});
+    cp.apply(&with_access(2, |_| {})).await.expect("apply");
+    converge(&mut cp).await;
+    assert_eq!(live_nodes(&cp).len(), machines(&cp).len(), "one Node per Machine");
+    cp.delete(&cluster_key()).await.expect("delete");
+    drain(&mut cp).await;
+    assert!(live_nodes(&cp).is_empty(), "{:?}", live_nodes(&cp));
+    // And the port itself says so.
+    let nodes = cp
+        .workload
+        .list_nodes(&cluster().target())
+        .await
+        .expect("listed");
+    assert!(nodes.is_empty());
+}
