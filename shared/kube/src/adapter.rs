@@ -134,7 +134,11 @@ impl<C: Connect> KubeWorkload<C> {
 
 /// Lists every page of `api` with `params` (its `limit` set), handing each item to
 /// `each` until it breaks.
-async fn list_pages<K, F>(api: &Api<K>, mut params: ListParams, mut each: F) -> Result<(), kube::Error>
+async fn list_pages<K, F>(
+    api: &Api<K>,
+    mut params: ListParams,
+    mut each: F,
+) -> Result<(), kube::Error>
 where
     K: Clone + DeserializeOwned + Debug,
     F: FnMut(K) -> ControlFlow<()>,
@@ -374,7 +378,11 @@ fn budget_refusal(s: &Status) -> Option<String> {
     if causes.is_empty() {
         return None;
     }
-    Some(format!("{} {}", s.message, causes.join("; ")).trim().to_owned())
+    Some(
+        format!("{} {}", s.message, causes.join("; "))
+            .trim()
+            .to_owned(),
+    )
 }
 
 /// A namespace or pod name as one path segment. Names are DNS labels or subdomains;
@@ -388,6 +396,8 @@ fn path_segment(name: &str) -> Result<&str, WorkloadError> {
     if ok {
         Ok(name)
     } else {
-        Err(WorkloadError::Invalid(format!("not an object name: {name:?}")))
+        Err(WorkloadError::Invalid(format!(
+            "not an object name: {name:?}"
+        )))
     }
 }

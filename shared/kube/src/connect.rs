@@ -191,8 +191,13 @@ users:
 
     #[tokio::test]
     async fn a_token_kubeconfig_gives_its_server_and_token() {
-        let config = config_from_kubeconfig_yaml(KUBECONFIG).await.expect("config");
-        assert_eq!(config.cluster_url.to_string(), "https://prod.example.test:6443/");
+        let config = config_from_kubeconfig_yaml(KUBECONFIG)
+            .await
+            .expect("config");
+        assert_eq!(
+            config.cluster_url.to_string(),
+            "https://prod.example.test:6443/"
+        );
         assert!(config.auth_info.token.is_some());
     }
 
@@ -202,7 +207,8 @@ users:
             "user: {token: s3cr3t-token}",
             "user: {exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: aws, args: [s3cr3t-token]}}",
         );
-        let no_context = KUBECONFIG.replace("current-context: admin@prod", "current-context: other");
+        let no_context =
+            KUBECONFIG.replace("current-context: admin@prod", "current-context: other");
         let bad_ca = KUBECONFIG.replace(
             "server: https://prod.example.test:6443",
             "server: https://prod.example.test:6443\n    certificate-authority-data: s3cr3t-token",

@@ -141,10 +141,7 @@ pub fn pod(p: core::Pod) -> Pod {
 /// not parse count as zero.
 fn requests(spec: &core::PodSpec) -> (u64, u64) {
     let of = |c: &core::Container| {
-        let r = c
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref());
+        let r = c.resources.as_ref().and_then(|r| r.requests.as_ref());
         let get = |k: &str, f: fn(&str) -> Option<u64>| {
             r.and_then(|r| r.get(k)).and_then(|q| f(&q.0)).unwrap_or(0)
         };

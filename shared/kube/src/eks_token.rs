@@ -257,7 +257,10 @@ mod tests {
             "x-amz-signedheaders",
         ];
         for k in q.keys() {
-            assert!(allowed.contains(&k.to_lowercase().as_str()), "{k} not whitelisted");
+            assert!(
+                allowed.contains(&k.to_lowercase().as_str()),
+                "{k} not whitelisted"
+            );
         }
         assert_eq!(q["Action"], "GetCallerIdentity");
         assert_eq!(q["Version"], "2011-06-15");
@@ -291,7 +294,10 @@ mod tests {
             let t = token(&c, "eu-west-1", "prod", at()).expect("token");
             let (host, _, params) = decode(&t.token);
             let q = map(&params);
-            assert_eq!(q["X-Amz-Signature"], expected_signature(&c, &host, &params, "prod"));
+            assert_eq!(
+                q["X-Amz-Signature"],
+                expected_signature(&c, &host, &params, "prod")
+            );
         }
     }
 

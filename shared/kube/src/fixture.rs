@@ -112,7 +112,8 @@ impl State {
     /// Stamps what the API server sets on create: uid, resourceVersion, creation time.
     fn created(&mut self, meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
         self.uid += 1;
-        meta.uid.get_or_insert_with(|| format!("00000000-0000-4000-8000-{:012}", self.uid));
+        meta.uid
+            .get_or_insert_with(|| format!("00000000-0000-4000-8000-{:012}", self.uid));
         meta.resource_version = Some(self.next_rv());
         meta.creation_timestamp
             .get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::now()));
@@ -204,7 +205,9 @@ impl Handle {
     pub fn set_disruptions_allowed(&self, namespace: &str, name: &str, allowed: i32) {
         let mut s = self.state();
         if let Some(b) = s.budgets.get_mut(&(namespace.to_owned(), name.to_owned())) {
-            b.status.get_or_insert_with(Default::default).disruptions_allowed = allowed;
+            b.status
+                .get_or_insert_with(Default::default)
+                .disruptions_allowed = allowed;
         }
     }
 
@@ -357,7 +360,12 @@ async fn answer(handle: &Handle, req: Request<Incoming>) -> Reply {
                 .unwrap_or_default();
         }
         Some(Fault::Status(code)) => {
-            return status(code, reason_of(code), format!("injected fault: {code}"), None);
+            return status(
+                code,
+                reason_of(code),
+                format!("injected fault: {code}"),
+                None,
+            );
         }
         None => {}
     }
@@ -453,7 +461,11 @@ fn list_nodes(s: &State, query: &BTreeMap<String, String>) -> Reply {
     if let Some(refusal) = refuse_selectors(query) {
         return refusal;
     }
-    let items: Vec<_> = s.nodes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let items: Vec<_> = s
+        .nodes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     list(s, items, query)
 }
 
@@ -476,7 +488,9 @@ fn field_terms(selector: &str) -> Result<Vec<FieldTerm>, String> {
             } else if let Some((f, v)) = term.split_once('=') {
                 (f, v, true)
             } else {
-                return Err(format!("invalid selector: '{selector}'; can't understand '{term}'"));
+                return Err(format!(
+                    "invalid selector: '{selector}'; can't understand '{term}'"
+                ));
             };
             Ok(FieldTerm {
                 field: field.trim().to_owned(),
@@ -582,8 +596,9 @@ where
         let token = Continue {
             start: next.first().map(|(k, _)| k.clone()).unwrap_or_default(),
         };
-        metadata.continue_ =
-            serde_json::to_vec(&token).ok().map(|b| URL_SAFE_NO_PAD.encode(b));
+        metadata.continue_ = serde_json::to_vec(&token)
+            .ok()
+            .map(|b| URL_SAFE_NO_PAD.encode(b));
     }
     let list = k8s_openapi::List {
         items: rest.into_iter().map(|(_, v)| v).collect(),
@@ -607,10 +622,23 @@ fn patch_node(s: &mut State, name: &str, content_type: &str, body: &[u8]) -> Rep
     };
     let patch: Value = match serde_json::from_slice(body) {
         Ok(p) => p,
-        Err(e) => return status(400, "BadRequest", format!("error decoding patch: {e}"), None),
+        Err(e) => {
+            return status(
+                400,
+                "BadRequest",
+                format!("error decoding patch: {e}"),
+                None,
+            );
+        }
     };
-    let current_rv = current.metadata.resource_version.clone().unwrap_or_default();
-    if let Some(rv) = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    let current_rv = current
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
+    if let Some(rv) = patch
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
         && rv != current_rv
     {
         return status(
@@ -693,7 +721,10 @@ fn invalid_node(node: &core::Node) -> Option<String> {
         if t.key.is_empty() {
             return Some(format!("spec.taints[{i}].key: Required value"));
         }
-        if !matches!(t.effect.as_str(), "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        if !matches!(
+            t.effect.as_str(),
+            "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+        ) {
             return Some(format!(
                 "spec.taints[{i}].effect: Unsupported value: \"{}\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\"",
                 t.effect
@@ -708,7 +739,9 @@ fn invalid_node(node: &core::Node) -> Option<String> {
             || (v.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
                 && v.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric));
         if v.len() > 63 || !ok_chars || !ok_ends {
-            return Some(format!("metadata.labels: Invalid value: \"{v}\" (label {k})"));
+            return Some(format!(
+                "metadata.labels: Invalid value: \"{v}\" (label {k})"
+            ));
         }
     }
     None
@@ -718,7 +751,14 @@ fn invalid_node(node: &core::Node) -> Option<String> {
 fn evict(s: &mut State, ns: &str, name: &str, body: &[u8]) -> Reply {
     let eviction: policy::Eviction = match serde_json::from_slice(body) {
         Ok(e) => e,
-        Err(e) => return status(400, "BadRequest", format!("error decoding Eviction: {e}"), None),
+        Err(e) => {
+            return status(
+                400,
+                "BadRequest",
+                format!("error decoding Eviction: {e}"),
+                None,
+            );
+        }
     };
     if eviction.metadata.name.as_deref() != Some(name) {
         return status(

@@ -115,7 +115,9 @@ mod tests {
 
     #[test]
     fn malformed_or_negative_quantities_are_none() {
-        for q in ["", "m", "abc", "1Qi", "-1", "1e", "1.2.3", "8Ei0", "99999Ei"] {
+        for q in [
+            "", "m", "abc", "1Qi", "-1", "1e", "1.2.3", "8Ei0", "99999Ei",
+        ] {
             assert_eq!(units(q), None, "{q}");
         }
         assert_eq!(units("1e-400"), Some(1));
