@@ -87,6 +87,9 @@ impl<C: Connect> KubeWorkload<C> {
         if let Some(client) = self.cache().get(target) {
             return Ok(client.clone());
         }
+        // rustls needs one process-wide crypto provider; should another crate enable
+        // ring as well, it could not choose. An error means one is installed already.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut config = self.connect.config(target).await?;
         config.connect_timeout = Some(self.timeouts.connect);
         config.read_timeout = Some(self.timeouts.read);

@@ -629,3 +629,25 @@ async fn node_conditions_keep_their_status() {
         Some("aws:///eu-west-1a/i-0000000000000001")
     );
 }
+
+#[tokio::test]
+async fn an_https_target_builds_its_tls_client_and_reports_refusal_as_unavailable() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let connect = StaticConnect::new(&format!("https://{closed}")).expect("url");
+    let workload = KubeWorkload::new(connect).with_timeouts(quick());
+    let e = workload.list_nodes(&target()).await.expect_err("refused");
+    assert!(matches!(e, WorkloadError::Unavailable(_)), "{e:?}");
+
+    let e = StaticConnect::new("http://127.0.0.1:1")
+        .expect("url")
+        .with_ca_pem("not a certificate")
+        .expect_err("no PEM");
+    assert!(matches!(e, WorkloadError::Forbidden(_)), "{e:?}");
+    assert!(matches!(
+        StaticConnect::new("nowhere"),
+        Err(WorkloadError::Invalid(_))
+    ));
+}
