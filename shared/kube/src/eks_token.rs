@@ -33,6 +33,8 @@ pub const CLUSTER_ID_HEADER: &str = "x-k8s-aws-id";
 /// What the authenticator puts in `X-Amz-Expires` (STS ignores it; verifiers of 0.3.0
 /// and older want a value there).
 const PRESIGN_EXPIRES: Duration = Duration::from_secs(60);
+/// The verifier's limit on a token's length.
+const MAX_TOKEN_BYTES: usize = 4096;
 /// How long STS honours the presigned URL after `X-Amz-Date`.
 const PRESIGNED_URL_VALIDITY: Duration = Duration::from_secs(15 * 60);
 /// The authenticator's cushion before that end.
@@ -62,6 +64,10 @@ pub enum TokenError {
     /// The region or cluster name cannot appear in a host name or header.
     #[error("invalid {what}: {value:?}")]
     InvalidInput { what: &'static str, value: String },
+    /// The verifier refuses tokens over 4 KiB (`maxTokenLenBytes`); a very long
+    /// session token can get there.
+    #[error("the token is {0} bytes; the EKS verifier refuses more than 4096")]
+    TooLong(usize),
     /// aws-sigv4 refused to sign (its message names the field, not the secret).
     #[error("signing the STS GetCallerIdentity request: {0}")]
     Signing(String),
@@ -102,8 +108,12 @@ pub fn token(
         });
     }
     let url = presigned_url(creds, region, cluster_name, now)?;
+    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(url.as_bytes()));
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::TooLong(token.len()));
+    }
     Ok(EksToken {
-        token: format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(url.as_bytes())),
+        token,
         expires_at: now + PRESIGNED_URL_VALIDITY - EXPIRY_CUSHION,
     })
 }
@@ -309,6 +319,13 @@ mod tests {
         };
         assert_eq!(sig("a"), sig("a"));
         assert_ne!(sig("a"), sig("b"));
+    }
+
+    #[test]
+    fn a_token_over_4_kib_is_refused() {
+        let e = token(&creds(Some(&"x".repeat(3000))), "eu-west-1", "c", at()).expect_err("long");
+        assert!(matches!(e, TokenError::TooLong(n) if n > 4096), "{e}");
+        assert!(!e.to_string().contains("xxx"));
     }
 
     #[test]
