@@ -32,7 +32,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-pub use capstan_model::validate::MAX_USER_DATA_BYTES;
+pub use capstan_model::user_data::{cloud_init_content_type, is_mime};
+pub use capstan_model::validate::{MAX_USER_DATA_BYTES, is_eks_cluster_name};
 
 /// Content type of a MIME part that nodeadm reads as a `NodeConfig`.
 pub const NODE_CONFIG_CONTENT_TYPE: &str = "application/node.eks.aws";
@@ -123,7 +124,8 @@ pub enum BootstrapError {
 
 /// Writes the MIME multi-part user data that joins an Amazon Linux 2023 node to the
 /// EKS cluster `input` describes: first a `NodeConfig` part, then the class's own user
-/// data, if any, as a part typed as cloud-init would type it ([`content_type_of`]).
+/// data, if any, as a part typed as cloud-init would type it
+/// ([`cloud_init_content_type`]).
 ///
 /// Labels go into `--node-labels` (sorted by key), taints into
 /// `--register-with-taints` (in order); labels the kubelet may not self-set are left
@@ -144,7 +146,7 @@ pub fn eks_user_data(input: &EksNodeInput) -> Result<String, BootstrapError> {
             return Err(BootstrapError::UserDataIsMime);
         }
         let content_type =
-            content_type_of(data).ok_or_else(|| BootstrapError::UnrecognisedUserData {
+            cloud_init_content_type(data).ok_or_else(|| BootstrapError::UnrecognisedUserData {
                 start: data.trim_start().chars().take(24).collect(),
             })?;
         let (charset, encoding) = if data.is_ascii() {
@@ -214,45 +216,6 @@ pub fn kubelet_may_self_label(key: &str) -> bool {
     WELL_KNOWN.contains(&key) || within("kubelet.kubernetes.io") || within("node.kubernetes.io")
 }
 
-/// The content type cloud-init gives a part from how it starts (cloud-init
-/// `handlers/__init__.py`, `INCLUSION_TYPES_MAP` and `type_from_starts_with`: leading
-/// white space skipped, case ignored, longest prefix first). None when cloud-init would
-/// leave it `text/plain` and do nothing with it.
-pub fn content_type_of(data: &str) -> Option<&'static str> {
-    // Longest first: "#cloud-config-archive" before "#cloud-config", "#include-once"
-    // before "#include".
-    const PREFIXES: [(&str, &str); 9] = [
-        ("#cloud-config-archive", "text/cloud-config-archive"),
-        ("#cloud-config-jsonp", "text/cloud-config-jsonp"),
-        ("## template: jinja", "text/jinja2"),
-        ("#cloud-boothook", "text/cloud-boothook"),
-        ("#include-once", "text/x-include-once-url"),
-        ("#cloud-config", "text/cloud-config"),
-        ("#part-handler", "text/part-handler"),
-        ("#include", "text/x-include-url"),
-        ("#!", "text/x-shellscript"),
-    ];
-    let start: String = data
-        .trim_start()
-        .chars()
-        .take(24)
-        .flat_map(char::to_lowercase)
-        .collect();
-    PREFIXES
-        .iter()
-        .find(|(prefix, _)| start.starts_with(prefix))
-        .map(|(_, content_type)| *content_type)
-}
-
-/// Whether user data is already a MIME document, as cloud-init decides it: a
-/// `MIME-Version:` header within its first 4096 bytes (cloud-init
-/// `user_data.py`, `convert_string`).
-pub fn is_mime(data: &str) -> bool {
-    let head = &data.as_bytes()[..data.len().min(4096)];
-    head.windows(b"mime-version:".len())
-        .any(|w| w.eq_ignore_ascii_case(b"mime-version:"))
-}
-
 struct Part {
     /// Header lines, each ending in a line break.
     headers: String,
@@ -310,18 +273,6 @@ fn cluster_fields(input: &EksNodeInput) -> Result<(), BootstrapError> {
         return invalid("cidr", "must be the service CIDR, e.g. 10.100.0.0/16");
     }
     Ok(())
-}
-
-/// EKS's rule for cluster names: `^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$`.
-pub fn is_eks_cluster_name(name: &str) -> bool {
-    name.len() <= 100
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn is_cidr(s: &str) -> bool {
@@ -467,34 +418,6 @@ mod tests {
     }
 
     #[test]
-    fn content_types_follow_cloud_init() {
-        assert_eq!(content_type_of("#!/bin/bash\n"), Some("text/x-shellscript"));
-        assert_eq!(
-            content_type_of("  #Cloud-Config\n"),
-            Some("text/cloud-config")
-        );
-        assert_eq!(
-            content_type_of("#cloud-config-archive\n"),
-            Some("text/cloud-config-archive")
-        );
-        assert_eq!(
-            content_type_of("#include-once\nhttps://x\n"),
-            Some("text/x-include-once-url")
-        );
-        assert_eq!(content_type_of("echo hi\n"), None);
-        assert_eq!(content_type_of(""), None);
-    }
-
-    #[test]
-    fn mime_is_recognised_as_cloud_init_does() {
-        assert!(is_mime(
-            "Content-Type: multipart/mixed\nMIME-Version: 1.0\n"
-        ));
-        assert!(is_mime("mime-version: 1.0\n"));
-        assert!(!is_mime("#!/bin/sh\necho MIME\n"));
-    }
-
-    #[test]
     fn formats() {
         assert!(is_cidr("10.100.0.0/16") && is_cidr("fd00::/108"));
         for bad in [
@@ -505,11 +428,6 @@ mod tests {
             "fd00::/129",
         ] {
             assert!(!is_cidr(bad), "{bad}");
-        }
-        assert!(is_eks_cluster_name("a") && is_eks_cluster_name("My_cluster-1"));
-        assert!(is_eks_cluster_name(&"a".repeat(100)));
-        for bad in ["", "-a", "_a", "a.b", &"a".repeat(101)] {
-            assert!(!is_eks_cluster_name(bad), "{bad}");
         }
         assert!(is_label_key("example.com/a.b") && is_label_key("a"));
         for bad in ["", "/a", "a/", "Example.com/a", "a/b/c", "-a", "a,b", "a=b"] {
