@@ -405,7 +405,11 @@ class Checker:
             if x.get("Type") != "AWS::IAM::Role":
                 continue
             read = {q for f in self.role_functions.get(logical_id, []) for q in self.function_queues.get(f, [])}
-            for p in as_list((x.get("Properties") or {}).get("Policies")):
+            try:
+                policies = as_list(resolver.resolve((x.get("Properties") or {}).get("Policies")))
+            except Unresolvable:
+                policies = []  # reported when the role's policies are checked
+            for p in policies:
                 try:
                     doc = resolver.resolve(p.get("PolicyDocument") or {})
                 except Unresolvable:
@@ -616,7 +620,8 @@ class Checker:
     def check_role(self, logical_id, props):
         if props.get("ManagedPolicyArns"):
             self.problem(logical_id, "managed policies attached; their contents cannot be checked here")
-        for p in as_list(props.get("Policies")):
+        # A policy switched on by a condition (Fn::If) resolves with the AS_SET values.
+        for p in as_list(self.r.resolve(props.get("Policies"))):
             yield f"{logical_id}/{p.get('PolicyName')}", p["PolicyDocument"]
 
 

@@ -252,3 +252,55 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// cloud-init itself reads the nodeadm user data Capstan writes (the golden files of
+/// shared/reconcile/tests/golden/): its MIME processing finds every part with the
+/// content type expected, and `cloud-init schema` accepts each #cloud-config part;
+/// copies with a schema error, or a part cloud-init would ignore, fail.
+#[test]
+fn cloud_init_reads_the_nodeadm_user_data_and_refuses_broken_copies() {
+    let script = repo().join("scripts/check-user-data.sh");
+    let run = |files: &[PathBuf]| {
+        Command::new("bash")
+            .arg(&script)
+            .args(files)
+            .current_dir(repo())
+            .output()
+            .expect("running bash scripts/check-user-data.sh")
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "the golden files fail:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("cloud-config.mime: application/node.eks.aws, text/cloud-config"));
+
+    let dir = std::env::temp_dir().join(format!("capstan-user-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let golden = "shared/reconcile/tests/golden/cloud-config.mime";
+    for (name, from, to, caught_by) in [
+        (
+            "schema-error",
+            "packages:\n  - jq\n",
+            "packages: 3\n",
+            "cloud-init schema",
+        ),
+        (
+            "ignored-part",
+            "Content-Type: text/cloud-config; charset=\"us-ascii\"",
+            "Content-Type: text/plain; charset=\"us-ascii\"\n\nnot a script\n",
+            "cloud-init would ignore a part",
+        ),
+    ] {
+        let path = broken_copy_of(golden, &dir, name, from, to);
+        let out = run(std::slice::from_ref(&path));
+        let said = text(&out);
+        assert!(!out.status.success(), "{name} passed:\n{said}");
+        assert!(
+            said.contains(caught_by),
+            "{name}: expected {caught_by:?} in:\n{said}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
