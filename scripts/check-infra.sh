@@ -8,9 +8,12 @@
 #   3. checkov on the SAM template and on the transformed one: every failed check must
 #      be fixed or suppressed in the template's Metadata with a written reason;
 #   4. scripts/infra/check_iam.py: parliament on every IAM policy (and on the example
-#      policies in infra/policies/), plus the project's own least-privilege rules.
+#      policies in infra/policies/), plus the project's own least-privilege rules;
+#   5. scripts/infra/check_rbac.py: the workload clusters' RBAC manifest grants no verb
+#      beyond the workload port's, and no "*".
 #
-#   bash scripts/check-infra.sh [TEMPLATE]     # default: infra/template.yaml
+#   bash scripts/check-infra.sh [TEMPLATE [RBAC]]
+#   # defaults: infra/template.yaml, infra/rbac/capstan-workload.yaml
 #
 # The template may live anywhere (tests check mutated copies in a temp dir); scratch
 # files go to a temp dir that is removed on exit. The tools are installed into
@@ -23,6 +26,11 @@ if [[ ! -f "$TEMPLATE" ]]; then
     exit 1
 fi
 TEMPLATE="$(cd "$(dirname "$TEMPLATE")" && pwd)/$(basename "$TEMPLATE")"
+RBAC="${2:-$ROOT/infra/rbac/capstan-workload.yaml}"
+if [[ ! -f "$RBAC" ]]; then
+    echo "check-infra: no RBAC manifest at $RBAC" >&2
+    exit 1
+fi
 
 bash "$ROOT/scripts/install-infra-tools.sh"
 BIN="$ROOT/.tools/infra-venv/bin"
@@ -88,3 +96,8 @@ ok "checkov on the SAM and the transformed template"
 "$BIN/python" "$ROOT/scripts/infra/check_iam.py" "$TRANSFORMED" --policies "$ROOT/infra/policies" ||
     fail "IAM policies (parliament / the project's least-privilege rules, see above)"
 ok "IAM policies (parliament, least-privilege rules)"
+
+# 5. The workload clusters' RBAC: exactly the workload port's verbs.
+"$BIN/python" "$ROOT/scripts/infra/check_rbac.py" "$RBAC" ||
+    fail "the RBAC manifest $RBAC (verbs beyond the workload port's, see above)"
+ok "RBAC manifest (the workload port's verbs only)"

@@ -34,6 +34,11 @@
      on Capstan's own tag keys (aws:TagKeys);
    - iam:PassRole only with iam:PassedToService, on a named role (no wildcard);
    - Resource "*" only for actions that have no resource-level permissions;
+   - workload-cluster access: eks:DescribeCluster never on Resource "*" (EKS cluster
+     ARNs only), secretsmanager:GetSecretValue never on "*" and only on the secrets the
+     KubeconfigSecretArns parameter lists. The parameters that switch on conditional
+     statements (KubeconfigSecretArns, WorkloadSubnetIds, WorkloadSecurityGroupIds)
+     are resolved as set (AS_SET), so that those statements are checked too;
    - DynamoDB actions only on the template's tables, their indexes and streams;
      dynamodb:Scan (and PartiQL selects) only in the drift sweep's role;
    - events:PutEvents only on the template's buses; SQS actions only on the
@@ -100,6 +105,16 @@ NEGATED = tuple(
     for suffix in ("", "IfExists")
 )
 EVENTS = "events.amazonaws.com"
+SECRETS_PARAMETER = "KubeconfigSecretArns"
+# Parameters empty by default that switch statements on: checked as if set, so that
+# what they switch on is checked too (with their defaults, those statements vanish).
+AS_SET = {
+    SECRETS_PARAMETER: [
+        f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:capstan/demo-kubeconfig-AbCdEf",
+    ],
+    "WorkloadSubnetIds": ["subnet-0123456789abcdef2"],
+    "WorkloadSecurityGroupIds": ["sg-0123456789abcdef2"],
+}
 
 
 class Unresolvable(Exception):
@@ -132,6 +147,8 @@ class Resolver:
 
     @staticmethod
     def placeholder(name, p):
+        if name in AS_SET:
+            return list(AS_SET[name])
         if "Default" in p:
             default = p["Default"]
             if str(p.get("Type", "")).startswith(("List<", "CommaDelimitedList")):
@@ -388,7 +405,11 @@ class Checker:
             if x.get("Type") != "AWS::IAM::Role":
                 continue
             read = {q for f in self.role_functions.get(logical_id, []) for q in self.function_queues.get(f, [])}
-            for p in as_list((x.get("Properties") or {}).get("Policies")):
+            try:
+                policies = as_list(resolver.resolve((x.get("Properties") or {}).get("Policies")))
+            except Unresolvable:
+                policies = []  # reported when the role's policies are checked
+            for p in policies:
                 try:
                     doc = resolver.resolve(p.get("PolicyDocument") or {})
                 except Unresolvable:
@@ -432,6 +453,16 @@ class Checker:
                 for a in actions:
                     if "*" not in a and has_resource_types(self.definition, a):
                         self.problem(here, f"{a} on Resource \"*\" although it can be scoped to resources")
+            # Workload-cluster access: named clusters, and the listed secrets only.
+            if allows(s, "eks:DescribeCluster"):
+                for x in resources:
+                    if x == "*" or not x.startswith(f"arn:{PARTITION}:eks:") or ":cluster/" not in x:
+                        self.problem(here, f"eks:DescribeCluster on Resource {x!r}: only EKS cluster ARNs (arn:${{AWS::Partition}}:eks:<region>:${{AWS::AccountId}}:cluster/<name>)")
+            if allows(s, "secretsmanager:GetSecretValue"):
+                listed = as_list(self.r.params.get(SECRETS_PARAMETER))
+                for x in resources:
+                    if x not in listed:
+                        self.problem(here, f"secretsmanager:GetSecretValue on Resource {x!r}: only the secrets the {SECRETS_PARAMETER} parameter lists ({listed})")
             # Instance mutations need the installation's resource tag.
             for a in INSTANCE_MUTATIONS:
                 if allows(s, a):
@@ -589,7 +620,8 @@ class Checker:
     def check_role(self, logical_id, props):
         if props.get("ManagedPolicyArns"):
             self.problem(logical_id, "managed policies attached; their contents cannot be checked here")
-        for p in as_list(props.get("Policies")):
+        # A policy switched on by a condition (Fn::If) resolves with the AS_SET values.
+        for p in as_list(self.r.resolve(props.get("Policies"))):
             yield f"{logical_id}/{p.get('PolicyName')}", p["PolicyDocument"]
 
 

@@ -1,7 +1,7 @@
 //! The offline checks of infra/template.yaml are real: `scripts/check-infra.sh` (cfn-lint
 //! before and after the SAM transform, checkov, parliament and the project's own IAM
-//! rules) passes on the template and fails on copies with one deliberate mistake each,
-//! naming the check that caught it.
+//! rules, and the workload clusters' RBAC manifest) passes on the template and fails on
+//! copies with one deliberate mistake each, naming the check that caught it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,9 +14,14 @@ fn repo() -> PathBuf {
 }
 
 fn check(template: &Path) -> Output {
+    check_with_rbac(template, &repo().join("infra/rbac/capstan-workload.yaml"))
+}
+
+fn check_with_rbac(template: &Path, rbac: &Path) -> Output {
     Command::new("bash")
         .arg(repo().join("scripts/check-infra.sh"))
         .arg(template)
+        .arg(rbac)
         .current_dir(repo())
         .output()
         .expect("running bash scripts/check-infra.sh")
@@ -32,14 +37,15 @@ fn text(out: &Output) -> String {
 
 /// A copy of the template with the first `from` replaced by `to`.
 fn broken_copy(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
-    let original =
-        std::fs::read_to_string(repo().join("infra/template.yaml")).expect("the template");
-    assert!(
-        original.contains(from),
-        "{name}: {from:?} is not in the template"
-    );
+    broken_copy_of("infra/template.yaml", dir, name, from, to)
+}
+
+/// A copy of the repository's file `original` with the first `from` replaced by `to`.
+fn broken_copy_of(original: &str, dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join(original)).expect("the original");
+    assert!(text.contains(from), "{name}: {from:?} is not in {original}");
     let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, original.replacen(from, to, 1)).expect("writing the copy");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("writing the copy");
     path
 }
 
@@ -144,6 +150,35 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
             ),
             "it lets ['arn:aws:iam::123456789012:role/DriftSweepRole-placeholder'] send besides its rule",
         ),
+        // Workload-cluster access (issue 13): DescribeCluster on any resource, and the
+        // kubeconfig secrets widened from the listed ones to every secret.
+        (
+            broken_copy(
+                &dir,
+                "describe-any-cluster",
+                "                Action: eks:DescribeCluster\n                Resource:\n                  Fn::Sub: \"arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*\"\n",
+                "                Action: eks:DescribeCluster\n                Resource: \"*\"\n",
+            ),
+            "eks:DescribeCluster on Resource '*'",
+        ),
+        (
+            broken_copy(
+                &dir,
+                "read-any-secret",
+                "                    Resource:\n                      Ref: KubeconfigSecretArns\n",
+                "                    Resource: \"*\"\n",
+            ),
+            "secretsmanager:GetSecretValue on Resource '*'",
+        ),
+        (
+            broken_copy(
+                &dir,
+                "read-all-named-secrets",
+                "                    Resource:\n                      Ref: KubeconfigSecretArns\n",
+                "                    Resource:\n                      Fn::Sub: \"arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:*\"\n",
+            ),
+            "only the secrets the KubeconfigSecretArns parameter lists",
+        ),
         (
             broken_copy(
                 &dir,
@@ -165,6 +200,106 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
             said.contains(caught_by),
             "{}: expected {caught_by:?} in:\n{said}",
             path.display()
+        );
+    }
+
+    // The RBAC manifest: a verb the port does not use, and a wildcard.
+    let template = repo().join("infra/template.yaml");
+    for (rbac, caught_by) in [
+        (
+            broken_copy_of(
+                "infra/rbac/capstan-workload.yaml",
+                &dir,
+                "rbac-watch-pods",
+                "    resources: [pods]\n    verbs: [get, list]\n",
+                "    resources: [pods]\n    verbs: [get, list, watch]\n",
+            ),
+            "verbs ['watch'] on 'pods' go beyond the workload port's ['get', 'list']",
+        ),
+        (
+            broken_copy_of(
+                "infra/rbac/capstan-workload.yaml",
+                &dir,
+                "rbac-any-node-verb",
+                "    resources: [nodes]\n    verbs: [get, list, patch, delete]\n",
+                "    resources: [nodes]\n    verbs: [\"*\"]\n",
+            ),
+            "verbs ['*'] has a wildcard",
+        ),
+        (
+            broken_copy_of(
+                "infra/rbac/capstan-workload.yaml",
+                &dir,
+                "rbac-secrets",
+                "    resources: [pods]\n",
+                "    resources: [pods, secrets]\n",
+            ),
+            "resource 'secrets' in API group '' is not one the workload port uses",
+        ),
+    ] {
+        let out = check_with_rbac(&template, &rbac);
+        let said = text(&out);
+        assert!(
+            !out.status.success(),
+            "{} passed the checks:\n{said}",
+            rbac.display()
+        );
+        assert!(
+            said.contains(caught_by),
+            "{}: expected {caught_by:?} in:\n{said}",
+            rbac.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// cloud-init itself reads the nodeadm user data Capstan writes (the golden files of
+/// shared/reconcile/tests/golden/): its MIME processing finds every part with the
+/// content type expected, and `cloud-init schema` accepts each #cloud-config part;
+/// copies with a schema error, or a part cloud-init would ignore, fail.
+#[test]
+fn cloud_init_reads_the_nodeadm_user_data_and_refuses_broken_copies() {
+    let script = repo().join("scripts/check-user-data.sh");
+    let run = |files: &[PathBuf]| {
+        Command::new("bash")
+            .arg(&script)
+            .args(files)
+            .current_dir(repo())
+            .output()
+            .expect("running bash scripts/check-user-data.sh")
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "the golden files fail:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("cloud-config.mime: application/node.eks.aws, text/cloud-config"));
+
+    let dir = std::env::temp_dir().join(format!("capstan-user-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let golden = "shared/reconcile/tests/golden/cloud-config.mime";
+    for (name, from, to, caught_by) in [
+        (
+            "schema-error",
+            "packages:\n  - jq\n",
+            "packages: 3\n",
+            "cloud-init schema",
+        ),
+        (
+            "ignored-part",
+            "Content-Type: text/cloud-config; charset=\"us-ascii\"",
+            "Content-Type: text/plain; charset=\"us-ascii\"\n\nnot a script\n",
+            "cloud-init would ignore a part",
+        ),
+    ] {
+        let path = broken_copy_of(golden, &dir, name, from, to);
+        let out = run(std::slice::from_ref(&path));
+        let said = text(&out);
+        assert!(!out.status.success(), "{name} passed:\n{said}");
+        assert!(
+            said.contains(caught_by),
+            "{name}: expected {caught_by:?} in:\n{said}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod meta;
 pub mod object;
 pub mod parse;
+pub mod user_data;
 pub mod validate;
 
 pub use item::{AttrValue, Expect, Item, ItemKey, Part, StoredObject};

@@ -386,6 +386,162 @@ fn missing_cluster_name() {
     );
 }
 
+// ---- Cluster access and EKS bootstrap ------------------------------------------
+
+/// The Cluster, reached as EKS cluster `eks-demo`.
+fn eks_cluster() -> String {
+    CLUSTER.to_string() + "  access:\n    eks:\n      clusterName: eks-demo\n"
+}
+
+/// The classes, the workers' with `bootstrap: {eks: {}}` and `user_data` (indented
+/// under a block scalar when given).
+fn eks_classes(user_data: Option<&str>) -> String {
+    let mut classes = CLASSES.to_string() + "  bootstrap:\n    eks: {}\n";
+    if let Some(data) = user_data {
+        classes.push_str("  userData: |\n");
+        for line in data.lines() {
+            classes.push_str(&format!("    {line}\n"));
+        }
+    }
+    classes
+}
+
+#[test]
+fn eks_bootstrap_with_eks_access_and_a_script_reads() {
+    let text = format!(
+        "{}{}",
+        eks_cluster(),
+        eks_classes(Some("#!/bin/bash\necho joined"))
+    );
+    let objects = read_manifests("eks.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let Object::MachineClass(class) = &objects[2] else {
+        panic!("the workers' class third");
+    };
+    assert!(
+        class
+            .spec
+            .bootstrap
+            .as_ref()
+            .is_some_and(|b| b.eks.is_some())
+    );
+    let again = read_manifests("again", &to_yaml(&objects)).expect("round trip");
+    assert_eq!(again, objects);
+}
+
+#[test]
+fn eks_bootstrap_needs_the_clusters_eks_access() {
+    let errors = refused("noaccess.yaml", &format!("{CLUSTER}{}", eks_classes(None)));
+    let e = assert_error(
+        &errors,
+        3,
+        "spec.bootstrap.eks",
+        "Cluster \"demo\" has no spec.access.eks",
+    );
+    assert!(e.hint.contains("spec.access.eks.clusterName"), "{}", e.hint);
+
+    let kubeconfig = CLUSTER.to_string()
+        + "  access:\n    kubeconfig:\n      secretArn: arn:aws:secretsmanager:us-east-1:123456789012:secret:demo-kubeconfig\n";
+    let errors = refused(
+        "kubeconfig.yaml",
+        &format!("{kubeconfig}{}", eks_classes(None)),
+    );
+    assert_error(
+        &errors,
+        3,
+        "spec.bootstrap.eks",
+        "is reached through a kubeconfig",
+    );
+}
+
+#[test]
+fn eks_bootstrap_refuses_mime_and_unrecognised_user_data() {
+    let mime = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b--";
+    let errors = refused(
+        "mime.yaml",
+        &format!("{}{}", eks_cluster(), eks_classes(Some(mime))),
+    );
+    let e = assert_error(&errors, 3, "spec.userData", "is a MIME multi-part document");
+    assert!(e.hint.contains("#cloud-config"), "{}", e.hint);
+
+    let errors = refused(
+        "plain.yaml",
+        &format!("{}{}", eks_cluster(), eks_classes(Some("echo hello"))),
+    );
+    assert_error(&errors, 3, "spec.userData", "cloud-init would ignore it");
+
+    let big = format!("#!/bin/sh\n{}", "#".repeat(13_000));
+    let errors = refused(
+        "big.yaml",
+        &format!("{}{}", eks_cluster(), eks_classes(Some(&big))),
+    );
+    assert_error(
+        &errors,
+        3,
+        "spec.userData",
+        "with bootstrap.eks at most 12288",
+    );
+}
+
+#[test]
+fn bootstrap_must_name_a_method() {
+    let classes = CLASSES.to_string() + "  bootstrap: {}\n";
+    let errors = refused("empty.yaml", &format!("{}{classes}", eks_cluster()));
+    assert_error(&errors, 3, "spec.bootstrap", "names no bootstrap method");
+}
+
+#[test]
+fn cluster_access_rules() {
+    let with_access = |access: &str| format!("{CLUSTER}  access:\n{access}{CLASSES}");
+    let errors = refused("none.yaml", &format!("{CLUSTER}  access: {{}}\n{CLASSES}"));
+    assert_error(
+        &errors,
+        1,
+        "spec.access",
+        "names no way to reach the cluster",
+    );
+
+    let errors = refused(
+        "both.yaml",
+        &with_access(
+            "    eks:\n      clusterName: demo\n    kubeconfig:\n      secretArn: arn:aws:secretsmanager:us-east-1:123456789012:secret:k\n",
+        ),
+    );
+    assert_error(&errors, 1, "spec.access", "sets both eks and kubeconfig");
+
+    let errors = refused(
+        "name.yaml",
+        &with_access("    eks:\n      clusterName: my.cluster\n      region: Virginia\n"),
+    );
+    let e = assert_error(
+        &errors,
+        1,
+        "spec.access.eks.clusterName",
+        "\"my.cluster\" is not an EKS cluster name",
+    );
+    assert!(e.hint.contains("letters, digits, - and _"), "{}", e.hint);
+    assert_error(&errors, 1, "spec.access.eks.region", "is not an AWS region");
+
+    let errors = refused(
+        "arn.yaml",
+        &with_access("    kubeconfig:\n      secretArn: demo-kubeconfig\n"),
+    );
+    let e = assert_error(
+        &errors,
+        1,
+        "spec.access.kubeconfig.secretArn",
+        "\"demo-kubeconfig\" is not a Secrets Manager secret ARN",
+    );
+    assert!(e.hint.contains("KubeconfigSecretArns"), "{}", e.hint);
+
+    let errors = refused("empty-arn.yaml", &with_access("    kubeconfig: {}\n"));
+    assert_error(
+        &errors,
+        1,
+        "spec.access.kubeconfig.secretArn",
+        "is required",
+    );
+}
+
 // ---- MachineClass --------------------------------------------------------------
 
 #[test]

@@ -5,8 +5,9 @@
 //! Layout: one module per kind (`cluster`, `deployment`, `machine_set`, `machine`,
 //! `machine_class`, `health_check`), `lifecycle` for what every kind shares (taking a
 //! new object in, generations, deletion), `launch` for how a Machine's instance is
-//! described to EC2.
+//! described to EC2, `bootstrap` for the user data that joins a node to its cluster.
 
+pub mod bootstrap;
 pub mod cluster;
 pub mod conditions;
 pub mod deployment;
@@ -21,6 +22,7 @@ pub mod node;
 pub mod plan;
 pub mod tree;
 
+pub use bootstrap::{BootstrapError, EksNodeInput, NodeTaint, TaintEffect, eks_user_data};
 pub use lifecycle::{Ctx, decide};
 pub use plan::{Action, Plan};
 pub use tree::Tree;

@@ -22,9 +22,31 @@ pub struct MachineClassSpec {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
     /// Cloud-init or script text. Never a secret: fetch those at boot from SSM or Secrets Manager.
+    /// With `bootstrap`, a further part after the one Capstan writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
+    /// How the instance joins its Kubernetes cluster, written by Capstan into the user
+    /// data. None: the class's `userData` alone does it (or nothing does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<Bootstrap>,
 }
+
+/// A way for an instance to join its cluster. Exactly one is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Bootstrap {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eks: Option<EksBootstrap>,
+}
+
+/// Join an EKS cluster with `nodeadm` (Amazon Linux 2023 EKS AMIs): Capstan writes the
+/// `NodeConfig` (cluster name, API endpoint, certificate authority and service CIDR from
+/// DescribeCluster, the Machine's labels and taints as kubelet flags) as the first part
+/// of a MIME multi-part user data. Needs the Cluster's `spec.access.eks`. Secrets the
+/// node needs at boot are fetched by the class's own part, by ARN, never written here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EksBootstrap {}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

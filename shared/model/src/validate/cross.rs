@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::object::{Kind, Object, ObjectKey};
+use crate::object::{Kind, MachineClass, Object, ObjectKey};
 use crate::parse::FieldError;
 
 /// Checks a set of objects together: no two with the same kind, namespace and name
@@ -168,6 +168,11 @@ pub(crate) fn references(
                     push(e);
                 }
             }
+            Object::MachineClass(class) => {
+                if let Some(e) = eks_bootstrap_access(&resolver, namespace, class) {
+                    push(e);
+                }
+            }
             _ => {}
         }
         if object.kind() != Kind::Cluster && report_missing {
@@ -254,5 +259,45 @@ fn class_ref(
             ))
         }
         None => None,
+    }
+}
+
+/// A class with `bootstrap.eks` needs its Cluster's `spec.access.eks`: the NodeConfig's
+/// endpoint, certificate authority and service CIDR come from DescribeCluster of that
+/// EKS cluster. A Cluster not found is reported on its own.
+fn eks_bootstrap_access(
+    resolver: &Resolver<'_>,
+    namespace: &str,
+    class: &MachineClass,
+) -> Option<FieldError> {
+    class.spec.bootstrap.as_ref()?.eks.as_ref()?;
+    let cluster = class.spec.cluster_name.as_str();
+    if cluster.is_empty() {
+        return None;
+    }
+    let Some(Object::Cluster(found)) = resolver.find(Kind::Cluster, namespace, cluster, cluster)
+    else {
+        return None;
+    };
+    match &found.spec.access {
+        Some(access) if access.eks.is_some() => None,
+        Some(access) if access.kubeconfig.is_some() => Some(FieldError::new(
+            "spec.bootstrap.eks",
+            format!(
+                "Cluster {cluster:?} is reached through a kubeconfig, not spec.access.eks: bootstrap.eks reads the EKS cluster's endpoint and certificate authority with DescribeCluster"
+            ),
+            format!(
+                "for an EKS cluster, set spec.access.eks.clusterName on Cluster {cluster} instead of kubeconfig; otherwise remove bootstrap.eks and join nodes with your own userData"
+            ),
+        )),
+        _ => Some(FieldError::new(
+            "spec.bootstrap.eks",
+            format!(
+                "Cluster {cluster:?} has no spec.access.eks: bootstrap.eks reads the EKS cluster's endpoint and certificate authority with DescribeCluster"
+            ),
+            format!(
+                "set spec.access.eks.clusterName on Cluster {cluster}, or remove bootstrap.eks and join nodes with your own userData"
+            ),
+        )),
     }
 }

@@ -57,6 +57,12 @@ pub const RESERVED_TAG_PREFIXES: [&str; 2] = ["aws:", crate::labels::RESERVED_PR
 pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
 /// Longest IAM instance profile name.
 pub const MAX_INSTANCE_PROFILE_LEN: usize = 128;
+/// What a class's `userData` leaves of [`MAX_USER_DATA_BYTES`] for the part Capstan
+/// writes with `bootstrap.eks`: the NodeConfig (a certificate authority is ~1.5 KiB in
+/// base64, the endpoint, the kubelet's label and taint flags) and the MIME framing.
+pub const EKS_BOOTSTRAP_RESERVED_BYTES: usize = 4 * 1024;
+/// Longest EKS cluster name.
+pub const MAX_EKS_CLUSTER_NAME_LEN: usize = 100;
 
 /// What a number field expects, for errors about numbers a type cannot hold
 /// (`spec.replicas: 99999999999 is too large: expected ...`).

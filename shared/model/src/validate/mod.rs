@@ -6,6 +6,8 @@
 //! Checks that need other objects (does the named MachineClass exist?) live in
 //! `cross`, public as [`crate::manifest::validate_set`].
 
+mod access;
+mod bootstrap;
 mod counts;
 pub(crate) mod cross;
 mod health_check;
@@ -26,11 +28,13 @@ use crate::kinds::{
 use crate::object::Object;
 use crate::parse::FieldError;
 
+pub use access::{is_eks_cluster_name, is_secret_arn};
 pub use health_check::parse_range;
 pub use launch::{is_aws_id, is_instance_type};
 pub use limits::{
-    MACHINE_SET_SUFFIX_LEN, MACHINE_SUFFIX_LEN, MAX_ANNOTATIONS_BYTES, MAX_CLUSTER_NAME_LEN,
-    MAX_CONTROL_PLANE_REPLICAS, MAX_GP3_IOPS, MAX_HOP_LIMIT, MAX_INSTANCE_PROFILE_LEN, MAX_IO_IOPS,
+    EKS_BOOTSTRAP_RESERVED_BYTES, MACHINE_SET_SUFFIX_LEN, MACHINE_SUFFIX_LEN,
+    MAX_ANNOTATIONS_BYTES, MAX_CLUSTER_NAME_LEN, MAX_CONTROL_PLANE_REPLICAS,
+    MAX_EKS_CLUSTER_NAME_LEN, MAX_GP3_IOPS, MAX_HOP_LIMIT, MAX_INSTANCE_PROFILE_LEN, MAX_IO_IOPS,
     MAX_KEY_PREFIX_LEN, MAX_LABELS_BYTES, MAX_MACHINE_DEPLOYMENT_NAME_LEN,
     MAX_MACHINE_SET_NAME_LEN, MAX_NAME_LEN, MAX_POOL_NAME_LEN, MAX_REPLICAS, MAX_ROOT_VOLUME_GIB,
     MAX_SPEC_BYTES, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN, MAX_TAGS, MAX_USER_DATA_BYTES,
@@ -40,6 +44,8 @@ pub use limits::{
 pub use secrets::secrets_in;
 pub use version::is_kubernetes_version;
 
+use access::access;
+use bootstrap::bootstrap;
 use counts::{autoscaling, non_negative, replicas};
 use health_check::{health_checks, remediation};
 use launch::{LaunchFields, failure_domain, launch};
@@ -169,6 +175,9 @@ fn cluster(v: &mut Errors, spec: &ClusterSpec) {
             seen.insert(&pool.name, i);
         }
     }
+    if let Some(a) = &spec.access {
+        access(v, "spec.access", a);
+    }
 }
 
 fn worker_pool(v: &mut Errors, at: &str, pool: &WorkerPool) {
@@ -227,6 +236,9 @@ fn machine_class(v: &mut Errors, spec: &MachineClassSpec) {
             subnets: Some(&spec.subnets),
         },
     );
+    if let Some(b) = &spec.bootstrap {
+        bootstrap(v, b, spec.user_data.as_deref());
+    }
 }
 
 fn machine_template(v: &mut Errors, base: &str, template: &MachineTemplate) {
