@@ -181,7 +181,11 @@ async fn deleting_the_cluster_leaves_no_node_behind() {
     let mut cp = control_plane(44, |_| {});
     cp.apply(&with_access(2, |_| {})).await.expect("apply");
     converge(&mut cp).await;
-    assert_eq!(live_nodes(&cp).len(), machines(&cp).len(), "one Node per Machine");
+    assert_eq!(
+        live_nodes(&cp).len(),
+        machines(&cp).len(),
+        "one Node per Machine"
+    );
     cp.delete(&cluster_key()).await.expect("delete");
     drain(&mut cp).await;
     assert!(live_nodes(&cp).is_empty(), "{:?}", live_nodes(&cp));

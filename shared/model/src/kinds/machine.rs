@@ -202,9 +202,9 @@ pub struct MachineStatus {
     pub applied_tags: Option<BTreeMap<String, String>>,
     /// The Kubernetes Node the instance became, found by its providerID (only when the
     /// Cluster declares `spec.access`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub node_ref: Option<NodeRef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
     pub node_info: Option<NodeInfo>,
     /// The Node's own conditions as last read (Ready, MemoryPressure, …), which
     /// health checks' `unhealthyNodeConditions` judge.
@@ -212,7 +212,10 @@ pub struct MachineStatus {
     pub node_conditions: Conditions,
     /// The label keys Capstan last put on the Node, so a label dropped from the pool is
     /// removed from the Node too (and nobody else's labels are).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient_vec"
+    )]
     pub node_labels: Vec<String>,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
@@ -249,4 +252,23 @@ pub struct UnavailableOffering {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// Reads a field others may also write (a node agent, an older or newer Capstan) as
+/// None when its value is not the shape expected, instead of costing the whole object.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+fn lenient_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    Ok(lenient(d)?.unwrap_or_default())
 }
