@@ -86,6 +86,7 @@ async fn a_machine_is_running_only_once_its_node_joins_and_records_it() {
         assert_eq!(ready.status, ConditionStatus::False);
         assert!(ready.message.contains("waiting for"), "{}", ready.message);
     }
+    assert!(cp.describe().contains("no node: waiting for"), "{}", cp.describe());
 
     converge(&mut cp).await;
     let nodes = cp.workload.nodes(cluster());
@@ -109,6 +110,11 @@ async fn a_machine_is_running_only_once_its_node_joins_and_records_it() {
         // The pool's labels, and its role, are on the Node, put there in place.
         assert_eq!(node.labels.get("team").map(String::as_str), Some("web"));
         assert!(node.labels.contains_key("node-role.kubernetes.io/workers"));
+        assert!(
+            cp.describe().contains(&format!("node {} Ready", node.name)),
+            "{}",
+            cp.describe()
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 use capstan_model::meta::condition;
 use capstan_model::{ConditionStatus, Kind, MachinePhase, Object, StoredObject};
 use capstan_reconcile::Tree;
+use capstan_reconcile::conditions::NODE_READY;
 
 struct Row {
     name: String,
@@ -99,12 +100,36 @@ fn row(prefix: &str, s: &StoredObject) -> Row {
         .map(|c| format!("{}: {}", c.reason, c.message));
     let detail = match o {
         Object::Machine(m) => match &m.status.instance_id {
-            Some(id) => format!(
-                "{id} ({}, {}, {})",
-                m.status.instance_type.as_deref().unwrap_or("?"),
-                m.spec.failure_domain,
-                m.status.instance_state.map_or("?", |s| s.as_str())
-            ),
+            Some(id) => {
+                let instance = format!(
+                    "{id} ({}, {}, {})",
+                    m.status.instance_type.as_deref().unwrap_or("?"),
+                    m.spec.failure_domain,
+                    m.status.instance_state.map_or("?", |s| s.as_str())
+                );
+                // With access declared: the Node, and its readiness, or since when
+                // the Machine waits for it.
+                match (&m.status.node_ref, m.status.conditions.get(NODE_READY)) {
+                    (Some(node), Some(ready)) => format!(
+                        "{instance} node {} {}",
+                        node.name,
+                        if ready.status == ConditionStatus::True {
+                            "Ready".to_string()
+                        } else {
+                            format!("NotReady ({})", ready.reason)
+                        }
+                    ),
+                    (None, Some(waiting))
+                        if matches!(waiting.reason.as_str(), "WaitingForNode" | "NodeNotFound") =>
+                    {
+                        format!(
+                            "{instance} no node: {} (since {})",
+                            waiting.message, waiting.last_transition_time
+                        )
+                    }
+                    _ => instance,
+                }
+            }
             None => not_ready_reason.unwrap_or_default(),
         },
         Object::MachineDeployment(d) => {
