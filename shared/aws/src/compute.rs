@@ -30,6 +30,7 @@ use aws_sdk_ec2::types::{
     ResourceType, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
 use capstan_model::kinds::{HttpTokens, MarketType as CapstanMarket};
+use capstan_model::labels::RESERVED_PREFIX;
 use capstan_model::{InstanceState, Timestamp};
 use capstan_runtime::ports::{Compute, ComputeError, Instance, LaunchRequest};
 
@@ -157,7 +158,10 @@ impl Ec2Compute {
         let mut call = self
             .client
             .run_instances()
-            .client_token(&request.client_token)
+            // No token is no token (EC2 then launches every time), not an empty one.
+            .set_client_token(
+                (!request.client_token.is_empty()).then(|| request.client_token.clone()),
+            )
             .image_id(&request.image_id)
             .instance_type(InstanceType::from(request.instance_type.as_str()))
             .min_count(1)
@@ -390,7 +394,9 @@ impl Compute for Ec2Compute {
     }
 
     /// CreateTags on instances of this installation only (the template allows it only
-    /// with `aws:ResourceTag` set to the installation, and never on the guard tag).
+    /// with `aws:ResourceTag` set to the installation, and never for a `capstan.dev/`
+    /// key, the guard's included). Such a key is refused before anything is sent, as
+    /// IAM refuses the request before EC2 looks at the instances.
     async fn create_tags(
         &self,
         instance_ids: Vec<String>,
@@ -403,10 +409,15 @@ impl Compute for Ec2Compute {
         if ids.is_empty() || tags.is_empty() {
             return Ok(());
         }
-        if tags.contains_key(&tag_guard.0) {
+        // The template's IAM allows CreateTags only without `capstan.dev/` keys
+        // (`aws:TagKeys`), the guard among them: an instance's identity is set at launch.
+        if let Some(key) = tags
+            .keys()
+            .find(|k| **k == tag_guard.0 || k.starts_with(RESERVED_PREFIX))
+        {
             return Err(ComputeError::Invalid {
                 code: "UnauthorizedOperation".to_string(),
-                message: format!("refusing to change the tag {}", tag_guard.0),
+                message: format!("refusing to set the tag {key}: Capstan's tags are set at launch only"),
             });
         }
         self.guard(&ids, &tag_guard, "tag").await?;

@@ -224,3 +224,25 @@ fn without_the_fence_two_passes_launch_for_one_machine() {
         assert_passes(Simulation::new(seed, "quickstart", faults.clone()));
     }
 }
+
+#[test]
+#[ignore]
+fn explore_trust_forged_items() {
+    for rate in ["hostile", "hostile=0.05", "hostile=0.1"] {
+        let faults = Faults::parse(rate).expect("faults");
+        for seed in 1..=6 {
+            let started = std::time::Instant::now();
+            let broken = Simulation::new(seed, "quickstart", faults.clone())
+                .with_mutation(Mutation::TrustForgedItems)
+                .run();
+            let t1 = started.elapsed();
+            let fine = Simulation::new(seed, "quickstart", faults.clone()).run();
+            eprintln!(
+                "{rate} seed {seed}: mutated {:?} ({t1:?}); plain {:?} ({:?})",
+                broken.violation.as_ref().map(|v| (v.invariant, v.message.clone())),
+                fine.violation.as_ref().map(|v| v.invariant),
+                started.elapsed() - t1
+            );
+        }
+    }
+}
