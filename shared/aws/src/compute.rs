@@ -158,7 +158,8 @@ impl Ec2Compute {
         let mut call = self
             .client
             .run_instances()
-            // No token is no token (EC2 then launches every time), not an empty one.
+            // No token is no token, not an empty one: the SDK then makes up a fresh
+            // one per call (ClientToken is an idempotency token), so EC2 launches anew.
             .set_client_token(
                 (!request.client_token.is_empty()).then(|| request.client_token.clone()),
             )
@@ -176,12 +177,16 @@ impl Ec2Compute {
                     .ebs(ebs)
                     .build(),
             )
-            .metadata_options(metadata_options)
-            // Every resource the launch creates carries the tags, so an IAM policy
-            // conditioned on `aws:RequestTag` (infra/template.yaml) lets it through.
-            .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume))
-            .tag_specifications(tag_spec(ResourceType::NetworkInterface));
+            .metadata_options(metadata_options);
+        // Every resource the launch creates carries the tags, so an IAM policy
+        // conditioned on `aws:RequestTag` (infra/template.yaml) lets it through. No
+        // tags, no specifications: EC2 refuses an empty one.
+        if !tags.is_empty() {
+            call = call
+                .tag_specifications(tag_spec(ResourceType::Instance))
+                .tag_specifications(tag_spec(ResourceType::Volume))
+                .tag_specifications(tag_spec(ResourceType::NetworkInterface));
+        }
         if let Some(profile) = &request.instance_profile {
             call = call.iam_instance_profile(
                 IamInstanceProfileSpecification::builder()
@@ -190,8 +195,10 @@ impl Ec2Compute {
             );
         }
         if request.market.market_type == CapstanMarket::Spot {
+            if !tags.is_empty() {
+                call = call.tag_specifications(tag_spec(ResourceType::SpotInstancesRequest));
+            }
             call = call
-                .tag_specifications(tag_spec(ResourceType::SpotInstancesRequest))
                 .instance_market_options(
                     InstanceMarketOptionsRequest::builder()
                         .market_type(MarketType::Spot)

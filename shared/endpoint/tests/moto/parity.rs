@@ -183,6 +183,7 @@ async fn sim_ec2_and_ec2_over_moto_answer_every_call_alike() {
     };
     let no_token = env.launch("", tags("c", "uid-c"));
     let foreign = env.launch("", BTreeMap::from([("team".to_string(), "x".to_string())]));
+    let untagged = env.launch("", BTreeMap::new());
     let reserved_key = env.launch(
         "uid-d",
         BTreeMap::from([("aws:owner".to_string(), "x".to_string())]),
@@ -227,6 +228,8 @@ async fn sim_ec2_and_ec2_over_moto_answer_every_call_alike() {
         .launch("c2", no_token.clone()));
     step!("launch an instance without the installation tag", |x| x
         .launch("foreign", foreign.clone()));
+    step!("launch with no tags at all", |x| x
+        .launch("untagged", untagged.clone()));
     step!("launch with an aws: tag key", |x| x
         .launch("reserved", reserved_key.clone()));
     step!("launch from an image that does not exist", |x| x
