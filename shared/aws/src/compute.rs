@@ -198,21 +198,18 @@ impl Ec2Compute {
             if !tags.is_empty() {
                 call = call.tag_specifications(tag_spec(ResourceType::SpotInstancesRequest));
             }
-            call = call
-                .instance_market_options(
-                    InstanceMarketOptionsRequest::builder()
-                        .market_type(MarketType::Spot)
-                        .spot_options(
-                            SpotMarketOptions::builder()
-                                .set_max_price(request.market.spot_max_price.clone())
-                                .spot_instance_type(SpotInstanceType::OneTime)
-                                .instance_interruption_behavior(
-                                    InstanceInterruptionBehavior::Terminate,
-                                )
-                                .build(),
-                        )
-                        .build(),
-                );
+            call = call.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(
+                        SpotMarketOptions::builder()
+                            .set_max_price(request.market.spot_max_price.clone())
+                            .spot_instance_type(SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                            .build(),
+                    )
+                    .build(),
+            );
         }
         if let Some(user_data) = &request.user_data {
             call = call.user_data(aws_smithy_types::base64::encode(user_data.as_bytes()));
@@ -424,7 +421,9 @@ impl Compute for Ec2Compute {
         {
             return Err(ComputeError::Invalid {
                 code: "UnauthorizedOperation".to_string(),
-                message: format!("refusing to set the tag {key}: Capstan's tags are set at launch only"),
+                message: format!(
+                    "refusing to set the tag {key}: Capstan's tags are set at launch only"
+                ),
             });
         }
         self.guard(&ids, &tag_guard, "tag").await?;

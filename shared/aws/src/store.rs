@@ -243,24 +243,24 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(INSTANCE_INDEX)
-            .key_condition_expression(format!("{INSTANCE_ID} = :id"))
-            .expression_attribute_values(":id", AttributeValue::S(instance_id.to_string()))
-            .limit(2)
-            .send()
-            .await
-            .map_err(store_error)?;
-        Ok(out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(item_from_sdk)
-            .find_map(|item| item_key(&item)))
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
+        let items = self
+            .all_pages(|start| {
+                let request = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(INSTANCE_INDEX)
+                    .key_condition_expression(format!("{INSTANCE_ID} = :id"))
+                    .expression_attribute_values(":id", AttributeValue::S(instance_id.to_string()))
+                    .set_exclusive_start_key(start);
+                async move {
+                    let out = request.send().await.map_err(store_error)?;
+                    Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
+                }
+            })
+            .await?;
+        Ok(items.iter().filter_map(item_key).collect())
     }
 
     async fn scan(&self, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {

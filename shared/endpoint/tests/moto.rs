@@ -4,12 +4,12 @@
 
 mod support;
 
-/// Issue 12 over the wire.
-#[path = "moto/safety.rs"]
-mod safety;
 /// Issue 12, item 7: SimEc2 and EC2 over moto, call by call.
 #[path = "moto/parity.rs"]
 mod parity;
+/// Issue 12 over the wire.
+#[path = "moto/safety.rs"]
+mod safety;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,7 +115,11 @@ async fn dead_letters(rt: &EndpointRuntime<impl Compute>) -> Vec<(String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
-    let Stack { mut rt, env, moto: _moto } = Stack::quickstart("moto-quickstart", false).await;
+    let Stack {
+        mut rt,
+        env,
+        moto: _moto,
+    } = Stack::quickstart("moto-quickstart", false).await;
     let objects = env.quickstart(false);
     let store = rt.driver.functions.control_plane.store.inner.clone();
 
@@ -176,7 +180,11 @@ async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_put_items_converge_and_an_invalid_raw_spec_only_sets_a_condition() {
-    let Stack { mut rt, env, moto: _moto } = Stack::start("moto-raw").await;
+    let Stack {
+        mut rt,
+        env,
+        moto: _moto,
+    } = Stack::start("moto-raw").await;
     let objects = env.quickstart(false);
     for object in &objects {
         raw_put(&rt, raw_item(object)).await;
@@ -241,7 +249,11 @@ async fn raw_put_items_converge_and_an_invalid_raw_spec_only_sets_a_condition() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_untagged_one_is_never_touched()
  {
-    let Stack { mut rt, env, moto: _moto } = Stack::quickstart("moto-drift", true).await;
+    let Stack {
+        mut rt,
+        env,
+        moto: _moto,
+    } = Stack::quickstart("moto-drift", true).await;
     // Someone else's instance in the same account: no Capstan tags.
     let theirs = rt
         .clients()
@@ -408,7 +420,11 @@ async fn a_crash_between_run_instances_and_recording_the_id_leaves_exactly_one_i
     })
     .await;
     stack.apply(&stack.env.quickstart(false)).await;
-    let Stack { mut rt, moto: _moto, .. } = stack;
+    let Stack {
+        mut rt,
+        moto: _moto,
+        ..
+    } = stack;
     let o = converge(&mut rt, "quickstart through a crash", 6).await;
     assert!(crashed.load(Ordering::SeqCst), "the crash happened");
     assert!(rt.stats().timed_out_invocations >= 1, "{:?}", rt.stats());
@@ -469,7 +485,7 @@ impl capstan_runtime::ports::Store for SameSnapshot {
     async fn find_by_instance(
         &self,
         instance_id: &str,
-    ) -> Result<Option<ItemKey>, capstan_runtime::StoreError> {
+    ) -> Result<Vec<ItemKey>, capstan_runtime::StoreError> {
         self.inner.find_by_instance(instance_id).await
     }
 
@@ -514,7 +530,11 @@ fn one_message(key: &ObjectKey, id: &str) -> aws_lambda_events::event::sqs::SqsE
 /// nothing to do. One MachineSet's worth of Machines, not 9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_machines() {
-    let Stack { mut rt, moto: _moto, .. } = Stack::quickstart("moto-concurrent", false).await;
+    let Stack {
+        mut rt,
+        moto: _moto,
+        ..
+    } = Stack::quickstart("moto-concurrent", false).await;
     let store = rt.driver.functions.control_plane.store.inner.clone();
     let o = converge(&mut rt, "quickstart", 6).await;
 

@@ -175,7 +175,7 @@ impl<S: Store> Store for Metered<S> {
         result
     }
 
-    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
         self.inner.find_by_instance(instance_id).await
     }
 

@@ -351,7 +351,7 @@ impl Store for MemStore {
         })
     }
 
-    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
         self.call(|state, _| {
             if instance_id.is_empty() {
                 return Err(invalid("the index key value may not be empty"));
@@ -359,7 +359,8 @@ impl Store for MemStore {
             Ok(state
                 .by_instance
                 .get(instance_id)
-                .and_then(|keys| keys.first().cloned()))
+                .map(|keys| keys.iter().cloned().collect())
+                .unwrap_or_default())
         })
     }
 

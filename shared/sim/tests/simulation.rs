@@ -244,7 +244,9 @@ fn trusting_a_forged_item_trips_hostile_writes_cost_nothing() {
         violation.message
     );
     assert!(
-        violation.message.contains("terminated after a hostile write named it"),
+        violation
+            .message
+            .contains("terminated after a hostile write named it"),
         "{}",
         violation.message
     );

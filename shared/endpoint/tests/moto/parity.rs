@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use capstan_aws::Ec2Compute;
-use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID, TAG_NAMESPACE};
 use capstan_model::LaunchRequest;
+use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID, TAG_NAMESPACE};
 use capstan_runtime::ports::{Compute, ComputeError, Instance};
 use capstan_runtime::system::SystemClock;
 use capstan_sim::{Ec2Config, SimEc2};
@@ -64,7 +64,12 @@ impl<C: Compute> Side<C> {
 
     async fn terminate(&self, names: &[&str]) -> String {
         let ids = names.iter().map(|n| self.id(n)).collect();
-        outcome(self.compute.terminate_instances(ids, guard()).await.map(|_| ()))
+        outcome(
+            self.compute
+                .terminate_instances(ids, guard())
+                .await
+                .map(|_| ()),
+        )
     }
 
     /// The logical names of the live instances carrying `tags`.
@@ -139,7 +144,11 @@ const MOTO_DEPARTS: &[(&str, &str, &str)] = &[
     // EC2 refuses tag keys starting with `aws:` (reserved for AWS,
     // <https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions>);
     // moto accepts them. Capstan's validation refuses them before any launch.
-    ("launch with an aws: tag key", "Err(InvalidParameterValue)", "Ok(new)"),
+    (
+        "launch with an aws: tag key",
+        "Err(InvalidParameterValue)",
+        "Ok(new)",
+    ),
     ("tag a with an aws: key", "Err(InvalidParameterValue)", "Ok"),
     // EC2 answers "Invalid value '…' for InstanceType." (InvalidParameterValue); moto
     // answers InvalidInstanceType.NotFound. Both are final (`Invalid`) to Capstan.
@@ -219,8 +228,10 @@ async fn sim_ec2_and_ec2_over_moto_answer_every_call_alike() {
         .launch("a", a.clone()));
     step!("launch again with the same token and parameters", |x| x
         .launch("a-again", a.clone()));
-    step!("launch with the same token and another instance type", |x| x
-        .launch("a-other-type", other_type.clone()));
+    step!(
+        "launch with the same token and another instance type",
+        |x| x.launch("a-other-type", other_type.clone())
+    );
     step!("launch b", |x| x.launch("b", b.clone()));
     step!("launch c without a token", |x| x
         .launch("c", no_token.clone()));
@@ -255,8 +266,9 @@ async fn sim_ec2_and_ec2_over_moto_answer_every_call_alike() {
         .tag(&["a"], &[("aws:owner", "x")]));
     step!("describe by a's machine uid", |x| x
         .describe(&[(TAG_MACHINE_UID, "uid-a")]));
-    step!("describe by the installation and b's uid", |x| x
-        .describe(&[(TAG_INSTALLATION, INSTALLATION), (TAG_MACHINE_UID, "uid-b")]));
+    step!("describe by the installation and b's uid", |x| x.describe(
+        &[(TAG_INSTALLATION, INSTALLATION), (TAG_MACHINE_UID, "uid-b")]
+    ));
     step!("describe by a tag nobody has", |x| x
         .describe(&[(TAG_MACHINE_UID, "uid-nobody")]));
     step!("terminate an instance without the installation tag", |x| x
@@ -265,7 +277,8 @@ async fn sim_ec2_and_ec2_over_moto_answer_every_call_alike() {
         .terminate(&["b", "foreign"]));
     step!("b is still live after the refused call", |x| x
         .describe(&[(TAG_MACHINE_UID, "uid-b")]));
-    step!("terminate an unknown instance", |x| x.terminate(&["unknown"]));
+    step!("terminate an unknown instance", |x| x
+        .terminate(&["unknown"]));
     step!("terminate nothing", |x| x.terminate(&[]));
     step!("terminate b", |x| x.terminate(&["b"]));
     step!("terminate b again", |x| x.terminate(&["b"]));

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{HttpTokensState, InstanceStateName};
-use capstan_aws::{EventBridgeBus, Ec2Compute};
+use capstan_aws::{Ec2Compute, EventBridgeBus};
+use capstan_model::Timestamp;
 use capstan_model::hash::spec_hash;
 use capstan_model::item::{self, AttrValue, Item, ItemKey, Part, encode_desired, encode_observed};
 use capstan_model::labels::{RESERVED_PREFIX, TAG_INSTALLATION, TAG_NAMESPACE};
 use capstan_model::{ConditionStatus, Expect, Kind, Machine, MachinePhase, Object, ObjectKey};
-use capstan_model::Timestamp;
 use capstan_reconcile::conditions::INSTANCE_OWNED;
 use capstan_reconcile::launch::{instance_tags, retag_tags};
 use capstan_runtime::ControlPlane;
@@ -50,14 +50,13 @@ async fn launched(ec2: &Ec2Compute, request: capstan_model::LaunchRequest) -> In
 
 /// Instance id → state name, as moto reports every instance.
 async fn instance_states(s: &Stack) -> BTreeMap<String, String> {
-    let out = s
-        .rt
-        .clients()
-        .ec2
-        .describe_instances()
-        .send()
-        .await
-        .expect("DescribeInstances");
+    let out =
+        s.rt.clients()
+            .ec2
+            .describe_instances()
+            .send()
+            .await
+            .expect("DescribeInstances");
     out.reservations()
         .iter()
         .flat_map(|r| r.instances())
@@ -174,7 +173,10 @@ async fn orphans_are_collected_over_the_wire_only_on_positive_evidence() {
 
     let now = Timestamp::now();
     let early = sweep_at(&stack, now).await;
-    assert!(early.orphans_terminated.is_empty(), "within the grace: {early:?}");
+    assert!(
+        early.orphans_terminated.is_empty(),
+        "within the grace: {early:?}"
+    );
     let later = now
         .checked_add(ORPHAN_GRACE + Duration::from_secs(60))
         .expect("a time");
@@ -268,7 +270,8 @@ async fn a_forged_item_costs_another_namespace_nothing_over_the_wire() {
     // Requested longer ago than DescribeInstances' grace: finding nothing carrying its
     // tags, it launches its own (with team-b's uid as ClientToken: EC2 would answer
     // IdempotentParameterMismatch and fail it; moto, which ignores tokens, launches).
-    squatter.status.launch_requested_at = Timestamp::now().checked_sub(Duration::from_secs(180)).ok();
+    squatter.status.launch_requested_at =
+        Timestamp::now().checked_sub(Duration::from_secs(180)).ok();
     let squatter = Object::Machine(squatter);
     store
         .put(encode_desired(&squatter, 1), Expect::Absent)
@@ -290,10 +293,7 @@ async fn a_forged_item_costs_another_namespace_nothing_over_the_wire() {
             .as_ref()
             .is_some_and(|s| s.instance_id.is_some() || s.phase == MachinePhase::Failed);
         match (&owned, settled) {
-            (Some(c), true) if c.status == ConditionStatus::False && o.queued == 0 =>
-            {
-                None
-            }
+            (Some(c), true) if c.status == ConditionStatus::False && o.queued == 0 => None,
             _ => Some(vec![format!(
                 "borrowed InstanceOwned {owned:?}, squatter {squatter:?}, {} queued",
                 o.queued
@@ -400,6 +400,40 @@ async fn a_forged_item_costs_another_namespace_nothing_over_the_wire() {
     for id in [&their_id, &look_alike.instance_id, &own.instance_id] {
         assert!(running(&states, id), "{id}: {states:?}");
     }
+
+    // Recording a state considers every Machine the instance index names: two do
+    // (team-b's and the forged one in team-a). Terminated behind Capstan's back, the
+    // instance's state goes to team-b's Machine, whose tags it carries, and not to
+    // the forged one.
+    let before = machine_in(&o, "team-a", "borrowed").expect("the forged item stays");
+    stack
+        .rt
+        .clients()
+        .ec2
+        .terminate_instances()
+        .instance_ids(&their_id)
+        .send()
+        .await
+        .expect("TerminateInstances behind Capstan's back");
+    let name = theirs.metadata.name.clone();
+    let o = run_until(&mut stack.rt, "team-b's Machine learns", |o| {
+        let m = machine_in(o, "team-b", &name);
+        match m
+            .as_ref()
+            .map(|m| (m.status.phase, m.status.failure_reason.as_deref()))
+        {
+            Some((MachinePhase::Failed, Some("InstanceTerminated"))) => None,
+            other => Some(vec![format!("team-b's Machine: {other:?}")]),
+        }
+    })
+    .await;
+    let borrowed = machine_in(&o, "team-a", "borrowed").expect("the forged item stays");
+    assert_eq!(
+        borrowed.status.phase, before.status.phase,
+        "nothing recorded on it"
+    );
+    assert_eq!(borrowed.status.instance_state, before.status.instance_state);
+    assert_eq!(borrowed.status.failure_reason, None);
 }
 
 /// Issue 12, item 5, the runtime's side: RunInstances as Capstan issues it asks for
@@ -443,18 +477,25 @@ async fn instances_launch_with_imdsv2_and_encrypted_volumes_and_guards_hold_over
     assert_eq!(described.volumes().len(), volumes.len());
     for v in described.volumes() {
         assert_eq!(v.encrypted(), Some(true), "{v:?}");
-        let on = v.tags().iter().any(|t| {
-            t.key() == Some(TAG_INSTALLATION) && t.value() == Some(stack.installation())
-        });
+        let on = v
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some(TAG_INSTALLATION) && t.value() == Some(stack.installation()));
         assert!(on, "the volume carries the installation tag: {v:?}");
     }
 
     // In-place retagging sends none of Capstan's keys: the guard is never sent again.
     let retag = retag_tags(&theirs, stack.installation());
     assert!(!retag.is_empty());
-    assert!(retag.keys().all(|k| !k.starts_with(RESERVED_PREFIX)), "{retag:?}");
+    assert!(
+        retag.keys().all(|k| !k.starts_with(RESERVED_PREFIX)),
+        "{retag:?}"
+    );
     let adapter = stack.ec2();
-    let guard = (TAG_INSTALLATION.to_string(), stack.installation().to_string());
+    let guard = (
+        TAG_INSTALLATION.to_string(),
+        stack.installation().to_string(),
+    );
     adapter
         .create_tags(vec![id.clone()], retag, guard.clone())
         .await
@@ -467,9 +508,7 @@ async fn instances_launch_with_imdsv2_and_encrypted_volumes_and_guards_hold_over
             .launch("", BTreeMap::from([("team".to_string(), "x".to_string())])),
     )
     .await;
-    let unauthorized = |r: Result<(), ComputeError>| {
-        matches!(r, Err(ComputeError::Invalid { ref code, .. }) if code == "UnauthorizedOperation")
-    };
+    let unauthorized = |r: Result<(), ComputeError>| matches!(r, Err(ComputeError::Invalid { ref code, .. }) if code == "UnauthorizedOperation");
     let team = BTreeMap::from([("team".to_string(), "b".to_string())]);
     assert!(unauthorized(
         adapter
@@ -485,7 +524,9 @@ async fn instances_launch_with_imdsv2_and_encrypted_volumes_and_guards_hold_over
     // Nor may a call set the guard key, not even to its own value.
     let guard_again = BTreeMap::from([guard.clone()]);
     assert!(unauthorized(
-        adapter.create_tags(vec![id.clone()], guard_again, guard.clone()).await
+        adapter
+            .create_tags(vec![id.clone()], guard_again, guard.clone())
+            .await
     ));
     let states = instance_states(&stack).await;
     assert!(running(&states, &foreign.instance_id), "{states:?}");

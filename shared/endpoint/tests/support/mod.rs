@@ -244,7 +244,10 @@ pub fn capstan_tags(
         (TAG_CLUSTER.to_string(), "demo".to_string()),
         (TAG_MACHINE.to_string(), machine.to_string()),
         (TAG_MACHINE_UID.to_string(), uid.to_string()),
-        ("kubernetes.io/cluster/demo".to_string(), "owned".to_string()),
+        (
+            "kubernetes.io/cluster/demo".to_string(),
+            "owned".to_string(),
+        ),
     ])
 }
 
@@ -268,7 +271,10 @@ pub struct Stack<C: Compute = Ec2Compute> {
 impl Stack {
     /// moto, its EC2 discovered, the runtime started for `installation` (test config).
     pub async fn start(installation: &str) -> Stack {
-        Stack::start_with(test_config(installation), |c| Ec2Compute::new(c.ec2.clone())).await
+        Stack::start_with(test_config(installation), |c| {
+            Ec2Compute::new(c.ec2.clone())
+        })
+        .await
     }
 
     /// As `start`, with the quickstart (adapted to moto) applied.
@@ -318,7 +324,6 @@ impl<C: Compute> Stack<C> {
 }
 
 impl Ec2Env {
-
     /// The quickstart, pointed at what moto has. Instance profiles are left out: moto
     /// checks them against its IAM, where none exist.
     pub fn quickstart(&self, health_check: bool) -> Vec<Object> {

@@ -69,12 +69,14 @@ pub trait Store: Send + Sync {
         expect: Expect,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The observed item whose `instanceId` is `instance_id`, through the sparse index.
-    /// Eventually consistent: a just-written id may not be found yet.
+    /// Every observed item whose `instanceId` is `instance_id`, through the sparse
+    /// index (following pages). One, unless someone wrote another item naming the same
+    /// instance: a caller considers every match, never the first alone. Eventually
+    /// consistent: a just-written id may not be found yet.
     fn find_by_instance(
         &self,
         instance_id: &str,
-    ) -> impl Future<Output = Result<Option<ItemKey>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ItemKey>, StoreError>> + Send;
 
     /// Performs every write or none (DynamoDB TransactWriteItems): if any condition
     /// fails, `Conflict` and nothing changes. At most [`MAX_TRANSACT_WRITES`] writes,

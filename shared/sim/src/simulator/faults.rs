@@ -636,7 +636,7 @@ impl Store for FaultyStore {
         Ok(())
     }
 
-    async fn find_by_instance(&self, instance_id: &str) -> Result<Option<ItemKey>, StoreError> {
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
         self.read("Query(instance-index)")?;
         interleave().await;
         self.inner.find_by_instance(instance_id).await
