@@ -293,13 +293,12 @@ async fn sim_ec2_and_ec2_over_moto_answer_every_call_alike() {
     let mut wrong = Vec::new();
     for (what, s, m) in &rows {
         match MOTO_DEPARTS.iter().find(|(w, _, _)| w == what) {
-            Some((_, want_sim, want_moto)) => {
-                if s != want_sim || m != want_moto {
-                    wrong.push(format!(
-                        "{what}: sim {s} (want {want_sim}), moto {m} (want {want_moto})"
-                    ));
-                }
+            Some((_, want_sim, want_moto)) if s != want_sim || m != want_moto => {
+                wrong.push(format!(
+                    "{what}: sim {s} (want {want_sim}), moto {m} (want {want_moto})"
+                ));
             }
+            Some(_) => {}
             None if s != m => wrong.push(format!("{what}: sim {s}, moto {m}")),
             None => {}
         }
