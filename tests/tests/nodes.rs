@@ -86,7 +86,11 @@ async fn a_machine_is_running_only_once_its_node_joins_and_records_it() {
         assert_eq!(ready.status, ConditionStatus::False);
         assert!(ready.message.contains("waiting for"), "{}", ready.message);
     }
-    assert!(cp.describe().contains("no node: waiting for"), "{}", cp.describe());
+    assert!(
+        cp.describe().contains("no node: waiting for"),
+        "{}",
+        cp.describe()
+    );
 
     converge(&mut cp).await;
     let nodes = cp.workload.nodes(cluster());

@@ -30,6 +30,7 @@ use aws_sdk_ec2::types::{
     ResourceType, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
 use capstan_model::kinds::{HttpTokens, MarketType as CapstanMarket};
+use capstan_model::labels::RESERVED_PREFIX;
 use capstan_model::{InstanceState, Timestamp};
 use capstan_runtime::ports::{Compute, ComputeError, Instance, LaunchRequest};
 
@@ -157,7 +158,11 @@ impl Ec2Compute {
         let mut call = self
             .client
             .run_instances()
-            .client_token(&request.client_token)
+            // No token is no token, not an empty one: the SDK then makes up a fresh
+            // one per call (ClientToken is an idempotency token), so EC2 launches anew.
+            .set_client_token(
+                (!request.client_token.is_empty()).then(|| request.client_token.clone()),
+            )
             .image_id(&request.image_id)
             .instance_type(InstanceType::from(request.instance_type.as_str()))
             .min_count(1)
@@ -172,12 +177,16 @@ impl Ec2Compute {
                     .ebs(ebs)
                     .build(),
             )
-            .metadata_options(metadata_options)
-            // Every resource the launch creates carries the tags, so an IAM policy
-            // conditioned on `aws:RequestTag` (infra/template.yaml) lets it through.
-            .tag_specifications(tag_spec(ResourceType::Instance))
-            .tag_specifications(tag_spec(ResourceType::Volume))
-            .tag_specifications(tag_spec(ResourceType::NetworkInterface));
+            .metadata_options(metadata_options);
+        // Every resource the launch creates carries the tags, so an IAM policy
+        // conditioned on `aws:RequestTag` (infra/template.yaml) lets it through. No
+        // tags, no specifications: EC2 refuses an empty one.
+        if !tags.is_empty() {
+            call = call
+                .tag_specifications(tag_spec(ResourceType::Instance))
+                .tag_specifications(tag_spec(ResourceType::Volume))
+                .tag_specifications(tag_spec(ResourceType::NetworkInterface));
+        }
         if let Some(profile) = &request.instance_profile {
             call = call.iam_instance_profile(
                 IamInstanceProfileSpecification::builder()
@@ -186,22 +195,21 @@ impl Ec2Compute {
             );
         }
         if request.market.market_type == CapstanMarket::Spot {
-            call = call
-                .tag_specifications(tag_spec(ResourceType::SpotInstancesRequest))
-                .instance_market_options(
-                    InstanceMarketOptionsRequest::builder()
-                        .market_type(MarketType::Spot)
-                        .spot_options(
-                            SpotMarketOptions::builder()
-                                .set_max_price(request.market.spot_max_price.clone())
-                                .spot_instance_type(SpotInstanceType::OneTime)
-                                .instance_interruption_behavior(
-                                    InstanceInterruptionBehavior::Terminate,
-                                )
-                                .build(),
-                        )
-                        .build(),
-                );
+            if !tags.is_empty() {
+                call = call.tag_specifications(tag_spec(ResourceType::SpotInstancesRequest));
+            }
+            call = call.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(
+                        SpotMarketOptions::builder()
+                            .set_max_price(request.market.spot_max_price.clone())
+                            .spot_instance_type(SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                            .build(),
+                    )
+                    .build(),
+            );
         }
         if let Some(user_data) = &request.user_data {
             call = call.user_data(aws_smithy_types::base64::encode(user_data.as_bytes()));
@@ -390,7 +398,9 @@ impl Compute for Ec2Compute {
     }
 
     /// CreateTags on instances of this installation only (the template allows it only
-    /// with `aws:ResourceTag` set to the installation, and never on the guard tag).
+    /// with `aws:ResourceTag` set to the installation, and never for a `capstan.dev/`
+    /// key, the guard's included). Such a key is refused before anything is sent, as
+    /// IAM refuses the request before EC2 looks at the instances.
     async fn create_tags(
         &self,
         instance_ids: Vec<String>,
@@ -403,10 +413,17 @@ impl Compute for Ec2Compute {
         if ids.is_empty() || tags.is_empty() {
             return Ok(());
         }
-        if tags.contains_key(&tag_guard.0) {
+        // The template's IAM allows CreateTags only without `capstan.dev/` keys
+        // (`aws:TagKeys`), the guard among them: an instance's identity is set at launch.
+        if let Some(key) = tags
+            .keys()
+            .find(|k| **k == tag_guard.0 || k.starts_with(RESERVED_PREFIX))
+        {
             return Err(ComputeError::Invalid {
                 code: "UnauthorizedOperation".to_string(),
-                message: format!("refusing to change the tag {}", tag_guard.0),
+                message: format!(
+                    "refusing to set the tag {key}: Capstan's tags are set at launch only"
+                ),
             });
         }
         self.guard(&ids, &tag_guard, "tag").await?;

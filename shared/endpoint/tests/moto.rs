@@ -4,6 +4,13 @@
 
 mod support;
 
+/// Issue 12, item 7: SimEc2 and EC2 over moto, call by call.
+#[path = "moto/parity.rs"]
+mod parity;
+/// Issue 12 over the wire.
+#[path = "moto/safety.rs"]
+mod safety;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -108,15 +115,13 @@ async fn dead_letters(rt: &EndpointRuntime<impl Compute>) -> Vec<(String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
-    let moto = Moto::start();
-    let clients = moto.clients().await;
-    let env = Ec2Env::discover(&clients).await;
-    let mut rt = EndpointRuntime::start(clients, test_config("moto-quickstart"))
-        .await
-        .expect("local runtime");
+    let Stack {
+        mut rt,
+        env,
+        moto: _moto,
+    } = Stack::quickstart("moto-quickstart", false).await;
     let objects = env.quickstart(false);
     let store = rt.driver.functions.control_plane.store.inner.clone();
-    apply::apply(&store, &objects).await.expect("apply");
 
     let o = converge(&mut rt, "quickstart", 6).await;
     let ms = machines(&o);
@@ -175,12 +180,11 @@ async fn the_quickstart_converges_over_the_wire_then_scales_and_is_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_put_items_converge_and_an_invalid_raw_spec_only_sets_a_condition() {
-    let moto = Moto::start();
-    let clients = moto.clients().await;
-    let env = Ec2Env::discover(&clients).await;
-    let mut rt = EndpointRuntime::start(clients, test_config("moto-raw"))
-        .await
-        .expect("local runtime");
+    let Stack {
+        mut rt,
+        env,
+        moto: _moto,
+    } = Stack::start("moto-raw").await;
     let objects = env.quickstart(false);
     for object in &objects {
         raw_put(&rt, raw_item(object)).await;
@@ -245,11 +249,14 @@ async fn raw_put_items_converge_and_an_invalid_raw_spec_only_sets_a_condition() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_untagged_one_is_never_touched()
  {
-    let moto = Moto::start();
-    let clients = moto.clients().await;
-    let env = Ec2Env::discover(&clients).await;
+    let Stack {
+        mut rt,
+        env,
+        moto: _moto,
+    } = Stack::quickstart("moto-drift", true).await;
     // Someone else's instance in the same account: no Capstan tags.
-    let theirs = clients
+    let theirs = rt
+        .clients()
         .ec2
         .run_instances()
         .image_id(&env.image_id)
@@ -261,14 +268,6 @@ async fn an_instance_terminated_behind_our_back_is_noticed_and_replaced_and_an_u
         .await
         .expect("an untagged instance");
     let theirs = theirs.instances()[0].instance_id().expect("id").to_string();
-
-    let mut rt = EndpointRuntime::start(clients, test_config("moto-drift"))
-        .await
-        .expect("local runtime");
-    let store = rt.driver.functions.control_plane.store.inner.clone();
-    apply::apply(&store, &env.quickstart(true))
-        .await
-        .expect("apply");
     let o = converge(&mut rt, "quickstart with health checks", 6).await;
     let victim = machines(&o)
         .into_iter()
@@ -412,24 +411,22 @@ impl Compute for CrashAfterFirstLaunch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_run_instances_and_recording_the_id_leaves_exactly_one_instance() {
-    let moto = Moto::start();
-    let clients = moto.clients().await;
-    let env = Ec2Env::discover(&clients).await;
-    let crash = CrashAfterFirstLaunch {
-        inner: Ec2Compute::new(clients.ec2.clone()),
-        crashed: Arc::default(),
-    };
+    let crashed = Arc::new(AtomicBool::default());
     let mut config = test_config("moto-crash");
     config.function_timeout = std::time::Duration::from_secs(3);
-    let mut rt = EndpointRuntime::start_with(clients, config, crash.clone())
-        .await
-        .expect("local runtime");
-    let store = rt.driver.functions.control_plane.store.inner.clone();
-    apply::apply(&store, &env.quickstart(false))
-        .await
-        .expect("apply");
+    let stack = Stack::start_with(config, |clients| CrashAfterFirstLaunch {
+        inner: Ec2Compute::new(clients.ec2.clone()),
+        crashed: crashed.clone(),
+    })
+    .await;
+    stack.apply(&stack.env.quickstart(false)).await;
+    let Stack {
+        mut rt,
+        moto: _moto,
+        ..
+    } = stack;
     let o = converge(&mut rt, "quickstart through a crash", 6).await;
-    assert!(crash.crashed.load(Ordering::SeqCst), "the crash happened");
+    assert!(crashed.load(Ordering::SeqCst), "the crash happened");
     assert!(rt.stats().timed_out_invocations >= 1, "{:?}", rt.stats());
     // moto ignores ClientToken, so only recovery by the machine-uid tag prevents a
     // second instance: every instance ever launched is one Machine's, once.
@@ -534,15 +531,12 @@ fn one_message(key: &ObjectKey, id: &str) -> aws_lambda_events::event::sqs::SqsE
 /// nothing to do. One MachineSet's worth of Machines, not 9.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_machines() {
-    let moto = Moto::start();
-    let clients = moto.clients().await;
-    let env = Ec2Env::discover(&clients).await;
-    let mut rt = EndpointRuntime::start(clients, test_config("moto-concurrent"))
-        .await
-        .expect("local runtime");
-    let objects = env.quickstart(false);
+    let Stack {
+        mut rt,
+        moto: _moto,
+        ..
+    } = Stack::quickstart("moto-concurrent", false).await;
     let store = rt.driver.functions.control_plane.store.inner.clone();
-    apply::apply(&store, &objects).await.expect("apply");
     let o = converge(&mut rt, "quickstart", 6).await;
 
     // The workers' MachineSet is raised to 6 by hand; nothing runs in between.

@@ -490,7 +490,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
 
     /// The instance `instance_id` as EC2 shows it, if it carries every tag of `machine`
     /// (see [`ownership_tags`]); None if it does not, or EC2 does not show it (yet).
-    async fn owned_instance(
+    pub(crate) async fn owned_instance(
         &self,
         machine: &Machine,
         instance_id: &str,

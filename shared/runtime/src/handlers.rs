@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use capstan_model::item::{Part, object_prefix, partition_key};
+use capstan_model::item::{ItemKey, Part, object_prefix, partition_key};
 use capstan_model::{Kind, ObjectKey};
 use capstan_reconcile::Tree;
 use capstan_reconcile::machine::{Interruption, record_instance_state, record_interruption};
@@ -212,47 +212,75 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         Ok(found)
     }
 
-    /// Finds every Machine the instance index says records `instance_id`, applies
-    /// `update` to each (a pure decision: None when the report changes nothing for that
-    /// Machine) and writes each observed item conditionally, reading again on a
-    /// conflict. Every match gets the report: anyone who can write the table can write
-    /// an item naming someone else's instance, and taking only the first match would let
-    /// it divert the owner's events. A report changes only a Machine's recorded state;
-    /// nothing here acts on the instance. False when no Machine records it.
+    /// Finds the Machine owning `instance_id` through the instance index, applies
+    /// `update` (a pure decision: None when the report changes nothing) and writes the
+    /// observed item conditionally, reading again on a conflict. False when no Machine
+    /// owns the instance.
+    ///
+    /// Every match of the index is considered, not the first: a raw item in another
+    /// partition may name the same instance. When more than one Machine names it, the
+    /// instance's tags decide (one DescribeInstances per claimant, on this rare path
+    /// only): the state is recorded on each Machine whose identity tags it carries, and
+    /// on no other.
     async fn update_instance_machine(
         &self,
         instance_id: &str,
         step: &str,
         update: impl Fn(&capstan_model::Machine) -> Option<capstan_model::Machine>,
     ) -> Result<bool, HandlerError> {
-        let mut found = false;
-        for ik in self.store.find_by_instance(instance_id).await? {
-            let Some((key, Part::Observed)) = ik.parse() else {
-                continue;
-            };
-            found |= self
-                .update_one_machine(&ik.pk, &key, instance_id, step, &update)
-                .await?;
+        let claimants: Vec<(ItemKey, ObjectKey)> = self
+            .store
+            .find_by_instance(instance_id)
+            .await?
+            .into_iter()
+            .filter_map(|ik| match ik.parse() {
+                Some((key, Part::Observed)) if key.kind == Kind::Machine => Some((ik, key)),
+                _ => None,
+            })
+            .collect();
+        let contested = claimants.len() > 1;
+        if contested {
+            warn!(instance = %instance_id, claimants = claimants.len(), step, "several Machines name this instance; recording only on those whose tags it carries");
         }
-        Ok(found)
+        let mut recorded = false;
+        for (ik, key) in &claimants {
+            if self
+                .update_claimant(ik, key, instance_id, step, contested, &update)
+                .await?
+            {
+                recorded = true;
+            }
+        }
+        Ok(recorded)
     }
 
-    async fn update_one_machine(
+    /// [`Self::update_instance_machine`] for one Machine the index names. With
+    /// `contested`, only if the instance carries the Machine's identity tags.
+    async fn update_claimant(
         &self,
-        pk: &str,
+        ik: &ItemKey,
         key: &ObjectKey,
         instance_id: &str,
         step: &str,
+        contested: bool,
         update: &impl Fn(&capstan_model::Machine) -> Option<capstan_model::Machine>,
     ) -> Result<bool, HandlerError> {
+        let mut checked = !contested;
         for _ in 0..crate::control_plane::CONFLICT_RETRIES {
             let items = self
                 .store
-                .query(pk, Some(&object_prefix(Kind::Machine, &key.name)))
+                .query(&ik.pk, Some(&object_prefix(Kind::Machine, &key.name)))
                 .await?;
             let Some((machine, rv)) = machine_from(&Tree::from_items(&items), key) else {
                 return Ok(false);
             };
+            if !checked {
+                if self.owned_instance(&machine, instance_id).await?.is_none() {
+                    warn!(object = %key, step, instance = %instance_id, "the instance does not carry this Machine's tags; not recording on it");
+                    return Ok(false);
+                }
+                checked = true;
+            }
             let Some(updated) = update(&machine) else {
                 return Ok(true);
             };

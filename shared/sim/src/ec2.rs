@@ -17,6 +17,9 @@
 //!   without one, such as [`SimEc2::launch_foreign`]);
 //! - a TerminateInstances (or CreateTags) whose instances do not all carry the guard
 //!   tag is refused whole, as an IAM `aws:ResourceTag` condition refuses the request;
+//!   a CreateTags naming a `capstan.dev/` key is refused first, whatever the
+//!   instances, as the template's `aws:TagKeys` condition refuses it (checked call by
+//!   call against the EC2 adapter over moto: shared/endpoint/tests/moto/parity.rs);
 //! - a spot instance can be interrupted: the "EC2 Spot Instance Interruption Warning"
 //!   comes first and the instance starts terminating two minutes later
 //!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html>).
@@ -29,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use capstan_model::labels::RESERVED_PREFIX;
 use capstan_model::{InstanceState, MarketType, Timestamp};
 use capstan_runtime::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, EC2_STATE_CHANGE};
 use capstan_runtime::{BusEvent, Clock, Compute, ComputeError, Instance, LaunchRequest};
@@ -631,17 +635,16 @@ impl Compute for SimEc2 {
         instance_ids: Vec<String>,
         tag_guard: (String, String),
     ) -> Result<Vec<(String, InstanceState)>, ComputeError> {
+        // Terminating nothing is nothing: the adapter sends no call (EC2 would refuse
+        // an empty TerminateInstances with MissingParameter).
+        if instance_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = self.clock.now();
         let mut state = self.settled();
         state.calls.terminate_instances += 1;
         if let Some(err) = state.take_fault(Ec2Op::TerminateInstances) {
             return Err(err);
-        }
-        if instance_ids.is_empty() {
-            return Err(invalid(
-                "MissingParameter",
-                "The request must contain the parameter InstanceId".into(),
-            ));
         }
         let mut ids: Vec<String> = Vec::with_capacity(instance_ids.len());
         for id in instance_ids {
@@ -712,6 +715,23 @@ impl Compute for SimEc2 {
         tags: BTreeMap<String, String>,
         tag_guard: (String, String),
     ) -> Result<(), ComputeError> {
+        let (key, value) = &tag_guard;
+        // As the template's IAM (`aws:TagKeys` may not name a `capstan.dev/` key, the
+        // guard's included) and the EC2 adapter: an instance's identity is set at
+        // launch. IAM refuses the request before EC2 looks at the instances.
+        if let Some(reserved) = tags
+            .keys()
+            .find(|k| *k == key || k.starts_with(RESERVED_PREFIX))
+        {
+            return Err(invalid(
+                "UnauthorizedOperation",
+                format!("You are not authorized to set the tag {reserved}."),
+            ));
+        }
+        // The adapter sends no CreateTags for nothing (EC2 would refuse it).
+        if instance_ids.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
         let mut state = self.settled();
         state.create_tags_calls += 1;
         let missing: Vec<&String> = instance_ids
@@ -722,15 +742,6 @@ impl Compute for SimEc2 {
             return Err(invalid(
                 "InvalidInstanceID.NotFound",
                 format!("The instance ID '{first}' does not exist"),
-            ));
-        }
-        let (key, value) = &tag_guard;
-        // As IAM (`aws:TagKeys` may not name the guard) and the EC2 adapter: the guard
-        // tag is never sent again, not even with its own value.
-        if tags.contains_key(key) {
-            return Err(invalid(
-                "UnauthorizedOperation",
-                format!("You are not authorized to set the tag {key}."),
             ));
         }
         let indices: Vec<usize> = instance_ids

@@ -224,3 +224,31 @@ fn without_the_fence_two_passes_launch_for_one_machine() {
         assert_passes(Simulation::new(seed, "quickstart", faults.clone()));
     }
 }
+
+/// The hostile writer's forged items (another namespace's copy of a Machine's observed
+/// item, keeping its instance id and uid) cost nothing only because every call on an
+/// existing instance is scoped to the acting Machine's identity tags. With the check
+/// matching the installation and the uid alone (`TrustForgedItems`), a forged item
+/// passes for the instance's owner and gets it terminated; with the check whole, the
+/// same seed passes. Seed 6 of the quickstart under the hostile fault at its `all` rate.
+#[test]
+fn trusting_a_forged_item_trips_hostile_writes_cost_nothing() {
+    let faults = Faults::parse("hostile").expect("faults");
+    let broken = Simulation::new(6, "quickstart", faults.clone())
+        .with_mutation(Mutation::TrustForgedItems)
+        .run();
+    let violation = broken.violation.expect("the forged item cost an instance");
+    assert_eq!(
+        violation.invariant, "hostile_writes_cost_nothing",
+        "{}",
+        violation.message
+    );
+    assert!(
+        violation
+            .message
+            .contains("terminated after a hostile write named it"),
+        "{}",
+        violation.message
+    );
+    assert_passes(Simulation::new(6, "quickstart", faults));
+}

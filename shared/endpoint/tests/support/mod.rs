@@ -4,16 +4,21 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use capstan_aws::provision::QueueOptions;
-use capstan_aws::{Clients, Names, Settings};
+use capstan_aws::{Clients, DynamoStore, Ec2Compute, Names, Settings};
 use capstan_endpoint::{EndpointConfig, EndpointOutcome, EndpointRuntime, Observation};
-use capstan_model::{Kind, Object};
-use capstan_runtime::ports::Compute;
+use capstan_model::labels::{
+    TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE,
+};
+use capstan_model::{Kind, LaunchRequest, Object, ObjectKey, Timestamp};
+use capstan_runtime::apply;
+use capstan_runtime::ports::{Clock, Compute};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -102,8 +107,13 @@ impl Drop for Moto {
 pub struct Ec2Env {
     pub image_id: String,
     pub subnets: Vec<String>,
+    /// Each subnet's availability zone, in the order of `subnets`.
+    pub zones: Vec<String>,
     pub security_group: String,
 }
+
+/// An instance type moto offers (its instance type validation is on).
+pub const INSTANCE_TYPE: &str = "t3.micro";
 
 impl Ec2Env {
     pub async fn discover(clients: &Clients) -> Ec2Env {
@@ -157,13 +167,163 @@ impl Ec2Env {
             .and_then(|g| g.group_id())
             .expect("the default security group")
             .to_string();
+        let subnets: Vec<(String, String)> = subnets.into_iter().take(3).collect();
         Ec2Env {
             image_id,
-            subnets: subnets.into_iter().take(3).map(|(_, id)| id).collect(),
+            zones: subnets.iter().map(|(zone, _)| zone.clone()).collect(),
+            subnets: subnets.into_iter().map(|(_, id)| id).collect(),
             security_group,
         }
     }
 
+    /// A MachineClass `workers` for cluster `demo` in `namespace`, on what moto has.
+    pub fn class(&self, namespace: &str) -> Object {
+        let mut class = capstan_model::MachineClass {
+            metadata: meta(namespace, "workers"),
+            ..Default::default()
+        };
+        class.spec.cluster_name = "demo".into();
+        class.spec.image_id = self.image_id.clone();
+        class.spec.instance_types = vec![INSTANCE_TYPE.into()];
+        class.spec.subnets = self.subnets.clone();
+        class.spec.security_groups = vec![self.security_group.clone()];
+        Object::MachineClass(class)
+    }
+
+    /// A launch of `tags` as Capstan makes one (the adapter adds the root volume's
+    /// device), with ClientToken `token`.
+    pub fn launch(&self, token: &str, tags: BTreeMap<String, String>) -> LaunchRequest {
+        LaunchRequest {
+            client_token: token.to_string(),
+            image_id: self.image_id.clone(),
+            instance_type: INSTANCE_TYPE.into(),
+            subnet_id: self.subnets[0].clone(),
+            security_groups: vec![self.security_group.clone()],
+            instance_profile: None,
+            root_volume: Default::default(),
+            market: Default::default(),
+            metadata_options: Default::default(),
+            tags,
+            user_data: None,
+        }
+    }
+}
+
+fn meta(namespace: &str, name: &str) -> capstan_model::ObjectMeta {
+    capstan_model::ObjectMeta {
+        name: name.into(),
+        namespace: namespace.into(),
+        ..Default::default()
+    }
+}
+
+/// A MachineSet `web` of `replicas` Machines of class `workers`, cluster `demo`.
+pub fn machine_set(namespace: &str, replicas: i32) -> Object {
+    let mut set = capstan_model::MachineSet {
+        metadata: meta(namespace, "web"),
+        ..Default::default()
+    };
+    set.spec.cluster_name = "demo".into();
+    set.spec.replicas = replicas;
+    set.spec.template.spec.version = "v1.31.2".into();
+    set.spec.template.spec.machine_class = "workers".into();
+    Object::MachineSet(set)
+}
+
+/// The whole set of tags Capstan's launch gives an instance of Machine `machine`
+/// (`uid`) in `namespace`, cluster `demo`, installation `installation`.
+pub fn capstan_tags(
+    installation: &str,
+    namespace: &str,
+    machine: &str,
+    uid: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TAG_INSTALLATION.to_string(), installation.to_string()),
+        (TAG_NAMESPACE.to_string(), namespace.to_string()),
+        (TAG_CLUSTER.to_string(), "demo".to_string()),
+        (TAG_MACHINE.to_string(), machine.to_string()),
+        (TAG_MACHINE_UID.to_string(), uid.to_string()),
+        (
+            "kubernetes.io/cluster/demo".to_string(),
+            "owned".to_string(),
+        ),
+    ])
+}
+
+/// A clock stopped at one instant (to run the sweep as if time had passed).
+pub struct FixedClock(pub Timestamp);
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
+/// One test's world: a moto_server of its own, what its EC2 has, and the local
+/// runtime provisioned over it. Dropped in that order: the runtime, then moto.
+pub struct Stack<C: Compute = Ec2Compute> {
+    pub rt: EndpointRuntime<C>,
+    pub env: Ec2Env,
+    pub moto: Moto,
+}
+
+impl Stack {
+    /// moto, its EC2 discovered, the runtime started for `installation` (test config).
+    pub async fn start(installation: &str) -> Stack {
+        Stack::start_with(test_config(installation), |c| {
+            Ec2Compute::new(c.ec2.clone())
+        })
+        .await
+    }
+
+    /// As `start`, with the quickstart (adapted to moto) applied.
+    pub async fn quickstart(installation: &str, health_check: bool) -> Stack {
+        let stack = Stack::start(installation).await;
+        stack.apply(&stack.env.quickstart(health_check)).await;
+        stack
+    }
+}
+
+impl<C: Compute> Stack<C> {
+    /// As `Stack::start`, with `config` and the Compute `compute` builds over moto's EC2.
+    pub async fn start_with(config: EndpointConfig, compute: impl FnOnce(&Clients) -> C) -> Self {
+        let moto = Moto::start();
+        let clients = moto.clients().await;
+        let env = Ec2Env::discover(&clients).await;
+        let compute = compute(&clients);
+        let rt = EndpointRuntime::start_with(clients, config, compute)
+            .await
+            .expect("local runtime");
+        Stack { rt, env, moto }
+    }
+
+    /// The table, over the wire.
+    pub fn store(&self) -> DynamoStore {
+        self.rt.driver.functions.control_plane.store.inner.clone()
+    }
+
+    /// EC2 through the adapter, as the functions use it.
+    pub fn ec2(&self) -> Ec2Compute {
+        Ec2Compute::new(self.rt.clients().ec2.clone())
+    }
+
+    /// `capstan apply` of `objects`.
+    pub async fn apply(&self, objects: &[Object]) {
+        apply::apply(&self.store(), objects).await.expect("apply");
+    }
+
+    pub async fn delete(&self, key: &ObjectKey) {
+        apply::delete(&self.store(), key).await.expect("delete");
+    }
+
+    /// The installation's name.
+    pub fn installation(&self) -> &str {
+        &self.rt.config.names.installation
+    }
+}
+
+impl Ec2Env {
     /// The quickstart, pointed at what moto has. Instance profiles are left out: moto
     /// checks them against its IAM, where none exist.
     pub fn quickstart(&self, health_check: bool) -> Vec<Object> {

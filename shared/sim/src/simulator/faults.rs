@@ -219,6 +219,12 @@ pub enum Mutation {
     /// As `Unfenced`, for the machine reconciler's plans only (so that the
     /// MachineSets' own overshoot does not hide what unfenced launches do).
     UnfencedMachines,
+    /// The scoped-ownership check trusts the item: a lookup of a Machine's instance by
+    /// its identity tags (`ownership_tags`: installation, namespace, cluster, machine,
+    /// machine uid) matches on the installation and the uid alone, as before calls were
+    /// scoped to the acting Machine. A forged item in another namespace that copies a
+    /// Machine's uid then passes for its owner (terminate, tag, adopt).
+    TrustForgedItems,
 }
 
 /// The simulation's shared chaos: the RNG every choice draws from, the fault rates,
@@ -839,7 +845,22 @@ impl Compute for FaultyCompute {
         };
         let lying = mutation == Some(Mutation::IgnoreTagGuard);
         let asked = tags.clone();
-        let tags = if lying { Vec::new() } else { tags };
+        let tags = if lying {
+            Vec::new()
+        } else if mutation == Some(Mutation::TrustForgedItems)
+            && tags
+                .iter()
+                .any(|(k, _)| k == capstan_model::labels::TAG_MACHINE_UID)
+        {
+            tags.into_iter()
+                .filter(|(k, _)| {
+                    k == capstan_model::labels::TAG_INSTALLATION
+                        || k == capstan_model::labels::TAG_MACHINE_UID
+                })
+                .collect()
+        } else {
+            tags
+        };
         let mut found = self.inner.describe_instances(tags).await?;
         if lying {
             // Every instance is reported with the tags asked for, and an untagged one
