@@ -9,8 +9,8 @@ use std::time::Duration;
 use capstan_embedded::Embedded;
 use capstan_model::meta::condition;
 use capstan_model::{
-    ClusterAccess, ConditionStatus, EksAccess, MachinePhase, Object, PoolHealthCheck,
-    UnhealthyCondition,
+    ClusterAccess, ConditionStatus, EksAccess, MachinePhase, MachineTaint, Object, PoolHealthCheck,
+    TaintEffect, TaintPropagation, UnhealthyCondition,
 };
 use capstan_runtime::ports::Workload;
 use capstan_sim::workload::{ClusterKey, NotReady};
@@ -206,4 +206,90 @@ async fn deleting_the_cluster_leaves_no_node_behind() {
         .await
         .expect("listed");
     assert!(nodes.is_empty());
+}
+
+fn taint(key: &str, propagation: TaintPropagation) -> MachineTaint {
+    MachineTaint {
+        key: key.into(),
+        value: Some("yes".into()),
+        effect: TaintEffect::NoSchedule,
+        propagation,
+    }
+}
+
+fn node_taints(cp: &Embedded) -> Vec<Vec<String>> {
+    let names: Vec<String> = pool_machines(cp, "workers")
+        .into_iter()
+        .filter_map(|m| m.status.node_ref.map(|r| r.name))
+        .collect();
+    cp.workload
+        .nodes(cluster())
+        .into_iter()
+        .filter(|n| names.contains(&n.name))
+        .map(|n| {
+            let mut keys: Vec<String> = n.taints.into_iter().map(|t| t.key).collect();
+            keys.sort();
+            keys
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pool_labels_and_taints_reach_the_nodes_in_place_without_a_rollout() {
+    let mut cp = control_plane(45, |_| {});
+    let pool = |labels: &[(&str, &str)], taints: Vec<MachineTaint>| {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        with_access(2, move |p| {
+            p.metadata.labels = labels.clone();
+            p.taints = taints.clone();
+        })
+    };
+    cp.apply(&pool(
+        &[("team", "web")],
+        vec![
+            taint("example.com/dedicated", TaintPropagation::Always),
+            taint("example.com/warming", TaintPropagation::OnInitialization),
+        ],
+    ))
+    .await
+    .expect("apply");
+    converge(&mut cp).await;
+    let launched = cp.ec2.launched_total();
+    assert_eq!(
+        node_taints(&cp),
+        vec![
+            vec!["example.com/dedicated", "example.com/warming"],
+            vec!["example.com/dedicated", "example.com/warming"]
+        ]
+    );
+
+    // The pool gets another label, drops its Always taint and adds another taint.
+    cp.apply(&pool(
+        &[("tier", "front")],
+        vec![taint("example.com/gpu", TaintPropagation::Always)],
+    ))
+    .await
+    .expect("apply");
+    converge(&mut cp).await;
+    run_for(&mut cp, Duration::from_secs(120)).await;
+
+    assert_eq!(cp.ec2.launched_total(), launched, "no rollout");
+    // The OnInitialization taint was put on once and is left to others.
+    assert_eq!(
+        node_taints(&cp),
+        vec![
+            vec!["example.com/gpu", "example.com/warming"],
+            vec!["example.com/gpu", "example.com/warming"]
+        ]
+    );
+    for node in cp.workload.nodes(cluster()) {
+        if node.labels.contains_key("node-role.kubernetes.io/workers") {
+            // Added in place. (A label the pool drops stays on its Machines, as
+            // Capstan propagates labels by adding them, so it stays on the Node too.)
+            assert_eq!(node.labels.get("tier").map(String::as_str), Some("front"));
+        }
+    }
 }

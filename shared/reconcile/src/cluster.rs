@@ -203,6 +203,7 @@ pub fn deployments(c: &Cluster) -> BTreeMap<String, MachineDeployment> {
         t.spec
             .additional_tags
             .extend(unreserved(&pool.additional_tags));
+        t.spec.taints = pool.taints.clone();
         // Cluster API's cluster-autoscaler provider reads the node group's bounds here.
         if let Some(a) = &pool.autoscaling {
             let ann = &mut md.metadata.annotations;
@@ -269,6 +270,7 @@ fn deployment(
                     machine_class: class.to_string(),
                     failure_domain: None,
                     additional_tags: unreserved(&c.spec.additional_tags),
+                    taints: Vec::new(),
                 },
             },
             rollout,

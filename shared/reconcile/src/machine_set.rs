@@ -295,6 +295,7 @@ fn propagated(ms: &MachineSet, m: &Machine) -> Option<Machine> {
         .annotations
         .extend(ms.spec.template.metadata.annotations.clone());
     next.spec.additional_tags = ms.spec.template.spec.additional_tags.clone();
+    next.spec.taints = ms.spec.template.spec.taints.clone();
     (next.metadata != m.metadata || next.spec != m.spec).then_some(next)
 }
 
@@ -324,6 +325,7 @@ fn new_machine(
             failure_domain,
             launch,
             additional_tags: t.spec.additional_tags.clone(),
+            taints: t.spec.taints.clone(),
         },
         status: Default::default(),
     }

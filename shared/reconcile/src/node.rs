@@ -10,7 +10,8 @@ use std::time::Duration;
 use capstan_model::labels::{POOL, RESERVED_PREFIX};
 use capstan_model::meta::{Condition, condition};
 use capstan_model::{
-    ConditionStatus, Conditions, Machine, MachinePhase, NodeInfo, NodeRef, Timestamp,
+    AppliedTaint, ConditionStatus, Conditions, Machine, MachinePhase, MachineTaint, NodeInfo,
+    NodeRef, TaintPropagation, Timestamp,
 };
 
 use crate::conditions::{NODE_HEALTHY, NODE_READY};
@@ -33,7 +34,17 @@ pub struct SeenNode {
     pub kubelet_version: String,
     pub os_image: String,
     pub labels: BTreeMap<String, String>,
+    pub taints: Vec<SeenTaint>,
     pub conditions: Vec<Condition>,
+}
+
+/// A Node's taint as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenTaint {
+    pub key: String,
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
 }
 
 /// What looking for a Machine's Node found.
@@ -85,9 +96,67 @@ pub fn label_patch(m: &Machine, node: &SeenNode) -> BTreeMap<String, Option<Stri
     patch
 }
 
+/// The Node's whole taint list as the Machine wants it, or None when it already is.
+///
+/// `Always` taints are kept on the Node (and removed once the pool drops them);
+/// `OnInitialization` taints are put on a Node Capstan sees for the first time and then
+/// left to others. Taints anyone else put on the Node are kept. The list is replaced
+/// whole (a merge patch): a taint added between the read and the patch is lost until
+/// its owner adds it again, as with Cluster API's patch.
+pub fn taint_patch(m: &Machine, node: &SeenNode) -> Option<Vec<SeenTaint>> {
+    let first_sight = m.status.node_ref.as_ref().is_none_or(|r| r.uid != node.uid);
+    let wanted: Vec<&MachineTaint> = m
+        .spec
+        .taints
+        .iter()
+        .filter(|t| t.propagation == TaintPropagation::Always || first_sight)
+        .collect();
+    let same = |t: &SeenTaint, key: &str, effect: &str| t.key == key && t.effect == effect;
+    let mut next: Vec<SeenTaint> = node
+        .taints
+        .iter()
+        .filter(|t| {
+            // Ours before and no longer wanted: removed.
+            let was_ours = m
+                .status
+                .node_taints
+                .iter()
+                .any(|a| same(t, &a.key, a.effect.as_str()));
+            let still = wanted.iter().any(|w| same(t, &w.key, w.effect.as_str()));
+            !was_ours || still
+        })
+        .cloned()
+        .collect();
+    for w in wanted {
+        let taint = SeenTaint {
+            key: w.key.clone(),
+            value: w.value.clone(),
+            effect: w.effect.as_str().to_string(),
+        };
+        match next.iter_mut().find(|t| same(t, &w.key, w.effect.as_str())) {
+            Some(t) => *t = taint,
+            None => next.push(taint),
+        }
+    }
+    (next != node.taints).then_some(next)
+}
+
+/// The taints recorded as Capstan's own on the Node: the `Always` ones.
+fn owned_taints(m: &Machine) -> Vec<AppliedTaint> {
+    m.spec
+        .taints
+        .iter()
+        .filter(|t| t.propagation == TaintPropagation::Always)
+        .map(|t| AppliedTaint {
+            key: t.key.clone(),
+            effect: t.effect,
+        })
+        .collect()
+}
+
 /// The Machine after looking for its Node, or None when nothing it records changed.
-/// `labelled`: the pool's labels are on the Node now.
-pub fn record_node(m: &Machine, seen: NodeSeen, labelled: bool, now: Timestamp) -> Option<Machine> {
+/// `applied`: the pool's labels and taints are on the Node now.
+pub fn record_node(m: &Machine, seen: NodeSeen, applied: bool, now: Timestamp) -> Option<Machine> {
     let mut next = m.clone();
     let st = &mut next.status;
     match seen {
@@ -100,8 +169,9 @@ pub fn record_node(m: &Machine, seen: NodeSeen, labelled: bool, now: Timestamp) 
                 kubelet_version: node.kubelet_version.clone(),
                 os_image: node.os_image.clone(),
             });
-            if labelled {
+            if applied {
                 st.node_labels = node_labels(m).into_keys().collect();
+                st.node_taints = owned_taints(m);
             }
             let mut kept = Conditions::default();
             for c in node.conditions.iter().take(MAX_NODE_CONDITIONS) {

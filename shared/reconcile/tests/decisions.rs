@@ -101,6 +101,7 @@ fn machine(name: &str) -> Machine {
             failure_domain: SUBNETS[0].into(),
             launch: capstan_reconcile::launch::launch_spec(&c.spec),
             additional_tags: Default::default(),
+            taints: Vec::new(),
         },
         status: Default::default(),
     }

@@ -139,11 +139,21 @@ fn row(prefix: &str, s: &StoredObject) -> Row {
             format!("{}/{} ready", ms.status.ready_replicas, ms.spec.replicas)
         }
         Object::Cluster(c) => format!(
-            "control plane {}/{}, workers {}/{}",
+            "control plane {}/{}, workers {}/{}; {}",
             c.status.control_plane.ready,
             c.status.control_plane.desired,
             c.status.workers.ready,
-            c.status.workers.desired
+            c.status.workers.desired,
+            match &c.spec.access {
+                Some(a) => match (&a.eks, &a.kubeconfig) {
+                    (Some(eks), _) =>
+                        format!("nodes seen through EKS cluster {}", eks.cluster_name),
+                    (None, Some(k)) =>
+                        format!("nodes seen through the kubeconfig in {}", k.secret_arn),
+                    (None, None) => "spec.access names no way in".to_string(),
+                },
+                None => "no access declared: instances only, nodes not seen".to_string(),
+            }
         ),
         Object::MachineHealthCheck(h) => format!(
             "{}/{} healthy",

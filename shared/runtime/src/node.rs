@@ -1,13 +1,15 @@
 //! The Machine's Node, through the workload port: reading it (and putting the pool's
-//! labels on it) and deleting it. What to make of what is found is decided in
+//! labels and taints on it) and deleting it. What to make of what is found is decided in
 //! `capstan_reconcile::node`; this is only the I/O.
 
 use capstan_model::meta::Condition;
 use capstan_model::{ClusterAccess, Machine};
-use capstan_reconcile::node::{NodeSeen, SeenNode, label_patch};
+use capstan_reconcile::node::{NodeSeen, SeenNode, SeenTaint, label_patch, taint_patch};
 use tracing::warn;
 
-use crate::ports::{ClusterAccessKey, Node, NodePatch, Workload, WorkloadError, WorkloadTarget};
+use crate::ports::{
+    ClusterAccessKey, Node, NodePatch, Taint, Workload, WorkloadError, WorkloadTarget,
+};
 
 /// The workload target a Machine's Node lives in; None when `access` names no single way in.
 pub fn target_of(machine: &Machine, access: &ClusterAccess) -> Option<WorkloadTarget> {
@@ -42,21 +44,30 @@ pub async fn observe<W: Workload>(
         Err(e) => return (unknown(&e), false),
     };
     let mut seen = seen(&node);
-    let labels = label_patch(machine, &seen);
-    if labels.is_empty() {
-        return (NodeSeen::Found(seen), true);
-    }
     let patch = NodePatch {
-        labels,
+        labels: label_patch(machine, &seen),
+        taints: taint_patch(machine, &seen).map(|taints| {
+            taints
+                .into_iter()
+                .map(|t| Taint {
+                    key: t.key,
+                    value: t.value,
+                    effect: t.effect,
+                })
+                .collect()
+        }),
         ..NodePatch::default()
     };
+    if patch.is_empty() {
+        return (NodeSeen::Found(seen), true);
+    }
     match workload.patch_node(&target, &node.name, patch).await {
         Ok(patched) => {
             seen = self::seen(&patched);
             (NodeSeen::Found(seen), true)
         }
         Err(e) => {
-            warn!(node = %node.name, error = %e, "labelling the node failed; the next pass tries again");
+            warn!(node = %node.name, error = %e, "putting the pool's labels and taints on the node failed; the next pass tries again");
             (NodeSeen::Found(seen), false)
         }
     }
@@ -98,6 +109,15 @@ fn seen(node: &Node) -> SeenNode {
         kubelet_version: node.kubelet_version.clone(),
         os_image: node.os_image.clone(),
         labels: node.labels.clone(),
+        taints: node
+            .taints
+            .iter()
+            .map(|t| SeenTaint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect.clone(),
+            })
+            .collect(),
         conditions: node
             .conditions
             .iter()

@@ -87,6 +87,9 @@ pub struct WorkerPool {
     /// Tags on the pool's instances besides the cluster's; they win on a clash.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub additional_tags: BTreeMap<String, String>,
+    /// Taints for the pool's Nodes, applied in place (needs `spec.access`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<crate::kinds::MachineTaint>,
 }
 
 fn is_default(m: &TemplateMetadata) -> bool {

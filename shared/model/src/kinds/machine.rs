@@ -38,6 +38,49 @@ pub struct MachineTemplateSpec {
     /// (CreateTags), never by a rollout.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub additional_tags: BTreeMap<String, String>,
+    /// Taints for the Machines' Nodes (Cluster API's taint propagation). Not part of
+    /// the template hash: applied to Nodes in place, never by a rollout.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<MachineTaint>,
+}
+
+/// A taint Capstan keeps on a Machine's Node (needs the Cluster's `spec.access`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MachineTaint {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+    pub propagation: TaintPropagation,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TaintEffect {
+    #[default]
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl TaintEffect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            TaintEffect::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// Cluster API's `propagation`: kept on the Node for as long as the Machine wants it
+/// (`Always`), or put on once when the Node first appears and then left to others
+/// (`OnInitialization`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TaintPropagation {
+    #[default]
+    Always,
+    OnInitialization,
 }
 
 /// One EC2 instance, owned for its whole life.
@@ -57,6 +100,9 @@ pub struct MachineSpec {
     /// place; the instance gets them at launch and through CreateTags after.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub additional_tags: BTreeMap<String, String>,
+    /// Taints for the Node, kept in step with the MachineSet's template in place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<MachineTaint>,
 }
 
 /// A fully resolved launch: no defaults left to apply, nothing left to look up.
@@ -217,8 +263,22 @@ pub struct MachineStatus {
         deserialize_with = "lenient_vec"
     )]
     pub node_labels: Vec<String>,
+    /// The taints (key and effect) Capstan last put on the Node, likewise.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient_vec"
+    )]
+    pub node_taints: Vec<AppliedTaint>,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+}
+
+/// A taint Capstan put on a Node, by its identity (key and effect).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AppliedTaint {
+    pub key: String,
+    pub effect: TaintEffect,
 }
 
 /// Which Node a Machine's instance became (Cluster API's `status.nodeRef`).

@@ -159,6 +159,14 @@ fn cluster(v: &mut Errors, spec: &ClusterSpec) {
     for (i, pool) in spec.workers.iter().enumerate() {
         let at = format!("spec.workers[{i}]");
         worker_pool(v, &at, pool);
+        taints(v, &format!("{at}.taints"), &pool.taints);
+        if !pool.taints.is_empty() && spec.access.is_none() {
+            v.push(
+                format!("{at}.taints"),
+                "taints go on Nodes, and this Cluster declares no spec.access to reach them",
+                "declare spec.access (eks.clusterName or kubeconfig.secretArn), or register the taints through the nodes' own kubelet flags",
+            );
+        }
         if pool.name.is_empty() {
             continue;
         }
@@ -496,5 +504,22 @@ mod tests {
                 .message
                 .contains("58 characters long, more than 57")
         );
+    }
+}
+
+/// Node taints: a qualified key, a label-like value, each (key, effect) once.
+fn taints(v: &mut Errors, path: &str, taints: &[crate::kinds::MachineTaint]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, t) in taints.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let value = t.value.clone().unwrap_or_default();
+        metadata::labels(v, &at, &BTreeMap::from([(t.key.clone(), value)]));
+        if !seen.insert((t.key.as_str(), t.effect)) {
+            v.push(
+                &at,
+                format!("taint {}:{} is listed twice", t.key, t.effect.as_str()),
+                "keep one entry per key and effect",
+            );
+        }
     }
 }
