@@ -115,13 +115,13 @@ enum Command {
         first_seed: u64,
         /// Faults to inject: all, none, or a comma-separated list of drop, duplicate,
         /// delay, reorder, throttle, 5xx, timeout, conflict, stale, capacity, external,
-        /// spot, foreign, no-idempotency, concurrency, hostile; `name=rate` sets a rate
+        /// spot, foreign, no-idempotency, concurrency, hostile, nodes; `name=rate` sets a rate
         /// (0 to 1), e.g.
         /// `external=0.05`, and `foreign=N` a number of instances.
         #[arg(long, default_value = "all")]
         faults: String,
         /// One workload (quickstart, scale-storm, rollout-during-scale-down,
-        /// delete-during-rollout, multi-cluster, edits-in-flight); all when omitted.
+        /// delete-during-rollout, multi-cluster, edits-in-flight, nodes); all when omitted.
         #[arg(long)]
         workload: Option<String>,
         /// Replay one seed exactly and print its outcome.

@@ -68,6 +68,10 @@ pub struct Faults {
     /// another namespace's instance, oversize values, a partition whose cluster
     /// disagrees with the spec.
     pub hostile: f64,
+    /// Per step, for a Cluster that declares `spec.access`: a worker's kubelet never
+    /// joins, or its Node goes NotReady; and while faults last, the workload cluster's
+    /// API server answers this share of calls unavailable and as many throttled.
+    pub nodes: f64,
 }
 
 /// The reconcilers' `MaximumConcurrency` in infra/template.yaml.
@@ -91,6 +95,7 @@ pub const FAULT_NAMES: &[&str] = &[
     "no-idempotency",
     "concurrency",
     "hostile",
+    "nodes",
 ];
 
 impl Faults {
@@ -117,6 +122,7 @@ impl Faults {
             ignore_client_token: true,
             concurrency: TEMPLATE_CONCURRENCY,
             hostile: 0.01,
+            nodes: 0.01,
         }
     }
 
@@ -158,6 +164,7 @@ impl Faults {
                 }
                 ("no-idempotency", _) => f.ignore_client_token = true,
                 ("hostile", _) => f.hostile = rate(all.hostile)?,
+                ("nodes", _) => f.nodes = rate(all.nodes)?,
                 ("concurrency", None) => f.concurrency = all.concurrency,
                 ("concurrency", Some(n)) => {
                     f.concurrency = n.parse().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {

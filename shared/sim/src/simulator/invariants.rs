@@ -643,3 +643,57 @@ pub fn hostile_writes_cost_nothing(w: &World) -> Result<(), Violation> {
     }
     Ok(())
 }
+
+/// Once converged, every Node of a cluster that declares access belongs to a live
+/// Machine of it, and every such Machine has its Node: no NotReady ghost of a deleted
+/// Machine is left in the cluster, and nothing runs without its Node.
+pub fn one_node_per_machine(
+    trees: &[Tree],
+    workload: &crate::workload::MemWorkload,
+) -> Result<(), Violation> {
+    for tree in trees {
+        if tree.cluster_access().is_none() {
+            continue;
+        }
+        let machines: Vec<&capstan_model::Machine> = tree
+            .of_kind(capstan_model::Kind::Machine)
+            .filter_map(|s| s.object.as_machine())
+            .collect();
+        let Some(first) = machines.first() else {
+            continue;
+        };
+        let key =
+            crate::workload::ClusterKey::new(&first.metadata.namespace, &first.spec.cluster_name);
+        let ids: std::collections::BTreeSet<&str> = machines
+            .iter()
+            .filter_map(|m| m.status.instance_id.as_deref())
+            .collect();
+        let nodes = workload.nodes(key);
+        for node in &nodes {
+            let id = node
+                .provider_id
+                .as_deref()
+                .and_then(capstan_runtime::ports::instance_id_of);
+            if !id.is_some_and(|id| ids.contains(id)) {
+                return Err(Violation::new(
+                    "one_node_per_machine",
+                    format!("Node {} ({id:?}) belongs to no Machine", node.name),
+                ));
+            }
+        }
+        for m in &machines {
+            let has_node = m
+                .status
+                .node_ref
+                .as_ref()
+                .is_some_and(|r| nodes.iter().any(|n| n.uid == r.uid));
+            if !has_node {
+                return Err(Violation::new(
+                    "one_node_per_machine",
+                    format!("Machine {} has no Node", m.metadata.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -36,6 +36,7 @@ use crate::ec2::{Ec2Config, SimEc2};
 use crate::platform::MemPlatform;
 use crate::rng::Rng;
 use crate::store::MemStore;
+use crate::workload::{ClusterKey, FlakyApi, MemWorkload, NotReady, WorkloadConfig};
 use faults::{Chaos, FaultyBus, FaultyCompute, FaultyStore, SharedChaos, lock};
 pub use faults::{FAULT_NAMES, Faults, Mutation};
 pub use invariants::Violation;
@@ -131,7 +132,8 @@ fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 /// The simulated functions, as the one driver runs them.
-type SimDriver = Driver<SimPlatform, FaultyStore, FaultyCompute, FaultyBus, SimSchedule>;
+type SimDriver =
+    Driver<SimPlatform, FaultyStore, FaultyCompute, FaultyBus, SimSchedule, MemWorkload>;
 
 struct Run {
     clock: ManualClock,
@@ -139,6 +141,8 @@ struct Run {
     ec2: SimEc2,
     bus: MemBus,
     faulty_bus: FaultyBus,
+    /// The workload clusters of Clusters that declare `spec.access`.
+    workload: MemWorkload,
     chaos: SharedChaos,
     driver: SimDriver,
     trace: Vec<String>,
@@ -209,6 +213,16 @@ impl Simulation {
             chaos: chaos.clone(),
             clock: shared.clone(),
         };
+        // Kubelets join 10–40 s after their instance runs (drawn after everything
+        // else, so seeds without nodes replay as before).
+        let workload = MemWorkload::new(
+            WorkloadConfig {
+                join_delay: Duration::from_secs(10),
+                seed: self.seed,
+                ..WorkloadConfig::default()
+            },
+            shared.clone(),
+        );
         let functions = Functions::new(
             FaultyStore {
                 inner: store.clone(),
@@ -224,7 +238,8 @@ impl Simulation {
             Arc::new(SeededEntropy::new(rng.next_u64())),
             INSTALLATION,
             MetricsSink::Discard,
-        );
+        )
+        .with_workload(workload.clone());
         let platform = SimPlatform {
             mem: MemPlatform::new(store.clone(), ec2.clone(), bus.clone(), shared.clone()),
             faulty_bus: faulty_bus.clone(),
@@ -251,6 +266,7 @@ impl Simulation {
             ec2,
             bus,
             faulty_bus,
+            workload,
             chaos,
             driver,
             trace: Vec::new(),
@@ -352,6 +368,20 @@ impl Run {
                     .insert(instance.instance_id, InstanceState::Pending);
             }
         }
+        if faults.nodes > 0.0 {
+            // The workload clusters' API servers fail calls while faults last.
+            for (namespace, cluster, _, _) in &script.expect {
+                let key = ClusterKey::new(namespace, cluster);
+                self.workload.set_flaky(
+                    key,
+                    Some(FlakyApi {
+                        seed: rng.next_u64(),
+                        unavailable: faults.nodes * 5.0,
+                        throttled: faults.nodes * 5.0,
+                    }),
+                );
+            }
+        }
         let mut checker = Checker::default();
         let mut pending: Vec<(Timestamp, Op)> = script
             .ops
@@ -413,6 +443,7 @@ impl Run {
                 let problems = self.unconverged(script, &trees);
                 if problems.is_empty() {
                     invariants::status_counts_what_exists(&trees)?;
+                    invariants::one_node_per_machine(&trees, &self.workload)?;
                     self.log("converged".to_string());
                     return Ok(
                         Duration::try_from(self.now().duration_since(calm)).unwrap_or_default()
@@ -486,6 +517,25 @@ impl Run {
                 self.log(format!("fault: {id} terminated from outside Capstan"));
             }
         }
+        if rng.chance(faults.nodes)
+            && let Some(id) = self.random_worker(rng)
+        {
+            if rng.chance(0.5) {
+                self.workload.never_join(&id);
+                self.log(format!(
+                    "fault: {id}'s kubelet never joins (if it has not yet)"
+                ));
+            } else {
+                self.workload.set_not_ready(
+                    &id,
+                    Some(NotReady {
+                        at: self.now(),
+                        reason: "KubeletNotReady".into(),
+                    }),
+                );
+                self.log(format!("fault: {id}'s Node goes NotReady"));
+            }
+        }
         if rng.chance(faults.spot)
             && let Some(id) = self.random_worker(rng)
         {
@@ -542,6 +592,11 @@ impl Run {
         for (t, z) in std::mem::take(&mut self.capacity_out) {
             self.ec2.set_capacity(&t, &z, true);
         }
+        // The API servers answer again. NotReady Nodes stay NotReady: remediation
+        // replaces them, as it would in a cluster.
+        for key in self.workload.clusters() {
+            self.workload.set_flaky(key, None);
+        }
         let released = self.faulty_bus.next_release().is_some();
         if released {
             lock(&self.chaos)
@@ -555,6 +610,8 @@ impl Run {
     /// One step of the driver; true if anything happened. A health check's
     /// remediations are judged on the Machines around the step.
     fn step(&mut self) -> bool {
+        self.workload
+            .observe_instances(self.now(), &self.ec2.instances());
         let remediated_before = lock(&self.chaos).remediated.len();
         let report = match block_on(self.driver.step()) {
             Ok(report) => report,

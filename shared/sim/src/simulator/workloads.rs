@@ -39,6 +39,7 @@ pub const WORKLOADS: &[&str] = &[
     "delete-during-rollout",
     "multi-cluster",
     "edits-in-flight",
+    "nodes",
 ];
 
 /// The quickstart as a production pool would run it: workers on spot, watched by a
@@ -128,6 +129,51 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// `objects` with the Cluster's nodes seen (an EKS access), the pools judged by their
+/// Nodes' Ready condition, and with `retag`, a label and a taint on the workers' Nodes.
+fn with_access(objects: &[Object], retag: bool) -> Vec<Object> {
+    objects
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            if let Object::Cluster(c) = &mut o {
+                c.spec.access = Some(capstan_model::ClusterAccess {
+                    eks: Some(capstan_model::EksAccess {
+                        cluster_name: c.metadata.name.clone(),
+                        region: None,
+                    }),
+                    kubeconfig: None,
+                });
+                for pool in &mut c.spec.workers {
+                    if let Some(check) = &mut pool.health_check {
+                        check.checks.unhealthy_node_conditions = [
+                            capstan_model::ConditionStatus::False,
+                            capstan_model::ConditionStatus::Unknown,
+                        ]
+                        .into_iter()
+                        .map(|status| capstan_model::UnhealthyCondition {
+                            type_: "Ready".into(),
+                            status,
+                            timeout_seconds: 300,
+                        })
+                        .collect();
+                    }
+                    if retag {
+                        pool.metadata.labels.insert("tier".into(), "front".into());
+                        pool.taints = vec![capstan_model::MachineTaint {
+                            key: "example.com/dedicated".into(),
+                            value: Some("web".into()),
+                            effect: capstan_model::TaintEffect::NoSchedule,
+                            propagation: capstan_model::TaintPropagation::Always,
+                        }];
+                    }
+                }
+            }
+            o
+        })
+        .collect()
+}
+
 fn expect(
     namespace: &str,
     cluster: &str,
@@ -149,6 +195,31 @@ pub fn script(name: &str) -> Option<Script> {
             ops: vec![(secs(0), Op::Apply(base))],
             expect: expect("default", "demo", 3, 3),
             expect_image: None,
+            expect_empty: false,
+        },
+        // The quickstart with its nodes seen (spec.access): Machines run once their
+        // Node joins, health checks judge Node conditions, the pool's labels and taints
+        // change in place, and a rollout replaces Nodes.
+        "nodes" => Script {
+            ops: vec![
+                (
+                    secs(0),
+                    Op::Apply(with_access(&with_workers(&base, 4), false)),
+                ),
+                (
+                    secs(300),
+                    Op::Apply(with_access(&with_workers(&base, 4), true)),
+                ),
+                (
+                    secs(600),
+                    Op::Apply(with_image(
+                        &with_access(&with_workers(&base, 3), true),
+                        NEW_IMAGE,
+                    )),
+                ),
+            ],
+            expect: expect("default", "demo", 3, 3),
+            expect_image: Some(NEW_IMAGE.to_string()),
             expect_empty: false,
         },
         "scale-storm" => Script {
