@@ -82,6 +82,11 @@ pub struct Clients {
     pub ec2: aws_sdk_ec2::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// For workload clusters: DescribeCluster, and kubeconfigs held as secrets.
+    pub eks: aws_sdk_eks::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    /// The configuration every client was built from (credentials for EKS tokens).
+    pub config: aws_config::SdkConfig,
     #[cfg(feature = "local")]
     pub streams: aws_sdk_dynamodbstreams::Client,
     /// The region the clients talk to.
@@ -137,9 +142,12 @@ impl Clients {
             ec2: aws_sdk_ec2::Client::new(&config),
             eventbridge: aws_sdk_eventbridge::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
+            eks: aws_sdk_eks::Client::new(&config),
+            secrets: aws_sdk_secretsmanager::Client::new(&config),
             #[cfg(feature = "local")]
             streams: aws_sdk_dynamodbstreams::Client::new(&config),
             region,
+            config,
         }
     }
 }

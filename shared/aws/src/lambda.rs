@@ -10,9 +10,12 @@ use crate::bus::EventBridgeBus;
 use crate::clients::{Clients, Names};
 use crate::compute::Ec2Compute;
 use crate::store::DynamoStore;
+use crate::workload::AwsConnect;
+use capstan_kube::KubeWorkload;
 
-/// The functions over the real AWS adapters.
-pub type AwsFunctions = Functions<DynamoStore, Ec2Compute, EventBridgeBus>;
+/// The functions over the real AWS adapters, reaching workload clusters over HTTPS.
+pub type AwsFunctions =
+    Functions<DynamoStore, Ec2Compute, EventBridgeBus, KubeWorkload<AwsConnect>>;
 
 /// The adapters over `clients`, on the wall clock and the OS's randomness.
 pub fn aws_functions(clients: &Clients, names: &Names, metrics: MetricsSink) -> AwsFunctions {
@@ -29,6 +32,7 @@ pub fn aws_functions(clients: &Clients, names: &Names, metrics: MetricsSink) -> 
         &names.installation,
         metrics,
     )
+    .with_workload(KubeWorkload::new(AwsConnect::new(clients)))
 }
 
 /// The functions a Lambda binary runs: names from the environment (`Names::from_env`),

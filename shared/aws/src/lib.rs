@@ -1,5 +1,6 @@
 //! Capstan's ports over the AWS SDK — `DynamoStore` (one table), `Ec2Compute`,
-//! `EventBridgeBus` (EventBridge + SQS) — built from one `aws-config` load
+//! `EventBridgeBus` (EventBridge + SQS), `AwsConnect` (how `capstan-kube` reaches an
+//! EKS or kubeconfig-described workload cluster) — built from one `aws-config` load
 //! (`Clients`), what a Lambda binary needs to start (`lambda`), and the resources an
 //! installation has (`provision`, used by the endpoint runtime).
 //!
@@ -13,6 +14,7 @@ pub mod error;
 pub mod lambda;
 pub mod provision;
 pub mod store;
+pub mod workload;
 
 pub use bus::EventBridgeBus;
 pub use capstan_runtime::functions::{Functions, MetricsSink};
@@ -20,3 +22,4 @@ pub use clients::{Clients, Names, Settings};
 pub use compute::Ec2Compute;
 pub use lambda::{AwsFunctions, aws_functions};
 pub use store::DynamoStore;
+pub use workload::AwsConnect;

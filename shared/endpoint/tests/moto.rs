@@ -11,6 +11,9 @@ mod parity;
 #[path = "moto/safety.rs"]
 mod safety;
 
+#[path = "moto/workload.rs"]
+mod workload;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

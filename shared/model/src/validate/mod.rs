@@ -323,6 +323,23 @@ fn machine_health_check(v: &mut Errors, spec: &MachineHealthCheckSpec) {
     remediation(v, "spec.remediation", &spec.remediation);
 }
 
+/// Node taints: a qualified key, a label-like value, each (key, effect) once.
+fn taints(v: &mut Errors, path: &str, taints: &[crate::kinds::MachineTaint]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, t) in taints.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let value = t.value.clone().unwrap_or_default();
+        metadata::labels(v, &at, &BTreeMap::from([(t.key.clone(), value)]));
+        if !seen.insert((t.key.as_str(), t.effect)) {
+            v.push(
+                &at,
+                format!("taint {}:{} is listed twice", t.key, t.effect.as_str()),
+                "keep one entry per key and effect",
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,22 +521,5 @@ mod tests {
                 .message
                 .contains("58 characters long, more than 57")
         );
-    }
-}
-
-/// Node taints: a qualified key, a label-like value, each (key, effect) once.
-fn taints(v: &mut Errors, path: &str, taints: &[crate::kinds::MachineTaint]) {
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, t) in taints.iter().enumerate() {
-        let at = format!("{path}[{i}]");
-        let value = t.value.clone().unwrap_or_default();
-        metadata::labels(v, &at, &BTreeMap::from([(t.key.clone(), value)]));
-        if !seen.insert((t.key.as_str(), t.effect)) {
-            v.push(
-                &at,
-                format!("taint {}:{} is listed twice", t.key, t.effect.as_str()),
-                "keep one entry per key and effect",
-            );
-        }
     }
 }
