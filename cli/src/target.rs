@@ -1,0 +1,418 @@
+//! A context turned into something the verbs can read and write: the one place that
+//! knows where a command's table is.
+//!
+//! - **local**: the embedded control plane on virtual time, remembered as a journal of
+//!   the writes people made (`<dir>/journal.jsonl`). Each command replays the journal
+//!   into a fresh control plane — deterministically: same seed, same virtual clock, so
+//!   the same uids and instance ids every time — makes its own write, runs the control
+//!   plane until the tree converges (idle virtual time is skipped, so this takes
+//!   milliseconds), and appends the write to the journal. Nothing keeps running
+//!   between commands, and there is one writer at a time (the journal is locked while
+//!   a command holds it).
+//! - **endpoint** and **aws**: the installation's DynamoDB table, through the same
+//!   `DynamoStore` the functions use; its control plane (`capstan run` or Lambda) does
+//!   the rest, and waiting means polling.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use capstan_embedded::{Embedded, EmbeddedConfig, RunOutcome};
+use capstan_model::{Item, Object, ObjectKey, Timestamp};
+use capstan_reconcile::Tree;
+use capstan_runtime::apply::Applied;
+use capstan_runtime::table;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Context, NamedContext};
+
+/// The seed every replay of the local control plane uses: replays must agree.
+const LOCAL_SEED: u64 = 1;
+/// How much virtual time the local control plane is given to converge after a write.
+const LOCAL_SETTLE: Duration = Duration::from_secs(3600);
+
+/// The global options that pick a target.
+#[derive(Clone, Debug, Default)]
+pub struct Selector {
+    /// `--context NAME`.
+    pub context: Option<String>,
+    /// `--endpoint URL` (with `--installation`, `--region`, `--table`): an ad-hoc
+    /// endpoint context, as the first `apply --endpoint` took it.
+    pub endpoint: Option<String>,
+    pub installation: Option<String>,
+    pub region: Option<String>,
+    pub table: Option<String>,
+}
+
+impl Selector {
+    /// The context these options name.
+    pub fn resolve(&self) -> anyhow::Result<NamedContext> {
+        if let Some(url) = &self.endpoint {
+            return Ok(NamedContext {
+                name: "(--endpoint)".into(),
+                context: Context::Endpoint {
+                    url: url.clone(),
+                    installation: self
+                        .installation
+                        .clone()
+                        .unwrap_or_else(|| "capstan".into()),
+                    region: self.region.clone(),
+                },
+            });
+        }
+        let config = Config::load(&crate::config::path()?)?;
+        config.resolve(self.context.as_deref())
+    }
+}
+
+pub enum Target {
+    Local(Local),
+    #[cfg(feature = "aws")]
+    Remote(Remote),
+}
+
+impl Target {
+    /// Opens the context `selector` names.
+    pub async fn open(selector: &Selector) -> anyhow::Result<Target> {
+        let named = selector.resolve()?;
+        match named.context {
+            Context::Local { dir } => Ok(Target::Local(Local::open(&dir).await?)),
+            #[cfg(feature = "aws")]
+            Context::Endpoint {
+                url,
+                installation,
+                region,
+            } => Ok(Target::Remote(
+                Remote::open(
+                    Some(url),
+                    region,
+                    None,
+                    selector.table.clone().unwrap_or(installation.clone()),
+                    named.name,
+                )
+                .await,
+            )),
+            #[cfg(feature = "aws")]
+            Context::Aws {
+                region,
+                installation,
+                profile,
+            } => Ok(Target::Remote(
+                Remote::open(
+                    None,
+                    Some(region),
+                    profile,
+                    selector.table.clone().unwrap_or(installation.clone()),
+                    named.name,
+                )
+                .await,
+            )),
+            #[cfg(not(feature = "aws"))]
+            Context::Endpoint { .. } | Context::Aws { .. } => bail!(
+                "context {:?} needs AWS support: build capstan with its default feature `aws`",
+                named.name
+            ),
+        }
+    }
+
+    /// Where commands go, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Local(l) => format!("the local control plane in {}", l.dir.display()),
+            #[cfg(feature = "aws")]
+            Target::Remote(r) => format!("table {:?} ({})", r.table, r.context),
+        }
+    }
+
+    /// The target's clock: virtual time on the local control plane, the wall clock
+    /// elsewhere. Ages are measured against it.
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Target::Local(l) => l.cp.now(),
+            #[cfg(feature = "aws")]
+            Target::Remote(_) => Timestamp::now(),
+        }
+    }
+
+    /// Every item of the table.
+    pub async fn items(&self) -> anyhow::Result<Vec<Item>> {
+        match self {
+            Target::Local(l) => Ok(l.cp.store.items()),
+            #[cfg(feature = "aws")]
+            Target::Remote(r) => {
+                use capstan_runtime::Store;
+                r.store.scan("").await.with_context(|| {
+                    format!(
+                        "reading table {:?} ({}): is the installation there and its table created?",
+                        r.table, r.context
+                    )
+                })
+            }
+        }
+    }
+
+    /// Every cluster partition of the table, as trees.
+    pub async fn trees(&self) -> anyhow::Result<Vec<Tree>> {
+        Ok(table::trees_by_partition(self.items().await?)
+            .into_values()
+            .collect())
+    }
+
+    /// Writes the objects' desired items (`capstan apply`).
+    pub async fn apply(&mut self, objects: &[Object]) -> anyhow::Result<Vec<Applied>> {
+        match self {
+            Target::Local(l) => l.apply(objects, true).await,
+            #[cfg(feature = "aws")]
+            Target::Remote(r) => capstan_runtime::apply::apply(&r.store, objects)
+                .await
+                .with_context(|| {
+                    format!(
+                        "applying to table {:?} ({}): is `capstan run` (or the installation) there? it creates the table",
+                        r.table, r.context
+                    )
+                }),
+        }
+    }
+
+    /// Removes an object's desired item (`capstan delete`); false if it had none.
+    pub async fn delete(&mut self, key: &ObjectKey) -> anyhow::Result<bool> {
+        match self {
+            Target::Local(l) => l.delete(key, true).await,
+            #[cfg(feature = "aws")]
+            Target::Remote(r) => capstan_runtime::apply::delete(&r.store, key)
+                .await
+                .with_context(|| {
+                    format!("deleting {key} from table {:?} ({})", r.table, r.context)
+                }),
+        }
+    }
+
+    /// How long to sleep between polls while waiting; zero on the local control
+    /// plane, which has converged before a command returns.
+    pub fn poll_interval(&self) -> Duration {
+        match self {
+            Target::Local(_) => Duration::ZERO,
+            #[cfg(feature = "aws")]
+            Target::Remote(_) => Duration::from_secs(2),
+        }
+    }
+}
+
+/// One write people made, as the local journal keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Entry {
+    /// Objects applied (metadata people set and spec, without status).
+    Apply(Vec<serde_json::Value>),
+    /// A desired item deleted.
+    Delete(ObjectKey),
+}
+
+/// The local control plane, replayed from its journal.
+pub struct Local {
+    pub dir: PathBuf,
+    pub cp: Embedded,
+    journal: PathBuf,
+    /// Held while the command runs: one writer at a time.
+    _lock: File,
+}
+
+impl Local {
+    /// Replays `dir`'s journal into a fresh control plane on virtual time.
+    pub async fn open(dir: &Path) -> anyhow::Result<Local> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .with_context(|| format!("opening {}", dir.join("lock").display()))?;
+        lock.lock().with_context(|| {
+            format!(
+                "locking {}: another capstan command holds it",
+                dir.display()
+            )
+        })?;
+        let journal = dir.join("journal.jsonl");
+        let mut local = Local {
+            dir: dir.to_path_buf(),
+            cp: Embedded::virtual_time(EmbeddedConfig::default(), LOCAL_SEED),
+            journal,
+            _lock: lock,
+        };
+        let entries = match File::open(&local.journal) {
+            Ok(f) => BufReader::new(f)
+                .lines()
+                .enumerate()
+                .map(|(n, line)| {
+                    let line =
+                        line.with_context(|| format!("reading {}", local.journal.display()))?;
+                    serde_json::from_str::<Entry>(&line).with_context(|| {
+                        format!(
+                            "{} line {}: not a journal entry; remove the directory to start afresh",
+                            local.journal.display(),
+                            n + 1
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<Entry>>>()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", local.journal.display()));
+            }
+        };
+        for entry in entries {
+            match entry {
+                Entry::Apply(values) => {
+                    let objects = values
+                        .into_iter()
+                        .map(|v| {
+                            capstan_model::decode_object(v).map_err(|errors| {
+                                anyhow::anyhow!(
+                                    "{}: an entry no longer reads: {}",
+                                    local.journal.display(),
+                                    errors
+                                        .iter()
+                                        .map(|e| e.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join("; ")
+                                )
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<Object>>>()?;
+                    local.apply(&objects, false).await?;
+                }
+                Entry::Delete(key) => {
+                    local.delete(&key, false).await?;
+                }
+            }
+        }
+        Ok(local)
+    }
+
+    /// Applies, runs the control plane until it converges, and (when `record`)
+    /// appends the write to the journal.
+    pub async fn apply(
+        &mut self,
+        objects: &[Object],
+        record: bool,
+    ) -> anyhow::Result<Vec<Applied>> {
+        let applied = self.cp.apply(objects).await.context("applying")?;
+        let changed = applied.iter().any(|a| !matches!(a, Applied::Unchanged(_)));
+        if record && changed {
+            let values = objects.iter().map(desired_json).collect();
+            self.record(&Entry::Apply(values))?;
+        }
+        if changed {
+            self.settle().await?;
+        }
+        Ok(applied)
+    }
+
+    pub async fn delete(&mut self, key: &ObjectKey, record: bool) -> anyhow::Result<bool> {
+        let found = self
+            .cp
+            .delete(key)
+            .await
+            .with_context(|| format!("deleting {key}"))?;
+        if found {
+            if record {
+                self.record(&Entry::Delete(key.clone()))?;
+            }
+            self.settle().await?;
+        }
+        Ok(found)
+    }
+
+    /// Runs until every tree converged (or an hour of virtual time passed: what did
+    /// not converge then stays as it is, and `get`/`describe` say why).
+    pub async fn settle(&mut self) -> anyhow::Result<RunOutcome> {
+        self.settle_watching(|_| {}).await
+    }
+
+    /// [`Local::settle`], calling `watch` after every idle step.
+    pub async fn settle_watching(
+        &mut self,
+        watch: impl FnMut(&Embedded),
+    ) -> anyhow::Result<RunOutcome> {
+        self.cp
+            .run_until(
+                LOCAL_SETTLE,
+                |cp| {
+                    let problems = cp.not_converged();
+                    (!problems.is_empty()).then_some(problems)
+                },
+                watch,
+            )
+            .await
+            .context("running the local control plane")
+    }
+
+    fn record(&self, entry: &Entry) -> anyhow::Result<()> {
+        let mut line = serde_json::to_string(entry).context("encoding a journal entry")?;
+        line.push('\n');
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.journal)
+            .with_context(|| format!("opening {}", self.journal.display()))?;
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.sync_data())
+            .with_context(|| format!("writing {}", self.journal.display()))
+    }
+}
+
+/// What a person wrote of an object: metadata without the control plane's fields, and spec.
+fn desired_json(object: &Object) -> serde_json::Value {
+    let mut object = object.clone();
+    object.metadata_mut().clear_system_fields();
+    let mut value = object.to_json();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    value
+}
+
+/// An installation's table, at an endpoint or in AWS.
+#[cfg(feature = "aws")]
+pub struct Remote {
+    pub store: capstan_aws::DynamoStore,
+    pub table: String,
+    /// The context's name, for messages.
+    pub context: String,
+}
+
+#[cfg(feature = "aws")]
+impl Remote {
+    async fn open(
+        endpoint: Option<String>,
+        region: Option<String>,
+        profile: Option<String>,
+        table: String,
+        context: String,
+    ) -> Remote {
+        let clients = capstan_aws::Clients::load(&capstan_aws::Settings {
+            endpoint,
+            region,
+            profile,
+        })
+        .await;
+        Remote {
+            store: capstan_aws::DynamoStore::new(clients.dynamodb.clone(), &table),
+            table,
+            context,
+        }
+    }
+}
+
+/// Refuses to go on when `what` is not allowed on the target.
+#[allow(dead_code)]
+pub fn require_local(target: &Target, what: &str) -> anyhow::Result<()> {
+    match target {
+        Target::Local(_) => Ok(()),
+        #[cfg(feature = "aws")]
+        Target::Remote(_) => bail!("{what} works on the local context only"),
+    }
+}
