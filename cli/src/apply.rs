@@ -78,8 +78,10 @@ pub async fn apply(
     let mut touched: Vec<ObjectKey> = objects.iter().map(Object::key).collect();
     if let Some(cluster) = &options.prune_cluster {
         let trees = target.trees().await?;
-        for key in prunable(&trees, &options.namespace, cluster, &touched) {
-            if target.delete(&key).await? {
+        let prune = prunable(&trees, &options.namespace, cluster, &touched);
+        let found = target.delete(&prune).await?;
+        for (key, found) in prune.into_iter().zip(found) {
+            if found {
                 println!("{}/{} pruned", key.kind, key.name);
             }
             touched.push(key);
@@ -103,8 +105,8 @@ pub async fn delete(
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
     let mut deleted = Vec::new();
-    for key in keys {
-        let found = target.delete(&key).await?;
+    let found = target.delete(&keys).await?;
+    for (key, found) in keys.into_iter().zip(found) {
         println!(
             "{}/{} {}",
             key.kind,

@@ -176,16 +176,26 @@ impl Target {
         }
     }
 
-    /// Removes an object's desired item (`capstan delete`); false if it had none.
-    pub async fn delete(&mut self, key: &ObjectKey) -> anyhow::Result<bool> {
+    /// Removes each object's desired item (`capstan delete`), in order; false for one
+    /// that had none. The local control plane runs once all are gone, as a running
+    /// one would barely have started between them.
+    pub async fn delete(&mut self, keys: &[ObjectKey]) -> anyhow::Result<Vec<bool>> {
         match self {
-            Target::Local(l) => l.delete(key, true).await,
+            Target::Local(l) => l.delete(keys, true).await,
             #[cfg(feature = "aws")]
-            Target::Remote(r) => capstan_runtime::apply::delete(&r.store, key)
-                .await
-                .with_context(|| {
-                    format!("deleting {key} from table {:?} ({})", r.table, r.context)
-                }),
+            Target::Remote(r) => {
+                let mut found = Vec::new();
+                for key in keys {
+                    found.push(
+                        capstan_runtime::apply::delete(&r.store, key)
+                            .await
+                            .with_context(|| {
+                                format!("deleting {key} from table {:?} ({})", r.table, r.context)
+                            })?,
+                    );
+                }
+                Ok(found)
+            }
         }
     }
 
@@ -206,8 +216,8 @@ impl Target {
 enum Entry {
     /// Objects applied (metadata people set and spec, without status).
     Apply(Vec<serde_json::Value>),
-    /// A desired item deleted.
-    Delete(ObjectKey),
+    /// Desired items deleted by one command.
+    Delete(Vec<ObjectKey>),
 }
 
 /// The local control plane, replayed from its journal.
@@ -284,8 +294,8 @@ impl Local {
                         .collect::<anyhow::Result<Vec<Object>>>()?;
                     local.apply(&objects, false).await?;
                 }
-                Entry::Delete(key) => {
-                    local.delete(&key, false).await?;
+                Entry::Delete(keys) => {
+                    local.delete(&keys, false).await?;
                 }
             }
         }
@@ -311,15 +321,25 @@ impl Local {
         Ok(applied)
     }
 
-    pub async fn delete(&mut self, key: &ObjectKey, record: bool) -> anyhow::Result<bool> {
-        let found = self
-            .cp
-            .delete(key)
-            .await
-            .with_context(|| format!("deleting {key}"))?;
-        if found {
+    pub async fn delete(&mut self, keys: &[ObjectKey], record: bool) -> anyhow::Result<Vec<bool>> {
+        let mut found = Vec::new();
+        for key in keys {
+            let was = self
+                .cp
+                .delete(key)
+                .await
+                .with_context(|| format!("deleting {key}"))?;
+            found.push(was);
+        }
+        let deleted: Vec<ObjectKey> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, was)| **was)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !deleted.is_empty() {
             if record {
-                self.record(&Entry::Delete(key.clone()))?;
+                self.record(&Entry::Delete(deleted))?;
             }
             self.settle().await?;
         }
