@@ -198,6 +198,12 @@ enum Command {
         wait: bool,
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
+        /// Delete nothing: print the plan (objects, Machines, EC2 calls).
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: exit 2 when the plan has changes, 0 when it has none.
+        #[arg(long, requires = "dry_run")]
+        detailed_exitcode: bool,
     },
     /// List objects of one kind as a table, or print them as JSON or YAML.
     #[command(
@@ -465,14 +471,14 @@ fn main() -> ExitCode {
             verb(async move {
                 let mut target = Target::open(&selector).await?;
                 if dry_run {
-                    return plan::run(
-                        target,
-                        &objects,
-                        prune_cluster.as_deref(),
-                        &namespace,
-                        detailed_exitcode,
-                    )
-                    .await;
+                    let prune = match &prune_cluster {
+                        Some(cluster) => {
+                            let keep: Vec<_> = objects.iter().map(|o| o.key()).collect();
+                            apply::prunable(&target.trees().await?, &namespace, cluster, &keep)
+                        }
+                        None => Vec::new(),
+                    };
+                    return plan::run(target, &objects, &prune, detailed_exitcode).await;
                 }
                 let options = apply::Options {
                     prune_cluster,
@@ -489,6 +495,8 @@ fn main() -> ExitCode {
             cluster,
             wait,
             timeout,
+            dry_run,
+            detailed_exitcode,
         } => {
             let from_files = if files.is_empty() {
                 None
@@ -509,6 +517,9 @@ fn main() -> ExitCode {
                         vec![apply::key_of(&target, &object, &namespace, cluster.as_deref()).await?]
                     }
                 };
+                if dry_run {
+                    return plan::run(target, &[], &keys, detailed_exitcode).await;
+                }
                 apply::delete(&mut target, keys, wait, timeout).await
             })
         }

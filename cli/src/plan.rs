@@ -226,7 +226,11 @@ pub fn render(plan: &Plan, target: &Target) -> String {
             format!("  {}\n", paint(&format!("{sign} {text}"), code))
         }
     };
-    out.push_str("\nObjects in the files (what apply will report):\n");
+    out.push_str(if plan.applied.is_empty() {
+        "\nObjects named (what delete will report):\n"
+    } else {
+        "\nObjects in the files (what apply will report):\n"
+    });
     for a in &plan.applied {
         let (sign, key, verb) = match a {
             Applied::Created(k) => ("+", k, "created"),
@@ -235,8 +239,13 @@ pub fn render(plan: &Plan, target: &Target) -> String {
         };
         out.push_str(&line(sign, format!("{}/{} {verb}", key.kind, key.name)));
     }
+    let gone = if plan.applied.is_empty() {
+        "deleted"
+    } else {
+        "pruned"
+    };
     for k in &plan.pruned {
-        out.push_str(&line("-", format!("{}/{} pruned", k.kind, k.name)));
+        out.push_str(&line("-", format!("{}/{} {gone}", k.kind, k.name)));
     }
     if !(plan.created.is_empty() && plan.configured.is_empty() && plan.deleted.is_empty()) {
         out.push_str("\nObjects the control plane will change:\n");
@@ -323,28 +332,21 @@ pub fn render(plan: &Plan, target: &Target) -> String {
     out
 }
 
-/// `apply --dry-run`: 0, or 2 with `--detailed-exitcode` when there are changes.
+/// `apply --dry-run` and `delete --dry-run`: 0, or 2 with `--detailed-exitcode` when
+/// there are changes.
 pub async fn run(
     target: Target,
     objects: &[Object],
-    prune_cluster: Option<&str>,
-    namespace: &str,
+    delete: &[ObjectKey],
     detailed_exitcode: bool,
 ) -> anyhow::Result<ExitCode> {
-    let prune = match prune_cluster {
-        Some(cluster) => {
-            let keep: Vec<ObjectKey> = objects.iter().map(Object::key).collect();
-            crate::apply::prunable(&target.trees().await?, namespace, cluster, &keep)
-        }
-        None => Vec::new(),
-    };
     let mut target = target;
     let plan = match &mut target {
-        Target::Local(local) => compute(local, objects, &prune).await?,
+        Target::Local(local) => compute(local, objects, delete).await?,
         #[cfg(feature = "aws")]
         Target::Remote(remote) => {
             let mut replica = crate::replica::of(remote).await?;
-            compute(&mut replica, objects, &prune).await?
+            compute(&mut replica, objects, delete).await?
         }
     };
     print!("{}", render(&plan, &target));
