@@ -147,6 +147,16 @@ async fn print_launchables(clients: &Clients) {
         })
         .unwrap_or_default();
     subnets.sort();
+    let groups = clients.ec2.describe_security_groups().send().await;
+    let default_group = groups.ok().and_then(|out| {
+        out.security_groups()
+            .iter()
+            .find(|g| g.group_name() == Some("default"))
+            .and_then(|g| g.group_id().map(str::to_string))
+    });
+    if let Some(group) = default_group {
+        println!("The default security group here (use it in securityGroups): {group}");
+    }
     if !subnets.is_empty() {
         println!("Default-VPC subnets here (use them as a MachineClass's subnets):");
         for (zone, id) in subnets.iter().take(3) {

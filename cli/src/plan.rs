@@ -345,7 +345,7 @@ pub async fn run(
         Target::Local(local) => compute(local, objects, delete).await?,
         #[cfg(feature = "aws")]
         Target::Remote(remote) => {
-            let mut replica = crate::replica::of(remote).await?;
+            let mut replica = crate::replica::of(remote, objects).await?;
             compute(&mut replica, objects, delete).await?
         }
     };

@@ -89,6 +89,7 @@ impl Target {
                     Some(url),
                     region,
                     None,
+                    installation.clone(),
                     selector.table.clone().unwrap_or(installation.clone()),
                     named.name,
                 )
@@ -104,6 +105,7 @@ impl Target {
                     None,
                     Some(region),
                     profile,
+                    installation.clone(),
                     selector.table.clone().unwrap_or(installation.clone()),
                     named.name,
                 )
@@ -205,7 +207,7 @@ impl Target {
         match self {
             Target::Local(_) => Duration::ZERO,
             #[cfg(feature = "aws")]
-            Target::Remote(_) => Duration::from_secs(2),
+            Target::Remote(_) => Duration::from_secs(1),
         }
     }
 }
@@ -224,9 +226,10 @@ enum Entry {
 pub struct Local {
     pub dir: PathBuf,
     pub cp: Embedded,
-    journal: PathBuf,
+    /// None for a replica that is never written back.
+    journal: Option<PathBuf>,
     /// Held while the command runs: one writer at a time.
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl Local {
@@ -249,20 +252,19 @@ impl Local {
         let mut local = Local {
             dir: dir.to_path_buf(),
             cp: Embedded::virtual_time(EmbeddedConfig::default(), LOCAL_SEED),
-            journal,
-            _lock: lock,
+            journal: Some(journal.clone()),
+            _lock: Some(lock),
         };
-        let entries = match File::open(&local.journal) {
+        let entries = match File::open(&journal) {
             Ok(f) => BufReader::new(f)
                 .lines()
                 .enumerate()
                 .map(|(n, line)| {
-                    let line =
-                        line.with_context(|| format!("reading {}", local.journal.display()))?;
+                    let line = line.with_context(|| format!("reading {}", journal.display()))?;
                     serde_json::from_str::<Entry>(&line).with_context(|| {
                         format!(
                             "{} line {}: not a journal entry; remove the directory to start afresh",
-                            local.journal.display(),
+                            journal.display(),
                             n + 1
                         )
                     })
@@ -270,7 +272,7 @@ impl Local {
                 .collect::<anyhow::Result<Vec<Entry>>>()?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                return Err(e).with_context(|| format!("reading {}", local.journal.display()));
+                return Err(e).with_context(|| format!("reading {}", journal.display()));
             }
         };
         for entry in entries {
@@ -282,7 +284,7 @@ impl Local {
                             capstan_model::decode_object(v).map_err(|errors| {
                                 anyhow::anyhow!(
                                     "{}: an entry no longer reads: {}",
-                                    local.journal.display(),
+                                    journal.display(),
                                     errors
                                         .iter()
                                         .map(|e| e.to_string())
@@ -370,17 +372,30 @@ impl Local {
             .context("running the local control plane")
     }
 
+    /// A control plane that is only read and planned on, never remembered.
+    pub fn replica(cp: Embedded) -> Local {
+        Local {
+            dir: PathBuf::new(),
+            cp,
+            journal: None,
+            _lock: None,
+        }
+    }
+
     fn record(&self, entry: &Entry) -> anyhow::Result<()> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
         let mut line = serde_json::to_string(entry).context("encoding a journal entry")?;
         line.push('\n');
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.journal)
-            .with_context(|| format!("opening {}", self.journal.display()))?;
+            .open(journal)
+            .with_context(|| format!("opening {}", journal.display()))?;
         f.write_all(line.as_bytes())
             .and_then(|()| f.sync_data())
-            .with_context(|| format!("writing {}", self.journal.display()))
+            .with_context(|| format!("writing {}", journal.display()))
     }
 }
 
@@ -399,6 +414,8 @@ fn desired_json(object: &Object) -> serde_json::Value {
 #[cfg(feature = "aws")]
 pub struct Remote {
     pub store: capstan_aws::DynamoStore,
+    pub clients: capstan_aws::Clients,
+    pub installation: String,
     pub table: String,
     /// The context's name, for messages.
     pub context: String,
@@ -410,6 +427,7 @@ impl Remote {
         endpoint: Option<String>,
         region: Option<String>,
         profile: Option<String>,
+        installation: String,
         table: String,
         context: String,
     ) -> Remote {
@@ -421,6 +439,8 @@ impl Remote {
         .await;
         Remote {
             store: capstan_aws::DynamoStore::new(clients.dynamodb.clone(), &table),
+            clients,
+            installation,
             table,
             context,
         }
