@@ -385,10 +385,9 @@ impl SimEc2 {
             .or_insert_with(|| instance.availability_zone.clone());
         let idx = state.instances.len();
         let follow = match instance.state {
-            InstanceState::Pending => Some((
-                after(now, state.config.boot_delay),
-                InstanceState::Running,
-            )),
+            InstanceState::Pending => {
+                Some((after(now, state.config.boot_delay), InstanceState::Running))
+            }
             InstanceState::Stopping => Some((
                 after(now, state.config.shutdown_delay),
                 InstanceState::Stopped,
