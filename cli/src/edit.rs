@@ -231,9 +231,11 @@ async fn status(
     namespace: &str,
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
-    let name = match subject {
-        Subject::Pool(cluster, pool) => deployment_name(&cluster, &pool),
-        Subject::Deployment(name) => name,
+    // A pool's rollout starts in its Cluster: until the cluster reconciler has taken
+    // the latest change in, the MachineDeployment does not know of it yet.
+    let (name, cluster) = match subject {
+        Subject::Pool(cluster, pool) => (deployment_name(&cluster, &pool), Some(cluster)),
+        Subject::Deployment(name) => (name, None),
         Subject::Cluster(name) => {
             bail!("follow one pool's rollout: `capstan rollout status pool/{name}/POOL`")
         }
@@ -243,6 +245,16 @@ async fn status(
         .with_context(|| format!("following the rollout of {name:?}"))?
         .key();
     let waited = wait::until(target, timeout, |trees| {
+        if let Some(cluster) = &cluster
+            && trees
+                .iter()
+                .filter_map(|t| t.get(Kind::Cluster, cluster))
+                .any(|c| c.key().namespace == key.namespace && (c.is_new() || c.spec_changed()))
+        {
+            return Err(format!(
+                "Waiting for Cluster {cluster:?} to take in its latest change"
+            ));
+        }
         let Some(s) = trees
             .iter()
             .filter_map(|t| t.get(Kind::MachineDeployment, &key.name))

@@ -110,18 +110,18 @@ pub async fn run(target: &Target, options: Options) -> anyhow::Result<ExitCode> 
     };
     let trees = target.trees().await?;
     let found = select(&trees, kind, &options, &requirements);
-    if found.is_empty() {
-        if let Some(name) = &options.name {
-            bail!(
-                "{kind} {name:?} not found in namespace {:?}: list them with `capstan get {} -n {}`",
-                options.namespace,
-                kinds::NAMES
-                    .iter()
-                    .find(|(k, _, _)| *k == kind)
-                    .map_or("", |(_, plural, _)| plural),
-                options.namespace
-            );
-        }
+    if found.is_empty()
+        && let Some(name) = &options.name
+    {
+        bail!(
+            "{kind} {name:?} not found in namespace {:?}: list them with `capstan get {} -n {}`",
+            options.namespace,
+            kinds::NAMES
+                .iter()
+                .find(|(k, _, _)| *k == kind)
+                .map_or("", |(_, plural, _)| plural),
+            options.namespace
+        );
     }
     let now = target.now();
     match options.output {
@@ -227,7 +227,7 @@ async fn watch(
         }
         for (key, line) in &last {
             if !seen.contains_key(key) {
-                print!("{} (deleted)\n", line.trim_end());
+                println!("{} (deleted)", line.trim_end());
             }
         }
         let _ = std::io::stdout().flush();

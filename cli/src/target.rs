@@ -67,6 +67,8 @@ impl Selector {
     }
 }
 
+// One Target per command: boxing the local control plane would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     Local(Local),
     #[cfg(feature = "aws")]

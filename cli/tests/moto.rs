@@ -131,11 +131,21 @@ fn the_verbs_against_moto_through_an_endpoint_context() {
             .all(|r| r.contains("Running") && r.contains(" i-")),
         "{table}"
     );
+    // -w prints the list, then each change: here none, until it stops.
+    let watched = w.ok(&["get", "md", "-w", "--watch-for", "2s"]);
+    assert!(watched.starts_with("NAME"), "{watched}");
     let tree = w.ok(&["describe", "cluster", "demo"]);
     assert!(tree.contains("Every object is Ready."), "{tree}");
     let unchanged = w.ok(&["diff", "-f", &file]);
     assert!(unchanged.is_empty(), "{unchanged}");
 
+    // Watch the pool grow while it is scaled.
+    let watch = w
+        .command(&["get", "machines", "-w", "--watch-for", "12s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("get -w");
     w.ok(&["scale", "pool", "demo/workers", "--replicas", "3"]);
     eventually("a third worker", || {
         names(&w, "machines", &["-l", "capstan.dev/pool=workers"]).len() == 3
@@ -150,6 +160,14 @@ fn the_verbs_against_moto_through_an_endpoint_context() {
         "90s",
     ]);
     assert!(ready.contains("condition met"), "{ready}");
+    let watched = watch.wait_with_output().expect("get -w");
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    let rows = watched
+        .lines()
+        .filter(|l| l.starts_with("demo-workers-"))
+        .count();
+    // The two workers listed first, then the third as it appears (and as it changes).
+    assert!(rows >= 3, "{watched}");
     let diff = w.run(&["diff", "-f", &file]);
     assert_eq!(diff.status.code(), Some(1), "{}", text(&diff));
 

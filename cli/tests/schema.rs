@@ -81,12 +81,15 @@ fn every_example_names_the_schema_and_passes_it() {
     assert!(checked >= 3, "no example documents checked");
 }
 
+/// Spoils the quickstart's documents in one way.
+type Breaker = Box<dyn Fn(&mut Vec<Value>)>;
+
 /// The refusals `shared/model/tests/manifests.rs` holds back that a schema can express.
 #[test]
 fn bad_manifests_are_refused() {
     let validator = validator();
     let good = documents(&quickstart());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<Value>)>)> = vec![
+    let cases: Vec<(&str, Breaker)> = vec![
         (
             "wrong apiVersion",
             Box::new(|d| d[0]["apiVersion"] = "cluster.x-k8s.io/v1beta1".into()),
