@@ -160,14 +160,6 @@ fn the_verbs_against_moto_through_an_endpoint_context() {
         "90s",
     ]);
     assert!(ready.contains("condition met"), "{ready}");
-    let watched = watch.wait_with_output().expect("get -w");
-    let watched = String::from_utf8_lossy(&watched.stdout);
-    let rows = watched
-        .lines()
-        .filter(|l| l.starts_with("demo-workers-"))
-        .count();
-    // The two workers listed first, then the third as it appears (and as it changes).
-    assert!(rows >= 3, "{watched}");
     let diff = w.run(&["diff", "-f", &file]);
     assert_eq!(diff.status.code(), Some(1), "{}", text(&diff));
 
@@ -185,4 +177,14 @@ fn the_verbs_against_moto_through_an_endpoint_context() {
     assert!(out.contains("Cluster/demo deleted"), "{out}");
     assert!(out.contains("gone"), "{out}");
     assert!(names(&w, "machines", &["-A"]).is_empty());
+
+    // Collected last: it has long stopped by now.
+    let watched = watch.wait_with_output().expect("get -w");
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    let rows = watched
+        .lines()
+        .filter(|l| l.starts_with("demo-workers-"))
+        .count();
+    // The two workers listed first, then the third as it appears (and as it changes).
+    assert!(rows >= 3, "{watched}");
 }
