@@ -18,7 +18,6 @@ mod input;
 mod kinds;
 mod output;
 mod plan;
-#[cfg(feature = "aws")]
 mod replica;
 mod schema;
 mod sim;
@@ -111,19 +110,25 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
-    /// Start the embedded control plane, apply the manifests, and wait until they converge.
+    /// Without -f: start the local control plane and keep it running, its state in
+    /// .capstan/state.db (the local context's directory), so that commands in another
+    /// terminal act on it and a restart resumes. With -f: start an embedded control
+    /// plane in memory, apply the manifests, wait until they converge, and exit.
     #[command(
-        after_help = "Examples:\n  capstan up -f examples/quickstart.yaml\n  capstan up -f examples/quickstart.yaml --virtual-time --json"
+        after_help = "Examples:\n  capstan up\n  capstan up --context scratch --boot-delay 1s\n  capstan up -f examples/quickstart.yaml\n  capstan up -f examples/quickstart.yaml --virtual-time --json"
     )]
     Up {
         /// A file, a directory of .yaml/.yml/.json files, or - for standard input. Repeatable.
-        #[arg(short = 'f', long = "filename", required = true)]
+        #[arg(short = 'f', long = "filename")]
         files: Vec<PathBuf>,
+        /// Without -f: stop after this long (default: run until stopped).
+        #[arg(long = "for", value_parser = parse_duration)]
+        run_for: Option<Duration>,
         /// Give up (exit 2) if the tree has not converged after this long, e.g. 90s, 5m.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
         /// How long a simulated instance takes to boot (pending → running).
-        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        #[arg(long, default_value = "3s", env = "CAPSTAN_BOOT_DELAY", value_parser = parse_duration)]
         boot_delay: Duration,
         /// Run on virtual time: the same convergence, without waiting for simulated boots.
         #[arg(long)]
@@ -612,11 +617,25 @@ fn main() -> ExitCode {
         }),
         Command::Up {
             files,
+            run_for,
             timeout,
             boot_delay,
             virtual_time,
             json,
         } => {
+            if files.is_empty() {
+                return verb(async move {
+                    let named = selector.resolve()?;
+                    let config::Context::Local { dir } = named.context else {
+                        anyhow::bail!(
+                            "`capstan up` runs a local control plane, and context {:?} is {}: use --context local (or another local context)",
+                            named.name,
+                            named.context.describe()
+                        );
+                    };
+                    up::serve(&dir, boot_delay, run_for).await
+                });
+            }
             let objects = match input::read(&files) {
                 Ok(objects) => objects,
                 Err(report) => {

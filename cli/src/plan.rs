@@ -343,6 +343,13 @@ pub async fn run(
     let mut target = target;
     let plan = match &mut target {
         Target::Local(local) => compute(local, objects, delete).await?,
+        Target::Running(running) => {
+            let items = running.store.items()?;
+            let instances = capstan_local::saved_instances(&running.store)?;
+            let mut replica =
+                crate::replica::build(items, instances, "local", "us-east-1", objects).await?;
+            compute(&mut replica, objects, delete).await?
+        }
         #[cfg(feature = "aws")]
         Target::Remote(remote) => {
             let mut replica = crate::replica::of(remote, objects).await?;

@@ -10,18 +10,22 @@
 //! the plan assumes they exist; whether AWS agrees shows when applying.
 
 use anyhow::Context as _;
-use capstan_aws::Ec2Compute;
 use capstan_embedded::{Embedded, EmbeddedConfig};
-use capstan_model::labels::TAG_INSTALLATION;
 use capstan_model::{Item, Object};
-use capstan_runtime::{Compute, Expect, Store};
+use capstan_runtime::ports::Instance;
+use capstan_runtime::{Expect, Store};
 
-use crate::target::{Local, Remote};
+use crate::target::Local;
 
 /// The seed of every replica.
 const REPLICA_SEED: u64 = 1;
 
-pub async fn of(remote: &Remote, objects: &[Object]) -> anyhow::Result<Local> {
+/// A replica of a remote installation.
+#[cfg(feature = "aws")]
+pub async fn of(remote: &crate::target::Remote, objects: &[Object]) -> anyhow::Result<Local> {
+    use capstan_aws::Ec2Compute;
+    use capstan_model::labels::TAG_INSTALLATION;
+    use capstan_runtime::Compute;
     let items = remote.store.scan("").await.with_context(|| {
         format!(
             "reading table {:?} ({}) to plan on a replica",
@@ -40,11 +44,29 @@ pub async fn of(remote: &Remote, objects: &[Object]) -> anyhow::Result<Local> {
                 remote.installation
             )
         })?;
+    build(
+        items,
+        instances,
+        &remote.installation,
+        &remote.clients.region,
+        objects,
+    )
+    .await
+}
+
+/// A replica of `items` and `instances`: settled, ready to take the plan's writes.
+pub async fn build(
+    items: Vec<Item>,
+    instances: Vec<Instance>,
+    installation: &str,
+    region: &str,
+    objects: &[Object],
+) -> anyhow::Result<Local> {
     let mut config = EmbeddedConfig {
-        installation: remote.installation.clone(),
+        installation: installation.to_string(),
         ..EmbeddedConfig::default()
     };
-    config.ec2.region = remote.clients.region.clone();
+    config.ec2.region = region.to_string();
     let live = capstan_runtime::table::trees_by_partition(items.iter().cloned());
     let classes = live
         .values()
@@ -74,7 +96,7 @@ pub async fn of(remote: &Remote, objects: &[Object]) -> anyhow::Result<Local> {
     for i in &instances {
         config.ec2.instance_types.insert(i.instance_type.clone());
     }
-    let cp = Embedded::virtual_time(config, REPLICA_SEED);
+    let cp = Embedded::virtual_time_from(config, REPLICA_SEED, capstan_model::Timestamp::now());
     for instance in instances {
         cp.ec2.restore(instance);
     }

@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use capstan_embedded::{Embedded, EmbeddedConfig, RunOutcome};
 use capstan_model::{Item, Object, ObjectKey, Timestamp};
 use capstan_reconcile::Tree;
@@ -71,6 +71,8 @@ impl Selector {
 #[allow(clippy::large_enum_variant)]
 pub enum Target {
     Local(Local),
+    /// The local context where `capstan up` keeps a control plane (its state file exists).
+    Running(Running),
     #[cfg(feature = "aws")]
     Remote(Remote),
 }
@@ -80,6 +82,9 @@ impl Target {
     pub async fn open(selector: &Selector) -> anyhow::Result<Target> {
         let named = selector.resolve()?;
         match named.context {
+            Context::Local { dir } if dir.join(capstan_local::STATE_FILE).exists() => {
+                Ok(Target::Running(Running::open(&dir)?))
+            }
             Context::Local { dir } => Ok(Target::Local(Local::open(&dir).await?)),
             #[cfg(feature = "aws")]
             Context::Endpoint {
@@ -125,6 +130,10 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Local(l) => format!("the local control plane in {}", l.dir.display()),
+            Target::Running(r) => format!(
+                "the local control plane of `capstan up` in {}",
+                r.dir.display()
+            ),
             #[cfg(feature = "aws")]
             Target::Remote(r) => format!("table {:?} ({})", r.table, r.context),
         }
@@ -135,6 +144,7 @@ impl Target {
     pub fn now(&self) -> Timestamp {
         match self {
             Target::Local(l) => l.cp.now(),
+            Target::Running(_) => Timestamp::now(),
             #[cfg(feature = "aws")]
             Target::Remote(_) => Timestamp::now(),
         }
@@ -144,6 +154,10 @@ impl Target {
     pub async fn items(&self) -> anyhow::Result<Vec<Item>> {
         match self {
             Target::Local(l) => Ok(l.cp.store.items()),
+            Target::Running(r) => r
+                .store
+                .items()
+                .with_context(|| format!("reading {}", r.dir.display())),
             #[cfg(feature = "aws")]
             Target::Remote(r) => {
                 use capstan_runtime::Store;
@@ -168,6 +182,9 @@ impl Target {
     pub async fn apply(&mut self, objects: &[Object]) -> anyhow::Result<Vec<Applied>> {
         match self {
             Target::Local(l) => l.apply(objects, true).await,
+            Target::Running(r) => capstan_runtime::apply::apply(&r.store, objects)
+                .await
+                .with_context(|| format!("applying to {}", r.dir.display())),
             #[cfg(feature = "aws")]
             Target::Remote(r) => capstan_runtime::apply::apply(&r.store, objects)
                 .await
@@ -186,6 +203,17 @@ impl Target {
     pub async fn delete(&mut self, keys: &[ObjectKey]) -> anyhow::Result<Vec<bool>> {
         match self {
             Target::Local(l) => l.delete(keys, true).await,
+            Target::Running(r) => {
+                let mut found = Vec::new();
+                for key in keys {
+                    found.push(
+                        capstan_runtime::apply::delete(&r.store, key)
+                            .await
+                            .with_context(|| format!("deleting {key} from {}", r.dir.display()))?,
+                    );
+                }
+                Ok(found)
+            }
             #[cfg(feature = "aws")]
             Target::Remote(r) => {
                 let mut found = Vec::new();
@@ -208,6 +236,7 @@ impl Target {
     pub fn poll_interval(&self) -> Duration {
         match self {
             Target::Local(_) => Duration::ZERO,
+            Target::Running(_) => Duration::from_millis(250),
             #[cfg(feature = "aws")]
             Target::Remote(_) => Duration::from_secs(1),
         }
@@ -412,6 +441,25 @@ fn desired_json(object: &Object) -> serde_json::Value {
     value
 }
 
+/// The state `capstan up` keeps in `<dir>/state.db`, opened beside it: reads and
+/// conditional writes go to the same SQLite file its control plane works from.
+pub struct Running {
+    pub dir: PathBuf,
+    pub store: capstan_local::SqliteStore,
+}
+
+impl Running {
+    fn open(dir: &Path) -> anyhow::Result<Running> {
+        let path = dir.join(capstan_local::STATE_FILE);
+        let store = capstan_local::SqliteStore::open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Running {
+            dir: dir.to_path_buf(),
+            store,
+        })
+    }
+}
+
 /// An installation's table, at an endpoint or in AWS.
 #[cfg(feature = "aws")]
 pub struct Remote {
@@ -446,15 +494,5 @@ impl Remote {
             table,
             context,
         }
-    }
-}
-
-/// Refuses to go on when `what` is not allowed on the target.
-#[allow(dead_code)]
-pub fn require_local(target: &Target, what: &str) -> anyhow::Result<()> {
-    match target {
-        Target::Local(_) => Ok(()),
-        #[cfg(feature = "aws")]
-        Target::Remote(_) => bail!("{what} works on the local context only"),
     }
 }

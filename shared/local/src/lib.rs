@@ -103,10 +103,8 @@ impl LocalControlPlane {
         let store = SqliteStore::open(&path).map_err(state)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let ec2 = SimEc2::new(config.ec2.clone(), clock.clone());
-        for saved in store.saved_instances().map_err(state)? {
-            if let Some(instance) = instance_from_json(&saved) {
-                ec2.restore(instance);
-            }
+        for instance in saved_instances(&store).map_err(state)? {
+            ec2.restore(instance);
         }
         let bus = MemBus::new(clock.clone(), Delivery::default());
         let workload = MemWorkload::new(config.workload.clone(), clock.clone());
@@ -189,6 +187,15 @@ impl LocalControlPlane {
             .unwrap_or(poll);
         wait.clamp(Duration::from_millis(10), poll)
     }
+}
+
+/// The simulated instances as the local control plane last saved them.
+pub fn saved_instances(store: &SqliteStore) -> Result<Vec<Instance>, StoreError> {
+    Ok(store
+        .saved_instances()?
+        .iter()
+        .filter_map(instance_from_json)
+        .collect())
 }
 
 /// Every instance, as (id, JSON), in id order.
