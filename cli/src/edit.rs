@@ -1,5 +1,6 @@
 //! `capstan scale` and `capstan rollout`: read an object's desired state, change one
-//! field, apply it back (conditionally, as every apply is).
+//! field, write it back conditionally on the version read (`Target::edit`): two edits
+//! at once both land, the later one re-applied on top of the earlier.
 //!
 //! What a person edits is what a person wrote: a worker pool lives in its Cluster's
 //! spec, so `scale pool demo/workers` edits the Cluster; a MachineDeployment that a
@@ -86,13 +87,6 @@ fn pool_of<'a>(
     }
 }
 
-async fn write_back(target: &mut Target, object: Object) -> anyhow::Result<()> {
-    for a in target.apply(&[object]).await? {
-        println!("{}", applied_line(&a));
-    }
-    Ok(())
-}
-
 /// `capstan scale pool CLUSTER/POOL --replicas N`, `scale md NAME --replicas N`.
 pub async fn scale(
     target: &mut Target,
@@ -104,33 +98,44 @@ pub async fn scale(
         bail!("--replicas {replicas}: a count of machines is 0 or more");
     }
     let trees = target.trees().await?;
-    let object = match subject(words)? {
+    let (key, mut change): (_, Box<dyn FnMut(&mut Object) -> anyhow::Result<()>>) = match subject(
+        words,
+    )? {
         Subject::Pool(cluster, pool) => {
-            let mut object = kinds::find(&trees, Kind::Cluster, &cluster, namespace, None)?
-                .object
-                .clone();
-            let p = pool_of(&mut object, &cluster, &pool)?;
-            if p.autoscaling.is_some() {
-                bail!(
-                    "pool {cluster}/{pool} is autoscaled: its size belongs to the autoscaler; change autoscaling.min/max in the Cluster's manifest instead"
-                );
-            }
-            p.replicas = Some(replicas);
-            object
+            let key = kinds::find(&trees, Kind::Cluster, &cluster, namespace, None)?.key();
+            let change = move |object: &mut Object| {
+                let p = pool_of(object, &cluster, &pool)?;
+                if p.autoscaling.is_some() {
+                    bail!(
+                        "pool {cluster}/{pool} is autoscaled: its size belongs to the autoscaler; change autoscaling.min/max in the Cluster's manifest instead"
+                    );
+                }
+                p.replicas = Some(replicas);
+                Ok(())
+            };
+            (key, Box::new(change))
         }
         Subject::Deployment(name) => {
-            let mut object = own_deployment(&trees, &name, namespace)?.object.clone();
-            if let Object::MachineDeployment(d) = &mut object {
-                d.spec.replicas = replicas;
-            }
-            object
+            let key = own_deployment(&trees, &name, namespace)?.key();
+            let change = move |object: &mut Object| {
+                if let Object::MachineDeployment(d) = object {
+                    d.spec.replicas = replicas;
+                }
+                Ok(())
+            };
+            (key, Box::new(change))
         }
         Subject::Cluster(name) => bail!(
             "a Cluster has no size of its own: scale one of its pools, `capstan scale pool {name}/POOL --replicas N`"
         ),
     };
-    revalidate(&object)?;
-    write_back(target, object).await?;
+    let applied = target
+        .edit(&key, &mut |object| {
+            change(object)?;
+            revalidate(object)
+        })
+        .await?;
+    println!("{}", applied_line(&applied));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -177,14 +182,17 @@ pub async fn rollout(
     }
     let trees = target.trees().await?;
     let now = target.now();
-    let object = match (subject, verb) {
+    let (key, mut change): (_, Box<dyn FnMut(&mut Object) -> anyhow::Result<()>>) = match (
+        subject, verb,
+    ) {
         (Subject::Pool(cluster, pool), RolloutVerb::Restart) => {
-            let mut object = kinds::find(&trees, Kind::Cluster, &cluster, namespace, None)?
-                .object
-                .clone();
-            let p = pool_of(&mut object, &cluster, &pool)?;
-            p.rollout.get_or_insert_with(Default::default).after = Some(now);
-            object
+            let key = kinds::find(&trees, Kind::Cluster, &cluster, namespace, None)?.key();
+            let change = move |object: &mut Object| {
+                let p = pool_of(object, &cluster, &pool)?;
+                p.rollout.get_or_insert_with(Default::default).after = Some(now);
+                Ok(())
+            };
+            (key, Box::new(change))
         }
         (Subject::Pool(cluster, _), _) => bail!(
             "a pool cannot be paused on its own: pause the whole cluster with `capstan rollout {} cluster/{cluster}`",
@@ -195,31 +203,40 @@ pub async fn rollout(
             }
         ),
         (Subject::Deployment(name), verb) => {
-            let mut object = own_deployment(&trees, &name, namespace)?.object.clone();
-            if let Object::MachineDeployment(d) = &mut object {
-                match verb {
-                    RolloutVerb::Restart => d.spec.rollout.after = Some(now),
-                    RolloutVerb::Pause => d.spec.paused = true,
-                    _ => d.spec.paused = false,
+            let key = own_deployment(&trees, &name, namespace)?.key();
+            let change = move |object: &mut Object| {
+                if let Object::MachineDeployment(d) = object {
+                    match verb {
+                        RolloutVerb::Restart => d.spec.rollout.after = Some(now),
+                        RolloutVerb::Pause => d.spec.paused = true,
+                        _ => d.spec.paused = false,
+                    }
                 }
-            }
-            object
+                Ok(())
+            };
+            (key, Box::new(change))
         }
         (Subject::Cluster(name), RolloutVerb::Restart) => {
             bail!("restart one pool at a time: `capstan rollout restart pool/{name}/POOL`")
         }
         (Subject::Cluster(name), verb) => {
-            let mut object = kinds::find(&trees, Kind::Cluster, &name, namespace, None)?
-                .object
-                .clone();
-            if let Object::Cluster(c) = &mut object {
-                c.spec.paused = verb == RolloutVerb::Pause;
-            }
-            object
+            let key = kinds::find(&trees, Kind::Cluster, &name, namespace, None)?.key();
+            let change = move |object: &mut Object| {
+                if let Object::Cluster(c) = object {
+                    c.spec.paused = verb == RolloutVerb::Pause;
+                }
+                Ok(())
+            };
+            (key, Box::new(change))
         }
     };
-    revalidate(&object)?;
-    write_back(target, object).await?;
+    let applied = target
+        .edit(&key, &mut |object| {
+            change(object)?;
+            revalidate(object)
+        })
+        .await?;
+    println!("{}", applied_line(&applied));
     Ok(ExitCode::SUCCESS)
 }
 

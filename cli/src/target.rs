@@ -197,6 +197,29 @@ impl Target {
         }
     }
 
+    /// Changes one object's desired state with `change`, conditionally on the version
+    /// read: when someone else wrote it in between, it is read again and `change`
+    /// applied on top of theirs, so neither edit is lost (`scale`, `rollout`).
+    pub async fn edit(
+        &mut self,
+        key: &ObjectKey,
+        change: &mut dyn FnMut(&mut Object) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Applied> {
+        match self {
+            Target::Local(l) => {
+                let (applied, object) = edit_in(&l.cp.store, key, change).await?;
+                if !matches!(applied, Applied::Unchanged(_)) {
+                    l.record(&Entry::Apply(vec![desired_json(&object)]))?;
+                    l.settle().await?;
+                }
+                Ok(applied)
+            }
+            Target::Running(r) => Ok(edit_in(&r.store, key, change).await?.0),
+            #[cfg(feature = "aws")]
+            Target::Remote(r) => Ok(edit_in(&r.store, key, change).await?.0),
+        }
+    }
+
     /// Removes each object's desired item (`capstan delete`), in order; false for one
     /// that had none. The local control plane runs once all are gone, as a running
     /// one would barely have started between them.
@@ -428,6 +451,54 @@ impl Local {
             .and_then(|()| f.sync_data())
             .with_context(|| format!("writing {}", journal.display()))
     }
+}
+
+/// How often an edit is tried again after losing a race to another writer.
+const EDIT_RETRIES: usize = 10;
+
+async fn edit_in<S: capstan_runtime::Store>(
+    store: &S,
+    key: &ObjectKey,
+    change: &mut dyn FnMut(&mut Object) -> anyhow::Result<()>,
+) -> anyhow::Result<(Applied, Object)> {
+    use capstan_model::item::{
+        Part, RV, encode_desired, item_key, object_prefix, partition_key, version_of,
+    };
+    use capstan_model::{Expect, ItemKey};
+    let pk = partition_key(&key.namespace, &key.cluster);
+    for _ in 0..EDIT_RETRIES {
+        let items = store
+            .query(&pk, Some(&object_prefix(key.kind, &key.name)))
+            .await
+            .with_context(|| format!("reading {key}"))?;
+        let want = ItemKey::of(key, Part::Desired);
+        let Some(desired) = items.iter().find(|i| item_key(i).as_ref() == Some(&want)) else {
+            anyhow::bail!("{key} is gone (or being deleted): nothing to edit");
+        };
+        let rv = version_of(desired);
+        let Some(stored) = Tree::from_items(&items).get(key.kind, &key.name).cloned() else {
+            anyhow::bail!("{key} cannot be read back: see `capstan describe`");
+        };
+        let mut object = stored.object;
+        change(&mut object)?;
+        object.metadata_mut().clear_system_fields();
+        let without_version = |mut item: Item| {
+            item.remove(RV);
+            item
+        };
+        if without_version(encode_desired(&object, rv)) == without_version(desired.clone()) {
+            return Ok((Applied::Unchanged(key.clone()), object));
+        }
+        match store
+            .put(encode_desired(&object, rv + 1), Expect::Version(rv))
+            .await
+        {
+            Ok(()) => return Ok((Applied::Configured(key.clone()), object)),
+            Err(capstan_runtime::StoreError::Conflict) => continue,
+            Err(e) => return Err(e).with_context(|| format!("writing {key}")),
+        }
+    }
+    anyhow::bail!("{key} kept changing under this edit ({EDIT_RETRIES} tries): try again")
 }
 
 /// What a person wrote of an object: metadata without the control plane's fields, and spec.
