@@ -20,6 +20,9 @@ use crate::kinds;
 use crate::target::Target;
 use crate::wait::{self, Waited};
 
+/// One edit of an object's desired state.
+type Change = Box<dyn FnMut(&mut Object) -> anyhow::Result<()>>;
+
 /// What `scale` and `rollout` act on.
 enum Subject {
     /// A worker pool of a Cluster: (cluster, pool).
@@ -98,9 +101,7 @@ pub async fn scale(
         bail!("--replicas {replicas}: a count of machines is 0 or more");
     }
     let trees = target.trees().await?;
-    let (key, mut change): (_, Box<dyn FnMut(&mut Object) -> anyhow::Result<()>>) = match subject(
-        words,
-    )? {
+    let (key, mut change): (_, Change) = match subject(words)? {
         Subject::Pool(cluster, pool) => {
             let key = kinds::find(&trees, Kind::Cluster, &cluster, namespace, None)?.key();
             let change = move |object: &mut Object| {
@@ -182,9 +183,7 @@ pub async fn rollout(
     }
     let trees = target.trees().await?;
     let now = target.now();
-    let (key, mut change): (_, Box<dyn FnMut(&mut Object) -> anyhow::Result<()>>) = match (
-        subject, verb,
-    ) {
+    let (key, mut change): (_, Change) = match (subject, verb) {
         (Subject::Pool(cluster, pool), RolloutVerb::Restart) => {
             let key = kinds::find(&trees, Kind::Cluster, &cluster, namespace, None)?.key();
             let change = move |object: &mut Object| {
