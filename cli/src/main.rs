@@ -115,13 +115,17 @@ enum Command {
     /// terminal act on it and a restart resumes. With -f: start an embedded control
     /// plane in memory, apply the manifests, wait until they converge, and exit.
     #[command(
-        after_help = "Examples:\n  capstan up\n  capstan up --context scratch --boot-delay 1s\n  capstan up -f examples/quickstart.yaml\n  capstan up -f examples/quickstart.yaml --virtual-time --json"
+        after_help = "Examples:\n  capstan up\n  capstan up --context scratch --boot-delay 1s\n  capstan up -f examples/quickstart.yaml --stay\n  capstan up -f examples/quickstart.yaml\n  capstan up -f examples/quickstart.yaml --virtual-time --json"
     )]
     Up {
         /// A file, a directory of .yaml/.yml/.json files, or - for standard input. Repeatable.
         #[arg(short = 'f', long = "filename")]
         files: Vec<PathBuf>,
-        /// Without -f: stop after this long (default: run until stopped).
+        /// With -f: apply the manifests to the local control plane that keeps running
+        /// (as without -f), and stay.
+        #[arg(long, requires = "files")]
+        stay: bool,
+        /// Without -f (or with --stay): stop after this long (default: run until stopped).
         #[arg(long = "for", value_parser = parse_duration)]
         run_for: Option<Duration>,
         /// Give up (exit 2) if the tree has not converged after this long, e.g. 90s, 5m.
@@ -617,13 +621,22 @@ fn main() -> ExitCode {
         }),
         Command::Up {
             files,
+            stay,
             run_for,
             timeout,
             boot_delay,
             virtual_time,
             json,
         } => {
-            if files.is_empty() {
+            if files.is_empty() || stay {
+                let objects = if files.is_empty() {
+                    Vec::new()
+                } else {
+                    match apply::read(&files, "applied") {
+                        Some(objects) => objects,
+                        None => return ExitCode::from(1),
+                    }
+                };
                 return verb(async move {
                     let named = selector.resolve()?;
                     let config::Context::Local { dir } = named.context else {
@@ -633,7 +646,7 @@ fn main() -> ExitCode {
                             named.context.describe()
                         );
                     };
-                    up::serve(&dir, boot_delay, run_for).await
+                    up::serve(&dir, boot_delay, run_for, &objects).await
                 });
             }
             let objects = match input::read(&files) {

@@ -158,12 +158,13 @@ fn summary(cp: &Embedded) -> String {
     )
 }
 
-/// `capstan up` without -f: the local control plane in `dir`, until stopped (or
-/// `run_for`). One per directory.
+/// `capstan up` without -f (or with `--stay`): the local control plane in `dir`, with
+/// `objects` applied first, until stopped (or `run_for`). One per directory.
 pub async fn serve(
     dir: &std::path::Path,
     boot_delay: Duration,
     run_for: Option<Duration>,
+    objects: &[Object],
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let lock_path = dir.join("up.lock");
@@ -187,6 +188,14 @@ pub async fn serve(
         "Local control plane running; its state is in {} (a restart resumes from it).",
         dir.join(capstan_local::STATE_FILE).display()
     );
+    if !objects.is_empty() {
+        let applied = capstan_runtime::apply::apply(&cp.store, objects)
+            .await
+            .context("applying the manifests")?;
+        for a in &applied {
+            println!("{}", crate::apply::applied_line(a));
+        }
+    }
     println!("From another terminal: capstan apply -f examples/quickstart.yaml --wait");
     let _ = std::io::stdout().flush();
     let started = Instant::now();

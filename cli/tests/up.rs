@@ -124,3 +124,24 @@ fn two_writers_at_once_lose_nothing() {
     assert_eq!(pool["replicas"], 4, "{cluster}");
     assert!(pool["rollout"]["after"].is_string(), "{cluster}");
 }
+
+#[test]
+fn up_with_a_file_and_stay_applies_it_and_keeps_running() {
+    let w = Workdir::new("up-stay");
+    let file = w.write("quickstart.yaml", &quickstart());
+    let out = w.ok(&[
+        "up",
+        "-f",
+        &file,
+        "--stay",
+        "--for",
+        "3s",
+        "--boot-delay",
+        "100ms",
+    ]);
+    assert!(out.contains("Cluster/demo created"), "{out}");
+    // It stopped after 3 s; what it did is in its state, and the local context reads it.
+    assert_eq!(instance_ids(&w).len(), 6);
+    let tree = w.ok(&["describe", "cluster", "demo"]);
+    assert!(tree.contains("Every object is Ready."), "{tree}");
+}
