@@ -1,16 +1,16 @@
-//! `capstan run --endpoint URL` and `capstan apply --endpoint URL`: the endpoint
-//! runtime and apply against an AWS-compatible endpoint (moto_server), over the same
+//! `capstan run --endpoint URL` (or `--context NAME` of an endpoint context): the
+//! endpoint runtime against an AWS-compatible endpoint (moto_server), over the same
 //! SDK adapters and functions the Lambda binaries use.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use capstan_aws::provision::QueueOptions;
-use capstan_aws::{Clients, DynamoStore, Names, Settings};
+use capstan_aws::{Clients, Names, Settings};
 use capstan_endpoint::{EndpointConfig, EndpointRuntime};
-use capstan_model::Object;
-use capstan_runtime::apply::{self, Applied};
+
+use crate::config::Context;
 
 /// Where and under which names.
 pub struct Target {
@@ -21,6 +21,31 @@ pub struct Target {
 }
 
 impl Target {
+    /// The endpoint the global options or the context name.
+    pub fn resolve(selector: &crate::target::Selector) -> anyhow::Result<Target> {
+        let named = selector.resolve()?;
+        match named.context {
+            Context::Endpoint {
+                url,
+                installation,
+                region,
+            } => Ok(Target {
+                endpoint: url,
+                region: region.unwrap_or_else(|| "us-east-1".to_string()),
+                table: selector
+                    .table
+                    .clone()
+                    .unwrap_or_else(|| installation.clone()),
+                installation,
+            }),
+            other => anyhow::bail!(
+                "`capstan run` drives an AWS-compatible endpoint, and context {:?} is {}: pass --endpoint URL or --context of an endpoint context",
+                named.name,
+                other.describe()
+            ),
+        }
+    }
+
     fn names(&self) -> Names {
         Names {
             table: self.table.clone(),
@@ -32,6 +57,7 @@ impl Target {
         Clients::load(&Settings {
             endpoint: Some(self.endpoint.clone()),
             region: Some(self.region.clone()),
+            profile: None,
         })
         .await
     }
@@ -69,8 +95,8 @@ pub async fn run(target: Target, options: RunOptions) -> anyhow::Result<ExitCode
     );
     print_launchables(rt.clients()).await;
     println!(
-        "Apply manifests from another terminal: capstan apply -f FILE --endpoint {}",
-        target.endpoint
+        "Apply manifests from another terminal: capstan apply -f FILE --endpoint {} --installation {}",
+        target.endpoint, target.installation
     );
     let started = Instant::now();
     loop {
@@ -84,45 +110,6 @@ pub async fn run(target: Target, options: RunOptions) -> anyhow::Result<ExitCode
             tokio::time::sleep(rt.config.idle_sleep).await;
         }
     }
-}
-
-pub async fn apply(target: Target, objects: Vec<Object>) -> anyhow::Result<ExitCode> {
-    let clients = target.clients().await;
-    let store = DynamoStore::new(clients.dynamodb.clone(), &target.table);
-    let applied = apply::apply(&store, &objects).await.with_context(|| {
-        format!(
-            "applying to table {:?} at {} (is `capstan run --endpoint {}` running? it creates the table)",
-            target.table, target.endpoint, target.endpoint
-        )
-    })?;
-    for applied in applied {
-        let (key, verb) = match &applied {
-            Applied::Created(k) => (k, "created"),
-            Applied::Configured(k) => (k, "configured"),
-            Applied::Unchanged(k) => (k, "unchanged"),
-        };
-        println!("{}/{} {verb}", key.kind, key.name);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Deletes the desired item of every object in `objects`; each one's reconciler then
-/// tears it down and removes its observed item.
-pub async fn delete(target: Target, objects: Vec<Object>) -> anyhow::Result<ExitCode> {
-    let clients = target.clients().await;
-    let store = DynamoStore::new(clients.dynamodb.clone(), &target.table);
-    for object in &objects {
-        let key = object.key();
-        let found = apply::delete(&store, &key).await.with_context(|| {
-            format!(
-                "deleting {key} from table {:?} at {}",
-                target.table, target.endpoint
-            )
-        })?;
-        let verb = if found { "deleted" } else { "not found" };
-        println!("{}/{} {verb}", key.kind, key.name);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// What a MachineClass can launch from at this endpoint: moto generates its default
@@ -160,6 +147,16 @@ async fn print_launchables(clients: &Clients) {
         })
         .unwrap_or_default();
     subnets.sort();
+    let groups = clients.ec2.describe_security_groups().send().await;
+    let default_group = groups.ok().and_then(|out| {
+        out.security_groups()
+            .iter()
+            .find(|g| g.group_name() == Some("default"))
+            .and_then(|g| g.group_id().map(str::to_string))
+    });
+    if let Some(group) = default_group {
+        println!("The default security group here (use it in securityGroups): {group}");
+    }
     if !subnets.is_empty() {
         println!("Default-VPC subnets here (use them as a MachineClass's subnets):");
         for (zone, id) in subnets.iter().take(3) {

@@ -1,4 +1,6 @@
-//! `capstan up`: the embedded control plane, in this process, until the tree converges.
+//! `capstan up`: without -f, the local control plane that keeps running
+//! (`capstan-local`); with -f, the embedded control plane, in this process, until the
+//! tree converges.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -154,4 +156,56 @@ fn summary(cp: &Embedded) -> String {
         "{machines} Machines, {running} instances running, {} launched in all",
         cp.ec2.launched_total()
     )
+}
+
+/// `capstan up` without -f (or with `--stay`): the local control plane in `dir`, with
+/// `objects` applied first, until stopped (or `run_for`). One per directory.
+pub async fn serve(
+    dir: &std::path::Path,
+    boot_delay: Duration,
+    run_for: Option<Duration>,
+    objects: &[Object],
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock_path = dir.join("up.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "a `capstan up` already runs on {}: use it, or stop it first",
+            dir.display()
+        );
+    }
+    let mut config = capstan_local::LocalConfig::default();
+    config.ec2.boot_delay = boot_delay;
+    let mut cp = capstan_local::LocalControlPlane::open(dir, config)
+        .with_context(|| format!("opening the local control plane in {}", dir.display()))?;
+    println!(
+        "Local control plane running; its state is in {} (a restart resumes from it).",
+        dir.join(capstan_local::STATE_FILE).display()
+    );
+    if !objects.is_empty() {
+        let applied = capstan_runtime::apply::apply(&cp.store, objects)
+            .await
+            .context("applying the manifests")?;
+        for a in &applied {
+            println!("{}", crate::apply::applied_line(a));
+        }
+    }
+    println!("From another terminal: capstan apply -f examples/quickstart.yaml --wait");
+    let _ = std::io::stdout().flush();
+    let started = Instant::now();
+    loop {
+        if run_for.is_some_and(|limit| started.elapsed() >= limit) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let worked = cp.step().await.context("running the local control plane")?;
+        if !worked {
+            tokio::time::sleep(cp.idle_for(Duration::from_millis(250))).await;
+        }
+    }
 }

@@ -15,6 +15,9 @@ pub struct Settings {
     /// The region; None takes the SDK's usual chain (AWS_REGION, profile), or
     /// `us-east-1` when an endpoint is set and nothing else says.
     pub region: Option<String>,
+    /// A named profile of the shared config and credentials files (`AWS_PROFILE` does
+    /// the same); None takes the default credential chain.
+    pub profile: Option<String>,
 }
 
 /// The names of the installation's resources. The SAM template and the local runtime
@@ -104,6 +107,9 @@ impl Clients {
                 .operation_attempt_timeout(Duration::from_secs(20))
                 .build(),
         );
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
         if let Some(endpoint) = &settings.endpoint {
             loader = loader.endpoint_url(endpoint);
             let configured = [

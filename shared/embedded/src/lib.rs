@@ -104,6 +104,13 @@ impl Embedded {
     /// On virtual time with seeded entropy: deterministic, idle time skipped.
     pub fn virtual_time(config: EmbeddedConfig, seed: u64) -> Embedded {
         let start = Timestamp::from_second(VIRTUAL_EPOCH_SECONDS).unwrap_or(Timestamp::UNIX_EPOCH);
+        Embedded::virtual_time_from(config, seed, start)
+    }
+
+    /// On virtual time from `start`: a replica of live state (`capstan apply
+    /// --dry-run`) starts at the live clock's now, so the times its items hold (a retry
+    /// after, a node's startup deadline) mean what they mean there.
+    pub fn virtual_time_from(config: EmbeddedConfig, seed: u64, start: Timestamp) -> Embedded {
         let manual = ManualClock::new(start);
         let clock: Arc<dyn Clock> = Arc::new(manual.clone());
         Embedded::build(

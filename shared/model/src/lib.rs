@@ -13,6 +13,8 @@ pub mod manifest;
 pub mod meta;
 pub mod object;
 pub mod parse;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod user_data;
 pub mod validate;
 

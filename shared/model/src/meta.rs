@@ -14,6 +14,7 @@ pub const FINALIZER: &str = "capstan.dev/finalizer";
 /// Metadata as Kubernetes shapes it. People set `name`, `namespace`, `labels` and
 /// `annotations`; everything else is the control plane's and is ignored on input.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObjectMeta {
     pub name: String,
@@ -29,8 +30,10 @@ pub struct ObjectMeta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub creation_timestamp: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub deletion_timestamp: Option<Timestamp>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub owner_references: Vec<OwnerReference>,
@@ -47,6 +50,7 @@ impl ObjectMeta {
 
 /// Points from a child to the object that created it and cascades its deletion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OwnerReference {
     pub kind: crate::Kind,
@@ -59,6 +63,7 @@ pub struct OwnerReference {
 
 /// `True`, `False` or `Unknown`, as in Kubernetes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ConditionStatus {
     True,
     False,
@@ -67,6 +72,7 @@ pub enum ConditionStatus {
 
 /// One observation about an object, with a machine-readable reason and a human message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -76,6 +82,7 @@ pub struct Condition {
     pub reason: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    #[cfg_attr(feature = "schema", schemars(with = "String"))]
     pub last_transition_time: Timestamp,
 }
 
@@ -123,6 +130,7 @@ pub fn truncate_bytes(s: &str, max: usize) -> String {
 /// A set of conditions keyed by type. Setting one keeps its `lastTransitionTime`
 /// unless its status really changes, so the time says when it last flipped.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(transparent)]
 pub struct Conditions(pub Vec<Condition>);
 
@@ -230,6 +238,7 @@ impl Conditions {
 
 /// Label selector (matchLabels only: every pair must be present).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct LabelSelector {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

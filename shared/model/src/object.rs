@@ -12,6 +12,7 @@ pub const API_VERSION: &str = "capstan.dev/v1alpha1";
 
 /// One of the six kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Kind {
     Cluster,
     MachineClass,
@@ -55,6 +56,7 @@ impl fmt::Display for Kind {
 
 /// Names one object: namespace, owning cluster, kind, name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ObjectKey {
     pub namespace: String,
     pub cluster: String,
@@ -91,6 +93,13 @@ impl fmt::Display for ObjectKey {
 
 /// An object of one kind: metadata, the desired `spec`, the observed `status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(
+        bound = "S: schemars::JsonSchema + Default + Serialize, T: schemars::JsonSchema + Default + Serialize"
+    )
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Resource<S, T> {
     pub metadata: ObjectMeta,

@@ -258,6 +258,12 @@ impl<P: Platform, S: Store, C: Compute, B: Bus, Sch: Schedule, W: Workload>
         self.next_sweep
     }
 
+    /// Runs the drift sweep at the next step: how a control plane that restarts
+    /// catches up with work whose queued messages it did not keep.
+    pub fn sweep_soon(&mut self) {
+        self.next_sweep = self.platform.now();
+    }
+
     /// One round: relay, one stream batch, the queues, the sweep when due.
     pub async fn step(&mut self) -> Result<StepReport, PlatformError> {
         self.stats.steps += 1;

@@ -366,6 +366,48 @@ impl SimEc2 {
         Ok(state.instances[idx].instance.clone())
     }
 
+    /// An instance that exists elsewhere (a live installation's), copied in as it is,
+    /// id, tags and state: how a replica of that installation is built (`capstan
+    /// apply --dry-run` plans on one). Emits no event for the copy; an instance in a
+    /// passing state (pending, shutting down, stopping) moves on after the configured
+    /// delay. Its subnet joins the configuration if unknown. Copying an id already
+    /// present changes nothing.
+    pub fn restore(&self, instance: Instance) {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        if state.by_id.contains_key(&instance.instance_id) {
+            return;
+        }
+        state
+            .config
+            .subnets
+            .entry(instance.subnet_id.clone())
+            .or_insert_with(|| instance.availability_zone.clone());
+        let idx = state.instances.len();
+        let follow = match instance.state {
+            InstanceState::Pending => {
+                Some((after(now, state.config.boot_delay), InstanceState::Running))
+            }
+            InstanceState::Stopping => Some((
+                after(now, state.config.shutdown_delay),
+                InstanceState::Stopped,
+            )),
+            InstanceState::ShuttingDown => Some((
+                after(now, state.config.shutdown_delay),
+                InstanceState::Terminated,
+            )),
+            InstanceState::Running | InstanceState::Stopped | InstanceState::Terminated => None,
+        };
+        state.by_id.insert(instance.instance_id.clone(), idx);
+        state.instances.push(SimInstance {
+            instance,
+            address: None,
+            next: None,
+            spot: false,
+        });
+        state.reschedule(idx, follow);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -155,7 +155,7 @@ impl Platform for MemPlatform {
 }
 
 /// A stream record in the JSON shape of a DynamoDB stream event's record.
-fn stream_record_json(record: &StreamRecord) -> Value {
+pub fn stream_record_json(record: &StreamRecord) -> Value {
     let name = match record.kind {
         ChangeKind::Insert => "INSERT",
         ChangeKind::Modify => "MODIFY",
@@ -187,7 +187,7 @@ fn stream_record_json(record: &StreamRecord) -> Value {
 }
 
 /// A queue message as the SQS event carries it: the EventBridge event as its body.
-fn sqs_message(m: &Message) -> SqsMessage {
+pub fn sqs_message(m: &Message) -> SqsMessage {
     let mut message = SqsMessage::default();
     message.message_id = Some(m.id.clone());
     message.receipt_handle = Some(m.receipt.clone());

@@ -90,6 +90,7 @@ impl Moto {
         Clients::load(&Settings {
             endpoint: Some(self.endpoint.clone()),
             region: Some("us-east-1".to_string()),
+            profile: None,
         })
         .await
     }

@@ -8,6 +8,7 @@ use crate::meta::Conditions;
 /// A Kubernetes cluster's machines: a control plane and worker pools, each expanded
 /// by the cluster reconciler into a MachineDeployment (Cluster API's topology).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClusterSpec {
     /// Kubernetes version every machine is built for, e.g. "v1.31.2".
@@ -31,6 +32,7 @@ pub struct ClusterSpec {
 /// One way of reaching a workload cluster's API server. Exactly one is set. No
 /// credential is ever stored here: only where to find one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClusterAccess {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +45,7 @@ pub struct ClusterAccess {
 /// (as aws-iam-authenticator makes it), authorised by an EKS access entry. Endpoint and
 /// certificate authority come from DescribeCluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct EksAccess {
     pub cluster_name: String,
@@ -53,26 +56,31 @@ pub struct EksAccess {
 
 /// A self-managed control plane: a kubeconfig held in Secrets Manager.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct KubeconfigAccess {
     pub secret_arn: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct ControlPlaneTopology {
     pub machine_class: String,
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub replicas: i32,
 }
 
 /// A pool of identical worker machines.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct WorkerPool {
     pub name: String,
     pub machine_class: String,
     /// Desired size; with `autoscaling` set, only the initial size (an autoscaler owns it after).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub replicas: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
@@ -97,6 +105,7 @@ fn is_default(m: &TemplateMetadata) -> bool {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct Autoscaling {
     pub min: i32,
@@ -105,6 +114,7 @@ pub struct Autoscaling {
 
 /// A MachineHealthCheck the cluster reconciler creates for one pool.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct PoolHealthCheck {
     pub checks: HealthCheckChecks,
@@ -112,6 +122,7 @@ pub struct PoolHealthCheck {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ClusterPhase {
     #[default]
     Pending,
@@ -122,6 +133,7 @@ pub enum ClusterPhase {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClusterStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +147,7 @@ pub struct ClusterStatus {
 
 /// Desired against ready machines across a set of pools.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct ReplicaSummary {
     pub desired: i32,

@@ -5,6 +5,7 @@ use crate::meta::{ConditionStatus, Conditions, LabelSelector};
 
 /// Says when a Machine is unhealthy and how many may be remediated at once.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineHealthCheckSpec {
     pub cluster_name: String,
@@ -14,6 +15,7 @@ pub struct MachineHealthCheckSpec {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct HealthCheckChecks {
     /// A Machine not Ready this long after its instance runs is unhealthy.
@@ -27,6 +29,7 @@ pub struct HealthCheckChecks {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UnhealthyCondition {
     #[serde(rename = "type")]
@@ -36,6 +39,7 @@ pub struct UnhealthyCondition {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct HealthCheckRemediation {
     pub trigger_if: TriggerIf,
@@ -44,6 +48,7 @@ pub struct HealthCheckRemediation {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct TriggerIf {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +59,7 @@ pub struct TriggerIf {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineHealthCheckStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +77,7 @@ pub struct MachineHealthCheckStatus {
 
 /// One Machine a health check found unhealthy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct UnhealthyMachine {
     pub name: String,

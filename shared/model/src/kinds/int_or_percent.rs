@@ -85,3 +85,22 @@ impl<'de> Deserialize<'de> for IntOrPercent {
         d.deserialize_any(V)
     }
 }
+
+/// An integer, or a string of digits and `%` (Kubernetes' IntOrString as Cluster API
+/// uses it for maxSurge and maxUnavailable).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for IntOrPercent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrPercent".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A count, or a percentage of the desired replicas, e.g. 1 or \"25%\".",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^[0-9]+%$"}
+            ]
+        })
+    }
+}

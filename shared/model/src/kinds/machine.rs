@@ -8,6 +8,7 @@ use crate::meta::Conditions;
 
 /// What a Machine is for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Role {
     ControlPlane,
     #[default]
@@ -25,6 +26,7 @@ impl Role {
 
 /// The machine part of a MachineDeployment's or MachineSet's template.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineTemplateSpec {
     pub role: Role,
@@ -85,6 +87,7 @@ pub enum TaintPropagation {
 
 /// One EC2 instance, owned for its whole life.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineSpec {
     pub cluster_name: String,
@@ -107,6 +110,7 @@ pub struct MachineSpec {
 
 /// A fully resolved launch: no defaults left to apply, nothing left to look up.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct LaunchSpec {
     pub image_id: String,
@@ -130,6 +134,7 @@ pub struct LaunchSpec {
 
 /// Where a Machine is in its life (Cluster API's phases).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum MachinePhase {
     /// Known, nothing launched yet.
     #[default]
@@ -147,6 +152,7 @@ pub enum MachinePhase {
 
 /// EC2's instance states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceState {
     Pending,
@@ -193,6 +199,7 @@ impl InstanceState {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MachineAddress {
     #[serde(rename = "type")]
@@ -201,6 +208,7 @@ pub struct MachineAddress {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,18 +224,22 @@ pub struct MachineStatus {
     pub instance_state: Option<InstanceState>,
     /// When EC2 reported `instanceState`; older reports are ignored.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub instance_state_time: Option<Timestamp>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<MachineAddress>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub launch_requested_at: Option<Timestamp>,
     /// Launches that failed in a way a retry may fix; drives the backoff.
     #[serde(skip_serializing_if = "is_zero")]
     pub launch_attempts: u32,
     /// No launch before this time (backoff after a failed launch).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub retry_after: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub running_since: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
@@ -283,6 +295,7 @@ pub struct AppliedTaint {
 
 /// Which Node a Machine's instance became (Cluster API's `status.nodeRef`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct NodeRef {
     pub name: String,
@@ -292,6 +305,7 @@ pub struct NodeRef {
 
 /// What the Node's kubelet reports about itself (`status.nodeInfo`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct NodeInfo {
     pub kubelet_version: String,
@@ -301,12 +315,14 @@ pub struct NodeInfo {
 /// One instance type in one subnet that EC2 could not fulfil, remembered for a while
 /// (Karpenter skips such an offering for 3 minutes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct UnavailableOffering {
     pub instance_type: String,
     pub subnet: String,
     /// EC2's error code, e.g. `InsufficientInstanceCapacity`.
     pub code: String,
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub until: Option<Timestamp>,
 }
 

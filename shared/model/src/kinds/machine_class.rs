@@ -7,6 +7,7 @@ use crate::meta::Conditions;
 /// How to launch one EC2 instance (CAPA's AWSMachineTemplate). Its subnets are the
 /// failure domains; its instance types are tried in order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineClassSpec {
     pub cluster_name: String,
@@ -33,6 +34,7 @@ pub struct MachineClassSpec {
 
 /// A way for an instance to join its cluster. Exactly one is set.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct Bootstrap {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,10 +47,12 @@ pub struct Bootstrap {
 /// of a MIME multi-part user data. Needs the Cluster's `spec.access.eks`. Secrets the
 /// node needs at boot are fetched by the class's own part, by ARN, never written here.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct EksBootstrap {}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct RootVolume {
     #[serde(rename = "sizeGiB")]
@@ -63,6 +67,7 @@ pub struct RootVolume {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeType {
     #[default]
@@ -73,6 +78,7 @@ pub enum VolumeType {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct Market {
     #[serde(rename = "type")]
@@ -87,6 +93,7 @@ pub struct Market {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum MarketType {
     #[default]
     OnDemand,
@@ -95,6 +102,7 @@ pub enum MarketType {
 
 /// Instance metadata service settings; IMDSv2 with a hop limit of 1 unless told otherwise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MetadataOptions {
     pub http_tokens: HttpTokens,
@@ -103,6 +111,7 @@ pub struct MetadataOptions {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HttpTokens {
     #[default]
@@ -111,6 +120,7 @@ pub enum HttpTokens {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineClassStatus {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -9,9 +9,11 @@ use crate::meta::Conditions;
 /// Keeps `replicas` Machines of one template, rolling to a new MachineSet when the
 /// template (or the MachineClass it names) changes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineDeploymentSpec {
     pub cluster_name: String,
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub replicas: i32,
     pub template: MachineTemplate,
     pub rollout: Rollout,
@@ -23,6 +25,7 @@ pub struct MachineDeploymentSpec {
 
 /// What every Machine of a MachineDeployment or MachineSet is made from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineTemplate {
     pub metadata: TemplateMetadata,
@@ -30,6 +33,7 @@ pub struct MachineTemplate {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct TemplateMetadata {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -39,15 +43,18 @@ pub struct TemplateMetadata {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct Rollout {
     pub strategy: RolloutStrategy,
     /// Machines created before this time are rolled, whatever their template.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub after: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct RolloutStrategy {
     #[serde(rename = "type")]
@@ -56,6 +63,7 @@ pub struct RolloutStrategy {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum RolloutStrategyType {
     #[default]
     RollingUpdate,
@@ -63,6 +71,7 @@ pub enum RolloutStrategyType {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct RollingUpdate {
     pub max_surge: IntOrPercent,
@@ -70,6 +79,7 @@ pub struct RollingUpdate {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct Deletion {
     pub order: DeletionOrder,
@@ -78,6 +88,7 @@ pub struct Deletion {
 /// Which Machines go first when a MachineSet scales down (after annotated, failed and
 /// not-yet-running ones).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum DeletionOrder {
     #[default]
     Random,
@@ -86,6 +97,7 @@ pub enum DeletionOrder {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum DeploymentPhase {
     #[default]
     Pending,
@@ -97,6 +109,7 @@ pub enum DeploymentPhase {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineDeploymentStatus {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,9 +5,11 @@ use crate::meta::Conditions;
 
 /// Keeps `replicas` Machines of one template alive, creating and deleting Machines.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineSetSpec {
     pub cluster_name: String,
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
     pub replicas: i32,
     pub template: MachineTemplate,
     pub deletion: Deletion,
@@ -21,6 +23,7 @@ fn is_zero(n: &i32) -> bool {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineSetStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
