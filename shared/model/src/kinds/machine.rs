@@ -47,6 +47,7 @@ pub struct MachineTemplateSpec {
 }
 
 /// A taint Capstan keeps on a Machine's Node (needs the Cluster's `spec.access`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct MachineTaint {
@@ -57,6 +58,7 @@ pub struct MachineTaint {
     pub propagation: TaintPropagation,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaintEffect {
     #[default]
@@ -78,6 +80,7 @@ impl TaintEffect {
 /// Cluster API's `propagation`: kept on the Node for as long as the Machine wants it
 /// (`Always`), or put on once when the Node first appears and then left to others
 /// (`OnInitialization`).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaintPropagation {
     #[default]
@@ -286,6 +289,7 @@ pub struct MachineStatus {
 }
 
 /// A taint Capstan put on a Node, by its identity (key and effect).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AppliedTaint {
