@@ -119,7 +119,7 @@ impl Target {
                 .await,
             )),
             #[cfg(not(feature = "aws"))]
-            Context::Endpoint { .. } | Context::Aws { .. } => bail!(
+            Context::Endpoint { .. } | Context::Aws { .. } => anyhow::bail!(
                 "context {:?} needs AWS support: build capstan with its default feature `aws`",
                 named.name
             ),

@@ -79,7 +79,8 @@ pub enum External {
     /// Deletes the Machine's Node from the workload cluster once its instance is gone,
     /// then records that with [`crate::node::record_node_deleted`].
     DeleteNode {
-        node: String,
+        node: Option<String>,
+        instance_id: String,
         access: capstan_model::ClusterAccess,
     },
 }
@@ -197,9 +198,14 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
                 access,
                 observed_rv,
             },
-            External::DeleteNode { node, access } => Action::DeleteNode {
+            External::DeleteNode {
+                node,
+                instance_id,
+                access,
+            } => Action::DeleteNode {
                 machine,
                 node,
+                instance_id,
                 access,
                 observed_rv,
             },

@@ -98,11 +98,14 @@ pub fn decide(
                 if state.is_final() {
                     // The instance is gone: its Node goes too, so no NotReady ghost is
                     // left in the cluster (bounded by NODE_DELETION_TIMEOUT).
-                    if let (Some(access), Some(node)) = (access, &m.status.node_ref)
+                    // A Node registered but never recorded is found by providerID.
+                    if let Some(access) = access
+                        && !crate::node::node_deleted(m)
                         && !node_deletion_timed_out(m, now)
                     {
                         d.external = Some(External::DeleteNode {
-                            node: node.name.clone(),
+                            node: m.status.node_ref.as_ref().map(|r| r.name.clone()),
+                            instance_id,
                             access: access.clone(),
                         });
                         d.requeue(crate::node::NODE_WAIT_RECHECK);

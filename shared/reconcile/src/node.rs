@@ -325,9 +325,26 @@ pub fn apply_node_to_phase(m: &mut Machine, now: Timestamp) {
 }
 
 /// The Machine after its Node was deleted (or found gone).
-pub fn record_node_deleted(m: &Machine) -> Machine {
+pub fn record_node_deleted(m: &Machine, now: Timestamp) -> Machine {
     let mut next = m.clone();
     next.status.node_ref = None;
     next.status.node_conditions = Conditions::default();
+    next.status.conditions.set_false(
+        NODE_HEALTHY,
+        NODE_DELETED,
+        "the instance is gone and its Node was deleted",
+        now,
+    );
     next
+}
+
+/// The reason on NodeHealthy once the Machine's Node was deleted.
+pub const NODE_DELETED: &str = "NodeDeleted";
+
+/// The Machine's Node was deleted after its instance went.
+pub fn node_deleted(m: &Machine) -> bool {
+    m.status
+        .conditions
+        .get(NODE_HEALTHY)
+        .is_some_and(|c| c.reason == NODE_DELETED)
 }

@@ -61,7 +61,9 @@ pub enum Action {
     /// [`crate::node::record_node_deleted`] at `observed_rv`.
     DeleteNode {
         machine: Machine,
-        node: String,
+        /// The recorded Node; None: the one whose providerID names `instance_id`, if any.
+        node: Option<String>,
+        instance_id: String,
         access: capstan_model::ClusterAccess,
         observed_rv: u64,
     },

@@ -303,17 +303,27 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 Action::DeleteNode {
                     machine,
                     node,
+                    instance_id,
                     access,
                     observed_rv,
-                } => match crate::node::delete(&self.workload, machine, node, access).await {
+                } => match crate::node::delete(
+                    &self.workload,
+                    machine,
+                    node.as_deref(),
+                    instance_id,
+                    access,
+                )
+                .await
+                {
                     Ok(()) => {
-                        info!(object = %key_of(machine), step = "delete-node", node = %node, "node deleted");
-                        let updated = capstan_reconcile::node::record_node_deleted(machine);
+                        info!(object = %key_of(machine), step = "delete-node", node = ?node, instance = %instance_id, "node deleted");
+                        let updated =
+                            capstan_reconcile::node::record_node_deleted(machine, self.clock.now());
                         self.put_machine(&updated, *observed_rv).await?;
                     }
                     // Bounded by the node deletion timeout: the decision lets go after it.
                     Err(e) => {
-                        warn!(object = %key_of(machine), step = "delete-node", node = %node, error = %e, "deleting the node failed; trying again");
+                        warn!(object = %key_of(machine), step = "delete-node", node = ?node, error = %e, "deleting the node failed; trying again");
                     }
                 },
                 Action::FindInstance {

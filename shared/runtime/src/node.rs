@@ -73,11 +73,13 @@ pub async fn observe<W: Workload>(
     }
 }
 
-/// Deletes the Node; Ok also when it is already gone.
+/// Deletes the Node (`node`, or the one whose providerID names `instance_id`); Ok also
+/// when it is already gone or never registered.
 pub async fn delete<W: Workload>(
     workload: &W,
     machine: &Machine,
-    node: &str,
+    node: Option<&str>,
+    instance_id: &str,
     access: &ClusterAccess,
 ) -> Result<(), WorkloadError> {
     let Some(target) = target_of(machine, access) else {
@@ -85,7 +87,14 @@ pub async fn delete<W: Workload>(
             "spec.access names no single way to reach the cluster".into(),
         ));
     };
-    workload.delete_node(&target, node).await
+    let name = match node {
+        Some(name) => name.to_string(),
+        None => match workload.find_node(&target, instance_id).await? {
+            Some(found) => found.name,
+            None => return Ok(()),
+        },
+    };
+    workload.delete_node(&target, &name).await
 }
 
 fn unknown(e: &WorkloadError) -> NodeSeen {

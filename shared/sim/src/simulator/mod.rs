@@ -151,6 +151,8 @@ struct Run {
     /// Machines whose instance a hostile write named.
     victims: Vec<hostile::Victim>,
     capacity_out: Vec<(String, String)>,
+    /// Instances whose Node the nodes fault made NotReady.
+    not_ready: Vec<String>,
     steps: u64,
     /// An invariant broken inside a step, reported by the next check.
     broken: Option<Violation>,
@@ -274,6 +276,7 @@ impl Simulation {
             foreign: BTreeMap::new(),
             victims: Vec::new(),
             capacity_out: Vec::new(),
+            not_ready: Vec::new(),
             steps: 0,
             broken: None,
         };
@@ -534,6 +537,7 @@ impl Run {
                     }),
                 );
                 self.log(format!("fault: {id}'s Node goes NotReady"));
+                self.not_ready.push(id);
             }
         }
         if rng.chance(faults.spot)
@@ -592,10 +596,14 @@ impl Run {
         for (t, z) in std::mem::take(&mut self.capacity_out) {
             self.ec2.set_capacity(&t, &z, true);
         }
-        // The API servers answer again. NotReady Nodes stay NotReady: remediation
-        // replaces them, as it would in a cluster.
+        // The API servers answer again, and a person fixes the kubelets that went
+        // NotReady and were not replaced (a health check that finds too many unhealthy
+        // at once leaves them to a person, as in Cluster API).
         for key in self.workload.clusters() {
             self.workload.set_flaky(key, None);
+        }
+        for id in std::mem::take(&mut self.not_ready) {
+            self.workload.set_not_ready(&id, None);
         }
         let released = self.faulty_bus.next_release().is_some();
         if released {
