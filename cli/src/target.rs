@@ -43,6 +43,7 @@ pub struct Selector {
     pub endpoint: Option<String>,
     pub installation: Option<String>,
     pub region: Option<String>,
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     pub table: Option<String>,
 }
 
