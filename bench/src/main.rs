@@ -265,7 +265,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -453,7 +453,7 @@ fn print_load(phase: &str, load: &BTreeMap<Reconciler, ReconcilerLoad>) {
 async fn bench_reads(sizes: &[u32]) -> Result<(), String> {
     println!("### Items read and decoded per reconcile as a pool grows\n");
     println!(
-        "Per message (one object to reconcile) and per invocation (a batch of up to 10), for the Machine and MachineSet reconcilers: while a pool of N workers converges from nothing, and for one Machine event afterwards (its instance terminated from outside, the Machine replaced).\n"
+        "Per message (one object to reconcile) and per invocation (a batch of up to 10), for the Machine and MachineSet reconcilers: while a pool of N workers converges from nothing, and for one Machine event afterwards (one worker Machine deleted with `capstan delete`: its instance terminated, the MachineSet replacing it).\n"
     );
     println!(
         "| pool | phase | reconciler | invocations | messages | items read | items per message | items per invocation |"
@@ -475,7 +475,14 @@ async fn bench_reads(sizes: &[u32]) -> Result<(), String> {
                         .is_some_and(|m| m.contains("-workers-"))
             })
             .ok_or("no running worker to terminate")?;
-        cp.ec2.terminate_externally(&victim.instance_id);
+        let name = victim
+            .tags
+            .get(capstan_model::labels::TAG_MACHINE)
+            .cloned()
+            .unwrap_or_default();
+        cp.delete(&ObjectKey::new("default", "demo", Kind::Machine, &name))
+            .await
+            .map_err(|e| format!("deleting Machine {name}: {e}"))?;
         converge(&mut cp, Duration::from_secs(3600)).await?;
         let event = load_diff(cp.load(), &grown);
         for (phase, load) in [("converging", &grown), ("one Machine event", &event)] {
