@@ -145,6 +145,8 @@ pub struct Embedded {
     time: Time,
     clock: Arc<dyn Clock>,
     pub config: EmbeddedConfig,
+    /// The EC2 change number the workload has seen the instances up to.
+    observed: u64,
 }
 
 pub use capstan_sim::clock::VIRTUAL_EPOCH_SECONDS;
@@ -217,6 +219,7 @@ impl Embedded {
             time,
             clock,
             config,
+            observed: 0,
         }
     }
 
@@ -247,8 +250,12 @@ impl Embedded {
     /// One round of the driver: relay EC2's events, route the table's changes, give
     /// each reconciler one batch, run the sweep when due. True if anything happened.
     pub async fn step(&mut self) -> Result<bool, EmbeddedError> {
-        self.workload
-            .observe_instances(self.now(), &self.ec2.instances());
+        // The kubelets see the instances that changed since they last looked (all of
+        // them every step made a 10,000-instance run quadratic; seeing an unchanged
+        // instance again changes nothing).
+        let (changed, latest) = self.ec2.instances_changed_after(self.observed);
+        self.workload.observe_instances(self.now(), &changed);
+        self.observed = latest;
         let report = self.driver.step().await?;
         for served in &report.served {
             let load = self.driver.schedule.load.entry(served.queue).or_default();

@@ -338,6 +338,8 @@ struct SimInstance {
     next: Option<(Timestamp, InstanceState)>,
     /// Launched on the spot market (only those can be interrupted).
     spot: bool,
+    /// The change number of its latest change (see `State::changes`).
+    changed: u64,
 }
 
 #[derive(Debug)]
@@ -360,6 +362,8 @@ struct State {
     terminated_by_request: Vec<String>,
     faults: BTreeMap<Ec2Op, VecDeque<ComputeError>>,
     buckets: Buckets,
+    /// Bumped by every change to an instance (state, tags, a launch).
+    changes: u64,
 }
 
 /// How long after its interruption warning EC2 reclaims a spot instance.
@@ -385,6 +389,7 @@ impl SimEc2 {
                 terminated_by_request: Vec::new(),
                 faults: BTreeMap::new(),
                 buckets,
+                changes: 0,
             })),
         }
     }
@@ -429,6 +434,21 @@ impl SimEc2 {
 
     pub fn calls(&self) -> Ec2Calls {
         self.lock().calls
+    }
+
+    /// The instances that changed (state, tags, launched) after change number `seen`,
+    /// transitions due by now included, in launch order, and the latest change number:
+    /// a caller that mirrors the instances (the embedded runtime's kubelets) copies
+    /// only what moved since it last looked (0: everything).
+    pub fn instances_changed_after(&self, seen: u64) -> (Vec<Instance>, u64) {
+        let state = self.settled();
+        let changed = state
+            .instances
+            .iter()
+            .filter(|i| i.changed > seen)
+            .map(|i| i.instance.clone())
+            .collect();
+        (changed, state.changes)
     }
 
     /// Instances that `terminate_instances` moved to shutting-down, in order.
@@ -642,7 +662,9 @@ impl State {
     /// Moves an instance to `to` at time `at`: records it, emits the event, and
     /// schedules what follows.
     fn set_state(&mut self, idx: usize, to: InstanceState, at: Timestamp) {
+        self.changes += 1;
         let inst = &mut self.instances[idx];
+        inst.changed = self.changes;
         inst.instance.state = to;
         let id = inst.instance.instance_id.clone();
         if to == InstanceState::Terminated {
@@ -833,6 +855,7 @@ impl State {
             address: Some(offset),
             next: None,
             spot: false,
+            changed: 0,
         });
         self.by_id.insert(instance_id, idx);
         self.set_state(idx, InstanceState::Pending, now);
@@ -1008,8 +1031,12 @@ impl Compute for SimEc2 {
             merged.extend(tags.clone());
             validate_tags(&merged)?;
         }
+        state.changes += 1;
+        let change = state.changes;
         for idx in indices {
-            state.instances[idx].instance.tags.extend(tags.clone());
+            let inst = &mut state.instances[idx];
+            inst.instance.tags.extend(tags.clone());
+            inst.changed = change;
         }
         Ok(())
     }
