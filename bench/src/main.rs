@@ -230,8 +230,20 @@ async fn run_until(
 ) -> Result<Timestamp, String> {
     let start = cp.now();
     let deadline = start.checked_add(within).unwrap_or(start);
+    let wall = Instant::now();
+    let mut reported = Duration::ZERO;
     for _ in 0..MAX_STEPS {
         let worked = cp.step().await.map_err(|e| e.to_string())?;
+        if wall.elapsed() >= reported + Duration::from_secs(30) {
+            reported = wall.elapsed();
+            eprintln!(
+                "  … {:.0} s wall, {:.0} s virtual, {} steps, {} instances launched",
+                reported.as_secs_f64(),
+                elapsed(start, cp.now()).as_secs_f64(),
+                cp.stats().steps,
+                cp.ec2.launched_total()
+            );
+        }
         if (check_when_busy || !worked) && done(cp) {
             return Ok(cp.now());
         }
