@@ -145,7 +145,7 @@ def main(argv):
     now, now_total = table(
         "As the template has it", rows(len(c["alarms"]), len(c["mappings"]), schedules, memory)
     )
-    print(now, "\n")
+    print(now + "\n")
     # The proposal (docs/performance.md, "Idle cost"): one work queue for every
     # reconciler, read by one mapping into one function that dispatches on the message's
     # `kind` attribute (batching and per-object coalescing unchanged, MaximumConcurrency
@@ -157,7 +157,7 @@ def main(argv):
         "Proposed: 2 work queues, 1 shared DLQ, 2 alarms, sweep every 15 minutes",
         rows(2, 2, ["rate(15 minutes)"], memory),
     )
-    print(proposed, "\n")
+    print(proposed + "\n")
     print(f"idle: ${now_total:.2f}/month now, ${proposed_total:.2f}/month proposed")
 
 
