@@ -327,8 +327,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         first_seed: u64,
         /// Faults to inject: all, none, or a comma-separated list of drop, duplicate,
-        /// delay, reorder, throttle, 5xx, timeout, conflict, stale, capacity, external,
-        /// spot, foreign, no-idempotency, concurrency, hostile, nodes; `name=rate` sets a rate
+        /// delay, reorder, throttle, throttling (EC2's API limits as token buckets), 5xx,
+        /// timeout, conflict, stale, capacity, external, spot, foreign, no-idempotency,
+        /// concurrency, hostile, nodes; `name=rate` sets a rate
         /// (0 to 1), e.g.
         /// `external=0.05`, and `foreign=N` a number of instances.
         #[arg(long, default_value = "all")]

@@ -8,16 +8,22 @@
 //! milliseconds) or real (`capstan up`: the simulated EC2 takes seconds to boot).
 //! Links no AWS SDK crate.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 
 use capstan_model::item::partition_key;
 use capstan_model::{Kind, Object, ObjectKey, Timestamp};
 use capstan_reconcile::Tree;
 use capstan_runtime::apply::{self, Applied, ApplyError};
 use capstan_runtime::describe;
-use capstan_runtime::driver::{Driver, DriverConfig, DriverStats, PlatformError, Sequential};
+use capstan_runtime::driver::{
+    Driver, DriverConfig, DriverStats, Invocation, PlatformError, Schedule,
+};
 use capstan_runtime::functions::{Functions, MetricsSink};
+use capstan_runtime::routes::Reconciler;
 use capstan_runtime::system::{OsEntropy, SystemClock};
 use capstan_runtime::table;
 use capstan_runtime::{Clock, Entropy, HandlerError, Store, StoreError};
@@ -82,8 +88,51 @@ pub enum RunOutcome {
     TimedOut(Vec<String>),
 }
 
+/// What one reconciler's invocations cost, as the embedded runtime measured them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconcilerLoad {
+    /// Invocations (each a batch of up to `batch_size` messages).
+    pub invocations: u64,
+    /// Messages handed to them (each names one object to reconcile).
+    pub messages: u64,
+    /// Items their Queries and Scans returned, every one of which the handler decodes.
+    pub items_read: u64,
+}
+
+/// The embedded runtime's scheduling policy: every queue in turn, one invocation at a
+/// time, each to its end (its adapters never wait, so nothing times out), metering the
+/// items each reconciler reads.
+pub struct Metered {
+    /// Messages an invocation takes at once (Lambda's batch size, at most 10).
+    pub batch_size: usize,
+    store: MemStore,
+    /// Per reconciler, since the start.
+    pub load: BTreeMap<Reconciler, ReconcilerLoad>,
+}
+
+impl Schedule for Metered {
+    fn batch_size(&mut self, _queue: Reconciler) -> usize {
+        self.batch_size
+    }
+
+    async fn run<'a>(
+        &'a mut self,
+        invocations: Vec<Invocation<'a>>,
+    ) -> Vec<Option<SqsBatchResponse>> {
+        let mut out = Vec::with_capacity(invocations.len());
+        for invocation in invocations {
+            let before = self.store.items_read();
+            out.push(Some(invocation.future.await));
+            let load = self.load.entry(invocation.queue).or_default();
+            load.invocations += 1;
+            load.items_read += self.store.items_read().saturating_sub(before);
+        }
+        out
+    }
+}
+
 /// The in-memory functions the embedded driver runs.
-pub type EmbeddedDriver = Driver<MemPlatform, MemStore, SimEc2, MemBus, Sequential, MemWorkload>;
+pub type EmbeddedDriver = Driver<MemPlatform, MemStore, SimEc2, MemBus, Metered, MemWorkload>;
 
 pub struct Embedded {
     pub driver: EmbeddedDriver,
@@ -96,6 +145,8 @@ pub struct Embedded {
     time: Time,
     clock: Arc<dyn Clock>,
     pub config: EmbeddedConfig,
+    /// The EC2 change number the workload has seen the instances up to.
+    observed: u64,
 }
 
 pub use capstan_sim::clock::VIRTUAL_EPOCH_SECONDS;
@@ -152,8 +203,10 @@ impl Embedded {
         )
         .with_workload(workload.clone());
         let platform = MemPlatform::new(store.clone(), ec2.clone(), bus.clone(), clock.clone());
-        let schedule = Sequential {
+        let schedule = Metered {
             batch_size: config.batch_size,
+            store: store.clone(),
+            load: BTreeMap::new(),
         };
         let driver = Driver::new(
             platform,
@@ -173,12 +226,18 @@ impl Embedded {
             time,
             clock,
             config,
+            observed: 0,
         }
     }
 
     /// What the driver counted.
     pub fn stats(&self) -> &Stats {
         &self.driver.stats
+    }
+
+    /// What each reconciler's invocations read and handled since the start.
+    pub fn load(&self) -> &BTreeMap<Reconciler, ReconcilerLoad> {
+        &self.driver.schedule.load
     }
 
     pub fn now(&self) -> Timestamp {
@@ -198,9 +257,17 @@ impl Embedded {
     /// One round of the driver: relay EC2's events, route the table's changes, give
     /// each reconciler one batch, run the sweep when due. True if anything happened.
     pub async fn step(&mut self) -> Result<bool, EmbeddedError> {
-        self.workload
-            .observe_instances(self.now(), &self.ec2.instances());
+        // The kubelets see the instances that changed since they last looked (all of
+        // them every step made a 10,000-instance run quadratic; seeing an unchanged
+        // instance again changes nothing).
+        let (changed, latest) = self.ec2.instances_changed_after(self.observed);
+        self.workload.observe_instances(self.now(), &changed);
+        self.observed = latest;
         let report = self.driver.step().await?;
+        for served in &report.served {
+            let load = self.driver.schedule.load.entry(served.queue).or_default();
+            load.messages += served.messages as u64;
+        }
         if let Some(Err(e)) = report.sweep {
             return Err(e.into());
         }

@@ -24,7 +24,10 @@
 //!   instance type, then its next subnet) is launched at once; when every offering
 //!   failed, the Machine backs off, saying why on InfrastructureReady.
 //! - A launch error a retry may fix (throttling, 5xx) backs off and retries, with the
-//!   reason on the InfrastructureReady condition.
+//!   reason on the InfrastructureReady condition. A throttled launch
+//!   (`RequestLimitExceeded`: the account's RunInstances bucket is empty) backs off
+//!   with jitter drawn from the Machine's uid, so Machines throttled together come
+//!   back spread out instead of emptying the bucket again at one instant.
 //! - One it cannot fix (bad image, bad subnet, unauthorized) marks the Machine Failed.
 
 use std::time::Duration;
@@ -356,6 +359,12 @@ pub enum LaunchOutcome {
         code: String,
         message: String,
     },
+    /// Throttled (RequestLimitExceeded): EC2's bucket for the account is empty; nothing
+    /// was launched. Retried after a jittered backoff ([`throttled_backoff`]).
+    Throttled {
+        code: String,
+        message: String,
+    },
     /// EC2 cannot fulfil this offering now (InsufficientInstanceCapacity and the other
     /// unfulfillable codes): another instance type or subnet may work.
     Unfulfillable {
@@ -383,17 +392,15 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
     match outcome {
         LaunchOutcome::Launched(found) => record_instance(&mut m, found, now),
         LaunchOutcome::Retryable { code, message } => {
-            let st = &mut m.status;
-            st.phase = MachinePhase::Pending;
-            st.launch_requested_at = None;
-            st.launch_attempts += 1;
-            let wait = backoff(st.launch_attempts);
-            st.retry_after = now.checked_add(wait).ok();
-            let text = format!(
-                "launch failed ({code}: {message}); retrying in {}s",
-                wait.as_secs()
+            let wait = backoff(m.status.launch_attempts.saturating_add(1));
+            retry_later(&mut m, &code, &message, wait, now);
+        }
+        LaunchOutcome::Throttled { code, message } => {
+            let wait = throttled_backoff(
+                m.status.launch_attempts.saturating_add(1),
+                m.metadata.uid.as_deref().unwrap_or(&m.metadata.name),
             );
-            set_not_ready(&mut m, &code, text, now);
+            retry_later(&mut m, &code, &message, wait, now);
         }
         LaunchOutcome::Unfulfillable {
             code,
@@ -632,8 +639,46 @@ pub fn record_instance_state(
     Some(m)
 }
 
+/// Back to Pending after a launch that failed without launching: one more attempt,
+/// the next try `wait` from now, the reason on InfrastructureReady.
+fn retry_later(m: &mut Machine, code: &str, message: &str, wait: Duration, now: Timestamp) {
+    let st = &mut m.status;
+    st.phase = MachinePhase::Pending;
+    st.launch_requested_at = None;
+    st.launch_attempts = st.launch_attempts.saturating_add(1);
+    st.retry_after = now.checked_add(wait).ok();
+    let text = format!(
+        "launch failed ({code}: {message}); retrying in {}s",
+        wait.as_secs()
+    );
+    set_not_ready(m, code, text, now);
+}
+
 /// 10 s, 20 s, 40 s … capped at 5 minutes.
 pub fn backoff(attempts: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
     BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+/// A throttled launch's wait: [`backoff`] spread over its second half by the
+/// Machine's uid and the attempt ("equal jitter", as AWS recommends for
+/// `RequestLimitExceeded`: <https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html#api-backoff>).
+/// A thousand Machines throttled at one instant come back over the next 5–10 s, then
+/// 10–20 s, …, taking the bucket's refill as it comes, instead of all at once again.
+/// Pure: the same Machine and attempt always wait the same.
+pub fn throttled_backoff(attempts: u32, uid: &str) -> Duration {
+    let wait = backoff(attempts);
+    let half = wait / 2;
+    let span = u64::try_from(half.as_millis()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_millis(fnv1a(uid.as_bytes(), attempts) % span)
+}
+
+/// FNV-1a over `bytes` and `salt`: a cheap, stable spread (not a secret).
+fn fnv1a(bytes: &[u8], salt: u32) -> u64 {
+    bytes
+        .iter()
+        .chain(salt.to_le_bytes().iter())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }

@@ -306,6 +306,51 @@ fn a_final_launch_error_fails_the_machine_and_a_retryable_one_backs_off() {
 }
 
 #[test]
+fn throttled_launches_come_back_spread_out_not_at_one_instant() {
+    let throttled = || LaunchOutcome::Throttled {
+        code: "RequestLimitExceeded".into(),
+        message: "Request limit exceeded.".into(),
+    };
+    let waits: Vec<i64> = (0..200)
+        .map(|n| {
+            let mut m = machine(&format!("web-{n}"));
+            m.metadata.uid = Some(format!("uid-{n}"));
+            let after = after_launch(&m, throttled(), at(0));
+            assert_eq!(after.status.phase, MachinePhase::Pending);
+            assert_eq!(after.status.launch_attempts, 1);
+            let retry = after.status.retry_after.expect("a retry time");
+            retry.duration_since(at(0)).as_millis() as i64
+        })
+        .collect();
+    // Within the first backoff's second half (5-10 s), spread out over it.
+    assert!(
+        waits.iter().all(|w| (5_000..10_000).contains(w)),
+        "{waits:?}"
+    );
+    let distinct: std::collections::BTreeSet<i64> = waits.iter().map(|w| w / 500).collect();
+    assert_eq!(
+        distinct.len(),
+        10,
+        "every half second of the window is used"
+    );
+    // Pure: the same Machine and attempt always wait the same.
+    let mut m = machine("web-0");
+    m.metadata.uid = Some("uid-0".into());
+    assert_eq!(
+        after_launch(&m, throttled(), at(0)).status.retry_after,
+        Some(at(0) + std::time::Duration::from_millis(waits[0] as u64))
+    );
+    // Later attempts wait longer, up to the cap.
+    m.status.launch_attempts = 30;
+    let capped = after_launch(&m, throttled(), at(0))
+        .status
+        .retry_after
+        .unwrap();
+    let capped = capped.duration_since(at(0)).as_secs();
+    assert!((150..=300).contains(&capped), "{capped}");
+}
+
+#[test]
 fn instance_state_reports_never_go_back_in_time_or_past_terminated() {
     let m = launched(machine("w-1"), InstanceState::Running);
     assert!(

@@ -458,9 +458,9 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                         code: "ServiceUnavailable".to_string(),
                         message,
                     },
-                    other => LaunchOutcome::Retryable {
-                        code: other.code().to_string(),
-                        message: other.to_string(),
+                    throttled @ ComputeError::Throttled { .. } => LaunchOutcome::Throttled {
+                        code: throttled.code().to_string(),
+                        message: throttled.to_string(),
                     },
                 }
             }

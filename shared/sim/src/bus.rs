@@ -18,7 +18,7 @@
 //! - standard queues do not promise order: by default messages come back in send order,
 //!   with [`Delivery::shuffle_seed`] in a seeded random order.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -104,6 +104,23 @@ struct Queue {
     /// By send order.
     messages: BTreeMap<u64, Queued>,
     dead: Vec<Message>,
+    /// Each message's latest receipt handle → the message (indexes `messages`, so a
+    /// DeleteMessage does not scan the queue).
+    receipts: BTreeMap<String, u64>,
+    /// Messages received `max_receives` times: the only ones the redrive looks at.
+    exhausted: BTreeSet<u64>,
+}
+
+impl Queue {
+    /// Removes a message and what indexes it.
+    fn remove(&mut self, seq: u64) -> Option<Queued> {
+        let m = self.messages.remove(&seq)?;
+        if let Some(r) = &m.receipt {
+            self.receipts.remove(r);
+        }
+        self.exhausted.remove(&seq);
+        Some(m)
+    }
 }
 
 #[derive(Debug)]
@@ -159,15 +176,21 @@ impl MemBus {
         let Some(q) = state.queues.get_mut(&queue) else {
             return Vec::new();
         };
-        let mut ready: Vec<u64> = q
+        let visible = q
             .messages
             .iter()
             .filter(|(_, m)| m.visible_at <= now)
-            .map(|(seq, _)| *seq)
-            .collect();
-        if let Some(rng) = state.shuffle.as_mut() {
-            rng.shuffle(&mut ready);
-        }
+            .map(|(seq, _)| *seq);
+        // In send order, the first `max` are enough; shuffled, every visible one draws.
+        let ready: Vec<u64> = match state.shuffle.as_mut() {
+            Some(rng) => {
+                let mut all: Vec<u64> = visible.collect();
+                rng.shuffle(&mut all);
+                all
+            }
+            None => visible.take(max).collect(),
+        };
+        let max_receives = state.delivery.max_receives;
         let hidden_until = after(now, state.delivery.visibility_timeout.min(MAX_VISIBILITY));
         let mut out = Vec::new();
         for seq in ready.into_iter().take(max) {
@@ -178,7 +201,13 @@ impl MemBus {
             let receipt = format!("{}#{}", m.id, state.receipts);
             m.receive_count += 1;
             m.visible_at = hidden_until;
-            m.receipt = Some(receipt.clone());
+            if let Some(old) = m.receipt.replace(receipt.clone()) {
+                q.receipts.remove(&old);
+            }
+            q.receipts.insert(receipt.clone(), seq);
+            if max_receives > 0 && m.receive_count >= max_receives {
+                q.exhausted.insert(seq);
+            }
             out.push(Message {
                 id: m.id.clone(),
                 receipt,
@@ -198,7 +227,7 @@ impl MemBus {
             return false;
         };
         match find(q, receipt) {
-            Some(seq) => q.messages.remove(&seq).is_some(),
+            Some(seq) => q.remove(seq).is_some(),
             None => false,
         }
     }
@@ -296,13 +325,17 @@ impl State {
         }
         for q in self.queues.values_mut() {
             let spent: Vec<u64> = q
-                .messages
+                .exhausted
                 .iter()
-                .filter(|(_, m)| m.receive_count >= max && m.visible_at <= now)
-                .map(|(seq, _)| *seq)
+                .filter(|seq| {
+                    q.messages
+                        .get(seq)
+                        .is_some_and(|m| m.receive_count >= max && m.visible_at <= now)
+                })
+                .copied()
                 .collect();
             for seq in spent {
-                if let Some(m) = q.messages.remove(&seq) {
+                if let Some(m) = q.remove(seq) {
                     q.dead.push(Message {
                         id: m.id,
                         receipt: String::new(),
@@ -362,10 +395,7 @@ impl State {
 }
 
 fn find(q: &Queue, receipt: &str) -> Option<u64> {
-    q.messages
-        .iter()
-        .find(|(_, m)| m.receipt.as_deref() == Some(receipt))
-        .map(|(seq, _)| *seq)
+    q.receipts.get(receipt).copied()
 }
 
 impl Bus for MemBus {

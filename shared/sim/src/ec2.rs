@@ -24,6 +24,11 @@
 //!   comes first and the instance starts terminating two minutes later
 //!   (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html>).
 //!
+//! - with [`Ec2Config::limits`] on, EC2's API throttling: a request token bucket per
+//!   action and, for RunInstances and TerminateInstances, a resource bucket of
+//!   instances, refilled on the clock; a call that finds its bucket short fails with
+//!   `RequestLimitExceeded` and takes no effect (see [`Ec2Limits`]).
+//!
 //! Time moves with the clock: every call first applies the transitions that are due,
 //! so what a caller sees never lags the clock. [`SimEc2::advance`] does the same
 //! without a call, and [`SimEc2::next_transition`] says when to look again.
@@ -57,6 +62,188 @@ pub struct Ec2Config {
     pub subnets: BTreeMap<String, String>,
     /// Instance types offered in every zone.
     pub instance_types: BTreeSet<String>,
+    /// EC2's API throttling (off: unlimited calls, as tests that count on them expect).
+    pub limits: Ec2Limits,
+}
+
+/// A token bucket: `capacity` tokens at most, `refill` more every second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    pub capacity: u32,
+    pub refill: u32,
+}
+
+impl Bucket {
+    pub const fn new(capacity: u32, refill: u32) -> Bucket {
+        Bucket { capacity, refill }
+    }
+}
+
+/// EC2's API throttling per account and region, as token buckets on the clock
+/// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html>): every
+/// request takes a token from its action's request bucket; RunInstances and
+/// TerminateInstances also take one token per instance from a resource bucket. A
+/// request that finds either bucket short is refused whole with
+/// `RequestLimitExceeded`, takes no tokens and has no effect.
+///
+/// RunInstances is charged as the EC2 adapter sends it: one request per launch
+/// (MinCount = MaxCount = 1), so a set of N launches costs N requests and, for the
+/// launches that start an instance, N resource tokens (a repeated ClientToken that
+/// returns the first instance starts nothing and takes no resource token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ec2Limits {
+    /// Off: every call goes through (the default, which existing tests assume).
+    pub enabled: bool,
+    pub run_instances: Bucket,
+    /// Instances RunInstances may start.
+    pub run_instances_resources: Bucket,
+    pub terminate_instances: Bucket,
+    /// Instances TerminateInstances may terminate.
+    pub terminate_instances_resources: Bucket,
+    /// DescribeInstances (the Describe* "non-mutating" bucket).
+    pub describe: Bucket,
+    pub create_tags: Bucket,
+}
+
+impl Ec2Limits {
+    /// AWS's default buckets, on: RunInstances 5 requests (refill 2/s) and 1,000
+    /// instances (refill 2/s); TerminateInstances 100 requests (5/s) and 1,000
+    /// instances (20/s); Describe* 100 (20/s); CreateTags 100 (10/s).
+    pub const fn aws() -> Ec2Limits {
+        Ec2Limits {
+            enabled: true,
+            run_instances: Bucket::new(5, 2),
+            run_instances_resources: Bucket::new(1000, 2),
+            terminate_instances: Bucket::new(100, 5),
+            terminate_instances_resources: Bucket::new(1000, 20),
+            describe: Bucket::new(100, 20),
+            create_tags: Bucket::new(100, 10),
+        }
+    }
+
+    /// AWS's buckets, switched off.
+    pub const fn off() -> Ec2Limits {
+        Ec2Limits {
+            enabled: false,
+            ..Ec2Limits::aws()
+        }
+    }
+}
+
+impl Default for Ec2Limits {
+    fn default() -> Ec2Limits {
+        Ec2Limits::off()
+    }
+}
+
+/// Thousandths of a token, so refills on a millisecond clock stay exact.
+const MILLI: u64 = 1000;
+
+/// A bucket's level, filled lazily from the clock.
+#[derive(Clone, Copy, Debug)]
+struct Level {
+    bucket: Bucket,
+    /// Thousandths of a token.
+    milli: u64,
+    at: Option<Timestamp>,
+}
+
+impl Level {
+    fn full(bucket: Bucket) -> Level {
+        Level {
+            bucket,
+            milli: u64::from(bucket.capacity) * MILLI,
+            at: None,
+        }
+    }
+
+    fn refill(&mut self, now: Timestamp) {
+        let cap = u64::from(self.bucket.capacity) * MILLI;
+        if let Some(at) = self.at {
+            let elapsed = now.duration_since(at).as_millis().max(0) as u64;
+            // refill tokens per second = refill thousandths per millisecond.
+            let added = elapsed.saturating_mul(u64::from(self.bucket.refill));
+            self.milli = self.milli.saturating_add(added).min(cap);
+        }
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
+    }
+
+    fn has(&self, tokens: u64) -> bool {
+        self.milli >= tokens.saturating_mul(MILLI)
+    }
+
+    fn take(&mut self, tokens: u64) {
+        self.milli = self.milli.saturating_sub(tokens.saturating_mul(MILLI));
+    }
+}
+
+/// Every bucket's level.
+#[derive(Debug)]
+struct Buckets {
+    enabled: bool,
+    levels: BTreeMap<Limited, Level>,
+}
+
+/// What a bucket limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Limited {
+    RunInstances,
+    RunInstancesResources,
+    TerminateInstances,
+    TerminateInstancesResources,
+    Describe,
+    CreateTags,
+}
+
+impl Buckets {
+    fn new(limits: &Ec2Limits) -> Buckets {
+        let levels = [
+            (Limited::RunInstances, limits.run_instances),
+            (
+                Limited::RunInstancesResources,
+                limits.run_instances_resources,
+            ),
+            (Limited::TerminateInstances, limits.terminate_instances),
+            (
+                Limited::TerminateInstancesResources,
+                limits.terminate_instances_resources,
+            ),
+            (Limited::Describe, limits.describe),
+            (Limited::CreateTags, limits.create_tags),
+        ]
+        .into_iter()
+        .map(|(l, b)| (l, Level::full(b)))
+        .collect();
+        Buckets {
+            enabled: limits.enabled,
+            levels,
+        }
+    }
+
+    /// Whether `tokens` of `limited` are there now (always, when limits are off).
+    fn has(&mut self, limited: Limited, tokens: u64, now: Timestamp) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        self.levels.get_mut(&limited).is_none_or(|level| {
+            level.refill(now);
+            level.has(tokens)
+        })
+    }
+
+    fn take(&mut self, limited: Limited, tokens: u64, now: Timestamp) {
+        if let Some(level) = self.levels.get_mut(&limited).filter(|_| self.enabled) {
+            level.refill(now);
+            level.take(tokens);
+        }
+    }
+}
+
+/// What EC2 answers when a bucket is empty.
+fn request_limit_exceeded() -> ComputeError {
+    ComputeError::Throttled {
+        code: "RequestLimitExceeded".into(),
+    }
 }
 
 impl Default for Ec2Config {
@@ -93,6 +280,7 @@ impl Default for Ec2Config {
             .map(|(s, z)| (s.to_string(), z.to_string()))
             .into(),
             instance_types,
+            limits: Ec2Limits::off(),
         }
     }
 }
@@ -105,12 +293,18 @@ pub enum Ec2Op {
     DescribeInstances,
 }
 
-/// API requests made through the `Compute` port (one per call, however many instances).
+/// API requests made through the `Compute` port, as the EC2 adapter sends them: one
+/// RunInstances per launch (MinCount = MaxCount = 1), one TerminateInstances,
+/// DescribeInstances or CreateTags per call however many instances it names. Throttled
+/// requests count too (they were sent); `throttled` says how many of them there were.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ec2Calls {
     pub run_instances: u64,
     pub terminate_instances: u64,
     pub describe_instances: u64,
+    pub create_tags: u64,
+    /// Requests refused with `RequestLimitExceeded` by the modelled buckets.
+    pub throttled: u64,
 }
 
 /// Addresses per subnet (/20) and the ones AWS reserves: the first four and the last.
@@ -144,6 +338,8 @@ struct SimInstance {
     next: Option<(Timestamp, InstanceState)>,
     /// Launched on the spot market (only those can be interrupted).
     spot: bool,
+    /// The change number of its latest change (see `State::changes`).
+    changed: u64,
 }
 
 #[derive(Debug)]
@@ -165,7 +361,9 @@ struct State {
     calls: Ec2Calls,
     terminated_by_request: Vec<String>,
     faults: BTreeMap<Ec2Op, VecDeque<ComputeError>>,
-    create_tags_calls: u64,
+    buckets: Buckets,
+    /// Bumped by every change to an instance (state, tags, a launch).
+    changes: u64,
 }
 
 /// How long after its interruption warning EC2 reclaims a spot instance.
@@ -173,6 +371,7 @@ pub const SPOT_WARNING: Duration = Duration::from_secs(120);
 
 impl SimEc2 {
     pub fn new(config: Ec2Config, clock: Arc<dyn Clock>) -> SimEc2 {
+        let buckets = Buckets::new(&config.limits);
         SimEc2 {
             clock,
             state: Arc::new(Mutex::new(State {
@@ -189,7 +388,8 @@ impl SimEc2 {
                 calls: Ec2Calls::default(),
                 terminated_by_request: Vec::new(),
                 faults: BTreeMap::new(),
-                create_tags_calls: 0,
+                buckets,
+                changes: 0,
             })),
         }
     }
@@ -234,6 +434,21 @@ impl SimEc2 {
 
     pub fn calls(&self) -> Ec2Calls {
         self.lock().calls
+    }
+
+    /// The instances that changed (state, tags, launched) after change number `seen`,
+    /// transitions due by now included, in launch order, and the latest change number:
+    /// a caller that mirrors the instances (the embedded runtime's kubelets) copies
+    /// only what moved since it last looked (0: everything).
+    pub fn instances_changed_after(&self, seen: u64) -> (Vec<Instance>, u64) {
+        let state = self.settled();
+        let changed = state
+            .instances
+            .iter()
+            .filter(|i| i.changed > seen)
+            .map(|i| i.instance.clone())
+            .collect();
+        (changed, state.changes)
     }
 
     /// Instances that `terminate_instances` moved to shutting-down, in order.
@@ -335,7 +550,7 @@ impl SimEc2 {
 
     /// CreateTags calls made (one per call).
     pub fn create_tags_calls(&self) -> u64 {
-        self.lock().create_tags_calls
+        self.lock().calls.create_tags
     }
 
     /// An instance Capstan did not launch (another team's, or a leak from before), in
@@ -442,6 +657,35 @@ impl State {
         }
     }
 
+    /// Takes every bucket's tokens, or none and `RequestLimitExceeded` if one is short.
+    fn throttle(&mut self, costs: &[(Limited, u64)], now: Timestamp) -> Result<(), ComputeError> {
+        if costs
+            .iter()
+            .all(|&(limited, tokens)| self.buckets.has(limited, tokens, now))
+        {
+            for &(limited, tokens) in costs {
+                self.buckets.take(limited, tokens, now);
+            }
+            Ok(())
+        } else {
+            self.calls.throttled += 1;
+            Err(request_limit_exceeded())
+        }
+    }
+
+    /// One RunInstances request's tokens: a request token, and an instance token unless
+    /// the ClientToken was seen before (EC2 returns the first instance, starting none).
+    fn throttle_launch(&mut self, req: &LaunchRequest, now: Timestamp) -> Result<(), ComputeError> {
+        let starts = u64::from(!self.tokens.contains_key(&req.client_token));
+        self.throttle(
+            &[
+                (Limited::RunInstances, 1),
+                (Limited::RunInstancesResources, starts),
+            ],
+            now,
+        )
+    }
+
     fn take_fault(&mut self, op: Ec2Op) -> Option<ComputeError> {
         self.faults.get_mut(&op).and_then(VecDeque::pop_front)
     }
@@ -460,7 +704,9 @@ impl State {
     /// Moves an instance to `to` at time `at`: records it, emits the event, and
     /// schedules what follows.
     fn set_state(&mut self, idx: usize, to: InstanceState, at: Timestamp) {
+        self.changes += 1;
         let inst = &mut self.instances[idx];
+        inst.changed = self.changes;
         inst.instance.state = to;
         let id = inst.instance.instance_id.clone();
         if to == InstanceState::Terminated {
@@ -651,6 +897,7 @@ impl State {
             address: Some(offset),
             next: None,
             spot: false,
+            changed: 0,
         });
         self.by_id.insert(instance_id, idx);
         self.set_state(idx, InstanceState::Pending, now);
@@ -665,11 +912,19 @@ impl Compute for SimEc2 {
     ) -> Vec<Result<Instance, ComputeError>> {
         let now = self.clock.now();
         let mut state = self.settled();
-        state.calls.run_instances += 1;
         if let Some(err) = state.take_fault(Ec2Op::RunInstances) {
+            state.calls.run_instances += launches.len().max(1) as u64;
             return launches.iter().map(|_| Err(err.clone())).collect();
         }
-        launches.iter().map(|req| state.run_one(req, now)).collect()
+        launches
+            .iter()
+            .map(|req| {
+                // One request per launch, as the adapter sends them.
+                state.calls.run_instances += 1;
+                state.throttle_launch(req, now)?;
+                state.run_one(req, now)
+            })
+            .collect()
     }
 
     async fn terminate_instances(
@@ -694,6 +949,13 @@ impl Compute for SimEc2 {
                 ids.push(id);
             }
         }
+        state.throttle(
+            &[
+                (Limited::TerminateInstances, 1),
+                (Limited::TerminateInstancesResources, ids.len() as u64),
+            ],
+            now,
+        )?;
         if let Some(bad) = ids.iter().find(|id| !well_formed(id)) {
             return Err(invalid(
                 "InvalidInstanceID.Malformed",
@@ -774,8 +1036,10 @@ impl Compute for SimEc2 {
         if instance_ids.is_empty() || tags.is_empty() {
             return Ok(());
         }
+        let now = self.clock.now();
         let mut state = self.settled();
-        state.create_tags_calls += 1;
+        state.calls.create_tags += 1;
+        state.throttle(&[(Limited::CreateTags, 1)], now)?;
         let missing: Vec<&String> = instance_ids
             .iter()
             .filter(|id| !state.by_id.contains_key(*id))
@@ -809,8 +1073,12 @@ impl Compute for SimEc2 {
             merged.extend(tags.clone());
             validate_tags(&merged)?;
         }
+        state.changes += 1;
+        let change = state.changes;
         for idx in indices {
-            state.instances[idx].instance.tags.extend(tags.clone());
+            let inst = &mut state.instances[idx];
+            inst.instance.tags.extend(tags.clone());
+            inst.changed = change;
         }
         Ok(())
     }
@@ -819,11 +1087,13 @@ impl Compute for SimEc2 {
         &self,
         tags: Vec<(String, String)>,
     ) -> Result<Vec<Instance>, ComputeError> {
+        let now = self.clock.now();
         let mut state = self.settled();
         state.calls.describe_instances += 1;
         if let Some(err) = state.take_fault(Ec2Op::DescribeInstances) {
             return Err(err);
         }
+        state.throttle(&[(Limited::Describe, 1)], now)?;
         Ok(state
             .instances
             .iter()

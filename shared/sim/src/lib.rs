@@ -26,7 +26,7 @@ pub mod workload;
 
 pub use bus::{Delivery, MemBus, Message};
 pub use clock::{ManualClock, SeededEntropy};
-pub use ec2::{Ec2Calls, Ec2Config, Ec2Op, SimEc2};
+pub use ec2::{Bucket, Ec2Calls, Ec2Config, Ec2Limits, Ec2Op, SimEc2};
 pub use platform::MemPlatform;
 pub use rng::Rng;
 pub use store::MemStore;

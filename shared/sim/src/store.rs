@@ -81,6 +81,8 @@ struct State {
     stream: Vec<StreamRecord>,
     sequence: u64,
     writes: u64,
+    /// Items handed out by Query and Scan (each is decoded by its reader).
+    items_read: u64,
     conflicts: u64,
     faults: VecDeque<Fault>,
     /// Items per Scan page (DynamoDB pages by 1 MB); 0 means the default.
@@ -145,6 +147,12 @@ impl MemStore {
     /// item, which DynamoDB also bills), not counting failed conditions.
     pub fn writes(&self) -> u64 {
         self.lock().writes
+    }
+
+    /// Items returned by Query and Scan so far: what the readers decode. Read it around
+    /// a reconcile to see how many items it read (the performance benchmarks do).
+    pub fn items_read(&self) -> u64 {
+        self.lock().items_read
     }
 
     /// Writes refused because their condition did not hold.
@@ -276,12 +284,14 @@ impl Store for MemStore {
                 pk: pk.to_string(),
                 sk: prefix.to_string(),
             };
-            Ok(state
+            let items: Vec<Item> = state
                 .items
                 .range(start..)
                 .take_while(|(k, _)| k.pk == pk && k.sk.starts_with(prefix))
                 .map(|(_, item)| item.clone())
-                .collect())
+                .collect();
+            state.items_read += items.len() as u64;
+            Ok(items)
         })
     }
 
@@ -414,6 +424,7 @@ impl Store for MemStore {
                     .next()
                     .is_some()
             });
+            state.items_read += items.len() as u64;
             Ok(ScanPage {
                 items,
                 next: if more { last } else { None },

@@ -109,7 +109,8 @@ fn launches_in_one_call_are_independent() {
     let results = block_on(ec2.run_instances(vec![launch("uid-1"), bad, launch("uid-3")]));
     assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
     assert_eq!(ec2.launched_total(), 2);
-    assert_eq!(ec2.calls().run_instances, 1);
+    // One RunInstances request per launch, as the EC2 adapter sends them.
+    assert_eq!(ec2.calls().run_instances, 3);
 }
 
 #[test]
@@ -451,4 +452,99 @@ fn an_offering_out_of_capacity_is_unfulfillable() {
     );
     ec2.set_capacity("m7i.large", "us-east-1a", true);
     assert!(run_one(&ec2, launch("c")).is_ok());
+}
+
+fn limited(limits: capstan_sim::Ec2Limits) -> (ManualClock, SimEc2) {
+    let (clock, shared) = clock();
+    let config = Ec2Config {
+        limits,
+        ..Ec2Config::default()
+    };
+    (clock, SimEc2::new(config, shared))
+}
+
+#[test]
+fn run_instances_requests_are_throttled_at_five_and_refill_at_two_a_second() {
+    let (clock, ec2) = limited(capstan_sim::Ec2Limits::aws());
+    for n in 0..5 {
+        run_one(&ec2, launch(&format!("uid-{n}"))).unwrap();
+    }
+    let refused = run_one(&ec2, launch("uid-5")).unwrap_err();
+    assert_eq!(
+        refused,
+        ComputeError::Throttled {
+            code: "RequestLimitExceeded".into()
+        }
+    );
+    assert_eq!(
+        ec2.launched_total(),
+        5,
+        "a throttled request launches nothing"
+    );
+    clock.advance(Duration::from_millis(499));
+    assert!(
+        run_one(&ec2, launch("uid-5")).is_err(),
+        "not a whole token yet"
+    );
+    clock.advance(Duration::from_millis(1));
+    run_one(&ec2, launch("uid-5")).unwrap();
+    clock.advance(Duration::from_secs(60));
+    // Refills stop at the bucket's size.
+    let results =
+        block_on(ec2.run_instances((10..20).map(|n| launch(&format!("uid-{n}"))).collect()));
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+    assert_eq!(ec2.calls().throttled, 2 + 5);
+}
+
+#[test]
+fn the_resource_bucket_limits_instances_and_a_repeated_token_costs_none() {
+    let (clock, ec2) = limited(capstan_sim::Ec2Limits {
+        run_instances: capstan_sim::Bucket::new(100, 100),
+        run_instances_resources: capstan_sim::Bucket::new(3, 1),
+        ..capstan_sim::Ec2Limits::aws()
+    });
+    for n in 0..3 {
+        run_one(&ec2, launch(&format!("uid-{n}"))).unwrap();
+    }
+    // The same token returns the first instance: it starts none, so it is not refused.
+    run_one(&ec2, launch("uid-0")).unwrap();
+    assert!(run_one(&ec2, launch("uid-3")).is_err());
+    clock.advance(Duration::from_secs(1));
+    run_one(&ec2, launch("uid-3")).unwrap();
+    assert_eq!(ec2.launched_total(), 4);
+}
+
+#[test]
+fn terminations_take_a_request_token_and_one_instance_token_each() {
+    let (clock, ec2) = limited(capstan_sim::Ec2Limits {
+        run_instances: capstan_sim::Bucket::new(100, 100),
+        terminate_instances_resources: capstan_sim::Bucket::new(2, 1),
+        ..capstan_sim::Ec2Limits::aws()
+    });
+    let ids: Vec<String> = (0..3)
+        .map(|n| {
+            run_one(&ec2, launch(&format!("uid-{n}")))
+                .unwrap()
+                .instance_id
+        })
+        .collect();
+    let err = block_on(ec2.terminate_instances(ids.clone(), guard())).unwrap_err();
+    assert_eq!(err.code(), "RequestLimitExceeded");
+    assert!(
+        ec2.terminated_by_request().is_empty(),
+        "refused whole: nothing terminates"
+    );
+    block_on(ec2.terminate_instances(ids[..2].to_vec(), guard())).unwrap();
+    assert!(block_on(ec2.terminate_instances(ids[2..].to_vec(), guard())).is_err());
+    clock.advance(Duration::from_secs(1));
+    block_on(ec2.terminate_instances(ids[2..].to_vec(), guard())).unwrap();
+}
+
+#[test]
+fn limits_are_off_by_default() {
+    let (_, ec2) = ec2();
+    for n in 0..50 {
+        run_one(&ec2, launch(&format!("uid-{n}"))).unwrap();
+    }
+    assert_eq!(ec2.calls().throttled, 0);
 }

@@ -35,8 +35,14 @@ pub struct Faults {
     pub delay: f64,
     /// Queues hand out visible messages in random order.
     pub reorder: bool,
-    /// A call is throttled (RequestLimitExceeded, ThrottlingException).
+    /// A call is throttled at this flat rate (ThrottlingException, RequestLimitExceeded).
+    /// With `ec2_limits` on, EC2 calls are throttled by the modelled buckets instead,
+    /// and this rate applies to DynamoDB, EventBridge and SQS only.
     pub throttle: f64,
+    /// EC2's API throttling modelled as AWS applies it: token buckets per action on the
+    /// virtual clock (see `capstan_sim::ec2::Ec2Limits::aws`), in force for the whole
+    /// run, after faults stop too (the limits are EC2's, not a fault that passes).
+    pub ec2_limits: bool,
     /// A call fails with a 5xx before taking effect.
     pub server_error: f64,
     /// A call takes effect, then the client times out: the handler stops there, as if it
@@ -84,6 +90,7 @@ pub const FAULT_NAMES: &[&str] = &[
     "delay",
     "reorder",
     "throttle",
+    "throttling",
     "5xx",
     "timeout",
     "conflict",
@@ -111,6 +118,7 @@ impl Faults {
             delay: 0.1,
             reorder: true,
             throttle: 0.03,
+            ec2_limits: true,
             server_error: 0.02,
             timeout_after_success: 0.03,
             concurrent_write: 0.03,
@@ -139,7 +147,10 @@ impl Faults {
             };
             let rate = |default: f64| value.map_or(Ok(default), |v| parse_rate(name, v));
             match (name, value) {
-                ("all" | "none" | "reorder" | "stale" | "no-idempotency", Some(_)) => {
+                (
+                    "all" | "none" | "reorder" | "stale" | "no-idempotency" | "throttling",
+                    Some(_),
+                ) => {
                     return Err(format!("fault {name:?} takes no rate: write it alone"));
                 }
                 ("all", _) => f = all.clone(),
@@ -149,6 +160,7 @@ impl Faults {
                 ("delay", _) => f.delay = rate(all.delay)?,
                 ("reorder", _) => f.reorder = true,
                 ("throttle", _) => f.throttle = rate(all.throttle)?,
+                ("throttling", _) => f.ec2_limits = true,
                 ("5xx", _) => f.server_error = rate(all.server_error)?,
                 ("timeout", _) => f.timeout_after_success = rate(all.timeout_after_success)?,
                 ("conflict", _) => f.concurrent_write = rate(all.concurrent_write)?,
@@ -304,9 +316,24 @@ enum Fate {
 }
 
 fn fate(chaos: &SharedChaos, what: &str) -> Fate {
+    fate_at(chaos, what, false)
+}
+
+/// An EC2 call's fate: with EC2's limits modelled, its throttling comes from the
+/// buckets, not from the flat rate.
+fn ec2_fate(chaos: &SharedChaos, what: &str) -> Fate {
+    fate_at(chaos, what, true)
+}
+
+fn fate_at(chaos: &SharedChaos, what: &str, ec2: bool) -> Fate {
     let mut c = lock(chaos);
+    let throttle = if ec2 && c.faults.ec2_limits {
+        0.0
+    } else {
+        c.faults.throttle
+    };
     let (t, s, a) = (
-        c.faults.throttle,
+        throttle,
         c.faults.server_error,
         c.faults.timeout_after_success,
     );
@@ -688,7 +715,7 @@ impl Compute for FaultyCompute {
         &self,
         mut launches: Vec<LaunchRequest>,
     ) -> Vec<Result<Instance, ComputeError>> {
-        let fate = fate(&self.chaos, "RunInstances");
+        let fate = ec2_fate(&self.chaos, "RunInstances");
         interleave().await;
         if let Some(e) = compute_error(&fate) {
             return launches.iter().map(|_| Err(e.clone())).collect();
@@ -772,7 +799,7 @@ impl Compute for FaultyCompute {
         instance_ids: Vec<String>,
         tag_guard: (String, String),
     ) -> Result<Vec<(String, InstanceState)>, ComputeError> {
-        let fate = fate(&self.chaos, "TerminateInstances");
+        let fate = ec2_fate(&self.chaos, "TerminateInstances");
         interleave().await;
         if let Some(e) = compute_error(&fate) {
             return Err(e);
@@ -818,7 +845,7 @@ impl Compute for FaultyCompute {
         tags: BTreeMap<String, String>,
         tag_guard: (String, String),
     ) -> Result<(), ComputeError> {
-        let fate = fate(&self.chaos, "CreateTags");
+        let fate = ec2_fate(&self.chaos, "CreateTags");
         interleave().await;
         if let Some(e) = compute_error(&fate) {
             return Err(e);
@@ -841,7 +868,7 @@ impl Compute for FaultyCompute {
         &self,
         tags: Vec<(String, String)>,
     ) -> Result<Vec<Instance>, ComputeError> {
-        let fate = fate(&self.chaos, "DescribeInstances");
+        let fate = ec2_fate(&self.chaos, "DescribeInstances");
         interleave().await;
         if let Some(e) = compute_error(&fate) {
             return Err(e);

@@ -32,7 +32,7 @@ use capstan_runtime::table::trees_by_partition;
 
 use crate::bus::{Delivery, MemBus};
 use crate::clock::{ManualClock, SeededEntropy, VIRTUAL_EPOCH_SECONDS};
-use crate::ec2::{Ec2Config, SimEc2};
+use crate::ec2::{Ec2Config, Ec2Limits, SimEc2};
 use crate::platform::MemPlatform;
 use crate::rng::Rng;
 use crate::store::MemStore;
@@ -195,6 +195,11 @@ impl Simulation {
         let ec2_config = Ec2Config {
             boot_delay: Duration::from_millis(rng.below(30_000)),
             shutdown_delay: Duration::from_millis(rng.below(20_000)),
+            limits: if self.faults.ec2_limits {
+                Ec2Limits::aws()
+            } else {
+                Ec2Limits::off()
+            },
             ..Ec2Config::default()
         };
         // Small Scan pages, from the seed without drawing from the RNG (so seeds replay
