@@ -9,8 +9,8 @@ use std::time::Duration;
 use capstan_embedded::Embedded;
 use capstan_model::meta::condition;
 use capstan_model::{
-    ClusterAccess, ConditionStatus, EksAccess, MachinePhase, MachineTaint, Object, PoolHealthCheck,
-    TaintEffect, TaintPropagation, UnhealthyCondition,
+    Bootstrap, ClusterAccess, ConditionStatus, EksAccess, EksBootstrap, MachinePhase, MachineTaint,
+    Object, PoolHealthCheck, TaintEffect, TaintPropagation, UnhealthyCondition,
 };
 use capstan_runtime::ports::Workload;
 use capstan_sim::workload::{ClusterKey, NotReady};
@@ -292,4 +292,72 @@ async fn pool_labels_and_taints_reach_the_nodes_in_place_without_a_rollout() {
             assert_eq!(node.labels.get("tier").map(String::as_str), Some("front"));
         }
     }
+}
+
+/// A class with `bootstrap.eks` launches instances whose user data joins them to the
+/// EKS cluster: nodeadm's NodeConfig with the endpoint and authority DescribeCluster
+/// gives, the pool's labels and taints as kubelet flags, the class's own script as a
+/// further part. The simulated kubelet joins only with a NodeConfig that reaches its
+/// cluster, and registers with those flags.
+#[tokio::test]
+async fn a_class_with_eks_bootstrap_launches_nodes_that_join_their_cluster() {
+    let mut cp = control_plane(47, |_| {});
+    let objects = edited(
+        &with_access(2, |p| {
+            p.metadata.labels = BTreeMap::from([("team".to_string(), "web".to_string())]);
+            p.taints = vec![taint(
+                "example.com/warming",
+                TaintPropagation::OnInitialization,
+            )];
+        }),
+        |o| {
+            if let Object::MachineClass(c) = o {
+                c.spec.bootstrap = Some(Bootstrap {
+                    eks: Some(EksBootstrap {}),
+                });
+                c.spec.user_data = Some("#!/bin/bash\necho capstan-was-here\n".into());
+            }
+        },
+    );
+    cp.apply(&objects).await.expect("apply");
+    converge(&mut cp).await;
+
+    let described = cp
+        .workload
+        .eks_cluster(&cluster().target())
+        .await
+        .expect("described");
+    let machines = pool_machines(&cp, "workers");
+    assert_eq!(machines.len(), 2);
+    for m in machines {
+        assert_eq!(m.status.phase, MachinePhase::Running, "{:?}", m.status);
+        assert!(m.status.node_ref.is_some(), "joined: {:?}", m.status);
+        let id = m.status.instance_id.clone().expect("instance");
+        let user_data = cp
+            .ec2
+            .launch_request(&id)
+            .and_then(|r| r.user_data)
+            .expect("launched with user data");
+        assert!(user_data.starts_with("MIME-Version: 1.0"), "{user_data}");
+        for expected in [
+            "Content-Type: application/node.eks.aws".to_string(),
+            "name: \"demo\"".to_string(),
+            format!("apiServerEndpoint: \"{}\"", described.endpoint),
+            format!(
+                "certificateAuthority: \"{}\"",
+                described.certificate_authority
+            ),
+            format!("cidr: \"{}\"", described.service_cidr),
+            "team=web".to_string(),
+            "--register-with-taints=example.com/warming=yes:NoSchedule".to_string(),
+            "Content-Type: text/x-shellscript".to_string(),
+            "echo capstan-was-here".to_string(),
+        ] {
+            assert!(user_data.contains(&expected), "{expected} in:\n{user_data}");
+        }
+    }
+    assert_eq!(
+        node_taints(&cp),
+        vec![vec!["example.com/warming"], vec!["example.com/warming"]]
+    );
 }

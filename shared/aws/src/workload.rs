@@ -10,7 +10,7 @@ use aws_config::Region;
 use aws_credential_types::provider::ProvideCredentials;
 use base64::Engine;
 use capstan_kube::{Connect, StaticConnect, config_from_kubeconfig_yaml, eks_token};
-use capstan_runtime::ports::{ClusterAccessKey, WorkloadError, WorkloadTarget};
+use capstan_runtime::ports::{ClusterAccessKey, EksCluster, WorkloadError, WorkloadTarget};
 
 use crate::clients::Clients;
 use crate::error::{Class, classify};
@@ -34,13 +34,12 @@ impl AwsConnect {
         }
     }
 
-    async fn eks_config(
+    /// DescribeCluster, in the cluster's region (the function's own by default).
+    async fn describe(
         &self,
-        target: &WorkloadTarget,
         cluster_name: &str,
-        region: Option<&str>,
-    ) -> Result<kube::Config, WorkloadError> {
-        let region = region.unwrap_or(&self.region);
+        region: &str,
+    ) -> Result<aws_sdk_eks::types::Cluster, WorkloadError> {
         let eks = if region == self.region {
             self.eks.clone()
         } else {
@@ -55,12 +54,21 @@ impl AwsConnect {
             .send()
             .await
             .map_err(|e| sdk_error("DescribeCluster", &classify(&e)))?;
-        let cluster = out.cluster.ok_or_else(|| {
+        out.cluster.ok_or_else(|| {
             WorkloadError::Invalid(format!(
                 "DescribeCluster returned no cluster {cluster_name}"
             ))
-        })?;
-        let endpoint = cluster.endpoint.ok_or_else(|| {
+        })
+    }
+
+    /// The cluster's endpoint and certificate authority (base64, as EKS gives it).
+    async fn endpoint_and_ca(
+        &self,
+        cluster_name: &str,
+        region: &str,
+    ) -> Result<(aws_sdk_eks::types::Cluster, String, String), WorkloadError> {
+        let cluster = self.describe(cluster_name, region).await?;
+        let endpoint = cluster.endpoint.clone().ok_or_else(|| {
             WorkloadError::Unavailable(format!(
                 "EKS cluster {cluster_name} has no endpoint yet (status {:?})",
                 cluster.status
@@ -68,12 +76,24 @@ impl AwsConnect {
         })?;
         let ca = cluster
             .certificate_authority
-            .and_then(|c| c.data)
+            .as_ref()
+            .and_then(|c| c.data.clone())
             .ok_or_else(|| {
                 WorkloadError::Invalid(format!(
                     "EKS cluster {cluster_name} reports no certificate authority"
                 ))
             })?;
+        Ok((cluster, endpoint, ca))
+    }
+
+    async fn eks_config(
+        &self,
+        target: &WorkloadTarget,
+        cluster_name: &str,
+        region: Option<&str>,
+    ) -> Result<kube::Config, WorkloadError> {
+        let region = region.unwrap_or(&self.region);
+        let (_, endpoint, ca) = self.endpoint_and_ca(cluster_name, region).await?;
         let pem = base64::engine::general_purpose::STANDARD
             .decode(ca.trim())
             .ok()
@@ -127,6 +147,36 @@ impl Connect for AwsConnect {
             }
             ClusterAccessKey::Kubeconfig { secret_arn } => self.kubeconfig(secret_arn).await,
         }
+    }
+
+    async fn eks_cluster(&self, target: &WorkloadTarget) -> Result<EksCluster, WorkloadError> {
+        let ClusterAccessKey::Eks {
+            cluster_name,
+            region,
+        } = &target.access
+        else {
+            return Err(WorkloadError::Invalid(format!(
+                "cluster {}/{} is reached through a kubeconfig: bootstrap.eks needs spec.access.eks",
+                target.namespace, target.cluster
+            )));
+        };
+        let region = region.as_deref().unwrap_or(&self.region);
+        let (cluster, endpoint, certificate_authority) =
+            self.endpoint_and_ca(cluster_name, region).await?;
+        let network = cluster.kubernetes_network_config.as_ref();
+        let service_cidr = network
+            .and_then(|n| n.service_ipv4_cidr.clone())
+            .or_else(|| network.and_then(|n| n.service_ipv6_cidr.clone()))
+            .ok_or_else(|| {
+                WorkloadError::Invalid(format!(
+                    "EKS cluster {cluster_name} reports no service CIDR (kubernetesNetworkConfig)"
+                ))
+            })?;
+        Ok(EksCluster {
+            endpoint,
+            certificate_authority,
+            service_cidr,
+        })
     }
 }
 

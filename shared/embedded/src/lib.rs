@@ -260,9 +260,7 @@ impl Embedded {
         // The kubelets see the instances that changed since they last looked (all of
         // them every step made a 10,000-instance run quadratic; seeing an unchanged
         // instance again changes nothing).
-        let (changed, latest) = self.ec2.instances_changed_after(self.observed);
-        self.workload.observe_instances(self.now(), &changed);
-        self.observed = latest;
+        self.observed = self.workload.follow(self.now(), &self.ec2, self.observed);
         let report = self.driver.step().await?;
         for served in &report.served {
             let load = self.driver.schedule.load.entry(served.queue).or_default();

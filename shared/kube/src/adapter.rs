@@ -11,11 +11,11 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use capstan_runtime::ports::{
-    Eviction, Node, NodePatch, Pod, PodFilter, VolumeAttachment, Workload, WorkloadError,
-    WorkloadTarget, instance_id_of,
+    EksCluster, Eviction, Node, NodePatch, Pod, PodFilter, VolumeAttachment, Workload,
+    WorkloadError, WorkloadTarget, instance_id_of,
 };
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::policy::v1 as policy;
@@ -55,9 +55,16 @@ impl Default for Timeouts {
 pub struct KubeWorkload<C> {
     connect: C,
     clients: Mutex<HashMap<WorkloadTarget, Client>>,
+    /// DescribeCluster's answers, reused for [`EKS_CLUSTER_TTL`]: a scale-up launches
+    /// many Machines of one cluster at once.
+    eks_clusters: Mutex<HashMap<WorkloadTarget, (Instant, EksCluster)>>,
     timeouts: Timeouts,
     page_size: u32,
 }
+
+/// How long a cluster's endpoint and certificate authority are reused for bootstrap
+/// user data: a rotated authority reaches new nodes within this.
+pub const EKS_CLUSTER_TTL: Duration = Duration::from_secs(300);
 
 /// Items per list page: the API server's default chunk size for kubectl.
 const PAGE_SIZE: u32 = 500;
@@ -67,6 +74,7 @@ impl<C: Connect> KubeWorkload<C> {
         KubeWorkload {
             connect,
             clients: Mutex::new(HashMap::new()),
+            eks_clusters: Mutex::new(HashMap::new()),
             timeouts: Timeouts::default(),
             page_size: PAGE_SIZE,
         }
@@ -362,6 +370,28 @@ impl<C: Connect> Workload for KubeWorkload<C> {
         })
         .await?
         .map_err(from_kube)
+    }
+
+    async fn eks_cluster(&self, target: &WorkloadTarget) -> Result<EksCluster, WorkloadError> {
+        let cached = {
+            let cache = self
+                .eks_clusters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            cache
+                .get(target)
+                .filter(|(at, _)| at.elapsed() < EKS_CLUSTER_TTL)
+                .map(|(_, cluster)| cluster.clone())
+        };
+        if let Some(cluster) = cached {
+            return Ok(cluster);
+        }
+        let cluster = self.connect.eks_cluster(target).await?;
+        self.eks_clusters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(target.clone(), (Instant::now(), cluster.clone()));
+        Ok(cluster)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use capstan_runtime::ports::{WorkloadError, WorkloadTarget};
+use capstan_runtime::ports::{EksCluster, WorkloadError, WorkloadTarget};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use secrecy::SecretString;
 
@@ -18,6 +18,19 @@ pub trait Connect: Send + Sync {
         &self,
         target: &WorkloadTarget,
     ) -> impl Future<Output = Result<kube::Config, WorkloadError>> + Send;
+
+    /// What a node needs to join the EKS cluster `target` names (DescribeCluster), for
+    /// a launch with `bootstrap.eks`. A way in that knows of no EKS cluster says so.
+    fn eks_cluster(
+        &self,
+        target: &WorkloadTarget,
+    ) -> impl Future<Output = Result<EksCluster, WorkloadError>> + Send {
+        let message = format!(
+            "cluster {}/{} is reached without EKS: bootstrap.eks needs spec.access.eks and Capstan's AWS runtime",
+            target.namespace, target.cluster
+        );
+        async move { Err(WorkloadError::Invalid(message)) }
+    }
 }
 
 /// The same API server (or one per listed target) for every target, with an optional
@@ -28,6 +41,7 @@ pub struct StaticConnect {
     urls: HashMap<WorkloadTarget, http::Uri>,
     token: Option<String>,
     root_certs: Option<Vec<Vec<u8>>>,
+    eks_cluster: Option<EksCluster>,
 }
 
 impl std::fmt::Debug for StaticConnect {
@@ -66,6 +80,12 @@ impl StaticConnect {
         self
     }
 
+    /// Answers [`Connect::eks_cluster`] with `cluster` for every target.
+    pub fn with_eks_cluster(mut self, cluster: EksCluster) -> Self {
+        self.eks_cluster = Some(cluster);
+        self
+    }
+
     /// Trusts the certificates of a PEM bundle (instead of the system roots).
     pub fn with_ca_pem(mut self, pem: &str) -> Result<Self, WorkloadError> {
         self.root_certs = Some(ders_of_pem(pem.as_bytes())?);
@@ -89,6 +109,15 @@ impl Connect for StaticConnect {
         config.root_cert.clone_from(&self.root_certs);
         config.auth_info.token = self.token.clone().map(SecretString::from);
         Ok(config)
+    }
+
+    async fn eks_cluster(&self, target: &WorkloadTarget) -> Result<EksCluster, WorkloadError> {
+        self.eks_cluster.clone().ok_or_else(|| {
+            WorkloadError::Invalid(format!(
+                "no EKS cluster configured for cluster {}/{}",
+                target.namespace, target.cluster
+            ))
+        })
     }
 }
 

@@ -87,6 +87,8 @@ pub struct LocalControlPlane {
     clock: Arc<dyn Clock>,
     /// The instances as last saved, to save only when they changed.
     saved: Vec<(String, String)>,
+    /// EC2's change number the kubelets have seen ([`MemWorkload::follow`]).
+    observed: u64,
     path: String,
 }
 
@@ -140,6 +142,7 @@ impl LocalControlPlane {
             workload,
             clock,
             saved,
+            observed: 0,
             path: path.display().to_string(),
         })
     }
@@ -151,8 +154,7 @@ impl LocalControlPlane {
     /// One round of the driver; saves the instances when they changed. True if
     /// anything happened.
     pub async fn step(&mut self) -> Result<bool, LocalError> {
-        self.workload
-            .observe_instances(self.now(), &self.ec2.instances());
+        self.observed = self.workload.follow(self.now(), &self.ec2, self.observed);
         let report = self.driver.step().await?;
         if let Some(Err(e)) = report.sweep {
             return Err(e.into());

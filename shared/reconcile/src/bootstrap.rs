@@ -7,11 +7,12 @@
 //! type). On those AMIs cloud-init's final stage, where a script part runs, comes
 //! before `nodeadm-run.service` starts the kubelet.
 //!
-//! # Expected flow
-//! The machine reconciler reads the cluster's name, API endpoint, certificate
-//! authority and service CIDR (EKS DescribeCluster), builds an [`EksNodeInput`] with
-//! the Machine's labels and taints and the class's `userData`, and launches with what
-//! [`eks_user_data`] returns.
+//! # Flow
+//! A Machine whose launch spec has `bootstrap.eks` launches with user data rendered at
+//! launch time: the runtime reads the cluster's API endpoint, certificate authority
+//! and service CIDR ([`EksCluster`], from EKS DescribeCluster through the workload
+//! port) and [`machine_user_data`] builds the [`EksNodeInput`] from the Machine's
+//! labels and taints and its class's `userData`.
 //!
 //! # Guarantees
 //! - Deterministic: the same input gives the same bytes (labels sorted, taints in the
@@ -32,6 +33,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use capstan_model::Machine;
+pub use capstan_model::TaintEffect;
 pub use capstan_model::user_data::{cloud_init_content_type, is_mime};
 pub use capstan_model::validate::{MAX_USER_DATA_BYTES, is_eks_cluster_name};
 
@@ -72,22 +75,56 @@ pub struct NodeTaint {
     pub effect: TaintEffect,
 }
 
-/// A taint's effect, as Kubernetes spells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaintEffect {
-    NoSchedule,
-    PreferNoSchedule,
-    NoExecute,
+/// What EKS DescribeCluster says a node needs to join the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EksCluster {
+    /// `cluster.endpoint`: `https://…`.
+    pub endpoint: String,
+    /// `cluster.certificateAuthority.data`: base64 PEM, as nodeadm takes it.
+    pub certificate_authority: String,
+    /// `cluster.kubernetesNetworkConfig.serviceIpv4Cidr` (or `serviceIpv6Cidr`).
+    pub service_cidr: String,
 }
 
-impl TaintEffect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaintEffect::NoSchedule => "NoSchedule",
-            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-            TaintEffect::NoExecute => "NoExecute",
-        }
+/// The user data `m`'s instance launches with when its launch spec has
+/// `bootstrap.eks`: a NodeConfig for EKS cluster `cluster_name` as `cluster` describes
+/// it, with the labels Capstan keeps on the Node ([`crate::node::node_labels`]) and
+/// every taint of the Machine (those propagated only on initialization included: this
+/// is the initialization), then the class's own `userData` as a part. None: the
+/// Machine has no bootstrap, and launches with its `userData` as it is.
+pub fn machine_user_data(
+    m: &Machine,
+    cluster_name: &str,
+    cluster: &EksCluster,
+) -> Result<Option<String>, BootstrapError> {
+    let launch = &m.spec.launch;
+    if launch
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.eks.as_ref())
+        .is_none()
+    {
+        return Ok(None);
     }
+    let input = EksNodeInput {
+        cluster_name: cluster_name.to_string(),
+        api_server_endpoint: cluster.endpoint.clone(),
+        certificate_authority: cluster.certificate_authority.clone(),
+        service_cidr: cluster.service_cidr.clone(),
+        labels: crate::node::node_labels(m),
+        taints: m
+            .spec
+            .taints
+            .iter()
+            .map(|t| NodeTaint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect,
+            })
+            .collect(),
+        extra_user_data: launch.user_data.clone(),
+    };
+    eks_user_data(&input).map(Some)
 }
 
 /// Why no user data could be written. None of these goes away by retrying.

@@ -23,6 +23,7 @@ pub fn launch_spec(class: &MachineClassSpec) -> LaunchSpec {
         metadata_options: class.metadata_options.clone(),
         tags: class.tags.clone(),
         user_data: class.user_data.clone(),
+        bootstrap: class.bootstrap.clone(),
     }
 }
 

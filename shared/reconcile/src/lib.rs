@@ -22,7 +22,10 @@ pub mod node;
 pub mod plan;
 pub mod tree;
 
-pub use bootstrap::{BootstrapError, EksNodeInput, NodeTaint, TaintEffect, eks_user_data};
+pub use bootstrap::{
+    BootstrapError, EksCluster, EksNodeInput, NodeTaint, TaintEffect, eks_user_data,
+    machine_user_data,
+};
 pub use lifecycle::{Ctx, decide};
 pub use plan::{Action, Plan};
 pub use tree::Tree;

@@ -60,6 +60,9 @@ pub enum External {
     Launch {
         request: LaunchRequest,
         recover: bool,
+        /// How to reach the Cluster whose DescribeCluster the user data needs, when
+        /// the launch spec has `bootstrap.eks` ([`crate::bootstrap::machine_user_data`]).
+        bootstrap: Option<capstan_model::ClusterAccess>,
     },
     Terminate {
         instance_id: String,
@@ -168,11 +171,16 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
     if let (Some(external), Object::Machine(machine)) = (decision.external, &object) {
         let machine = machine.clone();
         plan.push(match external {
-            External::Launch { request, recover } => Action::Launch {
+            External::Launch {
+                request,
+                recover,
+                bootstrap,
+            } => Action::Launch {
                 machine,
                 request,
                 observed_rv,
                 recover,
+                bootstrap,
             },
             External::Terminate { instance_id } => Action::Terminate {
                 machine,

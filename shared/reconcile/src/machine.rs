@@ -142,6 +142,16 @@ pub fn decide(
                     fail(m, "NoInstanceType", message, now);
                     return d;
                 };
+                let bootstrap = match bootstrap_access(m, access) {
+                    Ok(bootstrap) => bootstrap,
+                    Err(message) => {
+                        // Nothing to launch with yet; the fix is on the Cluster, whose
+                        // edit wakes this Machine, so the wait is only a backstop.
+                        set_not_ready(m, "BootstrapNeedsAccess", message, now);
+                        d.requeue(BACKOFF_MAX);
+                        return d;
+                    }
+                };
                 let st = &mut m.status;
                 st.phase = MachinePhase::Provisioning;
                 st.launch_requested_at = Some(now);
@@ -160,6 +170,7 @@ pub fn decide(
                 d.external = Some(External::Launch {
                     request: launch_request(m, &offering, &ctx.installation),
                     recover: false,
+                    bootstrap,
                 });
             }
         },
@@ -384,6 +395,30 @@ pub enum LaunchOutcome {
         code: String,
         message: String,
     },
+}
+
+/// The access a launch renders its bootstrap user data through: None without
+/// `bootstrap`; an error, saying what to fix, when the Cluster gives no EKS access.
+fn bootstrap_access(
+    m: &Machine,
+    access: Option<&ClusterAccess>,
+) -> Result<Option<ClusterAccess>, String> {
+    if m.spec
+        .launch
+        .bootstrap
+        .as_ref()
+        .and_then(|b| b.eks.as_ref())
+        .is_none()
+    {
+        return Ok(None);
+    }
+    match access {
+        Some(a) if a.eks.is_some() && a.kubeconfig.is_none() => Ok(Some(a.clone())),
+        _ => Err(format!(
+            "the launch spec has bootstrap.eks, which reads the EKS cluster's endpoint and certificate authority with DescribeCluster, but Cluster {:?} has no spec.access.eks: set spec.access.eks.clusterName on the Cluster",
+            m.spec.cluster_name
+        )),
+    }
 }
 
 /// The Machine after its launch call: id recorded, or backoff, or Failed.

@@ -23,11 +23,14 @@ pub enum Action {
     /// [`crate::machine::after_launch`] on the observed item at `observed_rv`.
     /// With `recover`, first looks for an instance already launched for this Machine
     /// (by its machine-uid tag) and records that one instead of launching.
+    /// With `bootstrap`, the user data is rendered first, from the EKS cluster that
+    /// access names ([`crate::bootstrap::machine_user_data`]).
     Launch {
         machine: Machine,
         request: LaunchRequest,
         observed_rv: u64,
         recover: bool,
+        bootstrap: Option<capstan_model::ClusterAccess>,
     },
     /// Terminates the Machine's instance, then records the state EC2 returns with
     /// [`crate::machine::record_instance_state`] at `observed_rv`.

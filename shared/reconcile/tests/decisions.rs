@@ -580,3 +580,63 @@ fn an_unreadable_spec_is_reported_on_the_object_and_nothing_is_done() {
     assert_eq!(c.status, ConditionStatus::False);
     assert!(c.message.contains("spec.replicas"), "{}", c.message);
 }
+
+#[test]
+fn a_machine_with_eks_bootstrap_launches_through_its_clusters_access_or_waits_for_it() {
+    let mut m = machine("w-1");
+    m.spec.launch.bootstrap = Some(Bootstrap {
+        eks: Some(EksBootstrap {}),
+    });
+    let o = Object::Machine(m);
+
+    // No Cluster with spec.access.eks: nothing is launched, and the Machine says why.
+    let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::New)]), &ctx(5));
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch { .. })),
+        "{plan:#?}"
+    );
+    let waiting = observed_machine(&plan).expect("status written");
+    assert_eq!(waiting.status.phase, MachinePhase::Pending);
+    let ready = waiting
+        .status
+        .conditions
+        .get(condition::READY)
+        .expect("Ready");
+    assert_eq!(ready.reason, "BootstrapNeedsAccess");
+    assert!(
+        ready.message.contains("spec.access.eks"),
+        "{}",
+        ready.message
+    );
+    assert!(plan.requeue_after.is_some());
+
+    // With the Cluster's EKS access: launched, with the access to render the user data.
+    let mut c = cluster();
+    c.spec.access = Some(ClusterAccess {
+        eks: Some(EksAccess {
+            cluster_name: "prod-eks".into(),
+            region: None,
+        }),
+        kubeconfig: None,
+    });
+    let c = Object::Cluster(c);
+    let plan = decide(
+        &key(&o),
+        &tree(&[(c, Stored::Live), (o.clone(), Stored::New)]),
+        &ctx(5),
+    );
+    let launch = plan.actions.iter().find_map(|a| match a {
+        Action::Launch { bootstrap, .. } => Some(bootstrap),
+        _ => None,
+    });
+    let Some(Some(access)) = launch else {
+        panic!("launched with the cluster's access: {plan:#?}");
+    };
+    assert_eq!(
+        access.eks.as_ref().map(|e| e.cluster_name.as_str()),
+        Some("prod-eks")
+    );
+}

@@ -188,6 +188,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                     request,
                     observed_rv,
                     recover,
+                    bootstrap,
                 } => {
                     let found = if *recover {
                         self.find_instance(machine).await?
@@ -199,7 +200,16 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                             info!(object = %key_of(machine), step = "launch", instance = %found.instance_id, "found the instance of an unrecorded launch");
                             LaunchOutcome::Launched(found)
                         }
-                        None => self.launch(machine, request.clone()).await,
+                        None => match self.bootstrap_user_data(machine, bootstrap.as_ref()).await {
+                            Ok(user_data) => {
+                                let mut request = request.clone();
+                                if user_data.is_some() {
+                                    request.user_data = user_data;
+                                }
+                                self.launch(machine, request).await
+                            }
+                            Err(not_launched) => not_launched,
+                        },
                     };
                     let updated =
                         machine_decisions::after_launch(machine, outcome, self.clock.now());
@@ -423,6 +433,58 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             Expect::Version(observed_rv),
         )
         .await
+    }
+
+    /// The user data of a launch whose spec has `bootstrap.eks`, rendered from what
+    /// DescribeCluster says of the cluster `access` names
+    /// ([`capstan_reconcile::machine_user_data`]); None without bootstrap. An error is
+    /// the launch's outcome: nothing was launched. Reading the cluster is retried with
+    /// the launch's backoff (a cluster still being created, throttling, an access
+    /// entry not yet in place); a spec the user data cannot be written from fails the
+    /// Machine, saying why.
+    async fn bootstrap_user_data(
+        &self,
+        machine: &Machine,
+        access: Option<&capstan_model::ClusterAccess>,
+    ) -> Result<Option<String>, LaunchOutcome> {
+        let Some(access) = access else {
+            return Ok(None);
+        };
+        let (Some(target), Some(eks)) = (crate::node::target_of(machine, access), &access.eks)
+        else {
+            return Err(LaunchOutcome::Retryable {
+                code: "BootstrapNeedsAccess".into(),
+                message: "bootstrap.eks needs the Cluster's spec.access.eks".into(),
+            });
+        };
+        let cluster = match self.workload.eks_cluster(&target).await {
+            Ok(cluster) => cluster,
+            Err(e) => {
+                warn!(object = %key_of(machine), step = "bootstrap", error = %e, "reading the EKS cluster for the node's bootstrap failed");
+                return Err(LaunchOutcome::Retryable {
+                    code: "EksClusterUnreadable".into(),
+                    message: format!(
+                        "reading EKS cluster {} for the node's bootstrap: {e}",
+                        eks.cluster_name
+                    ),
+                });
+            }
+        };
+        capstan_reconcile::machine_user_data(machine, &eks.cluster_name, &cluster).map_err(|e| {
+            warn!(object = %key_of(machine), step = "bootstrap", error = %e, "no user data could be written");
+            match e {
+                capstan_reconcile::BootstrapError::InvalidCluster { .. } => {
+                    LaunchOutcome::Retryable {
+                        code: "EksClusterNotReady".into(),
+                        message: e.to_string(),
+                    }
+                }
+                _ => LaunchOutcome::Final {
+                    code: "InvalidBootstrap".into(),
+                    message: e.to_string(),
+                },
+            }
+        })
     }
 
     /// One RunInstances for one Machine, its error classified for the decision.

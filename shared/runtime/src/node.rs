@@ -189,6 +189,12 @@ impl Workload for NoWorkload {
     ) -> Result<Vec<crate::ports::VolumeAttachment>, WorkloadError> {
         Err(no_access())
     }
+    async fn eks_cluster(
+        &self,
+        _: &WorkloadTarget,
+    ) -> Result<crate::ports::EksCluster, WorkloadError> {
+        Err(no_access())
+    }
 }
 
 fn no_access() -> WorkloadError {

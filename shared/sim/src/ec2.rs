@@ -426,6 +426,18 @@ impl SimEc2 {
             .map(|&i| state.instances[i].instance.clone())
     }
 
+    /// The request that launched `instance_id` through `run_instances` (its user data,
+    /// say), as EC2 keeps it; None for a foreign or restored instance.
+    pub fn launch_request(&self, instance_id: impl AsRef<str>) -> Option<LaunchRequest> {
+        let state = self.lock();
+        let idx = *state.by_id.get(instance_id.as_ref())?;
+        state
+            .tokens
+            .values()
+            .find(|(i, _)| *i == idx)
+            .map(|(_, request)| request.clone())
+    }
+
     /// Instances launched through `run_instances` (a repeated ClientToken launches
     /// nothing; foreign instances are not counted).
     pub fn launched_total(&self) -> u64 {
@@ -614,11 +626,14 @@ impl SimEc2 {
             InstanceState::Running | InstanceState::Stopped | InstanceState::Terminated => None,
         };
         state.by_id.insert(instance.instance_id.clone(), idx);
+        state.changes += 1;
+        let changed = state.changes;
         state.instances.push(SimInstance {
             instance,
             address: None,
             next: None,
             spot: false,
+            changed,
         });
         state.reschedule(idx, follow);
     }

@@ -682,3 +682,76 @@ fn volume_detaches_after_the_delay_once_its_pod_left() {
             .is_empty()
     );
 }
+
+/// A kubelet started by nodeadm joins only the cluster its NodeConfig reaches (the
+/// name and endpoint DescribeCluster gives), and registers with its flags' labels
+/// and taints; one pointed elsewhere never joins.
+#[test]
+fn a_kubelet_joins_only_the_cluster_its_node_config_reaches() {
+    use capstan_model::{LaunchRequest, Market, MetadataOptions, RootVolume};
+    use capstan_reconcile::{EksNodeInput, NodeTaint, TaintEffect, eks_user_data};
+    use capstan_runtime::Compute;
+
+    let (clock, shared) = clock();
+    let ec2 = SimEc2::new(Ec2Config::default(), shared.clone());
+    let wl = MemWorkload::new(WorkloadConfig::default(), shared);
+    let described = block_on(wl.eks_cluster(&target())).expect("described");
+    let user_data = |endpoint: &str| {
+        eks_user_data(&EksNodeInput {
+            cluster_name: "prod".into(),
+            api_server_endpoint: endpoint.into(),
+            certificate_authority: described.certificate_authority.clone(),
+            service_cidr: described.service_cidr.clone(),
+            labels: BTreeMap::from([("team".to_string(), "web".to_string())]),
+            taints: vec![NodeTaint {
+                key: "example.com/warming".into(),
+                value: None,
+                effect: TaintEffect::NoSchedule,
+            }],
+            extra_user_data: None,
+        })
+        .expect("user data")
+    };
+    let launch = |token: &str, user_data: String| LaunchRequest {
+        client_token: token.into(),
+        image_id: "ami-0abcdef1234567890".into(),
+        instance_type: "m7i.large".into(),
+        subnet_id: "subnet-0a1b2c3d4e5f60001".into(),
+        security_groups: vec!["sg-0123456789abcdef0".into()],
+        instance_profile: None,
+        root_volume: RootVolume::default(),
+        market: Market::default(),
+        metadata_options: MetadataOptions::default(),
+        tags: BTreeMap::from([
+            ("capstan.dev/namespace".to_string(), "team-a".to_string()),
+            ("capstan.dev/cluster".to_string(), "prod".to_string()),
+        ]),
+        user_data: Some(user_data),
+    };
+    let launched = block_on(ec2.run_instances(vec![
+        launch("good", user_data(&described.endpoint)),
+        launch(
+            "astray",
+            user_data("https://00000000000000000000000000000000.gr7.us-east-1.eks.amazonaws.com"),
+        ),
+    ]));
+    let ids: Vec<String> = launched
+        .into_iter()
+        .map(|r| r.expect("launched").instance_id)
+        .collect();
+    let mut seen = 0;
+    for _ in 0..120 {
+        clock.advance(Duration::from_secs(1));
+        seen = wl.follow(now(&clock), &ec2, seen);
+    }
+    let good = block_on(wl.find_node(&target(), &ids[0]))
+        .expect("reachable")
+        .expect("the kubelet that reaches the cluster joins");
+    assert_eq!(good.labels.get("team").map(String::as_str), Some("web"));
+    assert!(good.taints.iter().any(|t| t.key == "example.com/warming"));
+    assert_eq!(
+        block_on(wl.find_node(&target(), &ids[1])).expect("reachable"),
+        None,
+        "a kubelet pointed at another endpoint never joins"
+    );
+}

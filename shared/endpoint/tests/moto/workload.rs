@@ -143,6 +143,27 @@ async fn an_eks_cluster_is_described_and_its_certificate_authority_required() {
     assert!(!err.is_retryable());
     assert!(endpoint.starts_with("https://"), "{endpoint}");
 
+    // What a node's bootstrap user data needs, from the same DescribeCluster: moto's
+    // default service CIDR, and the authority as EKS gives it (base64, not decoded).
+    let described = connect
+        .eks_cluster(&target(ClusterAccessKey::Eks {
+            cluster_name: "demo".into(),
+            region: None,
+        }))
+        .await
+        .expect("DescribeCluster for the bootstrap");
+    assert_eq!(described.endpoint, endpoint);
+    assert_eq!(described.service_cidr, "172.20.0.0/16");
+    assert!(!described.certificate_authority.is_empty());
+    // A kubeconfig target has no EKS cluster to describe: final.
+    let err = connect
+        .eks_cluster(&target(ClusterAccessKey::Kubeconfig {
+            secret_arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:kc".into(),
+        }))
+        .await
+        .expect_err("not EKS");
+    assert!(!err.is_retryable(), "{err}");
+
     // A cluster EKS does not have: final, with the call named.
     let err = connect
         .config(&target(ClusterAccessKey::Eks {

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::{Market, MetadataOptions, RootVolume};
+use crate::kinds::{Bootstrap, Market, MetadataOptions, RootVolume};
 use crate::meta::Conditions;
 
 /// What a Machine is for.
@@ -133,6 +133,10 @@ pub struct LaunchSpec {
     pub tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
+    /// How the instance joins its cluster: Capstan renders the user data at launch
+    /// (the cluster's endpoint and certificate authority are read then, not copied here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<Bootstrap>,
 }
 
 /// Where a Machine is in its life (Cluster API's phases).

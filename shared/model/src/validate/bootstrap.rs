@@ -7,10 +7,17 @@ use super::limits::{EKS_BOOTSTRAP_RESERVED_BYTES, MAX_USER_DATA_BYTES};
 use crate::kinds::Bootstrap;
 use crate::user_data::{cloud_init_content_type, is_mime};
 
-pub(super) fn bootstrap(v: &mut Errors, bootstrap: &Bootstrap, user_data: Option<&str>) {
+/// `base`: where the launch fields sit (`spec` on a class, `spec.launch` on a Machine).
+pub(super) fn bootstrap(
+    v: &mut Errors,
+    base: &str,
+    bootstrap: &Bootstrap,
+    user_data: Option<&str>,
+) {
+    let at = |field: &str| format!("{base}.{field}");
     if bootstrap.eks.is_none() {
         v.push(
-            "spec.bootstrap",
+            at("bootstrap"),
             "names no bootstrap method",
             "set bootstrap: {eks: {}} for an EKS cluster, or remove bootstrap",
         );
@@ -21,13 +28,13 @@ pub(super) fn bootstrap(v: &mut Errors, bootstrap: &Bootstrap, user_data: Option
     };
     if is_mime(data) {
         v.push(
-            "spec.userData",
+            at("userData"),
             "is a MIME multi-part document; with bootstrap.eks Capstan writes the MIME document and adds userData as one part",
             "give the script (#!...) or #cloud-config alone; to run several, combine them in one #cloud-config (runcmd, write_files)",
         );
     } else if cloud_init_content_type(data).is_none() {
         v.push(
-            "spec.userData",
+            at("userData"),
             "starts with neither #! nor #cloud-config (nor another cloud-init marker): as a part of the bootstrap user data, cloud-init would ignore it",
             "start a script with a #! line, e.g. #!/bin/bash, or cloud-config with #cloud-config",
         );
@@ -35,7 +42,7 @@ pub(super) fn bootstrap(v: &mut Errors, bootstrap: &Bootstrap, user_data: Option
     let room = MAX_USER_DATA_BYTES - EKS_BOOTSTRAP_RESERVED_BYTES;
     if data.len() > room {
         v.push(
-            "spec.userData",
+            at("userData"),
             format!(
                 "is {} bytes; with bootstrap.eks at most {room}: the NodeConfig takes up to {EKS_BOOTSTRAP_RESERVED_BYTES} of EC2's {MAX_USER_DATA_BYTES}-byte limit",
                 data.len()

@@ -1,5 +1,6 @@
 //! The launch fields a MachineClass and a Machine's resolved launch spec share (image,
-//! subnets, instance types, volumes, market, metadata options, tags, user data), as EC2
+//! subnets, instance types, volumes, market, metadata options, tags, user data,
+//! bootstrap), as EC2
 //! would take them, and a Machine's failure domain.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,7 @@ use super::limits::{
 };
 use super::secrets::{SECRET_HINT, secrets_in};
 use crate::kinds::{
-    HttpTokens, LaunchSpec, Market, MarketType, MetadataOptions, RootVolume, VolumeType,
+    Bootstrap, HttpTokens, LaunchSpec, Market, MarketType, MetadataOptions, RootVolume, VolumeType,
 };
 
 /// The launch fields a MachineClass and a Machine's resolved launch spec share.
@@ -26,6 +27,7 @@ pub(super) struct LaunchFields<'a> {
     pub(super) metadata_options: &'a MetadataOptions,
     pub(super) tags: &'a BTreeMap<String, String>,
     pub(super) user_data: Option<&'a str>,
+    pub(super) bootstrap: Option<&'a Bootstrap>,
     /// A MachineClass's failure domains; a Machine has one, checked on its own.
     pub(super) subnets: Option<&'a [String]>,
 }
@@ -42,6 +44,7 @@ impl<'a> From<&'a LaunchSpec> for LaunchFields<'a> {
             metadata_options: &l.metadata_options,
             tags: &l.tags,
             user_data: l.user_data.as_deref(),
+            bootstrap: l.bootstrap.as_ref(),
             subnets: None,
         }
     }
@@ -106,6 +109,9 @@ pub(super) fn launch(v: &mut Errors, base: &str, l: &LaunchFields) {
     tags(v, &at("tags"), l.tags);
     if let Some(data) = l.user_data {
         user_data(v, &at("userData"), data);
+    }
+    if let Some(b) = l.bootstrap {
+        super::bootstrap::bootstrap(v, base, b, l.user_data);
     }
 }
 

@@ -45,7 +45,6 @@ pub use secrets::secrets_in;
 pub use version::is_kubernetes_version;
 
 use access::access;
-use bootstrap::bootstrap;
 use counts::{autoscaling, non_negative, replicas};
 use health_check::{health_checks, remediation};
 use launch::{LaunchFields, failure_domain, launch};
@@ -241,12 +240,10 @@ fn machine_class(v: &mut Errors, spec: &MachineClassSpec) {
             metadata_options: &spec.metadata_options,
             tags: &spec.tags,
             user_data: spec.user_data.as_deref(),
+            bootstrap: spec.bootstrap.as_ref(),
             subnets: Some(&spec.subnets),
         },
     );
-    if let Some(b) = &spec.bootstrap {
-        bootstrap(v, b, spec.user_data.as_deref());
-    }
 }
 
 fn machine_template(v: &mut Errors, base: &str, template: &MachineTemplate) {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use capstan_model::Timestamp;
 use capstan_model::kinds::ClusterAccess;
 use capstan_model::meta::ConditionStatus;
+pub use capstan_reconcile::EksCluster;
 use thiserror::Error;
 
 /// Which workload cluster a call is for: the Capstan Cluster and how to reach its API.
@@ -300,4 +301,12 @@ pub trait Workload: Send + Sync {
         target: &WorkloadTarget,
         node: &str,
     ) -> impl Future<Output = Result<Vec<VolumeAttachment>, WorkloadError>> + Send;
+
+    /// What a node needs to join the EKS cluster `target` names (DescribeCluster's
+    /// endpoint, certificate authority and service CIDR), for the user data of a
+    /// launch with `bootstrap.eks`. A target that is not an EKS cluster is `Invalid`.
+    fn eks_cluster(
+        &self,
+        target: &WorkloadTarget,
+    ) -> impl Future<Output = Result<EksCluster, WorkloadError>> + Send;
 }

@@ -153,6 +153,8 @@ struct Run {
     capacity_out: Vec<(String, String)>,
     /// Instances whose Node the nodes fault made NotReady.
     not_ready: Vec<String>,
+    /// EC2's change number the kubelets have seen ([`MemWorkload::follow`]).
+    observed: u64,
     steps: u64,
     /// An invariant broken inside a step, reported by the next check.
     broken: Option<Violation>,
@@ -282,6 +284,7 @@ impl Simulation {
             victims: Vec::new(),
             capacity_out: Vec::new(),
             not_ready: Vec::new(),
+            observed: 0,
             steps: 0,
             broken: None,
         };
@@ -623,8 +626,7 @@ impl Run {
     /// One step of the driver; true if anything happened. A health check's
     /// remediations are judged on the Machines around the step.
     fn step(&mut self) -> bool {
-        self.workload
-            .observe_instances(self.now(), &self.ec2.instances());
+        self.observed = self.workload.follow(self.now(), &self.ec2, self.observed);
         let remediated_before = lock(&self.chaos).remediated.len();
         let report = match block_on(self.driver.step()) {
             Ok(report) => report,

@@ -173,12 +173,26 @@ impl State {
             if faults.is_some_and(|f| f.never_join) {
                 continue;
             }
-            let (extra_labels, extra_taints) = faults
+            let (mut extra_labels, mut extra_taints) = faults
                 .map(|f| (f.labels.clone(), f.taints.clone()))
                 .unwrap_or_default();
             let Some(k) = self.kubelets.get_mut(&id) else {
                 continue;
             };
+            if let Some(boot) = self.boots.get(&id) {
+                // A NodeConfig for another cluster, or an endpoint this one does not
+                // have: the kubelet never gets in (it retries, as a real one does).
+                let reaches = self
+                    .clusters
+                    .get(&k.cluster)
+                    .and_then(|c| c.eks.as_ref())
+                    .is_some_and(|(name, described)| boot.joins(name, described));
+                if !reaches {
+                    continue;
+                }
+                extra_labels.extend(boot.labels.clone());
+                extra_taints.extend(boot.taints.clone());
+            }
             let at = k.register_at.take().unwrap_or(now);
             let (cluster, name) = (k.cluster.clone(), k.node_name.clone());
             let res = node_resources(&k.instance_type);

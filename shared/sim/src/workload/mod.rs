@@ -46,6 +46,7 @@ mod config;
 mod eviction;
 mod faults;
 mod kubelet;
+mod nodeadm;
 mod objects;
 mod pods;
 
@@ -55,13 +56,14 @@ use std::time::Duration;
 
 use capstan_model::Timestamp;
 use capstan_runtime::{
-    Clock, ClusterAccessKey, Eviction, Instance, Node, NodePatch, Pod, PodFilter, Taint,
-    Toleration, VolumeAttachment, Workload, WorkloadError, WorkloadTarget, instance_id_of,
+    Clock, ClusterAccessKey, EksCluster, Eviction, Instance, Node, NodePatch, Pod, PodFilter,
+    Taint, Toleration, VolumeAttachment, Workload, WorkloadError, WorkloadTarget, instance_id_of,
 };
 
 use crate::rng::{Rng, uuid};
 
 use kubelet::Kubelet;
+use nodeadm::NodeConfig;
 use pods::{Owner, SimAttachment, SimPod};
 
 pub use config::{ClusterKey, WorkloadConfig};
@@ -133,6 +135,8 @@ struct Cluster {
     attachments: BTreeMap<String, SimAttachment>,
     faults: ClusterFaults,
     calls: u64,
+    /// The EKS cluster's name and what DescribeCluster says of it, once asked.
+    eks: Option<(String, EksCluster)>,
 }
 
 #[derive(Debug)]
@@ -154,6 +158,8 @@ struct State {
     pod_seq: u64,
     calls: WorkloadCalls,
     evictions: Vec<EvictionRecord>,
+    /// The NodeConfig each instance booted with, where its user data had one.
+    boots: BTreeMap<String, NodeConfig>,
 }
 
 /// Which port method a call is, for the counters.
@@ -185,6 +191,7 @@ impl MemWorkload {
                 pod_seq: 0,
                 calls: WorkloadCalls::default(),
                 evictions: Vec::new(),
+                boots: BTreeMap::new(),
             })),
         }
     }
@@ -205,6 +212,33 @@ impl MemWorkload {
             state.observe(instance, now);
         }
         state.settle(now);
+    }
+
+    /// The runtime's step against a simulated EC2: the kubelets take in the instances
+    /// that changed after EC2's change number `seen`, and the NodeConfig each new one
+    /// booted with, as [`MemWorkload::observe_instances`]. Returns the number to pass
+    /// next time.
+    pub fn follow(&self, now: Timestamp, ec2: &crate::SimEc2, seen: u64) -> u64 {
+        let (changed, latest) = ec2.instances_changed_after(seen);
+        {
+            let mut state = self.lock();
+            for instance in &changed {
+                if state.kubelets.contains_key(&instance.instance_id)
+                    || state.boots.contains_key(&instance.instance_id)
+                {
+                    continue;
+                }
+                let config = ec2
+                    .launch_request(&instance.instance_id)
+                    .and_then(|r| r.user_data)
+                    .and_then(|u| NodeConfig::parse(&u));
+                if let Some(config) = config {
+                    state.boots.insert(instance.instance_id.clone(), config);
+                }
+            }
+        }
+        self.observe_instances(now, &changed);
+        latest
     }
 
     /// Applies everything due by the clock's now without a call.
@@ -686,5 +720,46 @@ impl Workload for MemWorkload {
                 })
                 .unwrap_or_default())
         })
+    }
+
+    /// EKS's DescribeCluster, not the cluster's API server: the API's faults do not
+    /// apply. Each cluster gets a fixed endpoint (from its name) and authority.
+    async fn eks_cluster(&self, target: &WorkloadTarget) -> Result<EksCluster, WorkloadError> {
+        let ClusterAccessKey::Eks {
+            cluster_name,
+            region,
+        } = &target.access
+        else {
+            return Err(WorkloadError::Invalid(format!(
+                "cluster {}/{} is reached through a kubeconfig: bootstrap.eks needs spec.access.eks",
+                target.namespace, target.cluster
+            )));
+        };
+        let mut state = self.settled();
+        let cluster = state.clusters.entry(ClusterKey::from(target)).or_default();
+        let (_, described) = cluster.eks.get_or_insert_with(|| {
+            (
+                cluster_name.clone(),
+                described_cluster(cluster_name, region.as_deref().unwrap_or("us-east-1")),
+            )
+        });
+        Ok(described.clone())
+    }
+}
+
+/// What DescribeCluster says of the simulated EKS cluster `name`: an endpoint whose
+/// host is derived from the name (as EKS's is unique per cluster), a certificate
+/// authority (base64 PEM, as EKS gives it) and EKS's default service CIDR.
+fn described_cluster(name: &str, region: &str) -> EksCluster {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    EksCluster {
+        endpoint: format!(
+            "https://{hash:016X}{:016X}.gr7.{region}.eks.amazonaws.com",
+            hash.rotate_left(29)
+        ),
+        certificate_authority: "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUMvakNDQWVhZ0F3SUJBZ0lCQURBTkJna3Foa2lHOXcwQkFRc0ZBREFWTVJNd0VRWURWUVFERXdwcmRXSmwKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=".into(),
+        service_cidr: "10.100.0.0/16".into(),
     }
 }
