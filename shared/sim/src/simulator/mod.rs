@@ -460,6 +460,9 @@ impl Run {
                         Duration::try_from(self.now().duration_since(calm)).unwrap_or_default()
                     );
                 }
+                if self.person_remediates(&trees) {
+                    continue;
+                }
                 if self.now().duration_since(calm)
                     > jiff::SignedDuration::try_from(CONVERGENCE_BOUND).unwrap_or_default()
                 {
@@ -775,6 +778,44 @@ impl Run {
     /// What keeps the run from having converged: the script's end state, every object
     /// reconciled, every Machine Running (or Failed for a reason it states), every
     /// instance of a deleted Machine terminated, nothing queued.
+    /// Once nothing moves after the faults: where a health check found too many
+    /// unhealthy at once and stopped remediating (`RemediationAllowed` False), a person
+    /// deletes the Machines that failed from outside, as Cluster API leaves it to them.
+    /// True if anything was deleted.
+    fn person_remediates(&mut self, trees: &[Tree]) -> bool {
+        let mut doomed = Vec::new();
+        for tree in trees {
+            let held = tree
+                .of_kind(capstan_model::Kind::MachineHealthCheck)
+                .any(|s| {
+                    s.object
+                        .conditions()
+                        .get(capstan_model::meta::condition::REMEDIATION_ALLOWED)
+                        .is_some_and(|c| c.status == capstan_model::ConditionStatus::False)
+                });
+            if !held {
+                continue;
+            }
+            doomed.extend(
+                tree.of_kind(capstan_model::Kind::Machine)
+                    .filter(|s| !s.is_deleting())
+                    .filter(|s| {
+                        s.object
+                            .as_machine()
+                            .is_some_and(|m| m.status.phase == capstan_model::MachinePhase::Failed)
+                    })
+                    .map(|s| s.object.key()),
+            );
+        }
+        for key in &doomed {
+            self.log(format!(
+                "person: the health check stopped remediating (TooManyUnhealthy); deletes Failed {key}"
+            ));
+            self.perform(Op::Delete(key.clone()));
+        }
+        !doomed.is_empty()
+    }
+
     fn unconverged(&self, script: &Script, trees: &[Tree]) -> Vec<String> {
         let items = self
             .store
