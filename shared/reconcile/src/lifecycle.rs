@@ -154,6 +154,7 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
         });
     } else if stored.is_new()
         || stored.spec_changed()
+        || stored.annotations_stale()
         || object != stored.object
         || needs_fence(&decision)
     {

@@ -680,6 +680,7 @@ fn stored(m: &Machine) -> StoredObject {
         desired_rv: Some(1),
         observed_rv: Some(1),
         observed_spec_hash: None,
+        observed_annotations: None,
     }
 }
 
