@@ -7,7 +7,7 @@
 //! | `pk` | `<namespace>#<cluster>` | same |
 //! | `sk` | `<Kind>#<name>#spec` | `<Kind>#<name>#status` |
 //! | written by | people (CLI or raw PutItem) and parents creating children | the object's own reconciler |
-//! | holds | apiVersion, kind, name, namespace, labels, annotations, ownerReferences, spec | uid, generation, specHash, timestamps, finalizers, ownerReferences, labels, last spec, status |
+//! | holds | apiVersion, kind, name, namespace, labels, annotations, ownerReferences, spec | uid, generation, specHash, timestamps, finalizers, ownerReferences, labels, annotations (Machines), last spec, status |
 //! | `rv` | version, bumped by every conditional write | same, independently |
 //! | `instanceId` | — | Machines with an instance only: the key of the sparse `instance-index` GSI |
 //!
@@ -161,6 +161,10 @@ pub struct StoredObject {
     pub observed_rv: Option<u64>,
     /// The spec hash the observed item last recorded.
     pub observed_spec_hash: Option<String>,
+    /// A Machine's annotations as its observed item keeps them (None for other kinds,
+    /// or without an observed item): what its deletion reads once the desired item is
+    /// gone (drain exclusion, pre-drain and pre-terminate hooks).
+    pub observed_annotations: Option<BTreeMap<String, String>>,
 }
 
 impl StoredObject {
@@ -176,6 +180,16 @@ impl StoredObject {
     /// The reconciler has not yet taken the object in (no uid, no finalizer).
     pub fn is_new(&self) -> bool {
         self.observed_rv.is_none()
+    }
+
+    /// A Machine's observed item keeps other annotations than its desired item has:
+    /// write it, so they are still there once the desired item is deleted.
+    pub fn annotations_stale(&self) -> bool {
+        self.desired_rv.is_some()
+            && self
+                .observed_annotations
+                .as_ref()
+                .is_some_and(|kept| kept != &self.object.metadata().annotations)
     }
 
     /// The desired spec differs from the one the observed item last recorded.
@@ -293,6 +307,12 @@ pub fn encode_observed(object: &Object, spec_hash: &str, rv: u64) -> Item {
     if !m.labels.is_empty() {
         item.insert("labels".into(), to_attr(&json(&m.labels)));
     }
+    // A Machine's annotations too: its deletion reads them after the desired item is
+    // gone (`capstan.dev/exclude-node-draining`, the pre-drain and pre-terminate hooks,
+    // which their owners remove from this item to let the deletion go on).
+    if key.kind == Kind::Machine && !m.annotations.is_empty() {
+        item.insert("annotations".into(), to_attr(&json(&m.annotations)));
+    }
     // The observed item also keeps the last spec it acted on, so a deleted object can
     // still be torn down (and shown) after its desired item is gone.
     item.insert("spec".into(), to_attr(&object.spec_json()));
@@ -358,6 +378,10 @@ pub fn decode(
             _ => None,
         });
     let desired_rv = desired.map(version_of);
+    let observed_annotations = seen
+        .as_ref()
+        .filter(|s| s.kind() == Kind::Machine)
+        .map(|s| s.metadata().annotations.clone());
     let object = match (wanted, seen) {
         (Some(mut wanted), Some(seen)) => {
             merge_observed(&mut wanted, seen);
@@ -374,6 +398,7 @@ pub fn decode(
         desired_rv,
         observed_rv: observed.map(version_of),
         observed_spec_hash,
+        observed_annotations,
     })
 }
 
@@ -428,6 +453,7 @@ fn read_observed(key: &ObjectKey, item: &Item) -> Result<Object, Vec<crate::Fiel
         "finalizers",
         "ownerReferences",
         "labels",
+        "annotations",
     ] {
         if let Some(v) = o.get(field) {
             meta.insert(field.into(), v.clone());

@@ -13,6 +13,27 @@ pub const DELETE_MACHINE: &str = "capstan.dev/delete-machine";
 /// Annotation that opts a Machine out of health-check remediation.
 pub const SKIP_REMEDIATION: &str = "capstan.dev/skip-remediation";
 
+/// Annotation that lets a Machine's instance be terminated without draining its Node
+/// (Cluster API's `machine.cluster.x-k8s.io/exclude-node-draining`).
+pub const EXCLUDE_NODE_DRAINING: &str = "capstan.dev/exclude-node-draining";
+/// Annotation that lets a Machine's instance be terminated without waiting for its
+/// Node's volumes to detach (Cluster API's
+/// `machine.cluster.x-k8s.io/exclude-wait-for-node-volume-detach`).
+pub const EXCLUDE_WAIT_FOR_VOLUME_DETACH: &str = "capstan.dev/exclude-wait-for-node-volume-detach";
+/// Prefix of the annotations that hold a Machine's deletion before the drain, one per
+/// owner (`pre-drain.delete.hook.capstan.dev/<owner>`), until the owner removes it
+/// (Cluster API's `pre-drain.delete.hook.machine.cluster.x-k8s.io`).
+pub const PRE_DRAIN_HOOK_PREFIX: &str = "pre-drain.delete.hook.capstan.dev/";
+/// Prefix of the annotations that hold a Machine's deletion before its instance is
+/// terminated (`pre-terminate.delete.hook.capstan.dev/<owner>`).
+pub const PRE_TERMINATE_HOOK_PREFIX: &str = "pre-terminate.delete.hook.capstan.dev/";
+/// Pod label that changes how a drain treats the pod (Cluster API's
+/// `cluster.x-k8s.io/drain`): [`DRAIN_SKIP`] leaves it alone, [`DRAIN_WAIT_COMPLETED`]
+/// waits for it to finish without evicting it.
+pub const DRAIN_LABEL: &str = "capstan.dev/drain";
+pub const DRAIN_SKIP: &str = "skip";
+pub const DRAIN_WAIT_COMPLETED: &str = "wait-completed";
+
 /// EC2 tags on every instance Capstan launches. Nothing without the installation tag
 /// is ever terminated.
 pub const TAG_INSTALLATION: &str = "capstan.dev/installation";

@@ -252,6 +252,42 @@ fn negative_replicas_must_be_zero_or_more() {
 }
 
 #[test]
+fn deletion_timeouts_must_be_zero_or_more_and_at_most_thirty_days() {
+    let text = deployment_with("2").replace(
+        "      machineClass: demo-workers\n",
+        "      machineClass: demo-workers\n      deletion:\n        nodeDrainTimeoutSeconds: -5\n        nodeDeletionTimeoutSeconds: 99999999\n",
+    );
+    let errors = refused("timeouts.yaml", &text);
+    assert_error(
+        &errors,
+        4,
+        "spec.template.spec.deletion.nodeDrainTimeoutSeconds",
+        "must be 0 or more, found -5",
+    );
+    assert_error(
+        &errors,
+        4,
+        "spec.template.spec.deletion.nodeDeletionTimeoutSeconds",
+        "more than 2592000 (30 days)",
+    );
+}
+
+#[test]
+fn pool_deletion_timeouts_need_access_to_the_cluster() {
+    let text = format!("{CLUSTER}{CLASSES}").replace(
+        "      replicas: 3\n",
+        "      replicas: 3\n      deletion: {nodeDrainTimeoutSeconds: 600}\n",
+    );
+    let errors = refused("pool.yaml", &text);
+    assert_error(
+        &errors,
+        1,
+        "spec.workers[0].deletion",
+        "declares no spec.access",
+    );
+}
+
+#[test]
 fn replicas_as_a_word_asks_for_digits() {
     let errors = refused("word.yaml", &deployment_with("three"));
     let e = assert_error(&errors, 4, "spec.replicas", "found the string \"three\"");

@@ -204,6 +204,7 @@ pub fn deployments(c: &Cluster) -> BTreeMap<String, MachineDeployment> {
             .additional_tags
             .extend(unreserved(&pool.additional_tags));
         t.spec.taints = pool.taints.clone();
+        t.spec.deletion = pool.deletion.clone();
         // Cluster API's cluster-autoscaler provider reads the node group's bounds here.
         if let Some(a) = &pool.autoscaling {
             let ann = &mut md.metadata.annotations;
@@ -271,6 +272,7 @@ fn deployment(
                     failure_domain: None,
                     additional_tags: unreserved(&c.spec.additional_tags),
                     taints: Vec::new(),
+                    deletion: Default::default(),
                 },
             },
             rollout,

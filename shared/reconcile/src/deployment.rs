@@ -17,8 +17,8 @@ use crate::plan::Action;
 use crate::tree::Tree;
 
 /// Names the MachineSet for a template: covers the template's spec and the resolved
-/// class, so editing either rolls the Machines. Labels, annotations, additional tags
-/// and taints are left out: Cluster API propagates those in place, without a rollout. A
+/// class, so editing either rolls the Machines. Labels, annotations, additional tags,
+/// taints and deletion timeouts are left out: Cluster API propagates those in place, without a rollout. A
 /// `rollout.after` that has come is part of the hash, so every set made before it is old.
 pub fn template_hash(
     template: &MachineTemplate,
@@ -28,6 +28,7 @@ pub fn template_hash(
     let mut spec = template.spec.clone();
     spec.additional_tags.clear();
     spec.taints.clear();
+    spec.deletion = Default::default();
     match rollout_after {
         None => short_hash(&(&spec, class), 8),
         Some(after) => short_hash(&(&spec, class, after), 8),
@@ -398,12 +399,14 @@ pub fn set_flag(
 }
 
 /// What a MachineSet takes from its deployment in place, without a rollout: the
-/// template's labels, annotations and tags, the deletion order, `minReadySeconds`.
+/// template's labels, annotations, tags, taints and deletion timeouts, the deletion
+/// order, `minReadySeconds`.
 fn propagate(md: &MachineDeployment, set: &mut MachineSet) {
     let t = set_template(md);
     set.spec.template.metadata = t.metadata;
     set.spec.template.spec.additional_tags = t.spec.additional_tags;
     set.spec.template.spec.taints = t.spec.taints;
+    set.spec.template.spec.deletion = t.spec.deletion;
     set.spec.deletion = md.spec.deletion.clone();
     set.spec.min_ready_seconds = md.spec.min_ready_seconds;
 }

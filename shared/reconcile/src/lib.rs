@@ -4,13 +4,15 @@
 //!
 //! Layout: one module per kind (`cluster`, `deployment`, `machine_set`, `machine`,
 //! `machine_class`, `health_check`), `lifecycle` for what every kind shares (taking a
-//! new object in, generations, deletion), `launch` for how a Machine's instance is
+//! new object in, generations, deletion), `node` for what a Machine learns from its
+//! Node, `drain` for taking the Node out of its cluster before the instance goes, `launch` for how a Machine's instance is
 //! described to EC2, `bootstrap` for the user data that joins a node to its cluster.
 
 pub mod bootstrap;
 pub mod cluster;
 pub mod conditions;
 pub mod deployment;
+pub mod drain;
 pub mod health_check;
 pub mod launch;
 pub mod lifecycle;

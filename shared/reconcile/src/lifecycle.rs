@@ -86,6 +86,12 @@ pub enum External {
         instance_id: String,
         access: capstan_model::ClusterAccess,
     },
+    /// One bounded pass of the deletion over the Machine's Node (see [`crate::drain`]),
+    /// then records it with [`crate::drain::record`].
+    DrainNode {
+        instance_id: String,
+        access: capstan_model::ClusterAccess,
+    },
 }
 
 pub fn stage<'a>(stored: &StoredObject, tree: &'a Tree) -> Stage<'a> {
@@ -157,6 +163,7 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
         });
     } else if stored.is_new()
         || stored.spec_changed()
+        || stored.annotations_stale()
         || object != stored.object
         || needs_fence(&decision)
     {
@@ -213,6 +220,15 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
             } => Action::DeleteNode {
                 machine,
                 node,
+                instance_id,
+                access,
+                observed_rv,
+            },
+            External::DrainNode {
+                instance_id,
+                access,
+            } => Action::DrainNode {
+                machine,
                 instance_id,
                 access,
                 observed_rv,

@@ -4,7 +4,9 @@
 //! # Expected flow
 //! Pending → (status written: Provisioning, launch requested) → RunInstances with
 //! ClientToken = uid → (id recorded: Provisioned) → EC2 reports running → Running.
-//! Deleting: TerminateInstances → EC2 reports terminated → observed item removed.
+//! Deleting: with the Cluster's `spec.access`, the Node is taken out first (hooks,
+//! cordon, evictions, volumes: [`crate::drain`]); then TerminateInstances → EC2 reports
+//! terminated → the Node is deleted → observed item removed.
 //!
 //! # Guarantees
 //! - At most one instance per Machine: the launch is recorded as requested *before*
@@ -98,9 +100,34 @@ pub fn decide(
         set_not_ready(m, "Deleting", "the Machine is being deleted", now);
         match situation(m) {
             Situation::Launched { instance_id, state } => {
+                // With access, the Node is taken out of its cluster first (hooks,
+                // cordon, evictions, volumes): see `crate::drain`. An instance already
+                // going (terminated behind our back, or by an earlier pass) is not.
+                if let Some(access) = access
+                    && state.is_live()
+                    && state != InstanceState::ShuttingDown
+                {
+                    match crate::drain::before_terminate(m, now) {
+                        crate::drain::Gate::Hold(after) => {
+                            d.requeue(after);
+                            return d;
+                        }
+                        crate::drain::Gate::Workload => {
+                            d.external = Some(External::DrainNode {
+                                instance_id,
+                                access: access.clone(),
+                            });
+                            d.requeue(crate::drain::DRAIN_RECHECK);
+                            return d;
+                        }
+                        crate::drain::Gate::Terminate => {}
+                    }
+                } else {
+                    crate::drain::report(m, now);
+                }
                 if state.is_final() {
                     // The instance is gone: its Node goes too, so no NotReady ghost is
-                    // left in the cluster (bounded by NODE_DELETION_TIMEOUT).
+                    // left in the cluster (bounded by nodeDeletionTimeoutSeconds).
                     // A Node registered but never recorded is found by providerID.
                     if let Some(access) = access
                         && !crate::node::node_deleted(m)
@@ -221,15 +248,17 @@ pub fn decide(
     d
 }
 
-/// How long Capstan keeps trying to delete a gone instance's Node before it lets the
-/// Machine go anyway (Cluster API's `nodeDeletionTimeout` defaults to 10 s; a Lambda
-/// pass may be throttled or the API unreachable, so a little longer).
-pub const NODE_DELETION_TIMEOUT: Duration = Duration::from_secs(120);
-
+/// Whether Capstan has tried long enough to delete a gone instance's Node to let the
+/// Machine go anyway: `spec.deletion.nodeDeletionTimeoutSeconds` after the instance was
+/// reported gone (unset: [`capstan_model::DEFAULT_NODE_DELETION_TIMEOUT_SECONDS`];
+/// 0: never).
 fn node_deletion_timed_out(m: &Machine, now: Timestamp) -> bool {
+    let Some(limit) = m.spec.deletion.node_deletion_timeout() else {
+        return false;
+    };
     m.status
         .instance_state_time
-        .and_then(|t| t.checked_add(NODE_DELETION_TIMEOUT).ok())
+        .and_then(|t| t.checked_add(limit).ok())
         .is_none_or(|deadline| now >= deadline)
 }
 

@@ -285,7 +285,8 @@ fn machine_labels(ms: &MachineSet) -> BTreeMap<String, String> {
     labels
 }
 
-/// The Machine with its set's template labels, annotations and tags, or None when it
+/// The Machine with its set's template labels, annotations, tags, taints and deletion
+/// timeouts, or None when it
 /// already has them. Keys are added or overwritten, never removed: a label or
 /// annotation someone put on the Machine (a delete-machine mark) stays.
 fn propagated(ms: &MachineSet, m: &Machine) -> Option<Machine> {
@@ -296,6 +297,7 @@ fn propagated(ms: &MachineSet, m: &Machine) -> Option<Machine> {
         .extend(ms.spec.template.metadata.annotations.clone());
     next.spec.additional_tags = ms.spec.template.spec.additional_tags.clone();
     next.spec.taints = ms.spec.template.spec.taints.clone();
+    next.spec.deletion = ms.spec.template.spec.deletion.clone();
     (next.metadata != m.metadata || next.spec != m.spec).then_some(next)
 }
 
@@ -326,6 +328,7 @@ fn new_machine(
             launch,
             additional_tags: t.spec.additional_tags.clone(),
             taints: t.spec.taints.clone(),
+            deletion: t.spec.deletion.clone(),
         },
         status: Default::default(),
     }

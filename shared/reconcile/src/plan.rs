@@ -70,6 +70,14 @@ pub enum Action {
         access: capstan_model::ClusterAccess,
         observed_rv: u64,
     },
+    /// One bounded pass over the deleting Machine's Node (cordon, evictions, or a look
+    /// at its volumes), recorded with [`crate::drain::record`] at `observed_rv`.
+    DrainNode {
+        machine: Machine,
+        instance_id: String,
+        access: capstan_model::ClusterAccess,
+        observed_rv: u64,
+    },
 }
 
 /// A decision: actions in order, and when to look again even if nothing changes.

@@ -99,6 +99,7 @@ impl Tree {
                             desired_rv: None,
                             observed_rv: None,
                             observed_spec_hash: None,
+                            observed_annotations: None,
                         });
                     fallback.desired_rv = desired.map(item::version_of);
                     tree.invalid.insert(id.clone(), errors);

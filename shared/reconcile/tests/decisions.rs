@@ -102,6 +102,7 @@ fn machine(name: &str) -> Machine {
             launch: capstan_reconcile::launch::launch_spec(&c.spec),
             additional_tags: Default::default(),
             taints: Vec::new(),
+            deletion: Default::default(),
         },
         status: Default::default(),
     }

@@ -207,7 +207,9 @@ impl World {
                 self.put_observed(&Object::Machine(m), Expect::Version(observed_rv))
             }
             // No Cluster in these properties declares access: nothing reads a Node.
-            Action::ObserveNode { .. } | Action::DeleteNode { .. } => true,
+            Action::ObserveNode { .. } | Action::DeleteNode { .. } | Action::DrainNode { .. } => {
+                true
+            }
             Action::TagInstance {
                 machine,
                 observed_rv,
@@ -680,6 +682,7 @@ fn stored(m: &Machine) -> StoredObject {
         desired_rv: Some(1),
         observed_rv: Some(1),
         observed_spec_hash: None,
+        observed_annotations: None,
     }
 }
 

@@ -336,6 +336,19 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                         warn!(object = %key_of(machine), step = "delete-node", node = ?node, error = %e, "deleting the node failed; trying again");
                     }
                 },
+                Action::DrainNode {
+                    machine,
+                    instance_id,
+                    access,
+                    observed_rv,
+                } => {
+                    let now = self.clock.now();
+                    if let Some(updated) =
+                        crate::drain::pass(&self.workload, machine, instance_id, access, now).await
+                    {
+                        self.put_machine(&updated, *observed_rv).await?;
+                    }
+                }
                 Action::FindInstance {
                     machine,
                     observed_rv,
@@ -632,6 +645,7 @@ fn write_of(action: &Action) -> Option<Write> {
         | Action::FindInstance { .. }
         | Action::ObserveNode { .. }
         | Action::DeleteNode { .. }
+        | Action::DrainNode { .. }
         | Action::TagInstance { .. } => return None,
     })
 }

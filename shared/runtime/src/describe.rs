@@ -98,7 +98,7 @@ fn row(prefix: &str, s: &StoredObject) -> Row {
         .get(condition::READY)
         .filter(|c| c.status != ConditionStatus::True)
         .map(|c| format!("{}: {}", c.reason, c.message));
-    let detail = match o {
+    let mut detail = match o {
         Object::Machine(m) => match &m.status.instance_id {
             Some(id) => {
                 let instance = format!(
@@ -161,6 +161,14 @@ fn row(prefix: &str, s: &StoredObject) -> Row {
         ),
         _ => not_ready_reason.unwrap_or_default(),
     };
+    // A Machine leaving its cluster: the step, since when, and what it waits for
+    // (blocking pods and their budgets, volumes, hooks).
+    if let Object::Machine(m) = o
+        && m.status.deletion.is_some()
+        && let Some(c) = m.status.conditions.get(condition::DELETING)
+    {
+        detail.push_str(&format!("; {}: {}", c.reason, c.message));
+    }
     Row {
         name: format!("{prefix}{}/{}", o.kind(), o.name()),
         ready: ready.to_string(),

@@ -8,6 +8,7 @@ pub mod routes;
 
 pub use ports::*;
 pub mod control_plane;
+pub mod drain;
 pub mod driver;
 pub mod events;
 pub mod functions;

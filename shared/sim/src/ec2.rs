@@ -626,6 +626,7 @@ impl SimEc2 {
             InstanceState::Running | InstanceState::Stopped | InstanceState::Terminated => None,
         };
         state.by_id.insert(instance.instance_id.clone(), idx);
+        // A copy is a change: whoever follows changes (the kubelets) sees it.
         state.changes += 1;
         let changed = state.changes;
         state.instances.push(SimInstance {

@@ -99,6 +99,11 @@ fn a_broken_handler_trips_each_invariant() {
             "quickstart",
             "health_checks_within_limits",
         ),
+        (
+            Mutation::OvershootSurge,
+            "rollout-during-scale-down",
+            "rollouts_within_max_surge",
+        ),
     ] {
         let faults = match mutation {
             Mutation::IgnoreTagGuard => Faults::parse("foreign").expect("faults"),

@@ -98,6 +98,10 @@ pub struct WorkerPool {
     /// Taints for the pool's Nodes, applied in place (needs `spec.access`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<crate::kinds::MachineTaint>,
+    /// Timeouts of the pool's Machines' deletion steps (drain, volume detach, Node
+    /// deletion), applied in place (needs `spec.access`).
+    #[serde(skip_serializing_if = "crate::kinds::MachineDeletion::is_default")]
+    pub deletion: crate::kinds::MachineDeletion,
 }
 
 fn is_default(m: &TemplateMetadata) -> bool {

@@ -44,6 +44,72 @@ pub struct MachineTemplateSpec {
     /// the template hash: applied to Nodes in place, never by a rollout.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<MachineTaint>,
+    /// How long each step of taking a Machine's Node out of the cluster may take (Cluster
+    /// API v1beta2's `spec.deletion`). Not part of the template hash: propagated to
+    /// existing Machines in place, never by a rollout.
+    #[serde(skip_serializing_if = "MachineDeletion::is_default")]
+    pub deletion: MachineDeletion,
+}
+
+/// Timeouts of the steps a Machine's deletion goes through when its Cluster declares
+/// `spec.access` (drain, wait for volumes to detach, delete the Node). Cluster API
+/// v1beta2's names and meaning: unset or 0 means no limit, except the Node's deletion,
+/// which gives up after [`DEFAULT_NODE_DELETION_TIMEOUT_SECONDS`] when unset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", default)]
+pub struct MachineDeletion {
+    /// How long to evict the Node's pods before terminating anyway. Unset or 0: as long
+    /// as it takes (a PodDisruptionBudget may hold it forever).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
+    pub node_drain_timeout_seconds: Option<i32>,
+    /// How long to wait for the Node's volumes to detach after the drain. Unset or 0:
+    /// as long as it takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
+    pub node_volume_detach_timeout_seconds: Option<i32>,
+    /// How long to keep trying to delete the Node once the instance is gone. Unset:
+    /// [`DEFAULT_NODE_DELETION_TIMEOUT_SECONDS`]; 0: as long as it takes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0)))]
+    pub node_deletion_timeout_seconds: Option<i32>,
+}
+
+/// The Node deletion timeout when none is set. Cluster API's default is 10 s; a Lambda
+/// pass may be throttled or find the API unreachable, so Capstan allows two minutes.
+pub const DEFAULT_NODE_DELETION_TIMEOUT_SECONDS: i32 = 120;
+
+impl MachineDeletion {
+    pub fn is_default(&self) -> bool {
+        *self == MachineDeletion::default()
+    }
+
+    /// The drain's limit; None: no limit.
+    pub fn node_drain_timeout(&self) -> Option<std::time::Duration> {
+        limit(self.node_drain_timeout_seconds)
+    }
+
+    /// The wait for volumes to detach's limit; None: no limit.
+    pub fn node_volume_detach_timeout(&self) -> Option<std::time::Duration> {
+        limit(self.node_volume_detach_timeout_seconds)
+    }
+
+    /// The Node deletion's limit; None: no limit.
+    pub fn node_deletion_timeout(&self) -> Option<std::time::Duration> {
+        limit(Some(
+            self.node_deletion_timeout_seconds
+                .unwrap_or(DEFAULT_NODE_DELETION_TIMEOUT_SECONDS),
+        ))
+    }
+}
+
+/// Seconds as a limit: unset, 0 or negative (refused by validation) mean none.
+fn limit(seconds: Option<i32>) -> Option<std::time::Duration> {
+    seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .filter(|s| *s > 0)
+        .map(std::time::Duration::from_secs)
 }
 
 /// A taint Capstan keeps on a Machine's Node (needs the Cluster's `spec.access`).
@@ -109,6 +175,10 @@ pub struct MachineSpec {
     /// Taints for the Node, kept in step with the MachineSet's template in place.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub taints: Vec<MachineTaint>,
+    /// Timeouts of the deletion's steps, kept in step with the MachineSet's template in
+    /// place.
+    #[serde(skip_serializing_if = "MachineDeletion::is_default")]
+    pub deletion: MachineDeletion,
 }
 
 /// A fully resolved launch: no defaults left to apply, nothing left to look up.
@@ -288,8 +358,70 @@ pub struct MachineStatus {
         deserialize_with = "lenient_vec"
     )]
     pub node_taints: Vec<AppliedTaint>,
+    /// Where the Machine's deletion is (the step and since when), so any invocation
+    /// picks it up where the last one left it. Only while being deleted.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub deletion: Option<DeletionStatus>,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+}
+
+/// The steps of a Machine's deletion when its Cluster declares `spec.access`, in order
+/// (Cluster API's "Machine deletion process"). Without access, a Machine goes straight
+/// to `Terminating`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum DeletionStep {
+    /// `pre-drain.delete.hook.capstan.dev/<owner>` annotations are on the Machine.
+    #[default]
+    WaitingForPreDrainHook,
+    /// Cordoned; evicting the Node's pods.
+    DrainingNode,
+    /// Drained; waiting for the Node's volumes to detach.
+    WaitingForVolumeDetach,
+    /// `pre-terminate.delete.hook.capstan.dev/<owner>` annotations are on the Machine.
+    WaitingForPreTerminateHook,
+    /// Terminating the instance, then deleting the Node.
+    Terminating,
+}
+
+impl DeletionStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionStep::WaitingForPreDrainHook => "WaitingForPreDrainHook",
+            DeletionStep::DrainingNode => "DrainingNode",
+            DeletionStep::WaitingForVolumeDetach => "WaitingForVolumeDetach",
+            DeletionStep::WaitingForPreTerminateHook => "WaitingForPreTerminateHook",
+            DeletionStep::Terminating => "Terminating",
+        }
+    }
+}
+
+/// A Machine's deletion as recorded (Cluster API v1beta2's `status.deletion`, plus the
+/// step and what it waits for).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeletionStatus {
+    pub step: DeletionStep,
+    /// When the step began.
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub step_since: Option<Timestamp>,
+    /// When the drain began (the drain timeout counts from here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub node_drain_start_time: Option<Timestamp>,
+    /// When the wait for volumes began (the volume detach timeout counts from here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub wait_for_node_volume_detach_start_time: Option<Timestamp>,
+    /// The drain ended without evicting everything: excluded, or out of time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_skipped: Option<String>,
+    /// What the step waits for, as the Deleting condition says it (blocking pods and
+    /// the budgets that block them, volumes still attached, hooks).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// A taint Capstan put on a Node, by its identity (key and effect).

@@ -10,6 +10,7 @@ mod access;
 mod bootstrap;
 mod counts;
 pub(crate) mod cross;
+mod deletion;
 mod health_check;
 mod launch;
 mod limits;
@@ -46,6 +47,8 @@ pub use version::is_kubernetes_version;
 
 use access::access;
 use counts::{autoscaling, non_negative, replicas};
+pub use deletion::MAX_DELETION_TIMEOUT_SECONDS;
+use deletion::deletion;
 use health_check::{health_checks, remediation};
 use launch::{LaunchFields, failure_domain, launch};
 use metadata::{annotations, cluster_name, labels, metadata, name, reference};
@@ -159,6 +162,14 @@ fn cluster(v: &mut Errors, spec: &ClusterSpec) {
         let at = format!("spec.workers[{i}]");
         worker_pool(v, &at, pool);
         taints(v, &format!("{at}.taints"), &pool.taints);
+        deletion(v, &format!("{at}.deletion"), &pool.deletion);
+        if !pool.deletion.is_default() && spec.access.is_none() {
+            v.push(
+                format!("{at}.deletion"),
+                "deletion timeouts bound the drain of Nodes, and this Cluster declares no spec.access to reach them",
+                "declare spec.access (eks.clusterName or kubeconfig.secretArn), or leave deletion out: without access, instances are terminated without a drain",
+            );
+        }
         if !pool.taints.is_empty() && spec.access.is_none() {
             v.push(
                 format!("{at}.taints"),
@@ -269,6 +280,7 @@ fn machine_template(v: &mut Errors, base: &str, template: &MachineTemplate) {
     if let Some(subnet) = &spec.failure_domain {
         failure_domain(v, &format!("{base}.spec.failureDomain"), subnet);
     }
+    deletion(v, &format!("{base}.spec.deletion"), &spec.deletion);
 }
 
 fn machine_deployment(v: &mut Errors, spec: &MachineDeploymentSpec) {
@@ -304,6 +316,7 @@ fn machine(v: &mut Errors, spec: &MachineSpec) {
     }
     failure_domain(v, "spec.failureDomain", &spec.failure_domain);
     launch(v, "spec.launch", &LaunchFields::from(&spec.launch));
+    deletion(v, "spec.deletion", &spec.deletion);
 }
 
 fn machine_health_check(v: &mut Errors, spec: &MachineHealthCheckSpec) {

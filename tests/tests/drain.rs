@@ -1,0 +1,369 @@
+//! Drain before terminate (a Cluster with `spec.access`), end to end in the embedded
+//! control plane with its in-memory workload cluster: a Machine leaving its cluster
+//! cordons its Node, evicts its pods through the Eviction API (PodDisruptionBudgets
+//! hold), and only then has its instance terminated; the Deleting condition says what
+//! the drain waits for; the exclude annotation and the drain timeout end a drain.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use capstan_embedded::Embedded;
+use capstan_model::labels::{DELETE_MACHINE, EXCLUDE_NODE_DRAINING};
+use capstan_model::meta::condition;
+use capstan_model::{
+    ClusterAccess, DeletionStep, EksAccess, Kind, Machine, MachineDeletion, Object,
+};
+use capstan_reconcile::drain::{DrainNode, DrainPod, needs_eviction};
+use capstan_sim::workload::{Budget, ClusterKey, IntOrPercent, PodDisruptionBudget, PodSpec};
+use capstan_tests::*;
+
+fn access() -> ClusterAccess {
+    ClusterAccess {
+        eks: Some(EksAccess {
+            cluster_name: "demo".into(),
+            region: None,
+        }),
+        kubeconfig: None,
+    }
+}
+
+fn with_access(replicas: i32, edit: impl Fn(&mut capstan_model::WorkerPool)) -> Vec<Object> {
+    edited(&quickstart(), |o| {
+        if let Object::Cluster(c) = o {
+            c.spec.access = Some(access());
+            c.spec.workers[0].replicas = Some(replicas);
+            edit(&mut c.spec.workers[0]);
+        }
+    })
+}
+
+fn cluster() -> ClusterKey {
+    ClusterKey::new("default", "demo")
+}
+
+/// Three workers running a Deployment `web` of six pods (on the workers only), a
+/// DaemonSet on every node, and a budget on `web` needing `min_available`.
+async fn workers_with_pods(seed: u64, min_available: u32) -> Embedded {
+    let mut cp = control_plane(seed, |_| {});
+    cp.apply(&with_access(3, |_| {})).await.expect("apply");
+    converge(&mut cp).await;
+    let on_workers = |p: PodSpec| p.node_selector("node-role.kubernetes.io/workers", "");
+    cp.workload.add_deployment(
+        cluster(),
+        "web",
+        6,
+        on_workers(PodSpec::new("default", "web").requests(200, 256 << 20)),
+    );
+    cp.workload.add_daemon_set(
+        cluster(),
+        "fluent-bit",
+        PodSpec::new("kube-system", "fluent-bit").requests(50, 64 << 20),
+    );
+    set_budget(&cp, min_available);
+    run_for(&mut cp, Duration::from_secs(60)).await;
+    assert_eq!(running_web(&cp), 6, "the pods start");
+    cp
+}
+
+fn set_budget(cp: &Embedded, min_available: u32) {
+    cp.workload.add_pdb(
+        cluster(),
+        PodDisruptionBudget {
+            namespace: "default".into(),
+            name: "web".into(),
+            selector: BTreeMap::from([("app".to_string(), "web".to_string())]),
+            budget: Budget::MinAvailable(IntOrPercent::Int(min_available)),
+        },
+    );
+}
+
+/// `web` pods bound, running and not terminating.
+fn running_web(cp: &Embedded) -> usize {
+    cp.workload
+        .pods(cluster())
+        .into_iter()
+        .filter(|p| p.labels.get("app").is_some_and(|a| a == "web"))
+        .filter(|p| p.phase == "Running" && p.deleting_since.is_none() && p.node_name.is_some())
+        .count()
+}
+
+/// Marks one worker for deletion (and `extra` annotations on it), returns it.
+async fn mark_victim(cp: &Embedded, extra: &[&str]) -> Machine {
+    let mut victim = pool_machines(cp, "workers").remove(0);
+    victim
+        .metadata
+        .annotations
+        .insert(DELETE_MACHINE.into(), String::new());
+    for key in extra {
+        victim
+            .metadata
+            .annotations
+            .insert((*key).to_string(), String::new());
+    }
+    let mut desired = victim.clone();
+    desired.status = Default::default();
+    cp.apply(&[Object::Machine(desired)])
+        .await
+        .expect("annotate");
+    victim
+}
+
+/// The pods on the Node of `instance_id` that a drain must evict before terminating.
+fn pods_needing_eviction(cp: &Embedded, instance_id: &str) -> Vec<String> {
+    let Some(node) = cp.workload.nodes(cluster()).into_iter().find(|n| {
+        n.provider_id
+            .as_deref()
+            .is_some_and(|p| p.ends_with(instance_id))
+    }) else {
+        return Vec::new();
+    };
+    let drain_node = DrainNode {
+        name: node.name.clone(),
+        unschedulable: node.unschedulable,
+        ready: node.condition("Ready").map(|c| c.status),
+        volumes_attached: node.volumes_attached.clone(),
+    };
+    cp.workload
+        .pods(cluster())
+        .into_iter()
+        .filter(|p| p.node_name.as_deref() == Some(node.name.as_str()))
+        .filter(|p| {
+            let pod = DrainPod {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                labels: p.labels.clone(),
+                controller_kind: p.controller_kind.clone(),
+                mirror: p.mirror,
+                deleting_since: p.deleting_since,
+                phase: p.phase.clone(),
+            };
+            needs_eviction(&pod, &drain_node, cp.now())
+        })
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect()
+}
+
+/// After every step: an instance Capstan terminated had no pod left needing eviction
+/// (unless `allowed` says the drain may have been cut short for it).
+fn check_terminations(cp: &Embedded, seen: &mut BTreeSet<String>, allowed: &BTreeSet<String>) {
+    for id in cp.ec2.terminated_by_request() {
+        if seen.insert(id.clone()) && !allowed.contains(&id) {
+            let left = pods_needing_eviction(cp, &id);
+            assert!(
+                left.is_empty(),
+                "{id} terminated with {left:?} still on its Node"
+            );
+        }
+    }
+}
+
+fn deleting_machine(cp: &Embedded, name: &str) -> Option<Machine> {
+    cp.tree("default", "demo")
+        .get(Kind::Machine, name)
+        .and_then(|s| s.object.as_machine().cloned())
+}
+
+#[tokio::test]
+async fn scale_down_drains_the_node_before_terminating_its_instance() {
+    let mut cp = workers_with_pods(51, 5).await;
+    let victim = mark_victim(&cp, &[]).await;
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    let evictable = pods_needing_eviction(&cp, &id);
+    assert!(!evictable.is_empty(), "the victim runs web pods");
+    let node = victim.status.node_ref.clone().expect("nodeRef").name;
+
+    cp.apply(&with_access(2, |_| {})).await.expect("scale down");
+    let mut seen = BTreeSet::new();
+    let mut saw_draining = false;
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| {
+            (pool_machines(cp, "workers").len() != 2
+                || deleting_machine(cp, &victim.metadata.name).is_some())
+            .then(|| vec!["the victim is still there".to_string()])
+        },
+        |cp| {
+            check_terminations(cp, &mut seen, &BTreeSet::new());
+            if let Some(m) = deleting_machine(cp, &victim.metadata.name)
+                && m.status
+                    .deletion
+                    .as_ref()
+                    .is_some_and(|d| d.step == DeletionStep::DrainingNode)
+            {
+                saw_draining = true;
+                let c = m
+                    .status
+                    .conditions
+                    .get(condition::DELETING)
+                    .cloned()
+                    .expect("Deleting");
+                assert_eq!(c.reason, "DrainingNode");
+            }
+        },
+    )
+    .await;
+    converge(&mut cp).await;
+
+    assert!(saw_draining, "the Machine reported its drain");
+    assert_eq!(cp.ec2.terminated_by_request(), vec![id.clone()]);
+    // Its web pods were evicted (none deleted outright), the DaemonSet's were not.
+    let evicted: Vec<String> = cp
+        .workload
+        .evictions_log()
+        .into_iter()
+        .filter(|e| e.node.as_deref() == Some(node.as_str()))
+        .map(|e| format!("{}/{}", e.namespace, e.pod))
+        .collect();
+    for pod in &evictable {
+        assert!(evicted.contains(pod), "{pod} evicted: {evicted:?}");
+    }
+    assert!(
+        evicted.iter().all(|p| !p.starts_with("kube-system/")),
+        "{evicted:?}"
+    );
+    assert!(cp.workload.pdb_violations().is_empty());
+    // The pods run again on the two workers left, and the Node is gone.
+    assert_eq!(running_web(&cp), 6);
+    assert!(cp.workload.nodes(cluster()).iter().all(|n| n.name != node));
+}
+
+#[tokio::test]
+async fn a_disruption_budget_blocks_the_drain_until_it_allows_the_eviction() {
+    // Six pods, the budget needs all six: no eviction is allowed.
+    let mut cp = workers_with_pods(52, 6).await;
+    let victim = mark_victim(&cp, &[]).await;
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    cp.apply(&with_access(2, |_| {})).await.expect("scale down");
+    let mut seen = BTreeSet::new();
+    let none = BTreeSet::new();
+    let deadline = cp
+        .now()
+        .checked_add(Duration::from_secs(600))
+        .expect("time");
+    while cp.now() < deadline {
+        while cp.step().await.expect("step") {
+            check_terminations(&cp, &mut seen, &none);
+        }
+        if !cp.skip_to_next_wakeup(deadline) {
+            break;
+        }
+    }
+    assert!(
+        cp.ec2.terminated_by_request().is_empty(),
+        "held by the budget"
+    );
+    let held = deleting_machine(&cp, &victim.metadata.name).expect("still deleting");
+    let c = held
+        .status
+        .conditions
+        .get(condition::DELETING)
+        .cloned()
+        .expect("Deleting");
+    assert_eq!(c.reason, "DrainingNode");
+    assert!(c.message.contains("cannot evict"), "{}", c.message);
+    assert!(c.message.contains("default/web-"), "{}", c.message);
+    assert!(c.message.contains("web"), "names the budget: {}", c.message);
+    assert!(cp.describe().contains("DrainingNode"), "{}", cp.describe());
+
+    // The budget relaxes: the drain completes and the instance goes.
+    set_budget(&cp, 4);
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| deleting_machine(cp, &victim.metadata.name).map(|_| vec!["still deleting".into()]),
+        |cp| check_terminations(cp, &mut seen, &none),
+    )
+    .await;
+    assert_eq!(cp.ec2.terminated_by_request(), vec![id]);
+    assert!(cp.workload.pdb_violations().is_empty());
+}
+
+#[tokio::test]
+async fn a_machine_annotated_exclude_node_draining_is_terminated_without_a_drain() {
+    let mut cp = workers_with_pods(53, 6).await;
+    let victim = mark_victim(&cp, &[EXCLUDE_NODE_DRAINING]).await;
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    run_for(&mut cp, Duration::from_secs(5)).await;
+    let evictions = cp.workload.evictions_log().len();
+    cp.apply(&with_access(2, |_| {})).await.expect("scale down");
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| deleting_machine(cp, &victim.metadata.name).map(|_| vec!["still deleting".into()]),
+        |_| {},
+    )
+    .await;
+    assert_eq!(cp.ec2.terminated_by_request(), vec![id]);
+    assert_eq!(
+        cp.workload.evictions_log().len(),
+        evictions,
+        "nothing evicted"
+    );
+}
+
+#[tokio::test]
+async fn the_drain_timeout_ends_a_drain_a_budget_holds_and_is_set_in_place() {
+    let mut cp = workers_with_pods(54, 6).await;
+    let launched = cp.ec2.launched_total();
+    // Set on the pool after the Machines exist: propagated in place, no rollout.
+    let timeout = |p: &mut capstan_model::WorkerPool| {
+        p.deletion = MachineDeletion {
+            node_drain_timeout_seconds: Some(120),
+            ..MachineDeletion::default()
+        }
+    };
+    cp.apply(&with_access(3, timeout)).await.expect("apply");
+    converge(&mut cp).await;
+    assert_eq!(cp.ec2.launched_total(), launched, "no rollout");
+    for m in pool_machines(&cp, "workers") {
+        assert_eq!(m.spec.deletion.node_drain_timeout_seconds, Some(120));
+    }
+
+    let victim = mark_victim(&cp, &[]).await;
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    let asked = cp.now();
+    cp.apply(&with_access(2, timeout))
+        .await
+        .expect("scale down");
+    let mut skipped = None;
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| deleting_machine(cp, &victim.metadata.name).map(|_| vec!["still deleting".into()]),
+        |cp| {
+            if let Some(d) =
+                deleting_machine(cp, &victim.metadata.name).and_then(|m| m.status.deletion)
+                && d.drain_skipped.is_some()
+            {
+                skipped = d.drain_skipped.clone();
+            }
+        },
+    )
+    .await;
+    assert_eq!(cp.ec2.terminated_by_request(), vec![id]);
+    let skipped = skipped.expect("the drain was cut short");
+    assert!(
+        skipped.contains("nodeDrainTimeoutSeconds (120s)"),
+        "{skipped}"
+    );
+    let took = cp.now().duration_since(asked);
+    assert!(took >= jiff::SignedDuration::from_secs(120), "{took:?}");
+    assert!(cp.workload.pdb_violations().is_empty());
+}
+
+#[tokio::test]
+async fn without_access_a_machine_is_terminated_at_once_as_before() {
+    let mut cp = control_plane(55, |_| {});
+    cp.apply(&quickstart()).await.expect("apply");
+    converge(&mut cp).await;
+    let scaled = edited(&quickstart(), |o| {
+        if let Object::Cluster(c) = o {
+            c.spec.workers[0].replicas = Some(2);
+        }
+    });
+    cp.apply(&scaled).await.expect("scale down");
+    converge(&mut cp).await;
+    assert_eq!(cp.ec2.terminated_by_request().len(), 1);
+    assert_eq!(cp.workload.evictions_log().len(), 0);
+}
