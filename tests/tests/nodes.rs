@@ -361,3 +361,47 @@ async fn a_class_with_eks_bootstrap_launches_nodes_that_join_their_cluster() {
         vec![vec!["example.com/warming"], vec!["example.com/warming"]]
     );
 }
+
+/// A Machine whose instance was terminated from outside long before anyone deletes the
+/// Machine (no health check remediates it; a person does, ten minutes on) still takes
+/// its Node with it: the Node's deletion is bounded from when it began, not from when
+/// the instance went.
+#[tokio::test]
+async fn a_machine_deleted_long_after_its_instance_went_still_deletes_its_node() {
+    let mut cp = control_plane(49, |_| {});
+    cp.apply(&with_access(1, |_| {})).await.expect("apply");
+    converge(&mut cp).await;
+    let machine = pool_machines(&cp, "workers").remove(0);
+    let node = machine.status.node_ref.clone().expect("nodeRef").name;
+    let id = machine.status.instance_id.clone().expect("instance");
+    assert!(cp.ec2.terminate_externally(&id));
+    run_for(&mut cp, Duration::from_secs(600)).await;
+    let failed = pool_machines(&cp, "workers")
+        .into_iter()
+        .find(|m| m.metadata.name == machine.metadata.name)
+        .expect("the Machine stays, Failed");
+    assert_eq!(failed.status.phase, MachinePhase::Failed);
+    assert!(
+        live_nodes(&cp).contains(&node),
+        "the ghost Node is still there"
+    );
+    let _ = node;
+
+    cp.delete(&Object::Machine(failed).key())
+        .await
+        .expect("delete");
+    converge(&mut cp).await;
+    // (Its replacement may get the same private IP, and so the same Node name: the
+    // ghost is told apart by its providerID.)
+    let ghosts: Vec<String> = cp
+        .workload
+        .nodes(cluster())
+        .into_iter()
+        .filter(|n| n.provider_id.as_deref().is_some_and(|p| p.ends_with(&id)))
+        .map(|n| n.name)
+        .collect();
+    assert!(
+        ghosts.is_empty(),
+        "the Node went with its Machine: {ghosts:?}"
+    );
+}

@@ -146,12 +146,25 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                 d.message = format!("waiting for pre-terminate hooks of {}", owners.join(", "));
                 break Gate::Hold(HOOK_RECHECK);
             }
-            DeletionStep::Terminating => break Gate::Terminate,
+            DeletionStep::Terminating | DeletionStep::DeletingNode => break Gate::Terminate,
         }
     };
     m.status.deletion = Some(d);
     report(m, now);
     gate
+}
+
+/// Records that the instance is gone and its Node is being deleted; returns when that
+/// began, which bounds it (`nodeDeletionTimeoutSeconds`). A Machine whose instance went
+/// long before its deletion (stopped or terminated from outside, then remediated)
+/// still gets the whole timeout.
+pub fn deleting_node(m: &mut Machine, now: Timestamp) -> Timestamp {
+    let mut d = m.status.deletion.clone().unwrap_or_default();
+    advance(&mut d, DeletionStep::DeletingNode, now);
+    let since = d.step_since.unwrap_or(now);
+    m.status.deletion = Some(d);
+    report(m, now);
+    since
 }
 
 /// The owners of the Machine's hooks under `prefix`, sorted.
@@ -212,6 +225,7 @@ fn describe_step(step: DeletionStep) -> &'static str {
         DeletionStep::WaitingForVolumeDetach => "waiting for the Node's volumes to detach",
         DeletionStep::WaitingForPreTerminateHook => "waiting for pre-terminate hooks",
         DeletionStep::Terminating => "terminating the instance",
+        DeletionStep::DeletingNode => "deleting the Node",
     }
 }
 

@@ -252,14 +252,16 @@ pub fn decide(
 /// Machine go anyway: `spec.deletion.nodeDeletionTimeoutSeconds` after the instance was
 /// reported gone (unset: [`capstan_model::DEFAULT_NODE_DELETION_TIMEOUT_SECONDS`];
 /// 0: never).
-fn node_deletion_timed_out(m: &Machine, now: Timestamp) -> bool {
+/// Records the Node's deletion as begun (its instance is gone) and says whether
+/// `nodeDeletionTimeoutSeconds` has passed since then.
+fn node_deletion_timed_out(m: &mut Machine, now: Timestamp) -> bool {
+    let since = crate::drain::deleting_node(m, now);
     let Some(limit) = m.spec.deletion.node_deletion_timeout() else {
         return false;
     };
-    m.status
-        .instance_state_time
-        .and_then(|t| t.checked_add(limit).ok())
-        .is_none_or(|deadline| now >= deadline)
+    since
+        .checked_add(limit)
+        .map_or(true, |deadline| now >= deadline)
 }
 
 /// How long an offering that failed with an unfulfillable code is skipped (Karpenter's

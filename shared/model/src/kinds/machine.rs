@@ -381,8 +381,11 @@ pub enum DeletionStep {
     WaitingForVolumeDetach,
     /// `pre-terminate.delete.hook.capstan.dev/<owner>` annotations are on the Machine.
     WaitingForPreTerminateHook,
-    /// Terminating the instance, then deleting the Node.
+    /// Terminating the instance.
     Terminating,
+    /// The instance is gone; deleting its Node (bounded by `nodeDeletionTimeoutSeconds`
+    /// from when this step began).
+    DeletingNode,
 }
 
 impl DeletionStep {
@@ -393,6 +396,7 @@ impl DeletionStep {
             DeletionStep::WaitingForVolumeDetach => "WaitingForVolumeDetach",
             DeletionStep::WaitingForPreTerminateHook => "WaitingForPreTerminateHook",
             DeletionStep::Terminating => "Terminating",
+            DeletionStep::DeletingNode => "DeletingNode",
         }
     }
 }
