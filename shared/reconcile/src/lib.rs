@@ -8,6 +8,7 @@
 //! Node, `drain` for taking the Node out of its cluster before the instance goes, `launch` for how a Machine's instance is
 //! described to EC2, `bootstrap` for the user data that joins a node to its cluster.
 
+pub mod autoscale;
 pub mod bootstrap;
 pub mod cluster;
 pub mod conditions;
@@ -24,6 +25,7 @@ pub mod node;
 pub mod plan;
 pub mod tree;
 
+pub use autoscale::{ScalingDecision, ScalingSnapshot, decide_scaling};
 pub use bootstrap::{
     BootstrapError, EksCluster, EksNodeInput, NodeTaint, TaintEffect, eks_user_data,
     machine_user_data,
