@@ -265,6 +265,16 @@ async fn a_disruption_budget_blocks_the_drain_until_it_allows_the_eviction() {
     assert!(c.message.contains("default/web-"), "{}", c.message);
     assert!(c.message.contains("web"), "names the budget: {}", c.message);
     assert!(cp.describe().contains("DrainingNode"), "{}", cp.describe());
+    // Its MachineDeployment counts it as draining.
+    let md = cp
+        .tree("default", "demo")
+        .get(Kind::MachineDeployment, "demo-workers")
+        .and_then(|s| match &s.object {
+            Object::MachineDeployment(d) => Some(d.status.draining_replicas),
+            _ => None,
+        });
+    assert_eq!(md, Some(1));
+    assert!(cp.describe().contains("1 draining"), "{}", cp.describe());
 
     // The budget relaxes: the drain completes and the instance goes.
     set_budget(&cp, 4);

@@ -411,6 +411,11 @@ pub struct DeletionStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub wait_for_node_volume_detach_start_time: Option<Timestamp>,
+    /// When deleting the Node began, once the instance was gone (the Node deletion
+    /// timeout counts from here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub node_deletion_start_time: Option<Timestamp>,
     /// The drain ended without evicting everything: excluded, or out of time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_skipped: Option<String>,

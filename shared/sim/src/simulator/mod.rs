@@ -8,6 +8,7 @@
 //! stop (capacity comes back, held events are released) and the tree must converge
 //! within [`CONVERGENCE_BOUND`] of virtual time.
 
+pub mod drain;
 pub mod faults;
 pub mod hostile;
 pub mod invariants;
@@ -156,6 +157,8 @@ struct Run {
     steps: u64,
     /// An invariant broken inside a step, reported by the next check.
     broken: Option<Violation>,
+    /// The drain's invariants' memory (terminations judged, Nodes seen cordoned).
+    drain: drain::DrainChecker,
 }
 
 impl Simulation {
@@ -230,6 +233,7 @@ impl Simulation {
             },
             shared.clone(),
         );
+        workload.hide_pods(self.mutation == Some(Mutation::HidePods));
         let functions = Functions::new(
             FaultyStore {
                 inner: store.clone(),
@@ -284,6 +288,7 @@ impl Simulation {
             not_ready: Vec::new(),
             steps: 0,
             broken: None,
+            drain: drain::DrainChecker::default(),
         };
         let outcome = run.play(&script, &self.faults, rng);
         let launched = run.ec2.launched_total();
@@ -492,6 +497,10 @@ impl Run {
             Op::Delete(key) => {
                 let result = block_on(apply::delete(&self.store, &key));
                 self.log(format!("person: delete {key}: {result:?}"));
+            }
+            Op::Pods(op) => {
+                self.log(format!("person: in the workload cluster, {op:?}"));
+                op.perform(&self.workload);
             }
         }
     }
@@ -739,6 +748,8 @@ impl Run {
         let victims = &self.victims;
         let now = self.now();
         let foreign = &self.foreign;
+        let workload = &self.workload;
+        let drain = &mut self.drain;
         self.store.with_items(|all| {
             let items: Vec<&capstan_model::Item> = all.values().collect();
             let mut rollout_items: BTreeMap<&str, Vec<capstan_model::Item>> = BTreeMap::new();
@@ -766,7 +777,8 @@ impl Run {
                 victims,
                 terminated: &terminated,
             };
-            checker.check(&world)
+            checker.check(&world)?;
+            drain.check(now, workload, &terminated, &items)
         })
     }
 
