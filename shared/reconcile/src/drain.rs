@@ -103,6 +103,13 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                     advance(&mut d, DeletionStep::WaitingForVolumeDetach, now);
                     continue;
                 }
+                if let Some(warned) = spot_notice_over(m, now) {
+                    d.drain_skipped = Some(format!(
+                        "EC2 reclaims the spot instance two minutes after its warning at {warned}: the drain stopped there"
+                    ));
+                    advance(&mut d, DeletionStep::WaitingForVolumeDetach, now);
+                    continue;
+                }
                 if let Some(limit) = m.spec.deletion.node_drain_timeout()
                     && passed(started, limit, now)
                 {
@@ -128,6 +135,7 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                     .node_volume_detach_timeout()
                     .is_some_and(|limit| passed(started, limit, now));
                 if timed_out
+                    || spot_notice_over(m, now).is_some()
                     || m.metadata
                         .annotations
                         .contains_key(EXCLUDE_WAIT_FOR_VOLUME_DETACH)
@@ -152,6 +160,33 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
     m.status.deletion = Some(d);
     report(m, now);
     gate
+}
+
+/// `drainSkipped` when the instance has no Node: nothing was there to drain.
+pub const NO_NODE: &str = "the instance has no Node: nothing to drain";
+
+/// The drain was cut short with pods possibly left on the Node: excluded by annotation,
+/// out of time (`nodeDrainTimeoutSeconds`), or out of the spot notice.
+pub fn cut_short(m: &Machine) -> bool {
+    m.status
+        .deletion
+        .as_ref()
+        .and_then(|d| d.drain_skipped.as_deref())
+        .is_some_and(|why| why != NO_NODE)
+}
+
+/// How long EC2 gives a spot instance after its interruption warning.
+pub const SPOT_NOTICE: Duration = Duration::from_secs(120);
+
+/// When EC2 warned, if it warned that this spot instance is reclaimed and the notice
+/// is over: the instance goes whatever the drain does, so the drain stops waiting.
+fn spot_notice_over(m: &Machine, now: Timestamp) -> Option<Timestamp> {
+    m.status
+        .conditions
+        .get(crate::conditions::INTERRUPTED)
+        .filter(|c| c.status == ConditionStatus::True && c.reason == "SpotInterruption")
+        .map(|c| c.last_transition_time)
+        .filter(|warned| passed(*warned, SPOT_NOTICE, now))
 }
 
 /// The owners of the Machine's hooks under `prefix`, sorted.
@@ -406,7 +441,7 @@ pub fn record(
             d.message = format!("cannot reach the cluster's API server: {message}");
         }
         (DeletionStep::DrainingNode, NodeView::Absent) => {
-            d.drain_skipped = Some("the instance has no Node: nothing to drain".into());
+            d.drain_skipped = Some(NO_NODE.into());
             d.wait_for_node_volume_detach_start_time = None;
             advance(&mut d, DeletionStep::WaitingForPreTerminateHook, now);
         }
@@ -716,6 +751,30 @@ mod tests {
             d.drain_skipped
                 .as_deref()
                 .is_some_and(|s| s.contains("300s")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_spot_drain_is_bounded_by_the_two_minute_notice() {
+        let mut m = deleting();
+        m.status.conditions.set_true(
+            crate::conditions::INTERRUPTED,
+            "SpotInterruption",
+            "EC2 will reclaim spot instance i-1 two minutes after …",
+            t(0),
+        );
+        assert_eq!(before_terminate(&mut m, t(30)), Gate::Workload);
+        assert_eq!(
+            m.status.deletion.as_ref().map(|d| d.step),
+            Some(DeletionStep::DrainingNode)
+        );
+        assert_eq!(before_terminate(&mut m, t(120)), Gate::Terminate);
+        let d = m.status.deletion.clone().expect("recorded");
+        assert!(
+            d.drain_skipped
+                .as_deref()
+                .is_some_and(|s| s.contains("spot")),
             "{d:?}"
         );
     }

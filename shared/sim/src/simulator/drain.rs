@@ -3,7 +3,8 @@
 //!
 //! - `drained_before_terminate`: an instance Capstan terminates has no pod left on its
 //!   Node that needed eviction, unless its Machine was excluded from draining or its
-//!   drain timed out;
+//!   drain was cut short (`nodeDrainTimeoutSeconds`, or a spot instance's two-minute
+//!   notice);
 //! - `no_budget_broken`: no eviction Capstan asked for broke a PodDisruptionBudget;
 //! - `cordon_kept`: a Node once cordoned is never uncordoned (Capstan never cancels a
 //!   deletion, so it never has a reason to).
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use capstan_model::item::{AttrValue, INSTANCE_ID, Item, decode};
 use capstan_model::labels::EXCLUDE_NODE_DRAINING;
 use capstan_model::{Machine, Timestamp};
-use capstan_reconcile::drain::{DrainNode, DrainPod, needs_eviction};
+use capstan_reconcile::drain::{DrainNode, DrainPod, cut_short, needs_eviction};
 
 use super::Violation;
 use crate::workload::{ClusterKey, MemWorkload};
@@ -74,15 +75,13 @@ impl DrainChecker {
                 // Its Cluster declares no access: terminated without a drain, as before.
                 continue;
             };
-            let excluded = machine
+            // Excluded, out of time, or out of the spot notice: allowed to leave pods.
+            if machine
                 .metadata
                 .annotations
-                .contains_key(EXCLUDE_NODE_DRAINING);
-            let timed_out = deletion
-                .drain_skipped
-                .as_deref()
-                .is_some_and(|why| why.contains("nodeDrainTimeoutSeconds"));
-            if excluded || timed_out {
+                .contains_key(EXCLUDE_NODE_DRAINING)
+                || cut_short(&machine)
+            {
                 continue;
             }
             let key = ClusterKey::new(&machine.metadata.namespace, &machine.spec.cluster_name);
