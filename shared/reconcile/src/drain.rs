@@ -125,7 +125,7 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                     advance(&mut d, DeletionStep::WaitingForVolumeDetach, now);
                     continue;
                 }
-                break Gate::Workload;
+                break next_pass(&d, now);
             }
             DeletionStep::WaitingForVolumeDetach => {
                 let started = *d.wait_for_node_volume_detach_start_time.get_or_insert(now);
@@ -143,7 +143,7 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                     advance(&mut d, DeletionStep::WaitingForPreTerminateHook, now);
                     continue;
                 }
-                break Gate::Workload;
+                break next_pass(&d, now);
             }
             DeletionStep::WaitingForPreTerminateHook => {
                 let owners = hooks(m, PRE_TERMINATE_HOOK_PREFIX);
@@ -197,6 +197,21 @@ pub fn hooks(m: &Machine, prefix: &str) -> Vec<String> {
         .filter_map(|k| k.strip_prefix(prefix))
         .map(str::to_string)
         .collect()
+}
+
+/// A pass over the Node now, or a wait for [`DRAIN_RECHECK`] after the last one
+/// (Cluster API keeps the same pace with an in-memory cache; a Lambda keeps it on the
+/// item).
+fn next_pass(d: &DeletionStatus, now: Timestamp) -> Gate {
+    match d
+        .last_node_pass
+        .and_then(|t| t.checked_add(DRAIN_RECHECK).ok())
+    {
+        Some(due) if due > now => {
+            Gate::Hold(Duration::try_from(due.duration_since(now)).unwrap_or(DRAIN_RECHECK))
+        }
+        _ => Gate::Workload,
+    }
 }
 
 fn advance(d: &mut DeletionStatus, to: DeletionStep, now: Timestamp) {
@@ -436,6 +451,7 @@ pub fn record(
 ) -> Option<Machine> {
     let mut next = m.clone();
     let mut d = next.status.deletion.clone()?;
+    d.last_node_pass = Some(now);
     match (d.step, view) {
         (_, NodeView::Unreachable { message }) => {
             d.message = format!("cannot reach the cluster's API server: {message}");
@@ -777,6 +793,20 @@ mod tests {
                 .is_some_and(|s| s.contains("spot")),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_pass_over_the_node_waits_its_turn_after_the_last_one() {
+        let mut m = deleting();
+        assert_eq!(before_terminate(&mut m, t(0)), Gate::Workload);
+        let view = found(node(), vec![pod("web-a")]);
+        let mut m = record(&m, &view, &PassOutcome::default(), t(0)).expect("changed");
+        // The status write wakes the Machine at once: it does not pass again yet.
+        assert_eq!(
+            before_terminate(&mut m, t(3)),
+            Gate::Hold(Duration::from_secs(7))
+        );
+        assert_eq!(before_terminate(&mut m, t(10)), Gate::Workload);
     }
 
     #[test]

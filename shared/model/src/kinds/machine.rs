@@ -416,6 +416,12 @@ pub struct DeletionStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub node_deletion_start_time: Option<Timestamp>,
+    /// When a pass last looked at the Node (drained or checked volumes). The next waits
+    /// its turn: a status write wakes the Machine at once, and without this every
+    /// changed message would start another pass straight away.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub last_node_pass: Option<Timestamp>,
     /// The drain ended without evicting everything: excluded, or out of time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_skipped: Option<String>,
