@@ -44,7 +44,15 @@ fn cluster() -> ClusterKey {
 /// Three workers running a Deployment `web` of six pods (on the workers only), a
 /// DaemonSet on every node, and a budget on `web` needing `min_available`.
 async fn workers_with_pods(seed: u64, min_available: u32) -> Embedded {
-    let mut cp = control_plane(seed, |_| {});
+    workers_with_pods_tuned(seed, min_available, |_| {}).await
+}
+
+async fn workers_with_pods_tuned(
+    seed: u64,
+    min_available: u32,
+    tune: impl FnOnce(&mut capstan_embedded::EmbeddedConfig),
+) -> Embedded {
+    let mut cp = control_plane(seed, tune);
     cp.apply(&with_access(3, |_| {})).await.expect("apply");
     converge(&mut cp).await;
     let on_workers = |p: PodSpec| p.node_selector("node-role.kubernetes.io/workers", "");
@@ -556,4 +564,62 @@ async fn a_spot_interruption_drains_within_the_two_minute_notice() {
     converge(&mut cp).await;
     assert_eq!(pool_machines(&cp, "workers").len(), 3);
     assert!(cp.now() > warned);
+}
+
+#[tokio::test]
+async fn the_instance_waits_for_the_nodes_volumes_to_detach() {
+    // Volumes take a minute to detach once their pod is gone.
+    let mut cp =
+        workers_with_pods_tuned(59, 5, |c| c.workload.detach_delay = Duration::from_secs(60)).await;
+    let victim = pool_machines(&cp, "workers").remove(0);
+    let node = victim.status.node_ref.clone().expect("nodeRef").name;
+    // A pod with a persistent volume, on the victim's Node.
+    cp.workload.add_pod(
+        cluster(),
+        PodSpec::new("default", "db-0")
+            .on_node(node.clone())
+            .persistent_volume("pvc-db-0")
+            .requests(100, 128 << 20),
+    );
+    run_for(&mut cp, Duration::from_secs(30)).await;
+    assert!(
+        cp.workload
+            .attachments(cluster())
+            .iter()
+            .any(|a| a.node_name == node && a.attached),
+        "the volume is attached"
+    );
+    let victim = mark_victim(&cp, &[]).await;
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    cp.apply(&with_access(2, |_| {})).await.expect("scale down");
+    let mut waited = None;
+    let mut attached_at_termination = None;
+    let mut seen = BTreeSet::new();
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| deleting_machine(cp, &victim.metadata.name).map(|_| vec!["still deleting".into()]),
+        |cp| {
+            check_terminations(cp, &mut seen, &BTreeSet::new());
+            if let Some(d) =
+                deleting_machine(cp, &victim.metadata.name).and_then(|m| m.status.deletion)
+                && d.step == DeletionStep::WaitingForVolumeDetach
+                && d.message.contains("still attached")
+            {
+                waited = Some(d.message);
+            }
+            if attached_at_termination.is_none() && cp.ec2.terminated_by_request().contains(&id) {
+                attached_at_termination = Some(
+                    cp.workload
+                        .attachments(cluster())
+                        .iter()
+                        .any(|a| a.node_name == node && a.attached),
+                );
+            }
+        },
+    )
+    .await;
+    let waited = waited.expect("the Machine said it waits for the volume");
+    assert!(waited.contains("1 volume(s) still attached"), "{waited}");
+    assert_eq!(attached_at_termination, Some(false), "detached first");
 }

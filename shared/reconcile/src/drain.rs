@@ -479,12 +479,16 @@ pub fn record(
                 node, attachments, ..
             },
         ) => {
+            // The same volume shows in both: name the VolumeAttachments when there are
+            // any (CSI), the Node's own list otherwise (in-tree volumes).
             let mut attached: Vec<&str> = attachments
                 .iter()
                 .filter(|a| a.attached)
                 .map(|a| a.name.as_str())
-                .chain(node.volumes_attached.iter().map(String::as_str))
                 .collect();
+            if attached.is_empty() {
+                attached = node.volumes_attached.iter().map(String::as_str).collect();
+            }
             attached.sort_unstable();
             attached.dedup();
             if attached.is_empty() {
