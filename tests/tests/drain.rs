@@ -44,7 +44,15 @@ fn cluster() -> ClusterKey {
 /// Three workers running a Deployment `web` of six pods (on the workers only), a
 /// DaemonSet on every node, and a budget on `web` needing `min_available`.
 async fn workers_with_pods(seed: u64, min_available: u32) -> Embedded {
-    let mut cp = control_plane(seed, |_| {});
+    workers_with_pods_tuned(seed, min_available, |_| {}).await
+}
+
+async fn workers_with_pods_tuned(
+    seed: u64,
+    min_available: u32,
+    tune: impl FnOnce(&mut capstan_embedded::EmbeddedConfig),
+) -> Embedded {
+    let mut cp = control_plane(seed, tune);
     cp.apply(&with_access(3, |_| {})).await.expect("apply");
     converge(&mut cp).await;
     let on_workers = |p: PodSpec| p.node_selector("node-role.kubernetes.io/workers", "");
@@ -265,6 +273,16 @@ async fn a_disruption_budget_blocks_the_drain_until_it_allows_the_eviction() {
     assert!(c.message.contains("default/web-"), "{}", c.message);
     assert!(c.message.contains("web"), "names the budget: {}", c.message);
     assert!(cp.describe().contains("DrainingNode"), "{}", cp.describe());
+    // Its MachineDeployment counts it as draining.
+    let md = cp
+        .tree("default", "demo")
+        .get(Kind::MachineDeployment, "demo-workers")
+        .and_then(|s| match &s.object {
+            Object::MachineDeployment(d) => Some(d.status.draining_replicas),
+            _ => None,
+        });
+    assert_eq!(md, Some(1));
+    assert!(cp.describe().contains("1 draining"), "{}", cp.describe());
 
     // The budget relaxes: the drain completes and the instance goes.
     set_budget(&cp, 4);
@@ -366,4 +384,242 @@ async fn without_access_a_machine_is_terminated_at_once_as_before() {
     converge(&mut cp).await;
     assert_eq!(cp.ec2.terminated_by_request().len(), 1);
     assert_eq!(cp.workload.evictions_log().len(), 0);
+}
+
+#[tokio::test]
+async fn a_rollout_drains_old_nodes_only_while_three_new_or_old_ones_are_ready() {
+    let mut cp = workers_with_pods(56, 5).await;
+    let old: BTreeSet<String> = pool_machines(&cp, "workers")
+        .into_iter()
+        .filter_map(|m| m.status.instance_id)
+        .collect();
+    let rolled = edited(&with_access(3, |_| {}), |o| {
+        if let Object::MachineClass(c) = o
+            && c.metadata.name == "demo-workers"
+        {
+            c.spec.image_id = "ami-0fedcba9876543210".into();
+        }
+    });
+    cp.apply(&rolled).await.expect("roll");
+    let mut seen = BTreeSet::new();
+    let mut most_draining = 0;
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| {
+            let left = cp
+                .ec2
+                .terminated_by_request()
+                .iter()
+                .filter(|id| old.contains(*id))
+                .count();
+            (left != old.len() || !cp.not_converged().is_empty())
+                .then(|| vec![format!("{left} of {} old workers gone", old.len())])
+        },
+        |cp| {
+            check_terminations(cp, &mut seen, &BTreeSet::new());
+            let tree = cp.tree("default", "demo");
+            let workers: Vec<Machine> = tree
+                .of_kind(Kind::Machine)
+                .filter_map(|s| s.object.as_machine().cloned())
+                .filter(|m| {
+                    m.metadata
+                        .labels
+                        .get("capstan.dev/pool")
+                        .is_some_and(|p| p == "workers")
+                })
+                .collect();
+            let draining = workers
+                .iter()
+                .filter(|m| capstan_reconcile::drain::is_draining(m))
+                .count();
+            most_draining = most_draining.max(draining);
+            if draining > 0 {
+                // maxUnavailable 0: three Ready workers whose Nodes are Ready while any drains.
+                let ready = workers
+                    .iter()
+                    .filter(|m| m.status.deletion.is_none())
+                    .filter(|m| m.status.conditions.is_true(condition::READY))
+                    .count();
+                assert!(ready >= 3, "{ready} Ready workers while one drains");
+            }
+        },
+    )
+    .await;
+    // A Machine being deleted no longer counts against maxSurge (as in Cluster API), so
+    // a second may start draining once the next new one is Ready: never below three.
+    assert!(most_draining >= 1, "the old workers were drained");
+    assert!(cp.workload.pdb_violations().is_empty());
+    let evicted_from_old = cp.workload.evictions_log().len();
+    assert!(evicted_from_old >= 6, "{evicted_from_old} evictions");
+    assert_eq!(running_web(&cp), 6);
+}
+
+#[tokio::test]
+async fn a_remediated_machine_is_drained_before_its_instance_goes() {
+    // The NotReady Node's pods are not Ready: a budget of 4 of 6 still has them to
+    // spare (IfHealthyBudget), so they are evicted rather than waited out.
+    let mut cp = workers_with_pods(57, 4).await;
+    let check = |p: &mut capstan_model::WorkerPool| {
+        let mut hc = capstan_model::PoolHealthCheck::default();
+        hc.checks.unhealthy_node_conditions = vec![capstan_model::UnhealthyCondition {
+            type_: "Ready".into(),
+            status: capstan_model::ConditionStatus::False,
+            timeout_seconds: 30,
+        }];
+        p.health_check = Some(hc);
+    };
+    cp.apply(&with_access(3, check))
+        .await
+        .expect("health check");
+    converge(&mut cp).await;
+    let victim = pool_machines(&cp, "workers")
+        .into_iter()
+        .find(|m| {
+            let id = m.status.instance_id.clone().unwrap_or_default();
+            !pods_needing_eviction(&cp, &id).is_empty()
+        })
+        .expect("a worker running web pods");
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    cp.workload.set_not_ready(
+        &id,
+        Some(capstan_sim::workload::NotReady {
+            at: cp.now(),
+            reason: "KubeletNotReady".into(),
+        }),
+    );
+    let mut seen = BTreeSet::new();
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| {
+            (!cp.ec2.terminated_by_request().contains(&id) || !cp.not_converged().is_empty())
+                .then(|| vec!["the victim is not replaced yet".into()])
+        },
+        |cp| check_terminations(cp, &mut seen, &BTreeSet::new()),
+    )
+    .await;
+    assert!(cp.workload.pdb_violations().is_empty());
+    let evicted_from_victim = cp
+        .workload
+        .evictions_log()
+        .iter()
+        .filter(|e| e.outcome == capstan_runtime::ports::Eviction::Started)
+        .count();
+    assert!(evicted_from_victim > 0, "its pods were evicted");
+    assert_eq!(running_web(&cp), 6);
+}
+
+#[tokio::test]
+async fn a_spot_interruption_drains_within_the_two_minute_notice() {
+    let mut cp = control_plane(58, |_| {});
+    let spot = edited(&with_access(3, |_| {}), |o| {
+        if let Object::MachineClass(c) = o
+            && c.metadata.name == "demo-workers"
+        {
+            c.spec.market.market_type = capstan_model::MarketType::Spot;
+        }
+    });
+    cp.apply(&spot).await.expect("apply");
+    converge(&mut cp).await;
+    let on_workers = |p: PodSpec| p.node_selector("node-role.kubernetes.io/workers", "");
+    cp.workload.add_deployment(
+        cluster(),
+        "web",
+        6,
+        on_workers(PodSpec::new("default", "web").requests(200, 256 << 20)),
+    );
+    // A budget that blocks every eviction: only the notice ends the drain.
+    set_budget(&cp, 6);
+    run_for(&mut cp, Duration::from_secs(60)).await;
+    let victim = pool_machines(&cp, "workers")
+        .into_iter()
+        .find(|m| {
+            let id = m.status.instance_id.clone().unwrap_or_default();
+            !pods_needing_eviction(&cp, &id).is_empty()
+        })
+        .expect("a worker running web pods");
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    let warned = cp.now();
+    assert!(cp.ec2.interrupt_spot(&id));
+    let mut skipped = None;
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| deleting_machine(cp, &victim.metadata.name).map(|_| vec!["still deleting".into()]),
+        |cp| {
+            if let Some(d) =
+                deleting_machine(cp, &victim.metadata.name).and_then(|m| m.status.deletion)
+                && d.drain_skipped.is_some()
+            {
+                skipped = d.drain_skipped;
+            }
+        },
+    )
+    .await;
+    let skipped = skipped.expect("the drain was cut short by the notice");
+    assert!(skipped.contains("spot instance"), "{skipped}");
+    assert!(cp.workload.pdb_violations().is_empty());
+    // The replacement was asked for first and runs.
+    converge(&mut cp).await;
+    assert_eq!(pool_machines(&cp, "workers").len(), 3);
+    assert!(cp.now() > warned);
+}
+
+#[tokio::test]
+async fn the_instance_waits_for_the_nodes_volumes_to_detach() {
+    // Volumes take a minute to detach once their pod is gone.
+    let mut cp =
+        workers_with_pods_tuned(59, 5, |c| c.workload.detach_delay = Duration::from_secs(60)).await;
+    let victim = pool_machines(&cp, "workers").remove(0);
+    let node = victim.status.node_ref.clone().expect("nodeRef").name;
+    // A pod with a persistent volume, on the victim's Node.
+    cp.workload.add_pod(
+        cluster(),
+        PodSpec::new("default", "db-0")
+            .on_node(node.clone())
+            .persistent_volume("pvc-db-0")
+            .requests(100, 128 << 20),
+    );
+    run_for(&mut cp, Duration::from_secs(30)).await;
+    assert!(
+        cp.workload
+            .attachments(cluster())
+            .iter()
+            .any(|a| a.node_name == node && a.attached),
+        "the volume is attached"
+    );
+    let victim = mark_victim(&cp, &[]).await;
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    cp.apply(&with_access(2, |_| {})).await.expect("scale down");
+    let mut waited = None;
+    let mut attached_at_termination = None;
+    let mut seen = BTreeSet::new();
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| deleting_machine(cp, &victim.metadata.name).map(|_| vec!["still deleting".into()]),
+        |cp| {
+            check_terminations(cp, &mut seen, &BTreeSet::new());
+            if let Some(d) =
+                deleting_machine(cp, &victim.metadata.name).and_then(|m| m.status.deletion)
+                && d.step == DeletionStep::WaitingForVolumeDetach
+                && d.message.contains("still attached")
+            {
+                waited = Some(d.message);
+            }
+            if attached_at_termination.is_none() && cp.ec2.terminated_by_request().contains(&id) {
+                attached_at_termination = Some(
+                    cp.workload
+                        .attachments(cluster())
+                        .iter()
+                        .any(|a| a.node_name == node && a.attached),
+                );
+            }
+        },
+    )
+    .await;
+    let waited = waited.expect("the Machine said it waits for the volume");
+    assert!(waited.contains("1 volume(s) still attached"), "{waited}");
+    assert_eq!(attached_at_termination, Some(false), "detached first");
 }

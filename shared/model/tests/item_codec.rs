@@ -149,6 +149,7 @@ fn every_kind() -> Vec<Object> {
             ready_replicas: 1,
             available_replicas: 1,
             up_to_date_replicas: 2,
+            draining_replicas: 1,
             conditions: conditions(),
         },
     };

@@ -304,6 +304,10 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         .any(|(_, s)| s.spec.replicas > 0 || s.status.replicas > 0);
     let c = &mut st.conditions;
     let (have, ready, available) = (st.replicas, st.ready_replicas, st.available_replicas);
+    let draining = match st.draining_replicas {
+        0 => String::new(),
+        n => format!("; {n} Machine(s) draining their Nodes"),
+    };
     st.phase = if have < desired {
         DeploymentPhase::ScalingUp
     } else if have > desired {
@@ -326,7 +330,7 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         condition::SCALING_DOWN,
         have > desired,
         "ScalingDown",
-        format!("{have} replicas exist, {desired} wanted"),
+        format!("{have} replicas exist, {desired} wanted{draining}"),
         now,
     );
     set_flag(
@@ -336,7 +340,7 @@ pub fn decide(md: &mut MachineDeployment, tree: &Tree, ctx: &Ctx, deleting: bool
         "RollingOut",
         if rolling {
             format!(
-                "rolling to MachineSet {current_name}: {} of {desired} Machines up to date",
+                "rolling to MachineSet {current_name}: {} of {desired} Machines up to date{draining}",
                 st.up_to_date_replicas
             )
         } else {
@@ -380,6 +384,7 @@ fn summarize(md: &mut MachineDeployment, sets: &[(&StoredObject, &MachineSet)]) 
     st.replicas = sets.iter().map(|(_, s)| s.status.replicas).sum();
     st.ready_replicas = sets.iter().map(|(_, s)| s.status.ready_replicas).sum();
     st.available_replicas = sets.iter().map(|(_, s)| s.status.available_replicas).sum();
+    st.draining_replicas = sets.iter().map(|(_, s)| s.status.draining_replicas).sum();
 }
 
 /// A condition that is True with `reason` when `on`, False with `Not<reason>` otherwise.

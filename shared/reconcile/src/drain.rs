@@ -103,6 +103,13 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                     advance(&mut d, DeletionStep::WaitingForVolumeDetach, now);
                     continue;
                 }
+                if let Some(warned) = spot_notice_over(m, now) {
+                    d.drain_skipped = Some(format!(
+                        "EC2 reclaims the spot instance two minutes after its warning at {warned}: the drain stopped there"
+                    ));
+                    advance(&mut d, DeletionStep::WaitingForVolumeDetach, now);
+                    continue;
+                }
                 if let Some(limit) = m.spec.deletion.node_drain_timeout()
                     && passed(started, limit, now)
                 {
@@ -118,7 +125,7 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                     advance(&mut d, DeletionStep::WaitingForVolumeDetach, now);
                     continue;
                 }
-                break Gate::Workload;
+                break next_pass(&d, now);
             }
             DeletionStep::WaitingForVolumeDetach => {
                 let started = *d.wait_for_node_volume_detach_start_time.get_or_insert(now);
@@ -128,6 +135,7 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                     .node_volume_detach_timeout()
                     .is_some_and(|limit| passed(started, limit, now));
                 if timed_out
+                    || spot_notice_over(m, now).is_some()
                     || m.metadata
                         .annotations
                         .contains_key(EXCLUDE_WAIT_FOR_VOLUME_DETACH)
@@ -135,7 +143,7 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                     advance(&mut d, DeletionStep::WaitingForPreTerminateHook, now);
                     continue;
                 }
-                break Gate::Workload;
+                break next_pass(&d, now);
             }
             DeletionStep::WaitingForPreTerminateHook => {
                 let owners = hooks(m, PRE_TERMINATE_HOOK_PREFIX);
@@ -146,7 +154,7 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
                 d.message = format!("waiting for pre-terminate hooks of {}", owners.join(", "));
                 break Gate::Hold(HOOK_RECHECK);
             }
-            DeletionStep::Terminating | DeletionStep::DeletingNode => break Gate::Terminate,
+            DeletionStep::Terminating => break Gate::Terminate,
         }
     };
     m.status.deletion = Some(d);
@@ -154,17 +162,31 @@ pub fn before_terminate(m: &mut Machine, now: Timestamp) -> Gate {
     gate
 }
 
-/// Records that the instance is gone and its Node is being deleted; returns when that
-/// began, which bounds it (`nodeDeletionTimeoutSeconds`). A Machine whose instance went
-/// long before its deletion (stopped or terminated from outside, then remediated)
-/// still gets the whole timeout.
-pub fn deleting_node(m: &mut Machine, now: Timestamp) -> Timestamp {
-    let mut d = m.status.deletion.clone().unwrap_or_default();
-    advance(&mut d, DeletionStep::DeletingNode, now);
-    let since = d.step_since.unwrap_or(now);
-    m.status.deletion = Some(d);
-    report(m, now);
-    since
+/// `drainSkipped` when the instance has no Node: nothing was there to drain.
+pub const NO_NODE: &str = "the instance has no Node: nothing to drain";
+
+/// The drain was cut short with pods possibly left on the Node: excluded by annotation,
+/// out of time (`nodeDrainTimeoutSeconds`), or out of the spot notice.
+pub fn cut_short(m: &Machine) -> bool {
+    m.status
+        .deletion
+        .as_ref()
+        .and_then(|d| d.drain_skipped.as_deref())
+        .is_some_and(|why| why != NO_NODE)
+}
+
+/// How long EC2 gives a spot instance after its interruption warning.
+pub const SPOT_NOTICE: Duration = Duration::from_secs(120);
+
+/// When EC2 warned, if it warned that this spot instance is reclaimed and the notice
+/// is over: the instance goes whatever the drain does, so the drain stops waiting.
+fn spot_notice_over(m: &Machine, now: Timestamp) -> Option<Timestamp> {
+    m.status
+        .conditions
+        .get(crate::conditions::INTERRUPTED)
+        .filter(|c| c.status == ConditionStatus::True && c.reason == "SpotInterruption")
+        .map(|c| c.last_transition_time)
+        .filter(|warned| passed(*warned, SPOT_NOTICE, now))
 }
 
 /// The owners of the Machine's hooks under `prefix`, sorted.
@@ -175,6 +197,21 @@ pub fn hooks(m: &Machine, prefix: &str) -> Vec<String> {
         .filter_map(|k| k.strip_prefix(prefix))
         .map(str::to_string)
         .collect()
+}
+
+/// A pass over the Node now, or a wait for [`DRAIN_RECHECK`] after the last one
+/// (Cluster API keeps the same pace with an in-memory cache; a Lambda keeps it on the
+/// item).
+fn next_pass(d: &DeletionStatus, now: Timestamp) -> Gate {
+    match d
+        .last_node_pass
+        .and_then(|t| t.checked_add(DRAIN_RECHECK).ok())
+    {
+        Some(due) if due > now => {
+            Gate::Hold(Duration::try_from(due.duration_since(now)).unwrap_or(DRAIN_RECHECK))
+        }
+        _ => Gate::Workload,
+    }
 }
 
 fn advance(d: &mut DeletionStatus, to: DeletionStep, now: Timestamp) {
@@ -225,7 +262,6 @@ fn describe_step(step: DeletionStep) -> &'static str {
         DeletionStep::WaitingForVolumeDetach => "waiting for the Node's volumes to detach",
         DeletionStep::WaitingForPreTerminateHook => "waiting for pre-terminate hooks",
         DeletionStep::Terminating => "terminating the instance",
-        DeletionStep::DeletingNode => "deleting the Node",
     }
 }
 
@@ -415,12 +451,13 @@ pub fn record(
 ) -> Option<Machine> {
     let mut next = m.clone();
     let mut d = next.status.deletion.clone()?;
+    d.last_node_pass = Some(now);
     match (d.step, view) {
         (_, NodeView::Unreachable { message }) => {
             d.message = format!("cannot reach the cluster's API server: {message}");
         }
         (DeletionStep::DrainingNode, NodeView::Absent) => {
-            d.drain_skipped = Some("the instance has no Node: nothing to drain".into());
+            d.drain_skipped = Some(NO_NODE.into());
             d.wait_for_node_volume_detach_start_time = None;
             advance(&mut d, DeletionStep::WaitingForPreTerminateHook, now);
         }
@@ -442,12 +479,16 @@ pub fn record(
                 node, attachments, ..
             },
         ) => {
+            // The same volume shows in both: name the VolumeAttachments when there are
+            // any (CSI), the Node's own list otherwise (in-tree volumes).
             let mut attached: Vec<&str> = attachments
                 .iter()
                 .filter(|a| a.attached)
                 .map(|a| a.name.as_str())
-                .chain(node.volumes_attached.iter().map(String::as_str))
                 .collect();
+            if attached.is_empty() {
+                attached = node.volumes_attached.iter().map(String::as_str).collect();
+            }
             attached.sort_unstable();
             attached.dedup();
             if attached.is_empty() {
@@ -732,6 +773,44 @@ mod tests {
                 .is_some_and(|s| s.contains("300s")),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_spot_drain_is_bounded_by_the_two_minute_notice() {
+        let mut m = deleting();
+        m.status.conditions.set_true(
+            crate::conditions::INTERRUPTED,
+            "SpotInterruption",
+            "EC2 will reclaim spot instance i-1 two minutes after …",
+            t(0),
+        );
+        assert_eq!(before_terminate(&mut m, t(30)), Gate::Workload);
+        assert_eq!(
+            m.status.deletion.as_ref().map(|d| d.step),
+            Some(DeletionStep::DrainingNode)
+        );
+        assert_eq!(before_terminate(&mut m, t(120)), Gate::Terminate);
+        let d = m.status.deletion.clone().expect("recorded");
+        assert!(
+            d.drain_skipped
+                .as_deref()
+                .is_some_and(|s| s.contains("spot")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_pass_over_the_node_waits_its_turn_after_the_last_one() {
+        let mut m = deleting();
+        assert_eq!(before_terminate(&mut m, t(0)), Gate::Workload);
+        let view = found(node(), vec![pod("web-a")]);
+        let mut m = record(&m, &view, &PassOutcome::default(), t(0)).expect("changed");
+        // The status write wakes the Machine at once: it does not pass again yet.
+        assert_eq!(
+            before_terminate(&mut m, t(3)),
+            Gate::Hold(Duration::from_secs(7))
+        );
+        assert_eq!(before_terminate(&mut m, t(10)), Gate::Workload);
     }
 
     #[test]

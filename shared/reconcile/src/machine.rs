@@ -133,6 +133,7 @@ pub fn decide(
                         && !crate::node::node_deleted(m)
                         && !node_deletion_timed_out(m, now)
                     {
+                        crate::drain::report(m, now);
                         d.external = Some(External::DeleteNode {
                             node: m.status.node_ref.as_ref().map(|r| r.name.clone()),
                             instance_id,
@@ -249,19 +250,35 @@ pub fn decide(
 }
 
 /// Whether Capstan has tried long enough to delete a gone instance's Node to let the
-/// Machine go anyway: `spec.deletion.nodeDeletionTimeoutSeconds` after the instance was
-/// reported gone (unset: [`capstan_model::DEFAULT_NODE_DELETION_TIMEOUT_SECONDS`];
-/// 0: never).
-/// Records the Node's deletion as begun (its instance is gone) and says whether
-/// `nodeDeletionTimeoutSeconds` has passed since then.
+/// Machine go anyway: `spec.deletion.nodeDeletionTimeoutSeconds` (unset:
+/// [`capstan_model::DEFAULT_NODE_DELETION_TIMEOUT_SECONDS`]; 0: never) after the first
+/// pass that tried, recorded in `status.deletion.nodeDeletionStartTime` (which this
+/// sets). Not from when EC2 says the instance went: a termination learnt late (an event
+/// lost, repaired by the sweep minutes later) would otherwise leave no time at all,
+/// and the Node would stay behind.
 fn node_deletion_timed_out(m: &mut Machine, now: Timestamp) -> bool {
-    let since = crate::drain::deleting_node(m, now);
+    let d = m
+        .status
+        .deletion
+        .get_or_insert_with(|| capstan_model::DeletionStatus {
+            step: capstan_model::DeletionStep::Terminating,
+            step_since: Some(now),
+            ..Default::default()
+        });
+    if d.step < capstan_model::DeletionStep::Terminating {
+        // The instance went before the drain finished (interrupted, or terminated
+        // from outside): nothing left to drain.
+        d.step = capstan_model::DeletionStep::Terminating;
+        d.step_since = Some(now);
+        d.message.clear();
+    }
+    let started = *d.node_deletion_start_time.get_or_insert(now);
     let Some(limit) = m.spec.deletion.node_deletion_timeout() else {
         return false;
     };
-    since
+    started
         .checked_add(limit)
-        .map_or(true, |deadline| now >= deadline)
+        .is_ok_and(|deadline| now >= deadline)
 }
 
 /// How long an offering that failed with an unfulfillable code is skipped (Karpenter's

@@ -182,7 +182,14 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
             None => {}
         }
     }
+    let draining = owned
+        .iter()
+        .filter(|s| s.is_deleting())
+        .filter_map(|s| s.object.as_machine())
+        .filter(|m| crate::drain::is_draining(m))
+        .count() as i32;
     let st = &mut ms.status;
+    st.draining_replicas = draining;
     st.replicas = (kept.len() + unreadable.len()) as i32;
     st.ready_replicas = ready;
     st.available_replicas = available;

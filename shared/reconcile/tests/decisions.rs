@@ -641,3 +641,40 @@ fn a_machine_with_eks_bootstrap_launches_through_its_clusters_access_or_waits_fo
         Some("prod-eks")
     );
 }
+
+/// A termination learnt late (its event lost, the sweep repairing it long after) still
+/// leaves the Machine its whole node deletion timeout to delete the Node: the timeout
+/// counts from the first pass that tried, not from when EC2 says the instance went.
+#[test]
+fn a_termination_learnt_late_still_deletes_the_node_before_letting_go() {
+    let access = ClusterAccess {
+        eks: Some(EksAccess {
+            cluster_name: "demo".into(),
+            region: None,
+        }),
+        kubeconfig: None,
+    };
+    let mut m = Machine::default();
+    m.metadata.name = "web-1".into();
+    m.status.phase = MachinePhase::Deleting;
+    m.status.instance_id = Some("i-0123456789abcdef0".into());
+    m.status.instance_state = Some(InstanceState::Terminated);
+    m.status.instance_state_time = Some(ctx(0).now);
+    let later = ctx(3600);
+    let d = capstan_reconcile::machine::decide(&mut m, Some(&access), &later, true);
+    assert!(
+        matches!(
+            d.external,
+            Some(capstan_reconcile::lifecycle::External::DeleteNode { .. })
+        ),
+        "{d:?}"
+    );
+    assert!(!d.remove);
+    let deletion = m.status.deletion.clone().expect("recorded");
+    assert_eq!(deletion.node_deletion_start_time, Some(later.now));
+    // Still trying within the timeout; let go after it.
+    let d = capstan_reconcile::machine::decide(&mut m, Some(&access), &ctx(3600 + 119), true);
+    assert!(!d.remove);
+    let d = capstan_reconcile::machine::decide(&mut m, Some(&access), &ctx(3600 + 120), true);
+    assert!(d.remove, "{d:?}");
+}

@@ -132,9 +132,13 @@ fn row(prefix: &str, s: &StoredObject) -> Row {
             }
             None => not_ready_reason.unwrap_or_default(),
         },
-        Object::MachineDeployment(d) => {
-            format!("{}/{} ready", d.status.ready_replicas, d.spec.replicas)
-        }
+        Object::MachineDeployment(d) => match d.status.draining_replicas {
+            0 => format!("{}/{} ready", d.status.ready_replicas, d.spec.replicas),
+            n => format!(
+                "{}/{} ready, {n} draining",
+                d.status.ready_replicas, d.spec.replicas
+            ),
+        },
         Object::MachineSet(ms) => {
             format!("{}/{} ready", ms.status.ready_replicas, ms.spec.replicas)
         }

@@ -71,30 +71,39 @@ pub async fn view<W: Workload>(
     (view, Some(target))
 }
 
-/// Performs `work` (a cordon, then the evictions) and reports each call's outcome.
-/// Stops evicting at the first error that says the API server is unreachable or
-/// throttling: the rest would fail the same way.
-pub async fn perform<W: Workload>(
+/// Cordons `node`; the error's text when it failed.
+pub async fn cordon<W: Workload>(
+    workload: &W,
+    target: &WorkloadTarget,
+    machine: &str,
+    node: &str,
+) -> Result<(), String> {
+    let patch = NodePatch {
+        unschedulable: Some(true),
+        ..NodePatch::default()
+    };
+    match workload.patch_node(target, node, patch).await {
+        Ok(_) => {
+            info!(machine, step = "cordon", node = %node, "cordoned");
+            Ok(())
+        }
+        Err(e) => {
+            warn!(machine, step = "cordon", node = %node, error = %e, "cordoning failed; the next pass tries again");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Performs `work`'s evictions and reports each call's outcome. Stops at the first
+/// error that says the API server is unreachable or throttling: the rest would fail
+/// the same way.
+pub async fn evict<W: Workload>(
     workload: &W,
     target: &WorkloadTarget,
     machine: &str,
     work: &NodeWork,
 ) -> PassOutcome {
     let mut outcome = PassOutcome::default();
-    if let Some(node) = &work.cordon {
-        let patch = NodePatch {
-            unschedulable: Some(true),
-            ..NodePatch::default()
-        };
-        match workload.patch_node(target, node, patch).await {
-            Ok(_) => info!(machine, step = "cordon", node = %node, "cordoned"),
-            Err(e) => {
-                warn!(machine, step = "cordon", node = %node, error = %e, "cordoning failed; the next pass tries again");
-                outcome.cordon_failed = Some(e.to_string());
-                return outcome;
-            }
-        }
-    }
     for pod in &work.evict {
         let result = workload
             .evict(target, &pod.namespace, &pod.name, work.grace_seconds)
@@ -128,6 +137,10 @@ pub async fn perform<W: Workload>(
 
 /// One pass over the deleting Machine's Node: the Machine as it should be recorded,
 /// or None when nothing changed.
+///
+/// An uncordoned Node is cordoned first and its pods read again after: a pod the
+/// scheduler bound between the first read and the cordon would otherwise be missed, and
+/// the drain could end with it still on the Node (Cluster API cordons, then lists).
 pub async fn pass<W: Workload>(
     workload: &W,
     machine: &Machine,
@@ -135,14 +148,23 @@ pub async fn pass<W: Workload>(
     access: &ClusterAccess,
     now: Timestamp,
 ) -> Option<Machine> {
-    let (view, target) = view(workload, machine, instance_id, access).await;
-    let work = capstan_reconcile::drain::work(machine, &view, now);
-    let outcome = match target {
-        Some(target) if work != NodeWork::default() => {
-            perform(workload, &target, &machine.metadata.name, &work).await
+    let name = machine.metadata.name.as_str();
+    let (mut view, target) = view(workload, machine, instance_id, access).await;
+    let mut work = capstan_reconcile::drain::work(machine, &view, now);
+    let mut outcome = PassOutcome::default();
+    if let (Some(node), Some(target)) = (&work.cordon, &target) {
+        if let Err(why) = cordon(workload, target, name, node).await {
+            outcome.cordon_failed = Some(why);
+            return capstan_reconcile::drain::record(machine, &view, &outcome, now);
         }
-        _ => PassOutcome::default(),
-    };
+        (view, _) = self::view(workload, machine, instance_id, access).await;
+        work = capstan_reconcile::drain::work(machine, &view, now);
+    }
+    if let Some(target) = &target
+        && !work.evict.is_empty()
+    {
+        outcome = evict(workload, target, name, &work).await;
+    }
     capstan_reconcile::drain::record(machine, &view, &outcome, now)
 }
 

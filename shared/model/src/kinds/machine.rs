@@ -381,11 +381,8 @@ pub enum DeletionStep {
     WaitingForVolumeDetach,
     /// `pre-terminate.delete.hook.capstan.dev/<owner>` annotations are on the Machine.
     WaitingForPreTerminateHook,
-    /// Terminating the instance.
+    /// Terminating the instance, then deleting the Node.
     Terminating,
-    /// The instance is gone; deleting its Node (bounded by `nodeDeletionTimeoutSeconds`
-    /// from when this step began).
-    DeletingNode,
 }
 
 impl DeletionStep {
@@ -396,7 +393,6 @@ impl DeletionStep {
             DeletionStep::WaitingForVolumeDetach => "WaitingForVolumeDetach",
             DeletionStep::WaitingForPreTerminateHook => "WaitingForPreTerminateHook",
             DeletionStep::Terminating => "Terminating",
-            DeletionStep::DeletingNode => "DeletingNode",
         }
     }
 }
@@ -419,6 +415,17 @@ pub struct DeletionStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub wait_for_node_volume_detach_start_time: Option<Timestamp>,
+    /// When deleting the Node began, once the instance was gone (the Node deletion
+    /// timeout counts from here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub node_deletion_start_time: Option<Timestamp>,
+    /// When a pass last looked at the Node (drained or checked volumes). The next waits
+    /// its turn: a status write wakes the Machine at once, and without this every
+    /// changed message would start another pass straight away.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub last_node_pass: Option<Timestamp>,
     /// The drain ended without evicting everything: excluded, or out of time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_skipped: Option<String>,

@@ -119,6 +119,14 @@ pub struct MachineDeploymentStatus {
     pub ready_replicas: i32,
     pub available_replicas: i32,
     pub up_to_date_replicas: i32,
+    /// Machines being deleted (scale-down, rollout, remediation) whose Nodes are being
+    /// drained now.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub draining_replicas: i32,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }

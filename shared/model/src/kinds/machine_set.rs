@@ -34,6 +34,9 @@ pub struct MachineSetStatus {
     /// Machines made from the current template (all of a MachineSet's are).
     #[serde(skip_serializing_if = "is_zero")]
     pub up_to_date_replicas: i32,
+    /// Machines being deleted whose Nodes are being drained now.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub draining_replicas: i32,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
 }

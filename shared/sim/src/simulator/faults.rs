@@ -212,6 +212,9 @@ pub enum Mutation {
     DoubleLaunch,
     /// TerminateInstances reports success without terminating anything.
     SkipTerminate,
+    /// The workload clusters' API servers list no pods on any Node: every drain finds
+    /// its Node empty and lets the instance go with its pods.
+    HidePods,
     /// A lying EC2: DescribeInstances ignores its tag filter and reports every
     /// untagged instance with a consistent set of Capstan tags (and the matching
     /// ClientToken); TerminateInstances ignores its guard.

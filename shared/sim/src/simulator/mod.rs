@@ -8,6 +8,7 @@
 //! stop (capacity comes back, held events are released) and the tree must converge
 //! within [`CONVERGENCE_BOUND`] of virtual time.
 
+pub mod drain;
 pub mod faults;
 pub mod hostile;
 pub mod invariants;
@@ -158,6 +159,8 @@ struct Run {
     steps: u64,
     /// An invariant broken inside a step, reported by the next check.
     broken: Option<Violation>,
+    /// The drain's invariants' memory (terminations judged, Nodes seen cordoned).
+    drain: drain::DrainChecker,
 }
 
 impl Simulation {
@@ -232,6 +235,7 @@ impl Simulation {
             },
             shared.clone(),
         );
+        workload.hide_pods(self.mutation == Some(Mutation::HidePods));
         let functions = Functions::new(
             FaultyStore {
                 inner: store.clone(),
@@ -287,6 +291,7 @@ impl Simulation {
             observed: 0,
             steps: 0,
             broken: None,
+            drain: drain::DrainChecker::default(),
         };
         let outcome = run.play(&script, &self.faults, rng);
         let launched = run.ec2.launched_total();
@@ -498,6 +503,10 @@ impl Run {
             Op::Delete(key) => {
                 let result = block_on(apply::delete(&self.store, &key));
                 self.log(format!("person: delete {key}: {result:?}"));
+            }
+            Op::Pods(op) => {
+                self.log(format!("person: in the workload cluster, {op:?}"));
+                op.perform(&self.workload);
             }
         }
     }
@@ -744,6 +753,8 @@ impl Run {
         let victims = &self.victims;
         let now = self.now();
         let foreign = &self.foreign;
+        let workload = &self.workload;
+        let drain = &mut self.drain;
         self.store.with_items(|all| {
             let items: Vec<&capstan_model::Item> = all.values().collect();
             let mut rollout_items: BTreeMap<&str, Vec<capstan_model::Item>> = BTreeMap::new();
@@ -771,7 +782,8 @@ impl Run {
                 victims,
                 terminated: &terminated,
             };
-            checker.check(&world)
+            checker.check(&world)?;
+            drain.check(now, workload, &terminated, &items)
         })
     }
 

@@ -64,6 +64,10 @@ pub struct WorkloadConfig {
     pub unreachable_detach_delay: Duration,
     /// Node deleted → the pod garbage collector removes its pods. Default 40 s.
     pub pod_gc_delay: Duration,
+    /// A Node tainted `NoExecute` (unreachable or not-ready) → its pods that do not
+    /// tolerate the taint start terminating: the `tolerationSeconds` the
+    /// DefaultTolerationSeconds admission plugin gives every pod. Default 300 s.
+    pub taint_eviction_delay: Duration,
     pub kubelet_version: String,
     pub os_image: String,
     /// Seeds uids and generated pod names.
@@ -81,6 +85,7 @@ impl Default for WorkloadConfig {
             detach_delay: Duration::from_secs(10),
             unreachable_detach_delay: Duration::from_secs(360),
             pod_gc_delay: Duration::from_secs(40),
+            taint_eviction_delay: Duration::from_secs(300),
             kubelet_version: "v1.31.4-eks-aeac579".into(),
             os_image: "Amazon Linux 2023.6.20250107".into(),
             seed: 0x6b75_6265,

@@ -13,7 +13,9 @@
 //!   and stays, with the `node.kubernetes.io/unreachable` taints, until someone deletes
 //!   it. (On EKS the cloud controller manager would delete the Node of a terminated
 //!   instance; Capstan must not count on it, so this cluster has none.) Its pods stay
-//!   bound and `Running` (no taint-based eviction here), but no longer Ready;
+//!   bound and `Running`, but no longer Ready, until the taint manager deletes them
+//!   `taint_eviction_delay` (300 s) after the Node went unreachable or not-ready
+//!   (DaemonSet and mirror pods stay; budgets do not hold it back);
 //! - a deleted Node whose kubelet still runs comes back `reregister_delay` later, with
 //!   a new uid and the kubelet's own labels only (a cordon is lost), as kubelets do;
 //! - a terminated instance's private IP is reused by EC2: a new kubelet with the same
@@ -160,6 +162,9 @@ struct State {
     evictions: Vec<EvictionRecord>,
     /// The NodeConfig each instance booted with, where its user data had one.
     boots: BTreeMap<String, NodeConfig>,
+    /// A lying API server (the simulator's `HidePods` mutation): no pod is listed on
+    /// any Node.
+    hide_pods: bool,
 }
 
 /// Which port method a call is, for the counters.
@@ -192,6 +197,7 @@ impl MemWorkload {
                 calls: WorkloadCalls::default(),
                 evictions: Vec::new(),
                 boots: BTreeMap::new(),
+                hide_pods: false,
             })),
         }
     }
@@ -370,6 +376,13 @@ impl MemWorkload {
     }
 
     // ------------------------------------------------------------------ faults
+
+    /// Lies from now on (`true`): lists no pod on any Node, as a broken API server or a
+    /// drainer that looked at the wrong Node would see it. For the simulator's
+    /// mutations: a drain that believes it must trip `drained_before_terminate`.
+    pub fn hide_pods(&self, on: bool) {
+        self.lock().hide_pods = on;
+    }
 
     /// The instance's kubelet never registers a Node (bad bootstrap, wrong endpoint).
     pub fn never_join(&self, instance_id: &str) {
@@ -680,6 +693,7 @@ impl Workload for MemWorkload {
                         .values()
                         .map(|p| &p.pod)
                         .filter(|p| match &filter {
+                            PodFilter::OnNode(_) if state.hide_pods => false,
                             PodFilter::OnNode(n) => p.node_name.as_deref() == Some(n.as_str()),
                             PodFilter::Unscheduled => p.node_name.is_none() && p.phase == "Pending",
                         })

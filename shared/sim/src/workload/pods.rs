@@ -180,6 +180,7 @@ impl State {
     }
 
     pub(super) fn settle_pods(&mut self, key: &ClusterKey, now: Timestamp) {
+        self.evict_for_taints(key, now);
         self.finish_terminations(key, now);
         self.run_controllers(key);
         self.schedule(key);
@@ -187,6 +188,45 @@ impl State {
         if let Some(cluster) = self.clusters.get_mut(key) {
             cluster.detach_volumes(now);
             cluster.report_volumes();
+        }
+    }
+
+    /// The taint manager: a Node tainted `NoExecute` by the node lifecycle controller
+    /// (unreachable, not-ready) since its Ready condition changed has its pods deleted
+    /// `taint_eviction_delay` later (the default `tolerationSeconds`), unless they
+    /// tolerate the taint outright (DaemonSet pods do; mirror pods are the kubelet's).
+    /// Disruption budgets do not hold it back: it deletes, it does not evict.
+    fn evict_for_taints(&mut self, key: &ClusterKey, now: Timestamp) {
+        let delay = self.config.taint_eviction_delay;
+        let default_grace = self.config.default_grace;
+        let Some(cluster) = self.clusters.get_mut(key) else {
+            return;
+        };
+        let mut due: BTreeMap<String, Vec<Taint>> = BTreeMap::new();
+        for (name, sim) in &cluster.nodes {
+            let node = &sim.node;
+            let tainted: Vec<Taint> = node
+                .taints
+                .iter()
+                .filter(|t| t.effect == "NoExecute" && t.key.starts_with("node.kubernetes.io/"))
+                .cloned()
+                .collect();
+            let since = node.condition("Ready").and_then(|c| c.last_transition_time);
+            if !tainted.is_empty() && since.is_some_and(|t| after(t, delay) <= now) {
+                due.insert(name.clone(), tainted);
+            }
+        }
+        for p in cluster.pods.values_mut() {
+            let Some(taints) = p.pod.node_name.as_ref().and_then(|n| due.get(n)) else {
+                continue;
+            };
+            let exempt = matches!(p.owner, Owner::DaemonSet(_) | Owner::Mirror)
+                || p.pod.deleting_since.is_some()
+                || taints.iter().all(|t| tolerates(&p.pod.tolerations, t));
+            if !exempt {
+                let grace = p.grace.unwrap_or(default_grace);
+                p.start_deleting(now, grace);
+            }
         }
     }
 
