@@ -288,6 +288,35 @@ async fn status(
                 "Waiting for deployment {name:?} rollout to start: its latest change is not yet reconciled"
             ));
         }
+        // The MachineSet the template and its class roll to now: until it exists, the
+        // rollout of the latest change (say, a MachineClass edit) has not started, and
+        // the status still describes the one before.
+        let class = trees
+            .iter()
+            .filter_map(|t| t.get(Kind::MachineClass, &d.spec.template.spec.machine_class))
+            .filter(|c| c.key().namespace == key.namespace)
+            .find_map(|s| s.object.as_machine_class().map(|c| (c.spec.clone(), s)));
+        if let Some((class_spec, _)) = &class {
+            let current = capstan_reconcile::deployment::current_set_name(
+                d,
+                class_spec,
+                target.now(),
+            );
+            if !trees
+                .iter()
+                .filter_map(|t| t.get(Kind::MachineSet, &current))
+                .any(|ms| ms.key().namespace == key.namespace)
+            {
+                return Err(format!(
+                    "Waiting for deployment {name:?} rollout to start: MachineSet {current:?} is not there yet"
+                ));
+            }
+        }
+        if class.is_some_and(|(_, c)| c.is_new() || c.spec_changed()) {
+            return Err(format!(
+                "Waiting for deployment {name:?} rollout to start: its MachineClass's latest change is not yet reconciled"
+            ));
+        }
         if st.up_to_date_replicas < want {
             return Err(format!(
                 "Waiting for deployment {name:?} rollout to finish: {} out of {want} new replicas have been updated...",
@@ -298,6 +327,26 @@ async fn status(
             return Err(format!(
                 "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
                 st.replicas - st.up_to_date_replicas
+            ));
+        }
+        // Old Machines still leaving (draining, detaching volumes, terminating): the
+        // rollout is not done while they hold their instances.
+        let leaving = trees
+            .iter()
+            .filter(|t| t.get(Kind::MachineDeployment, &key.name).is_some_and(|m| m.key() == key))
+            .flat_map(|t| {
+                t.owned_by(Kind::MachineSet, Kind::MachineDeployment, &key.name)
+                    .flat_map(move |ms| t.owned_by(Kind::Machine, Kind::MachineSet, ms.object.name()))
+            })
+            .filter(|m| m.is_deleting())
+            .count();
+        if leaving > 0 {
+            let draining = match st.draining_replicas {
+                0 => String::new(),
+                n => format!(", {n} draining"),
+            };
+            return Err(format!(
+                "Waiting for deployment {name:?} rollout to finish: {leaving} old replicas are being deleted{draining}..."
             ));
         }
         if st.available_replicas < want {

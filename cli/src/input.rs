@@ -4,11 +4,21 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use capstan_model::Object;
-use capstan_model::manifest::{self, MAX_MANIFEST_BYTES};
+use capstan_model::manifest::{self, MAX_MANIFEST_BYTES, Manifests};
 
 /// Every object in `paths`, or a report of every error in them (files that cannot be
 /// read included). A directory contributes its .yaml, .yml and .json files, in name order.
 pub fn read(paths: &[PathBuf]) -> Result<Vec<Object>, String> {
+    read_all(paths, false).map(|m| m.objects)
+}
+
+/// As [`read`], keeping Kubernetes workload objects (Deployments, DaemonSets,
+/// PodDisruptionBudgets, Pods) for `capstan up`'s in-memory workload clusters.
+pub fn read_with_workload(paths: &[PathBuf]) -> Result<Manifests, String> {
+    read_all(paths, true)
+}
+
+fn read_all(paths: &[PathBuf], keep_workload: bool) -> Result<Manifests, String> {
     let mut sources = Vec::new();
     let mut problems = String::new();
     for path in paths {
@@ -41,16 +51,23 @@ pub fn read(paths: &[PathBuf]) -> Result<Vec<Object>, String> {
             read_file(path, &mut sources, &mut problems);
         }
     }
-    let result = manifest::read_sources(&sources);
+    let result = if keep_workload {
+        manifest::read_with_workload(&sources)
+    } else {
+        manifest::read_sources(&sources).map(|objects| Manifests {
+            objects,
+            workload: Vec::new(),
+        })
+    };
     match result {
-        Ok(objects) if problems.is_empty() && objects.is_empty() => {
+        Ok(m) if problems.is_empty() && m.objects.is_empty() && m.workload.is_empty() => {
             let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             Err(format!(
                 "{}: no objects: the manifests hold no document with a kind; write at least one object (see examples/quickstart.yaml)\n",
                 names.join(", ")
             ))
         }
-        Ok(objects) if problems.is_empty() => Ok(objects),
+        Ok(m) if problems.is_empty() => Ok(m),
         Ok(_) => Err(problems),
         Err(errors) => {
             let count = errors.count();

@@ -115,7 +115,7 @@ enum Command {
     /// terminal act on it and a restart resumes. With -f: start an embedded control
     /// plane in memory, apply the manifests, wait until they converge, and exit.
     #[command(
-        after_help = "Examples:\n  capstan up\n  capstan up --context scratch --boot-delay 1s\n  capstan up -f examples/quickstart.yaml --stay\n  capstan up -f examples/quickstart.yaml\n  capstan up -f examples/quickstart.yaml --virtual-time --json"
+        after_help = "Examples:\n  capstan up\n  capstan up --context scratch --boot-delay 1s\n  capstan up -f examples/quickstart.yaml --stay\n  capstan up -f examples/quickstart.yaml\n  capstan up -f examples/quickstart.yaml --virtual-time --json\n  capstan up -f examples/rollout-drain/ --stay   # then roll it: see examples/rollout-drain/README.md"
     )]
     Up {
         /// A file, a directory of .yaml/.yml/.json files, or - for standard input. Repeatable.
@@ -134,6 +134,10 @@ enum Command {
         /// How long a simulated instance takes to boot (pending → running).
         #[arg(long, default_value = "3s", env = "CAPSTAN_BOOT_DELAY", value_parser = parse_duration)]
         boot_delay: Duration,
+        /// How long a running instance's kubelet takes to register its Node, for
+        /// Clusters with `spec.access` (their workload clusters are simulated too).
+        #[arg(long, default_value = "20s", env = "CAPSTAN_JOIN_DELAY", value_parser = parse_duration)]
+        join_delay: Duration,
         /// Run on virtual time: the same convergence, without waiting for simulated boots.
         #[arg(long)]
         virtual_time: bool,
@@ -626,18 +630,23 @@ fn main() -> ExitCode {
             run_for,
             timeout,
             boot_delay,
+            join_delay,
             virtual_time,
             json,
         } => {
+            let simulated = up::Simulated {
+                boot_delay,
+                join_delay,
+            };
+            let input = if files.is_empty() {
+                up::Input::default()
+            } else {
+                match up::read(&files) {
+                    Some(input) => input,
+                    None => return ExitCode::from(1),
+                }
+            };
             if files.is_empty() || stay {
-                let objects = if files.is_empty() {
-                    Vec::new()
-                } else {
-                    match apply::read(&files, "applied") {
-                        Some(objects) => objects,
-                        None => return ExitCode::from(1),
-                    }
-                };
                 return verb(async move {
                     let named = selector.resolve()?;
                     let config::Context::Local { dir } = named.context else {
@@ -647,17 +656,9 @@ fn main() -> ExitCode {
                             named.context.describe()
                         );
                     };
-                    up::serve(&dir, boot_delay, run_for, &objects).await
+                    up::serve(&dir, simulated, run_for, &input).await
                 });
             }
-            let objects = match input::read(&files) {
-                Ok(objects) => objects,
-                Err(report) => {
-                    eprint!("{report}");
-                    eprintln!("nothing was applied");
-                    return ExitCode::from(1);
-                }
-            };
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
@@ -670,11 +671,11 @@ fn main() -> ExitCode {
             };
             let options = up::Options {
                 timeout,
-                boot_delay,
+                simulated,
                 virtual_time,
                 json,
             };
-            match runtime.block_on(up::run(objects, options)) {
+            match runtime.block_on(up::run(input, options)) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");

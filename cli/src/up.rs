@@ -8,19 +8,121 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use capstan_embedded::{Embedded, EmbeddedConfig, RunOutcome};
-use capstan_model::{InstanceState, Kind, MachinePhase, Object};
-use capstan_runtime::apply::Applied;
+use capstan_model::meta::condition;
+use capstan_model::{InstanceState, Kind, MachinePhase, Object, ObjectKey};
+use capstan_reconcile::tree::Tree;
+use capstan_runtime::Instance;
+use capstan_sim::workload::{ClusterKey, MemWorkload, WorkloadObject, read_workload_objects};
+
+/// How long simulated things take on the wall clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Simulated {
+    /// An instance, pending → running.
+    pub boot_delay: Duration,
+    /// A running instance → its kubelet's Node registered.
+    pub join_delay: Duration,
+}
+
+/// What `capstan up -f` reads: Capstan's objects, and the Kubernetes workload objects
+/// its in-memory workload clusters run.
+#[derive(Default)]
+pub struct Input {
+    pub objects: Vec<Object>,
+    pub workload: Vec<(ClusterKey, WorkloadObject)>,
+}
+
+/// Reads `files` for `up`, or prints every error and returns None. A workload object
+/// goes to the cluster its `capstan.dev/cluster` annotation names, else to the only
+/// Cluster of the files.
+pub fn read(files: &[std::path::PathBuf]) -> Option<Input> {
+    let fail = |report: &str| {
+        eprint!("{report}");
+        eprintln!("nothing was applied");
+        None
+    };
+    let manifests = match crate::input::read_with_workload(files) {
+        Ok(m) => m,
+        Err(report) => return fail(&report),
+    };
+    let workload = match read_workload_objects(&manifests.objects, &manifests.workload) {
+        Ok(workload) => workload,
+        Err(errors) => {
+            let report: String = errors.iter().map(|e| format!("{e}\n")).collect();
+            return fail(&report);
+        }
+    };
+    Some(Input {
+        objects: manifests.objects,
+        workload,
+    })
+}
+
+/// Gives each workload cluster its objects, saying so.
+fn seed(workload: &MemWorkload, objects: &[(ClusterKey, WorkloadObject)]) {
+    for (key, object) in objects {
+        let what = match object {
+            WorkloadObject::Deployment { name, replicas, .. } => {
+                format!("Deployment {name} ({replicas} pods)")
+            }
+            WorkloadObject::DaemonSet { name, .. } => format!("DaemonSet {name}"),
+            WorkloadObject::Budget(pdb) => format!("PodDisruptionBudget {}", pdb.name),
+            WorkloadObject::Pod(pod) => format!("Pod {}", pod.name),
+        };
+        println!(
+            "{what} runs in cluster {}/{}'s workload cluster",
+            key.namespace, key.cluster
+        );
+        workload.add_object(key.clone(), object.clone());
+    }
+}
+
+/// How much of a Deleting condition's message a progress line shows.
+const MAX_DRAIN_LINE: usize = 320;
+
+/// Prints each Machine's Deleting condition when it changes: which step its deletion
+/// is at, since when, and what a drain waits for (pods left, the budget blocking).
+#[derive(Default)]
+struct DrainReport {
+    last: std::collections::BTreeMap<ObjectKey, String>,
+}
+
+impl DrainReport {
+    fn lines(&mut self, trees: &[Tree]) -> Vec<String> {
+        let mut now = std::collections::BTreeMap::new();
+        let mut lines = Vec::new();
+        for s in trees.iter().flat_map(|t| t.of_kind(Kind::Machine)) {
+            let Some(c) = s.object.conditions().get(condition::DELETING) else {
+                continue;
+            };
+            let text = format!("{}: {}", c.reason, c.message);
+            let key = s.object.key();
+            if self.last.get(&key) != Some(&text) {
+                // One line per change; `capstan describe` has the whole message.
+                let short: String = text.chars().take(MAX_DRAIN_LINE).collect();
+                let more = if short.len() < text.len() { "…" } else { "" };
+                lines.push(format!("Machine {} {short}{more}", key.name));
+            }
+            now.insert(key, text);
+        }
+        for key in self.last.keys().filter(|k| !now.contains_key(*k)) {
+            lines.push(format!("Machine {} deleted", key.name));
+        }
+        self.last = now;
+        lines
+    }
+}
 
 pub struct Options {
     pub timeout: Duration,
-    pub boot_delay: Duration,
+    pub simulated: Simulated,
     pub virtual_time: bool,
     pub json: bool,
 }
 
-pub async fn run(objects: Vec<Object>, options: Options) -> anyhow::Result<ExitCode> {
+pub async fn run(input: Input, options: Options) -> anyhow::Result<ExitCode> {
     let mut config = EmbeddedConfig::default();
-    config.ec2.boot_delay = options.boot_delay;
+    config.ec2.boot_delay = options.simulated.boot_delay;
+    config.workload.join_delay = options.simulated.join_delay;
     let mut cp = if options.virtual_time {
         Embedded::virtual_time(config, 1)
     } else {
@@ -30,18 +132,19 @@ pub async fn run(objects: Vec<Object>, options: Options) -> anyhow::Result<ExitC
         "Embedded control plane started (installation {:?}, simulated EC2 in {}).",
         cp.config.installation, cp.config.ec2.region
     );
-    for applied in cp.apply(&objects).await.context("applying the manifests")? {
-        let (key, verb) = match &applied {
-            Applied::Created(k) => (k, "created"),
-            Applied::Configured(k) => (k, "configured"),
-            Applied::Unchanged(k) => (k, "unchanged"),
-        };
-        println!("{}/{} {verb}", key.kind, key.name);
+    for applied in cp
+        .apply(&input.objects)
+        .await
+        .context("applying the manifests")?
+    {
+        println!("{}", crate::apply::applied_line(&applied));
     }
+    seed(&cp.workload, &input.workload);
 
     let started = Instant::now();
     let virtual_start = cp.now();
     let mut last = String::new();
+    let mut drains = DrainReport::default();
     let outcome = cp
         .run_until(
             options.timeout,
@@ -50,18 +153,22 @@ pub async fn run(objects: Vec<Object>, options: Options) -> anyhow::Result<ExitC
                 (!problems.is_empty()).then_some(problems)
             },
             |cp| {
-                let line = progress(cp);
+                let elapsed = if options.virtual_time {
+                    Duration::try_from(cp.now().duration_since(virtual_start)).unwrap_or_default()
+                } else {
+                    started.elapsed()
+                };
+                let trees = cp.trees();
+                let line = progress(&trees, &cp.ec2.instances());
+                let mut said = drains.lines(&trees);
                 if line != last {
-                    let elapsed = if options.virtual_time {
-                        Duration::try_from(cp.now().duration_since(virtual_start))
-                            .unwrap_or_default()
-                    } else {
-                        started.elapsed()
-                    };
-                    println!("[{:>5.1}s] {line}", elapsed.as_secs_f64());
-                    let _ = std::io::stdout().flush();
+                    said.insert(0, line.clone());
                     last = line;
                 }
+                for line in said {
+                    println!("[{:>5.1}s] {line}", elapsed.as_secs_f64());
+                }
+                let _ = std::io::stdout().flush();
             },
         )
         .await
@@ -107,10 +214,10 @@ pub async fn run(objects: Vec<Object>, options: Options) -> anyhow::Result<ExitC
 }
 
 /// One line on how far along the Machines and instances are.
-fn progress(cp: &Embedded) -> String {
+fn progress(trees: &[Tree], instances: &[Instance]) -> String {
     let mut phases = std::collections::BTreeMap::<String, usize>::new();
     let mut machines = 0;
-    for tree in cp.trees() {
+    for tree in trees {
         for s in tree.of_kind(Kind::Machine) {
             if let Some(m) = s.object.as_machine() {
                 machines += 1;
@@ -123,7 +230,6 @@ fn progress(cp: &Embedded) -> String {
             }
         }
     }
-    let instances = cp.ec2.instances();
     let running = instances
         .iter()
         .filter(|i| i.state == InstanceState::Running)
@@ -159,12 +265,13 @@ fn summary(cp: &Embedded) -> String {
 }
 
 /// `capstan up` without -f (or with `--stay`): the local control plane in `dir`, with
-/// `objects` applied first, until stopped (or `run_for`). One per directory.
+/// `input` applied first, until stopped (or `run_for`). One per directory. Prints the
+/// Machines' progress and every drain step as it happens.
 pub async fn serve(
     dir: &std::path::Path,
-    boot_delay: Duration,
+    simulated: Simulated,
     run_for: Option<Duration>,
-    objects: &[Object],
+    input: &Input,
 ) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let lock_path = dir.join("up.lock");
@@ -181,29 +288,52 @@ pub async fn serve(
         );
     }
     let mut config = capstan_local::LocalConfig::default();
-    config.ec2.boot_delay = boot_delay;
+    config.ec2.boot_delay = simulated.boot_delay;
+    config.workload.join_delay = simulated.join_delay;
     let mut cp = capstan_local::LocalControlPlane::open(dir, config)
         .with_context(|| format!("opening the local control plane in {}", dir.display()))?;
     println!(
         "Local control plane running; its state is in {} (a restart resumes from it).",
         dir.join(capstan_local::STATE_FILE).display()
     );
-    if !objects.is_empty() {
-        let applied = capstan_runtime::apply::apply(&cp.store, objects)
+    if !input.objects.is_empty() {
+        let applied = capstan_runtime::apply::apply(&cp.store, &input.objects)
             .await
             .context("applying the manifests")?;
         for a in &applied {
             println!("{}", crate::apply::applied_line(a));
         }
     }
+    seed(&cp.workload, &input.workload);
     println!("From another terminal: capstan apply -f examples/quickstart.yaml --wait");
     let _ = std::io::stdout().flush();
     let started = Instant::now();
+    let mut last = String::new();
+    let mut drains = DrainReport::default();
+    let mut reported = Instant::now();
     loop {
         if run_for.is_some_and(|limit| started.elapsed() >= limit) {
             return Ok(ExitCode::SUCCESS);
         }
         let worked = cp.step().await.context("running the local control plane")?;
+        // What changed, at most twice a second: the table is read whole to say it.
+        if reported.elapsed() >= Duration::from_millis(500) {
+            reported = Instant::now();
+            let items = cp.store.items().context("reading the local table")?;
+            let trees: Vec<Tree> = capstan_runtime::table::trees_by_partition(items)
+                .into_values()
+                .collect();
+            let mut said = drains.lines(&trees);
+            let line = progress(&trees, &cp.ec2.instances());
+            if line != last {
+                said.insert(0, line.clone());
+                last = line;
+            }
+            for line in said {
+                println!("[{:>7.1}s] {line}", started.elapsed().as_secs_f64());
+            }
+            let _ = std::io::stdout().flush();
+        }
         if !worked {
             tokio::time::sleep(cp.idle_for(Duration::from_millis(250))).await;
         }

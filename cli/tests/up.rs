@@ -145,3 +145,90 @@ fn up_with_a_file_and_stay_applies_it_and_keeps_running() {
     let tree = w.ok(&["describe", "cluster", "demo"]);
     assert!(tree.contains("Every object is Ready."), "{tree}");
 }
+
+/// The rollout-drain example: `up -f DIR --stay` runs the Deployment, budget and
+/// DaemonSet in its simulated workload cluster and prints every drain step as it
+/// happens; `rollout status` waits until the old Machines are gone, not only replaced;
+/// `apply` refuses the Kubernetes objects, naming the fix.
+#[test]
+fn up_shows_a_rollout_draining_the_nodes() {
+    let w = Workdir::new("up-drain");
+    let example = support::repo().join("examples/rollout-drain");
+    let log = w.dir.join("up.log");
+    let child = w
+        .command(&[
+            "up",
+            "-f",
+            &support::path_str(&example),
+            "--stay",
+            "--boot-delay",
+            "200ms",
+            "--join-delay",
+            "1s",
+        ])
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("capstan up");
+    let _up = Running(child);
+    let state = w.dir.join(".capstan/state.db");
+    let started = Instant::now();
+    while !state.exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = w.ok(&["rollout", "status", "pool/shop/web", "--timeout", "60s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+
+    let refused = w.run(&["apply", "-f", &support::path_str(&example)]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("Deployment is a Kubernetes object, not one of Capstan's"),
+        "{}",
+        text(&refused)
+    );
+    let old: Vec<String> = names(&w, "machines", &[])
+        .into_iter()
+        .filter_map(|n| n.rsplit('/').next().map(str::to_string))
+        .filter(|n| n.starts_with("shop-web-"))
+        .collect();
+    assert_eq!(old.len(), 3, "{old:?}");
+    let cluster = std::fs::read_to_string(example.join("cluster.yaml")).expect("example");
+    let file = w.write(
+        "new-image.yaml",
+        &cluster.replace("ami-0abcdef1234567890", "ami-0fedcba9876543210"),
+    );
+    w.ok(&["apply", "-f", &file]);
+    let status = w.ok(&["rollout", "status", "pool/shop/web", "--timeout", "60s"]);
+    assert!(
+        status.contains("old replicas are being deleted"),
+        "{status}"
+    );
+    assert!(status.contains("successfully rolled out"), "{status}");
+
+    std::thread::sleep(Duration::from_secs(1));
+    let said = std::fs::read_to_string(&log).expect("up's output");
+    assert!(
+        said.contains("Deployment web (6 pods) runs in cluster default/shop's workload cluster"),
+        "{said}"
+    );
+    let drained: std::collections::BTreeSet<&str> = said
+        .lines()
+        .filter(|l| l.contains(" DrainingNode: draining the Node since "))
+        .filter_map(machine_named)
+        .collect();
+    let deleted: std::collections::BTreeSet<&str> = said
+        .lines()
+        .filter(|l| l.ends_with(" deleted"))
+        .filter_map(machine_named)
+        .filter(|n| n.starts_with("shop-web-"))
+        .collect();
+    assert_eq!(drained.len(), 3, "{said}");
+    assert_eq!(drained, deleted, "{said}");
+    let old: std::collections::BTreeSet<&str> = old.iter().map(String::as_str).collect();
+    assert_eq!(drained, old, "{said}");
+}
+
+/// The Machine a progress line of `capstan up` is about.
+fn machine_named(line: &str) -> Option<&str> {
+    line.split("] Machine ").nth(1)?.split_whitespace().next()
+}

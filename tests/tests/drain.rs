@@ -14,7 +14,10 @@ use capstan_model::{
     ClusterAccess, DeletionStep, EksAccess, Kind, Machine, MachineDeletion, Object,
 };
 use capstan_reconcile::drain::{DrainNode, DrainPod, needs_eviction};
-use capstan_sim::workload::{Budget, ClusterKey, IntOrPercent, PodDisruptionBudget, PodSpec};
+use capstan_sim::workload::{
+    Budget, ClusterKey, IntOrPercent, PodDisruptionBudget, PodSpec, WorkloadObject,
+    read_workload_objects,
+};
 use capstan_tests::*;
 
 fn access() -> ClusterAccess {
@@ -622,4 +625,114 @@ async fn the_instance_waits_for_the_nodes_volumes_to_detach() {
     let waited = waited.expect("the Machine said it waits for the volume");
     assert!(waited.contains("1 volume(s) still attached"), "{waited}");
     assert_eq!(attached_at_termination, Some(false), "detached first");
+}
+
+/// `examples/rollout-drain/` as `capstan up -f` reads it: the Capstan objects and the
+/// workload cluster's Deployment, budget and DaemonSet, with `edit` applied to the text.
+fn rollout_drain_example(
+    edit: impl Fn(&str) -> String,
+) -> (Vec<Object>, Vec<(ClusterKey, WorkloadObject)>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rollout-drain");
+    let sources: Vec<(String, String)> = ["cluster.yaml", "workload.yaml"]
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).expect("the example");
+            (f.to_string(), edit(&text))
+        })
+        .collect();
+    let manifests = capstan_model::manifest::read_with_workload(&sources)
+        .unwrap_or_else(|e| panic!("the example must be valid:\n{e}"));
+    let workload = read_workload_objects(&manifests.objects, &manifests.workload)
+        .unwrap_or_else(|e| panic!("the example's workload must be valid: {e:?}"));
+    (manifests.objects, workload)
+}
+
+/// The example's rollout with the default timings (instances boot in 3 s, kubelets join
+/// 20 s later): each old node is drained only after its replacement's Node is Ready,
+/// one at a time; the budget lets one web pod go at a time and is never broken; all six
+/// web pods run at the end.
+#[tokio::test]
+async fn the_rollout_drain_example_drains_its_nodes_one_by_one() {
+    let shop = ClusterKey::new("default", "shop");
+    let mut cp = control_plane(61, |c| c.ec2.boot_delay = Duration::from_secs(3));
+    let (objects, workload) = rollout_drain_example(str::to_string);
+    cp.apply(&objects).await.expect("apply");
+    for (key, object) in workload {
+        cp.workload.add_object(key, object);
+    }
+    converge(&mut cp).await;
+    run_for(&mut cp, Duration::from_secs(60)).await;
+    let web_running = |cp: &Embedded| {
+        cp.workload
+            .pods(shop.clone())
+            .into_iter()
+            .filter(|p| p.labels.get("app").is_some_and(|a| a == "web"))
+            .filter(|p| p.phase == "Running" && p.deleting_since.is_none())
+            .count()
+    };
+    assert_eq!(web_running(&cp), 6, "the web pods start");
+    let old: BTreeSet<String> = cp
+        .tree("default", "shop")
+        .of_kind(Kind::Machine)
+        .filter(|s| s.object.name().starts_with("shop-web-"))
+        .map(|s| s.object.name().to_string())
+        .collect();
+    assert_eq!(old.len(), 3);
+
+    let (new_image, _) =
+        rollout_drain_example(|t| t.replace("ami-0abcdef1234567890", "ami-0fedcba9876543210"));
+    cp.apply(&new_image).await.expect("the new image");
+    let mut drained = Vec::<String>::new();
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| {
+            let left: Vec<String> = cp
+                .tree("default", "shop")
+                .of_kind(Kind::Machine)
+                .filter(|s| old.contains(s.object.name()))
+                .map(|s| format!("{} is still there", s.object.name()))
+                .collect();
+            let mut problems = cp.not_converged();
+            problems.extend(left);
+            Some(problems).filter(|p| !p.is_empty())
+        },
+        |cp| {
+            let draining: Vec<String> = cp
+                .tree("default", "shop")
+                .of_kind(Kind::Machine)
+                .filter_map(|s| s.object.as_machine())
+                .filter(|m| {
+                    m.metadata.name.starts_with("shop-web-")
+                        && m.status
+                            .deletion
+                            .as_ref()
+                            .is_some_and(|d| d.step == DeletionStep::DrainingNode)
+                })
+                .map(|m| m.metadata.name.clone())
+                .collect();
+            assert!(
+                draining.len() <= 1,
+                "two nodes drained at once: {draining:?}"
+            );
+            for name in draining {
+                if !drained.contains(&name) {
+                    drained.push(name);
+                }
+            }
+            assert!(
+                cp.workload.pdb_violations().is_empty(),
+                "a budget was broken: {:?}",
+                cp.workload.pdb_violations()
+            );
+        },
+    )
+    .await;
+    assert_eq!(
+        drained.iter().cloned().collect::<BTreeSet<_>>(),
+        old,
+        "every old worker was drained, in turn: {drained:?}"
+    );
+    run_for(&mut cp, Duration::from_secs(60)).await;
+    assert_eq!(web_running(&cp), 6, "the web pods run on the new nodes");
 }

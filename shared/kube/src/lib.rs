@@ -10,7 +10,6 @@ mod connect;
 mod convert;
 pub mod eks_token;
 mod error;
-pub mod quantity;
 mod retry_after;
 
 #[cfg(feature = "fixture")]

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod meta;
 pub mod object;
 pub mod parse;
+pub mod quantity;
 #[cfg(feature = "schema")]
 pub mod schema;
 pub mod user_data;

@@ -1017,3 +1017,41 @@ spec:
         "no second error for a field already reported: {paths:?}"
     );
 }
+
+/// Kubernetes workload objects beside Capstan's: refused with the fix by `apply`'s
+/// reader, kept as they are by `capstan up`'s, and never hiding a missing reference.
+#[test]
+fn kubernetes_workload_objects_are_refused_or_kept() {
+    let deployment =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 2}\n";
+    let text = format!(
+        "{}\n---\n{deployment}",
+        include_str!("../../../examples/quickstart.yaml")
+    );
+    let refused = capstan_model::manifest::read_manifests("both.yaml", &text)
+        .expect_err("apply refuses a Deployment");
+    let said = refused.to_string();
+    assert!(
+        said.contains("Deployment is a Kubernetes object, not one of Capstan's"),
+        "{said}"
+    );
+    assert!(
+        said.contains("apply it to the workload cluster with kubectl"),
+        "{said}"
+    );
+
+    let kept = capstan_model::manifest::read_with_workload(&[("both.yaml", text.as_str())])
+        .expect("up keeps it");
+    assert_eq!(kept.objects.len(), 3);
+    assert_eq!(kept.workload.len(), 1);
+    assert_eq!(kept.workload[0]["metadata"]["name"], "web");
+
+    // A Cluster naming a class that is not there is still an error beside them.
+    let dangling = format!(
+        "{}\n---\n{deployment}",
+        "apiVersion: capstan.dev/v1alpha1\nkind: Cluster\nmetadata: {name: demo}\nspec:\n  version: v1.31.2\n  controlPlane: {machineClass: nowhere, replicas: 1}\n"
+    );
+    let e = capstan_model::manifest::read_with_workload(&[("d.yaml", dangling.as_str())])
+        .expect_err("the class is missing");
+    assert!(e.to_string().contains("nowhere"), "{e}");
+}

@@ -17,6 +17,8 @@ pub(super) struct Entry {
     pub(super) namespace: Option<String>,
     pub(super) name: Option<String>,
     pub(super) object: Option<Object>,
+    /// A Kubernetes workload object (see [`super::workload_kind`]), kept as read.
+    pub(super) workload: Option<Value>,
     pub(super) errors: Vec<FieldError>,
 }
 
@@ -30,6 +32,7 @@ impl Entry {
             namespace: None,
             name: None,
             object: None,
+            workload: None,
             errors: Vec::new(),
         }
     }

@@ -23,6 +23,7 @@ mod text;
 mod yaml;
 
 use crate::object::Object;
+use crate::parse::FieldError;
 use crate::validate::cross::{duplicates, references};
 
 use text::read_text;
@@ -53,6 +54,48 @@ pub fn read_manifests(source: &str, text: &str) -> Result<Vec<Object>, ManifestE
 pub fn read_sources<S: AsRef<str>, T: AsRef<str>>(
     sources: &[(S, T)],
 ) -> Result<Vec<Object>, ManifestErrors> {
+    read_all(sources, false).map(|m| m.objects)
+}
+
+/// What `capstan up` reads: Capstan's objects and, beside them, the Kubernetes
+/// workload objects it runs in its in-memory workload clusters.
+#[derive(Clone, Debug, Default)]
+pub struct Manifests {
+    pub objects: Vec<Object>,
+    /// Deployments, DaemonSets, PodDisruptionBudgets and Pods, as read (JSON).
+    pub workload: Vec<serde_json::Value>,
+}
+
+/// The Kubernetes kinds [`read_with_workload`] keeps: `(apiVersion, kind)`.
+pub const WORKLOAD_KINDS: [(&str, &str); 4] = [
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "DaemonSet"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("v1", "Pod"),
+];
+
+/// The kind of a Kubernetes workload object, if `value` is one of [`WORKLOAD_KINDS`].
+pub fn workload_kind(value: &serde_json::Value) -> Option<&'static str> {
+    let field = |f: &str| value.get(f).and_then(serde_json::Value::as_str);
+    let (api_version, kind) = (field("apiVersion")?, field("kind")?);
+    WORKLOAD_KINDS
+        .iter()
+        .find(|(a, k)| *a == api_version && *k == kind)
+        .map(|(_, k)| *k)
+}
+
+/// Reads as [`read_sources`] does, and keeps the Kubernetes workload objects beside
+/// Capstan's instead of refusing them.
+pub fn read_with_workload<S: AsRef<str>, T: AsRef<str>>(
+    sources: &[(S, T)],
+) -> Result<Manifests, ManifestErrors> {
+    read_all(sources, true)
+}
+
+fn read_all<S: AsRef<str>, T: AsRef<str>>(
+    sources: &[(S, T)],
+    keep_workload: bool,
+) -> Result<Manifests, ManifestErrors> {
     let mut entries = Vec::new();
     for (index, (_, text)) in sources.iter().enumerate() {
         read_text(index, text.as_ref(), &mut entries);
@@ -61,7 +104,9 @@ pub fn read_sources<S: AsRef<str>, T: AsRef<str>>(
     // Cross-object checks over everything that decoded, valid or not, so one error
     // does not cascade into "not found" elsewhere. If some document did not decode at
     // all, what it defined is unknown: skip "not found" rather than guess.
-    let complete = entries.iter().all(|e| e.object.is_some());
+    let complete = entries
+        .iter()
+        .all(|e| e.object.is_some() || e.workload.is_some());
     let source_name = |i: usize| sources.get(i).map_or("", |(s, _)| s.as_ref());
     let decoded: Vec<(usize, Object)> = entries
         .iter()
@@ -85,6 +130,16 @@ pub fn read_sources<S: AsRef<str>, T: AsRef<str>>(
             entry.errors.push(error);
         }
     }
+    if !keep_workload {
+        for entry in entries.iter_mut().filter(|e| e.workload.is_some()) {
+            let kind = entry.kind.clone().unwrap_or_default();
+            entry.errors.push(FieldError::new(
+                "kind",
+                format!("{kind} is a Kubernetes object, not one of Capstan's"),
+                "apply it to the workload cluster with kubectl (only `capstan up` takes it, for its simulated workload cluster), or leave it out of these files",
+            ));
+        }
+    }
 
     let errors: Vec<DocumentError> = entries
         .iter()
@@ -92,7 +147,12 @@ pub fn read_sources<S: AsRef<str>, T: AsRef<str>>(
         .map(|e| e.to_error(source_name(e.source)))
         .collect();
     if errors.is_empty() {
-        Ok(entries.into_iter().filter_map(|e| e.object).collect())
+        let mut manifests = Manifests::default();
+        for entry in entries {
+            manifests.objects.extend(entry.object);
+            manifests.workload.extend(entry.workload);
+        }
+        Ok(manifests)
     } else {
         Err(ManifestErrors(errors))
     }

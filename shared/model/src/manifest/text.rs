@@ -119,6 +119,10 @@ fn read_object(at: Origin, prefix: &str, value: Value, entries: &mut Vec<Entry>)
     let (source, document, line) = at;
     let mut entry = Entry::new(source, document, line);
     entry.label(&value);
+    if super::workload_kind(&value).is_some() {
+        entry.workload = Some(value);
+        return entries.push(entry);
+    }
     let checked = validate_document(value);
     entry.errors = checked.errors;
     if let Some(object) = checked.object {

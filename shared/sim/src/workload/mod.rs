@@ -48,6 +48,7 @@ mod config;
 mod eviction;
 mod faults;
 mod kubelet;
+mod manifest;
 mod nodeadm;
 mod objects;
 mod pods;
@@ -71,6 +72,10 @@ use pods::{Owner, SimAttachment, SimPod};
 pub use config::{ClusterKey, WorkloadConfig};
 pub use faults::{FlakyApi, NotReady, Throttle};
 pub use kubelet::{NodeResources, node_resources};
+pub use manifest::{
+    CLUSTER_ANNOTATION, WorkloadManifestError, WorkloadObject, read_workload_object,
+    read_workload_objects,
+};
 pub use objects::{Budget, IntOrPercent, PodDisruptionBudget, PodSpec};
 
 use faults::{ClusterFaults, InstanceFaults};
