@@ -300,6 +300,51 @@ async fn a_disruption_budget_blocks_the_drain_until_it_allows_the_eviction() {
     assert!(cp.workload.pdb_violations().is_empty());
 }
 
+/// The pool asks it for all its Machines (`spec.workers[].metadata.annotations`): it
+/// reaches the Machines in place, and a scale-down then terminates without a drain.
+#[tokio::test]
+async fn a_pool_annotated_exclude_node_draining_scales_down_without_a_drain() {
+    let mut cp = workers_with_pods(57, 5).await;
+    let exclude = |p: &mut capstan_model::WorkerPool| {
+        p.metadata
+            .annotations
+            .insert(EXCLUDE_NODE_DRAINING.into(), String::new());
+    };
+    cp.apply(&with_access(3, exclude))
+        .await
+        .expect("annotate the pool");
+    run_for(&mut cp, Duration::from_secs(30)).await;
+    let workers = pool_machines(&cp, "workers");
+    assert_eq!(workers.len(), 3);
+    assert!(
+        workers
+            .iter()
+            .all(|m| m.metadata.annotations.contains_key(EXCLUDE_NODE_DRAINING)),
+        "the pool's annotation reaches its Machines without a rollout"
+    );
+    let before: BTreeSet<String> = workers.iter().map(|m| m.metadata.name.clone()).collect();
+    let evictions = cp.workload.evictions_log().len();
+    cp.apply(&with_access(2, exclude))
+        .await
+        .expect("scale down");
+    converge(&mut cp).await;
+    let after: BTreeSet<String> = pool_machines(&cp, "workers")
+        .iter()
+        .map(|m| m.metadata.name.clone())
+        .collect();
+    assert!(
+        after.is_subset(&before),
+        "no rollout: {before:?} → {after:?}"
+    );
+    assert_eq!(after.len(), 2);
+    assert_eq!(cp.ec2.terminated_by_request().len(), 1);
+    assert_eq!(
+        cp.workload.evictions_log().len(),
+        evictions,
+        "nothing evicted"
+    );
+}
+
 #[tokio::test]
 async fn a_machine_annotated_exclude_node_draining_is_terminated_without_a_drain() {
     let mut cp = workers_with_pods(53, 6).await;
@@ -735,4 +780,53 @@ async fn the_rollout_drain_example_drains_its_nodes_one_by_one() {
     );
     run_for(&mut cp, Duration::from_secs(60)).await;
     assert_eq!(web_running(&cp), 6, "the web pods run on the new nodes");
+}
+
+/// Deleting the Cluster deletes every Machine at once: each Node is still cordoned and
+/// drained through the Eviction API (pods get their graceful termination, budgets
+/// hold), and the table empties: a budget that no node is left to satisfy does not
+/// hold the deletion forever.
+#[tokio::test]
+async fn deleting_the_cluster_drains_every_node_and_finishes() {
+    let mut cp = workers_with_pods(59, 5).await;
+    let before = cp.workload.evictions_log().len();
+    cp.delete(&cluster_key()).await.expect("delete the cluster");
+    let mut seen = BTreeSet::new();
+    let mut cordoned_before_terminated = true;
+    run_checked(
+        &mut cp,
+        CONVERGE_WITHIN,
+        |cp| (!cp.store.is_empty()).then(|| vec![format!("{} items left", cp.store.len())]),
+        |cp| {
+            for id in cp.ec2.terminated_by_request() {
+                if seen.insert(id.clone())
+                    && let Some(node) = cp
+                        .workload
+                        .nodes(cluster())
+                        .into_iter()
+                        .find(|n| n.provider_id.as_deref().is_some_and(|p| p.ends_with(&id)))
+                {
+                    cordoned_before_terminated &= node.unschedulable;
+                }
+            }
+            assert!(
+                cp.workload.pdb_violations().is_empty(),
+                "a budget was broken: {:?}",
+                cp.workload.pdb_violations()
+            );
+        },
+    )
+    .await;
+    assert!(cordoned_before_terminated, "every Node was cordoned first");
+    assert!(
+        cp.workload.evictions_log().len() > before,
+        "the pods were evicted, not just lost"
+    );
+    assert!(
+        cp.ec2
+            .instances()
+            .iter()
+            .all(|i| i.state == capstan_model::InstanceState::Terminated),
+        "every instance terminated"
+    );
 }

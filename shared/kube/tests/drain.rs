@@ -140,7 +140,7 @@ async fn a_budget_refusal_over_http_is_named_and_the_next_pass_evicts() {
 
     let mut m = deleting_machine();
     assert_eq!(before_terminate(&mut m, at(0)), Gate::Workload);
-    let m = capstan_runtime::drain::pass(&workload, &m, INSTANCE, &access(), at(1))
+    let m = capstan_runtime::drain::pass(&workload, &m, INSTANCE, &access(), false, at(1))
         .await
         .expect("recorded");
     // Cordoned with a merge patch; the eviction was refused by the budget, by name.
@@ -167,7 +167,7 @@ async fn a_budget_refusal_over_http_is_named_and_the_next_pass_evicts() {
 
     // The budget allows one: the next pass evicts (the DaemonSet's pod is left).
     api.set_disruptions_allowed("apps", "web-pdb", 1);
-    let m = capstan_runtime::drain::pass(&workload, &m, INSTANCE, &access(), at(20))
+    let m = capstan_runtime::drain::pass(&workload, &m, INSTANCE, &access(), false, at(20))
         .await
         .expect("recorded");
     assert!(
@@ -188,7 +188,7 @@ async fn a_budget_refusal_over_http_is_named_and_the_next_pass_evicts() {
 
     // Once the evicted pod is gone, the drain is complete.
     api.finish_terminating();
-    let m = capstan_runtime::drain::pass(&workload, &m, INSTANCE, &access(), at(40))
+    let m = capstan_runtime::drain::pass(&workload, &m, INSTANCE, &access(), false, at(40))
         .await
         .expect("recorded");
     let d = m.status.deletion.clone().expect("recorded");

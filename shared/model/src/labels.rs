@@ -45,6 +45,11 @@ pub const TAG_MACHINE_UID: &str = "capstan.dev/machine-uid";
 /// Prefix reserved for Capstan's own tags and labels.
 pub const RESERVED_PREFIX: &str = "capstan.dev/";
 
+/// The annotations under [`RESERVED_PREFIX`] a worker pool may set for its Machines
+/// (`spec.workers[].metadata.annotations`); every other `capstan.dev/` key there is
+/// refused, since Capstan selects and tags by its own.
+pub const POOL_ANNOTATIONS: [&str; 2] = [EXCLUDE_NODE_DRAINING, EXCLUDE_WAIT_FOR_VOLUME_DETACH];
+
 /// The pool name of a cluster's control plane.
 pub const CONTROL_PLANE_POOL: &str = "control-plane";
 

@@ -1055,3 +1055,33 @@ fn kubernetes_workload_objects_are_refused_or_kept() {
         .expect_err("the class is missing");
     assert!(e.to_string().contains("nowhere"), "{e}");
 }
+
+/// A pool's `capstan.dev/` labels and annotations are Capstan's, refused with the
+/// path; the drain opt-outs are the pool's to set.
+#[test]
+fn a_pool_sets_only_the_drain_opt_outs_under_capstan_dev() {
+    let with_pool_metadata = |metadata: &str| {
+        include_str!("../../../examples/quickstart.yaml").replace(
+            "    - name: workers        # at most 15 characters; \"control-plane\" is reserved\n",
+            &format!("    - name: workers\n      metadata: {metadata}\n"),
+        )
+    };
+    let ok =
+        with_pool_metadata("{annotations: {capstan.dev/exclude-node-draining: \"\", team: web}}");
+    capstan_model::manifest::read_manifests("ok.yaml", &ok).expect("the opt-out is allowed");
+    let bad = with_pool_metadata(
+        "{labels: {capstan.dev/pool: other}, annotations: {capstan.dev/delete-machine: \"\"}}",
+    );
+    let e = capstan_model::manifest::read_manifests("bad.yaml", &bad)
+        .expect_err("reserved keys are refused")
+        .to_string();
+    assert!(
+        e.contains("spec.workers[0].metadata.labels.capstan.dev/pool"),
+        "{e}"
+    );
+    assert!(
+        e.contains("spec.workers[0].metadata.annotations.capstan.dev/delete-machine"),
+        "{e}"
+    );
+    assert!(e.contains("capstan.dev/exclude-node-draining"), "{e}");
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use capstan_model::labels::{
     AUTOSCALER_MAX_SIZE, AUTOSCALER_MIN_SIZE, CLUSTER_NAME, CONTROL_PLANE_POOL, POOL,
-    RESERVED_PREFIX, ROLE,
+    POOL_ANNOTATIONS, RESERVED_PREFIX, ROLE,
 };
 use capstan_model::meta::condition;
 use capstan_model::{
@@ -200,6 +200,15 @@ pub fn deployments(c: &Cluster) -> BTreeMap<String, MachineDeployment> {
         t.metadata
             .annotations
             .extend(unreserved(&pool.metadata.annotations));
+        // The drain opt-outs a pool may ask for its Machines (Cluster API users put
+        // them on the MachineDeployment's template).
+        t.metadata.annotations.extend(
+            pool.metadata
+                .annotations
+                .iter()
+                .filter(|(k, _)| POOL_ANNOTATIONS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         t.spec
             .additional_tags
             .extend(unreserved(&pool.additional_tags));

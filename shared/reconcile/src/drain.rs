@@ -28,7 +28,11 @@
 //!   bounded pass, and every call it makes (cordon, evict) is idempotent.
 //! - The instance is terminated only once no pod needing eviction is left on the Node,
 //!   or the drain was excluded (`capstan.dev/exclude-node-draining`) or timed out
-//!   (`spec.deletion.nodeDrainTimeoutSeconds`; unset waits as long as it takes).
+//!   (`spec.deletion.nodeDrainTimeoutSeconds`; unset waits as long as it takes), or the
+//!   whole Cluster is being deleted and only pods their budgets keep are left: every
+//!   Node is cordoned or going, so nothing could ever satisfy those budgets (Cluster
+//!   API skips the drain altogether then; Capstan still evicts what budgets allow, so
+//!   those pods get their graceful termination).
 //! - Capstan never uncordons a Node it cordoned, and never deletes a pod: evictions go
 //!   through the Eviction API, so PodDisruptionBudgets hold.
 //!
@@ -438,6 +442,11 @@ pub struct PassOutcome {
     /// The cordon failed: why.
     pub cordon_failed: Option<String>,
     pub evictions: Vec<(PodKey, Evicted)>,
+    /// The whole Cluster is being deleted: every Node is cordoned or going, so a pod a
+    /// budget keeps has nowhere to move to and would hold the drain forever. Such pods
+    /// are left to go with the instance (their evictions were still asked for, so
+    /// pods a budget lets go get their graceful termination).
+    pub cluster_deleting: bool,
 }
 
 /// The Machine after a pass over its Node, or None when nothing it records changed.
@@ -466,11 +475,18 @@ pub fn record(
         }
         (DeletionStep::DrainingNode, NodeView::Found { node, pods, .. }) => {
             match drain_waits(node, pods, outcome, now, d.node_drain_start_time) {
-                None => {
+                Drained::Waiting(message) => d.message = message,
+                done => {
+                    if let Drained::LeavingBudgeted(pods) = done {
+                        d.drain_skipped = Some(format!(
+                            "the Cluster is being deleted: {} pod(s) their PodDisruptionBudgets kept, with no Node left to move to, went with the instance: {}",
+                            pods.len(),
+                            listed(&pods)
+                        ));
+                    }
                     advance(&mut d, DeletionStep::WaitingForVolumeDetach, now);
                     d.wait_for_node_volume_detach_start_time = Some(now);
                 }
-                Some(message) => d.message = message,
             }
         }
         (
@@ -511,14 +527,24 @@ pub fn record(
 
 /// What the drain still waits for after this pass, in the words of Cluster API's
 /// `DrainingSucceeded` message; None when it is complete.
+/// Where a drain stands after a pass.
+enum Drained {
+    Complete,
+    /// Complete but for these pods, which budgets keep while the whole Cluster goes.
+    LeavingBudgeted(Vec<String>),
+    /// What it waits for (the `DrainingSucceeded` message).
+    Waiting(String),
+}
+
 fn drain_waits(
     node: &DrainNode,
     pods: &[DrainPod],
     outcome: &PassOutcome,
     now: Timestamp,
     started: Option<Timestamp>,
-) -> Option<String> {
+) -> Drained {
     let mut lines: Vec<String> = Vec::new();
+    let mut budgeted: Vec<String> = Vec::new();
     if let Some(why) = &outcome.cordon_failed {
         lines.push(format!("cannot cordon node {}: {why}", node.name));
     }
@@ -536,6 +562,9 @@ fn drain_waits(
                 match outcome.evictions.iter().find(|(k, _)| *k == key) {
                     Some((_, Evicted::Started)) => terminating.push(name),
                     Some((_, Evicted::Gone)) => {}
+                    Some((_, Evicted::Blocked(_))) if outcome.cluster_deleting => {
+                        budgeted.push(name);
+                    }
                     Some((_, Evicted::Blocked(why))) => {
                         lines.push(format!("pod {name}: cannot evict: {why}"));
                     }
@@ -570,12 +599,16 @@ fn drain_waits(
         lines.push(format!("pods to evict next: {}", listed(&to_evict)));
     }
     if lines.is_empty() && blocked == 0 {
-        return None;
+        return if budgeted.is_empty() {
+            Drained::Complete
+        } else {
+            Drained::LeavingBudgeted(budgeted)
+        };
     }
     let started = started
         .map(|t| format!(" (started at {t})"))
         .unwrap_or_default();
-    Some(format!(
+    Drained::Waiting(format!(
         "drain of node {} not completed yet{started}: {}",
         node.name,
         lines.join("; ")
@@ -694,6 +727,7 @@ mod tests {
         let outcome = PassOutcome {
             cordon_failed: None,
             evictions: vec![(work.evict[0].clone(), Evicted::Started)],
+            ..PassOutcome::default()
         };
         let next = record(&m, &view, &outcome, t(1)).expect("changed");
         let d = next.status.deletion.clone().expect("recorded");
@@ -715,7 +749,22 @@ mod tests {
                 w.evict[0].clone(),
                 Evicted::Blocked("Cannot evict pod as it would violate the pod's disruption budget (PodDisruptionBudget default/web)".into()),
             )],
+            ..PassOutcome::default()
         };
+        // While the Cluster is being deleted, the budget's pod goes with the instance.
+        let whole = PassOutcome {
+            cluster_deleting: true,
+            ..outcome.clone()
+        };
+        let gone = record(&m, &view, &whole, t(1)).expect("changed");
+        let d = gone.status.deletion.clone().expect("recorded");
+        assert_eq!(d.step, DeletionStep::WaitingForVolumeDetach);
+        assert!(
+            d.drain_skipped.as_deref().is_some_and(
+                |why| why.contains("default/web-a") && why.contains("Cluster is being deleted")
+            ),
+            "{d:?}"
+        );
         let next = record(&m, &view, &outcome, t(1)).expect("changed");
         let c = next
             .status
@@ -842,6 +891,7 @@ mod tests {
         let gone = PassOutcome {
             cordon_failed: None,
             evictions: vec![(w.evict[0].clone(), Evicted::Gone)],
+            ..PassOutcome::default()
         };
         let next = record(&m, &view, &gone, t(1)).expect("changed");
         let d = next.status.deletion.clone().expect("recorded");

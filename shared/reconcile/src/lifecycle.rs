@@ -91,6 +91,8 @@ pub enum External {
     DrainNode {
         instance_id: String,
         access: capstan_model::ClusterAccess,
+        /// The whole Cluster is being deleted: budgets cannot hold the drain.
+        cluster_deleting: bool,
     },
 }
 
@@ -227,10 +229,12 @@ pub fn decide(key: &ObjectKey, tree: &Tree, ctx: &Ctx) -> Plan {
             External::DrainNode {
                 instance_id,
                 access,
+                cluster_deleting,
             } => Action::DrainNode {
                 machine,
                 instance_id,
                 access,
+                cluster_deleting,
                 observed_rv,
             },
         });
@@ -333,7 +337,13 @@ fn decide_kind(
         Object::MachineClass(c) => machine_class::decide(c, ctx, deleting),
         Object::MachineDeployment(d) => deployment::decide(d, tree, ctx, deleting),
         Object::MachineSet(s) => machine_set::decide(s, tree, ctx, deleting),
-        Object::Machine(m) => machine::decide(m, tree.cluster_access(), ctx, deleting),
+        Object::Machine(m) => {
+            let cluster_deleting = tree
+                .of_kind(Kind::Cluster)
+                .next()
+                .is_some_and(|c| c.is_deleting());
+            machine::decide(m, tree.cluster_access(), ctx, deleting, cluster_deleting)
+        }
         Object::MachineHealthCheck(h) => health_check::decide(h, stored, tree, ctx, deleting),
     }
 }

@@ -83,12 +83,14 @@ fn situation(m: &Machine) -> Situation {
 }
 
 /// `access`: how the Cluster's API server is reached, when declared; the Machine then
-/// follows its Node too ([`crate::node`]).
+/// follows its Node too ([`crate::node`]). `cluster_deleting`: the whole Cluster goes,
+/// so a drain is not held by budgets no Node is left to satisfy.
 pub fn decide(
     m: &mut Machine,
     access: Option<&ClusterAccess>,
     ctx: &Ctx,
     deleting: bool,
+    cluster_deleting: bool,
 ) -> Decision {
     let mut d = Decision::default();
     let now = ctx.now;
@@ -116,6 +118,7 @@ pub fn decide(
                             d.external = Some(External::DrainNode {
                                 instance_id,
                                 access: access.clone(),
+                                cluster_deleting,
                             });
                             d.requeue(crate::drain::DRAIN_RECHECK);
                             return d;

@@ -76,6 +76,8 @@ pub enum Action {
         machine: Machine,
         instance_id: String,
         access: capstan_model::ClusterAccess,
+        /// The whole Cluster is being deleted: budgets cannot hold the drain.
+        cluster_deleting: bool,
         observed_rv: u64,
     },
 }

@@ -661,7 +661,7 @@ fn a_termination_learnt_late_still_deletes_the_node_before_letting_go() {
     m.status.instance_state = Some(InstanceState::Terminated);
     m.status.instance_state_time = Some(ctx(0).now);
     let later = ctx(3600);
-    let d = capstan_reconcile::machine::decide(&mut m, Some(&access), &later, true);
+    let d = capstan_reconcile::machine::decide(&mut m, Some(&access), &later, true, false);
     assert!(
         matches!(
             d.external,
@@ -673,8 +673,10 @@ fn a_termination_learnt_late_still_deletes_the_node_before_letting_go() {
     let deletion = m.status.deletion.clone().expect("recorded");
     assert_eq!(deletion.node_deletion_start_time, Some(later.now));
     // Still trying within the timeout; let go after it.
-    let d = capstan_reconcile::machine::decide(&mut m, Some(&access), &ctx(3600 + 119), true);
+    let d =
+        capstan_reconcile::machine::decide(&mut m, Some(&access), &ctx(3600 + 119), true, false);
     assert!(!d.remove);
-    let d = capstan_reconcile::machine::decide(&mut m, Some(&access), &ctx(3600 + 120), true);
+    let d =
+        capstan_reconcile::machine::decide(&mut m, Some(&access), &ctx(3600 + 120), true, false);
     assert!(d.remove, "{d:?}");
 }

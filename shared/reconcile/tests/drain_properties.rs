@@ -127,6 +127,7 @@ proptest! {
             } else {
                 Evicted::Started
             })).collect(),
+            ..PassOutcome::default()
         };
         let waiting = pods.iter().any(|p| verdict(p, &node, at(now)) != PodVerdict::Ignore);
         let next = record(&m, &view, &outcome, at(now)).unwrap_or_else(|| m.clone());

@@ -340,11 +340,19 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                     machine,
                     instance_id,
                     access,
+                    cluster_deleting,
                     observed_rv,
                 } => {
                     let now = self.clock.now();
-                    if let Some(updated) =
-                        crate::drain::pass(&self.workload, machine, instance_id, access, now).await
+                    if let Some(updated) = crate::drain::pass(
+                        &self.workload,
+                        machine,
+                        instance_id,
+                        access,
+                        *cluster_deleting,
+                        now,
+                    )
+                    .await
                     {
                         self.put_machine(&updated, *observed_rv).await?;
                     }

@@ -146,12 +146,16 @@ pub async fn pass<W: Workload>(
     machine: &Machine,
     instance_id: &str,
     access: &ClusterAccess,
+    cluster_deleting: bool,
     now: Timestamp,
 ) -> Option<Machine> {
     let name = machine.metadata.name.as_str();
     let (mut view, target) = view(workload, machine, instance_id, access).await;
     let mut work = capstan_reconcile::drain::work(machine, &view, now);
-    let mut outcome = PassOutcome::default();
+    let mut outcome = PassOutcome {
+        cluster_deleting,
+        ..PassOutcome::default()
+    };
     if let (Some(node), Some(target)) = (&work.cordon, &target) {
         if let Err(why) = cordon(workload, target, name, node).await {
             outcome.cordon_failed = Some(why);
@@ -163,7 +167,10 @@ pub async fn pass<W: Workload>(
     if let Some(target) = &target
         && !work.evict.is_empty()
     {
-        outcome = evict(workload, target, name, &work).await;
+        outcome = PassOutcome {
+            cluster_deleting,
+            ..evict(workload, target, name, &work).await
+        };
     }
     capstan_reconcile::drain::record(machine, &view, &outcome, now)
 }

@@ -177,6 +177,7 @@ fn cluster(v: &mut Errors, spec: &ClusterSpec) {
                 "declare spec.access (eks.clusterName or kubeconfig.secretArn), or register the taints through the nodes' own kubelet flags",
             );
         }
+        reserved_pool_keys(v, &at, pool);
         if pool.name.is_empty() {
             continue;
         }
@@ -195,6 +196,34 @@ fn cluster(v: &mut Errors, spec: &ClusterSpec) {
     }
     if let Some(a) = &spec.access {
         access(v, "spec.access", a);
+    }
+}
+
+/// A pool's labels and annotations under `capstan.dev/` would be dropped (Capstan
+/// selects and tags by its own): refused, but for the drain opt-outs.
+fn reserved_pool_keys(v: &mut Errors, at: &str, pool: &WorkerPool) {
+    let reserved = crate::labels::RESERVED_PREFIX;
+    for key in pool.metadata.labels.keys() {
+        if key.starts_with(reserved) {
+            v.push(
+                format!("{at}.metadata.labels.{key}"),
+                format!("{reserved} labels are Capstan's own: it sets them on every Machine"),
+                "choose a key outside capstan.dev/",
+            );
+        }
+    }
+    let allowed = crate::labels::POOL_ANNOTATIONS;
+    for key in pool.metadata.annotations.keys() {
+        if key.starts_with(reserved) && !allowed.contains(&key.as_str()) {
+            v.push(
+                format!("{at}.metadata.annotations.{key}"),
+                format!("{reserved} annotations are Capstan's own"),
+                format!(
+                    "choose a key outside capstan.dev/; a pool may set only {}",
+                    allowed.join(" and ")
+                ),
+            );
+        }
     }
 }
 
