@@ -141,7 +141,7 @@ pub async fn scale(
 }
 
 /// Runs the same validation `capstan validate` runs on the edited object.
-fn revalidate(object: &Object) -> anyhow::Result<()> {
+pub fn revalidate(object: &Object) -> anyhow::Result<()> {
     let errors = capstan_model::validate_object(object);
     if errors.is_empty() {
         return Ok(());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod annotate;
 mod apply;
 mod config;
 mod describe;
@@ -252,6 +253,19 @@ enum Command {
         /// KIND NAME or KIND/NAME.
         #[arg(required = true)]
         object: Vec<String>,
+        /// The object's cluster, when its name is in several.
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Set or remove annotations (KEY=VALUE, KEY-); on a Machine being deleted, remove
+    /// a deletion hook to let the deletion go on.
+    #[command(
+        after_help = "Examples:\n  capstan annotate machine demo-workers-6f9c2d1a-x7k2p capstan.dev/delete-machine=\n  capstan annotate machine demo-workers-6f9c2d1a-x7k2p pre-drain.delete.hook.capstan.dev/backup-"
+    )]
+    Annotate {
+        /// KIND NAME (or KIND/NAME), then KEY=VALUE to set and KEY- to remove.
+        #[arg(required = true, num_args = 2.., value_name = "KIND NAME CHANGE")]
+        words: Vec<String>,
         /// The object's cluster, when its name is in several.
         #[arg(long)]
         cluster: Option<String>,
@@ -566,6 +580,31 @@ fn main() -> ExitCode {
             let (kind, name) = kinds::kind_and_name(&object)?;
             let target = Target::open(&selector).await?;
             describe::run(&target, &kind, &name, &namespace, cluster.as_deref()).await
+        }),
+        Command::Annotate { words, cluster } => verb(async move {
+            // KIND/NAME CHANGE…, or KIND NAME CHANGE…
+            let (kind, name, changes) = match words.split_first() {
+                Some((first, rest)) => match first.split_once('/') {
+                    Some((k, n)) => (k.to_string(), n.to_string(), rest.to_vec()),
+                    None => match rest.split_first() {
+                        Some((n, changes)) => (first.clone(), n.clone(), changes.to_vec()),
+                        None => anyhow::bail!(
+                            "name the object: KIND NAME, e.g. machine demo-workers-6f9c2d1a-x7k2p"
+                        ),
+                    },
+                },
+                None => anyhow::bail!("name the object and the annotations"),
+            };
+            let mut target = Target::open(&selector).await?;
+            annotate::run(
+                &mut target,
+                &kind,
+                &name,
+                &changes,
+                &namespace,
+                cluster.as_deref(),
+            )
+            .await
         }),
         Command::Scale { object, replicas } => verb(async move {
             let mut target = Target::open(&selector).await?;

@@ -221,6 +221,30 @@ impl Target {
         }
     }
 
+    /// Removes an annotation from an object, also while it is being deleted (a
+    /// deletion hook let go); false if it did not carry it.
+    pub async fn remove_annotation(
+        &mut self,
+        key: &ObjectKey,
+        annotation: &str,
+    ) -> anyhow::Result<bool> {
+        let context = || format!("removing {annotation} from {key}");
+        match self {
+            Target::Local(l) => l.remove_annotation(key, annotation, true).await,
+            Target::Running(r) => {
+                capstan_runtime::apply::remove_annotation(&r.store, key, annotation)
+                    .await
+                    .with_context(context)
+            }
+            #[cfg(feature = "aws")]
+            Target::Remote(r) => {
+                capstan_runtime::apply::remove_annotation(&r.store, key, annotation)
+                    .await
+                    .with_context(context)
+            }
+        }
+    }
+
     /// Removes each object's desired item (`capstan delete`), in order; false for one
     /// that had none. The local control plane runs once all are gone, as a running
     /// one would barely have started between them.
@@ -275,6 +299,9 @@ enum Entry {
     Apply(Vec<serde_json::Value>),
     /// Desired items deleted by one command.
     Delete(Vec<ObjectKey>),
+    /// An annotation removed (`capstan annotate … KEY-`), from the observed item of an
+    /// object being deleted too: how a deletion hook is let go.
+    RemoveAnnotation(ObjectKey, String),
 }
 
 /// The local control plane, replayed from its journal.
@@ -354,6 +381,9 @@ impl Local {
                 Entry::Delete(keys) => {
                     local.delete(&keys, false).await?;
                 }
+                Entry::RemoveAnnotation(key, annotation) => {
+                    local.remove_annotation(&key, &annotation, false).await?;
+                }
             }
         }
         Ok(local)
@@ -401,6 +431,28 @@ impl Local {
             self.settle().await?;
         }
         Ok(found)
+    }
+
+    /// Removes an annotation (see [`capstan_runtime::apply::remove_annotation`]),
+    /// runs the control plane until it settles, and (when `record`) journals it.
+    pub async fn remove_annotation(
+        &mut self,
+        key: &ObjectKey,
+        annotation: &str,
+        record: bool,
+    ) -> anyhow::Result<bool> {
+        let removed = self
+            .cp
+            .remove_annotation(key, annotation)
+            .await
+            .with_context(|| format!("removing {annotation} from {key}"))?;
+        if removed {
+            if record {
+                self.record(&Entry::RemoveAnnotation(key.clone(), annotation.into()))?;
+            }
+            self.settle().await?;
+        }
+        Ok(removed)
     }
 
     /// Runs until every tree converged (or an hour of virtual time passed: what did

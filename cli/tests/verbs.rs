@@ -445,3 +445,62 @@ fn every_verb_has_an_example_in_its_help() {
     let top = w.ok(&["--help"]);
     assert!(top.contains("Exit codes:"), "{top}");
 }
+
+/// `annotate` sets and removes annotations like kubectl's; on a Machine being deleted
+/// it only removes, and removing a deletion hook lets the deletion go on.
+#[test]
+fn annotate_sets_and_removes_and_lets_a_deletion_hook_go() {
+    let w = Workdir::new("annotate");
+    let cluster =
+        std::fs::read_to_string(support::repo().join("examples/rollout-drain/cluster.yaml"))
+            .expect("example");
+    let file = w.write("shop.yaml", &cluster);
+    w.ok(&["apply", "-f", &file]);
+    let workers: Vec<String> = names(&w, "machines", &[])
+        .into_iter()
+        .filter_map(|n| n.rsplit('/').next().map(str::to_string))
+        .filter(|n| n.starts_with("shop-web-"))
+        .collect();
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    let victim = workers[0].as_str();
+    let hook = "pre-drain.delete.hook.capstan.dev/backup";
+    let out = w.ok(&[
+        "annotate",
+        "machine",
+        victim,
+        "capstan.dev/delete-machine=",
+        &format!("{hook}="),
+    ]);
+    assert!(
+        out.contains(&format!("Machine/{victim} configured")),
+        "{out}"
+    );
+    let bad = w.run(&["annotate", "machine", victim, "no-equals-or-dash"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("KEY- to remove one"), "{}", text(&bad));
+
+    w.ok(&["scale", "pool", "shop/web", "--replicas", "2"]);
+    let held = w.ok(&["describe", "machine", victim]);
+    assert!(held.contains("WaitingForPreDrainHook"), "{held}");
+    assert!(held.contains("backup"), "{held}");
+    let refused = w.run(&["annotate", "machine", victim, "team=web"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("can only be removed now"),
+        "{}",
+        text(&refused)
+    );
+
+    let out = w.ok(&[
+        "annotate",
+        &format!("machine/{victim}"),
+        &format!("{hook}-"),
+    ]);
+    assert!(out.contains(&format!("annotation {hook} removed")), "{out}");
+    let left: Vec<String> = names(&w, "machines", &[])
+        .into_iter()
+        .filter(|n| n.contains("shop-web-"))
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|n| !n.ends_with(victim)), "{left:?}");
+}

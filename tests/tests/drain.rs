@@ -830,3 +830,78 @@ async fn deleting_the_cluster_drains_every_node_and_finishes() {
         "every instance terminated"
     );
 }
+
+/// Hooks hold the deletion where they say, until their owners remove them: a pre-drain
+/// hook before the cordon, a pre-terminate hook after the drain, before the instance
+/// goes; each is named on the Deleting condition.
+#[tokio::test]
+async fn hooks_hold_the_deletion_until_their_owners_remove_them() {
+    let mut cp = workers_with_pods(63, 5).await;
+    let pre_drain = format!("{}backup", capstan_model::labels::PRE_DRAIN_HOOK_PREFIX);
+    let pre_terminate = format!(
+        "{}lb-deregister",
+        capstan_model::labels::PRE_TERMINATE_HOOK_PREFIX
+    );
+    let victim = mark_victim(&cp, &[&pre_drain, &pre_terminate]).await;
+    let id = victim.status.instance_id.clone().unwrap_or_default();
+    let node = victim.status.node_ref.clone().expect("nodeRef").name;
+    let evictions = cp.workload.evictions_log().len();
+    cp.apply(&with_access(2, |_| {})).await.expect("scale down");
+    run_for(&mut cp, Duration::from_secs(600)).await;
+
+    let held = deleting_machine(&cp, &victim.metadata.name).expect("still there");
+    let c = held
+        .status
+        .conditions
+        .get(condition::DELETING)
+        .expect("Deleting");
+    assert_eq!(c.reason, "WaitingForPreDrainHook");
+    assert!(c.message.contains("backup"), "{}", c.message);
+    assert!(
+        !cp.workload
+            .node(cluster(), &node)
+            .expect("the Node")
+            .unschedulable,
+        "not cordoned while a pre-drain hook holds"
+    );
+    assert_eq!(cp.workload.evictions_log().len(), evictions);
+
+    // The backup's owner lets go: the drain runs, then the pre-terminate hook holds.
+    // Its desired item is gone: the owner removes the hook from the observed item.
+    let key = Object::Machine(held.clone()).key();
+    assert!(
+        cp.remove_annotation(&key, &pre_drain)
+            .await
+            .expect("remove the hook")
+    );
+    run_for(&mut cp, Duration::from_secs(600)).await;
+    let held = deleting_machine(&cp, &victim.metadata.name).expect("still there");
+    let c = held
+        .status
+        .conditions
+        .get(condition::DELETING)
+        .expect("Deleting");
+    assert_eq!(c.reason, "WaitingForPreTerminateHook");
+    assert!(c.message.contains("lb-deregister"), "{}", c.message);
+    assert!(cp.workload.evictions_log().len() > evictions, "drained");
+    assert!(pods_needing_eviction(&cp, &id).is_empty());
+    assert!(
+        !cp.ec2.terminated_by_request().contains(&id),
+        "not yet terminated"
+    );
+
+    assert!(
+        cp.remove_annotation(&key, &pre_terminate)
+            .await
+            .expect("remove the hook")
+    );
+    assert!(
+        !cp.remove_annotation(&key, &pre_terminate)
+            .await
+            .expect("again"),
+        "gone already"
+    );
+    converge(&mut cp).await;
+    assert!(deleting_machine(&cp, &victim.metadata.name).is_none());
+    assert!(cp.ec2.terminated_by_request().contains(&id));
+}

@@ -250,6 +250,16 @@ impl Embedded {
     }
 
     /// `capstan delete`: removes the desired item; the control plane does the rest.
+    /// Removes an annotation, as a deletion hook's owner does to let it go on
+    /// ([`capstan_runtime::apply::remove_annotation`]).
+    pub async fn remove_annotation(
+        &self,
+        key: &ObjectKey,
+        annotation: &str,
+    ) -> Result<bool, ApplyError> {
+        capstan_runtime::apply::remove_annotation(&self.store, key, annotation).await
+    }
+
     pub async fn delete(&self, key: &ObjectKey) -> Result<bool, StoreError> {
         apply::delete(&self.store, key).await
     }

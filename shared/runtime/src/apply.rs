@@ -20,6 +20,8 @@ pub enum ApplyError {
     BeingDeleted(ObjectKey),
     #[error("writing {0}: {1}")]
     Store(ObjectKey, #[source] StoreError),
+    #[error("{0} cannot be read: {1}")]
+    Unreadable(ObjectKey, String),
 }
 
 /// Writes each object's desired item (MachineClasses and Clusters first). Whatever the
@@ -92,4 +94,74 @@ pub async fn delete<S: Store>(store: &S, key: &ObjectKey) -> Result<bool, StoreE
             .await?;
     }
     Ok(exists)
+}
+
+/// Removes `annotation` from an object: how a deletion hook's owner
+/// (`pre-drain.delete.hook.capstan.dev/<owner>`, `pre-terminate.…`) lets a Machine's
+/// deletion go on. False if the object does not carry it.
+///
+/// While the object is being deleted its desired item is gone and its annotations live
+/// on its observed item: the annotation is removed there, conditionally on the item's
+/// version and with the version bumped, so that a reconcile still holding the old item
+/// fails its conditional write and reads again rather than writing the hook back.
+/// Writers that do this with their own UpdateItem do the same: `REMOVE
+/// annotations.#hook SET rv = rv + :one`, on the condition `rv = :read`.
+pub async fn remove_annotation<S: Store>(
+    store: &S,
+    key: &ObjectKey,
+    annotation: &str,
+) -> Result<bool, ApplyError> {
+    use capstan_model::item::AttrValue;
+    let fail = |e| ApplyError::Store(key.clone(), e);
+    for _ in 0..crate::control_plane::CONFLICT_RETRIES {
+        let pk = partition_key(&key.namespace, &key.cluster);
+        let items = store
+            .query(&pk, Some(&object_prefix(key.kind, &key.name)))
+            .await
+            .map_err(fail)?;
+        let find = |part: Part| {
+            let want = ItemKey::of(key, part);
+            items
+                .iter()
+                .find(|i| capstan_model::item::item_key(i).as_ref() == Some(&want))
+        };
+        match (find(Part::Desired), find(Part::Observed)) {
+            (Some(desired), observed) => {
+                let stored = capstan_model::item::decode(Some(desired), observed)
+                    .map_err(|e| ApplyError::Unreadable(key.clone(), e.to_string()))?;
+                let mut object = stored.object;
+                if object
+                    .metadata_mut()
+                    .annotations
+                    .remove(annotation)
+                    .is_none()
+                {
+                    return Ok(false);
+                }
+                return apply_one(store, &object).await.map(|_| true);
+            }
+            (None, Some(observed)) => {
+                let mut item = observed.clone();
+                let removed = match item.get_mut("annotations") {
+                    Some(AttrValue::M(map)) => map.remove(annotation).is_some(),
+                    _ => false,
+                };
+                if !removed {
+                    return Ok(false);
+                }
+                let rv = version_of(observed);
+                item.insert(
+                    capstan_model::item::RV.into(),
+                    AttrValue::N((rv + 1).to_string()),
+                );
+                match store.put(item, Expect::Version(rv)).await {
+                    Ok(()) => return Ok(true),
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+            (None, None) => return Ok(false),
+        }
+    }
+    Err(fail(StoreError::Conflict))
 }
