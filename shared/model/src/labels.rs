@@ -7,6 +7,9 @@ pub const POOL: &str = "capstan.dev/pool";
 pub const ROLE: &str = "capstan.dev/role";
 pub const DEPLOYMENT_NAME: &str = "capstan.dev/deployment-name";
 pub const SET_NAME: &str = "capstan.dev/set-name";
+/// On a MachineSet: the template hash it was made for (Cluster API's
+/// `machine-template-hash`), so one set per hash can be checked whatever the names.
+pub const TEMPLATE_HASH: &str = "capstan.dev/template-hash";
 
 /// Annotation that makes a Machine the first to go when its MachineSet scales down.
 pub const DELETE_MACHINE: &str = "capstan.dev/delete-machine";

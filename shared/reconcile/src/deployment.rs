@@ -464,11 +464,15 @@ fn report_remediation(
 
 fn new_set(md: &MachineDeployment, name: &str, replicas: i32) -> MachineSet {
     let template = set_template(md);
+    let mut labels = md.metadata.labels.clone();
+    if let Some(hash) = name.strip_prefix(&format!("{}-", md.metadata.name)) {
+        labels.insert(capstan_model::labels::TEMPLATE_HASH.into(), hash.into());
+    }
     Resource {
         metadata: ObjectMeta {
             name: name.to_string(),
             namespace: md.metadata.namespace.clone(),
-            labels: md.metadata.labels.clone(),
+            labels,
             owner_references: vec![owner_ref(Kind::MachineDeployment, &md.metadata)],
             ..ObjectMeta::default()
         },

@@ -104,6 +104,11 @@ fn a_broken_handler_trips_each_invariant() {
             "rollout-during-scale-down",
             "rollouts_within_max_surge",
         ),
+        (
+            Mutation::SuffixedSetNames,
+            "quickstart",
+            "one_machine_set_per_template_hash",
+        ),
     ] {
         let faults = match mutation {
             Mutation::IgnoreTagGuard => Faults::parse("foreign").expect("faults"),

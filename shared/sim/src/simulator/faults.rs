@@ -228,6 +228,10 @@ pub enum Mutation {
     OvershootSurge,
     /// Machine status writes are silently lost.
     LoseMachineStatus,
+    /// A new MachineSet is created under its name with a suffix (as Kubernetes'
+    /// `generateName` would): the deployment never finds the set it made by name, and
+    /// creating one twice creates two.
+    SuffixedSetNames,
     /// A MachineSet shrunk by any amount is shrunk to zero: a rollout that lets go of
     /// its old Machines at once.
     DrainOldSets,
@@ -479,6 +483,20 @@ impl FaultyStore {
                     .is_some_and(|(old, new)| new < old);
                 if shrinks && let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec") {
                     spec.insert("replicas".into(), capstan_model::AttrValue::N("0".into()));
+                }
+            }
+            Some(Mutation::SuffixedSetNames)
+                if key.sk.starts_with("MachineSet#")
+                    && key.sk.ends_with("#spec")
+                    && expect == Expect::Absent =>
+            {
+                if let Some(capstan_model::AttrValue::S(name)) = item.get("name").cloned() {
+                    let renamed = format!("{name}-{}", self.inner.len());
+                    item.insert("name".into(), capstan_model::AttrValue::S(renamed.clone()));
+                    item.insert(
+                        "sk".into(),
+                        capstan_model::AttrValue::S(format!("MachineSet#{renamed}#spec")),
+                    );
                 }
             }
             Some(Mutation::OvershootSurge)

@@ -256,10 +256,13 @@ pub fn one_machine_set_per_template_hash(w: &World) -> Result<(), Violation> {
         let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
         let prefix = format!("{}-", d.metadata.name);
         for set in sets {
+            // The hash the set was made for (its label), else the one in its name.
             let hash = set
                 .metadata
-                .name
-                .strip_prefix(&prefix)
+                .labels
+                .get(capstan_model::labels::TEMPLATE_HASH)
+                .map(String::as_str)
+                .or_else(|| set.metadata.name.strip_prefix(&prefix))
                 .unwrap_or(&set.metadata.name);
             if let Some(other) = seen.insert(hash, &set.metadata.name) {
                 return Err(Violation::new(
