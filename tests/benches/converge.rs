@@ -34,6 +34,7 @@ struct Figures {
     terminate: u64,
     describe: u64,
     writes: u64,
+    units: capstan_sim::store::WriteUnits,
 }
 
 async fn converge(cp: &mut Embedded) -> Result<(), String> {
@@ -53,6 +54,7 @@ async fn converge(cp: &mut Embedded) -> Result<(), String> {
 
 async fn measure(cp: &mut Embedded, objects: &[Object]) -> Result<Figures, String> {
     let (calls0, writes0, steps0) = (cp.ec2.calls(), cp.store.writes(), cp.stats().steps);
+    let units0 = cp.store.write_units();
     let started = Instant::now();
     cp.apply(objects).await.map_err(|e| e.to_string())?;
     converge(cp).await?;
@@ -65,6 +67,14 @@ async fn measure(cp: &mut Embedded, objects: &[Object]) -> Result<Figures, Strin
         terminate: calls.terminate_instances - calls0.terminate_instances,
         describe: calls.describe_instances - calls0.describe_instances,
         writes: cp.store.writes() - writes0,
+        units: {
+            let u = cp.store.write_units();
+            capstan_sim::store::WriteUnits {
+                billed: u.billed - units0.billed,
+                unfenced: u.unfenced - units0.unfenced,
+                transactions: u.transactions - units0.transactions,
+            }
+        },
     })
 }
 
@@ -81,6 +91,17 @@ fn print(name: &str, f: &Figures, changed: usize) {
         f.describe,
         f.writes,
         per(f.writes)
+    );
+    // What fencing every plan (one TransactWriteItems with a condition check on what
+    // it read) costs in DynamoDB write units, against the same writes made one by one.
+    let u = &f.units;
+    println!(
+        "{:<28} write units {:>6} in {:>5} transactions; unfenced {:>6}: the fence costs {:+.0}%",
+        "",
+        u.billed,
+        u.transactions,
+        u.unfenced,
+        (u.billed as f64 / u.unfenced.max(1) as f64 - 1.0) * 100.0
     );
 }
 

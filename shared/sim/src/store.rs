@@ -81,12 +81,31 @@ struct State {
     stream: Vec<StreamRecord>,
     sequence: u64,
     writes: u64,
+    /// Write capacity units as DynamoDB bills them (see [`MemStore::write_units`]).
+    write_units: WriteUnits,
     /// Items handed out by Query and Scan (each is decoded by its reader).
     items_read: u64,
     conflicts: u64,
     faults: VecDeque<Fault>,
     /// Items per Scan page (DynamoDB pages by 1 MB); 0 means the default.
     page_items: usize,
+}
+
+/// Write capacity units billed so far, and what the same writes would cost without
+/// transactions: what fencing every plan in a TransactWriteItems costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteUnits {
+    /// As billed: 1 per started KB of the larger of the old and new item for a standard
+    /// write; 2 per KB for each Put, Delete and ConditionCheck of a transaction.
+    pub billed: u64,
+    /// The same writes made one by one, without the condition checks.
+    pub unfenced: u64,
+    pub transactions: u64,
+}
+
+/// DynamoDB's write unit: one per started KB, at least one.
+fn kb(bytes: usize) -> u64 {
+    bytes.div_ceil(1024).max(1) as u64
 }
 
 /// Items per Scan page unless [`MemStore::with_page_size`] says otherwise.
@@ -147,6 +166,11 @@ impl MemStore {
     /// item, which DynamoDB also bills), not counting failed conditions.
     pub fn writes(&self) -> u64 {
         self.lock().writes
+    }
+
+    /// Write capacity units billed so far, fenced and as if unfenced.
+    pub fn write_units(&self) -> WriteUnits {
+        self.lock().write_units
     }
 
     /// Items returned by Query and Scan so far: what the readers decode. Read it around
@@ -299,6 +323,9 @@ impl Store for MemStore {
         self.call(|state, now| {
             let key = validate(&item)?;
             state.check(&key, expect)?;
+            let units = kb(item_size(&item).max(state.items.get(&key).map_or(0, item_size)));
+            state.write_units.billed += units;
+            state.write_units.unfenced += units;
             state.write(now, key, Some(item));
             Ok(())
         })
@@ -310,6 +337,9 @@ impl Store for MemStore {
                 return Err(invalid("the key attributes may not be empty strings"));
             }
             state.check(key, expect)?;
+            let units = kb(state.items.get(key).map_or(0, item_size));
+            state.write_units.billed += units;
+            state.write_units.unfenced += units;
             state.write(now, key.clone(), None);
             Ok(())
         })
@@ -357,6 +387,23 @@ impl Store for MemStore {
                 };
                 if let Some(key) = key {
                     state.check(&key, expect)?;
+                }
+            }
+            state.write_units.transactions += 1;
+            for w in &writes {
+                let (existing, new, check) = match w {
+                    Write::Put { item, .. } => (
+                        item_key(item).and_then(|k| state.items.get(&k)).map_or(0, item_size),
+                        item_size(item),
+                        false,
+                    ),
+                    Write::Delete { key, .. } => (state.items.get(key).map_or(0, item_size), 0, false),
+                    Write::Check { key, .. } => (state.items.get(key).map_or(0, item_size), 0, true),
+                };
+                let units = kb(existing.max(new));
+                state.write_units.billed += 2 * units;
+                if !check {
+                    state.write_units.unfenced += units;
                 }
             }
             for w in writes {
