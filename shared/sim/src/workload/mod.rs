@@ -58,8 +58,9 @@ use std::time::Duration;
 
 use capstan_model::Timestamp;
 use capstan_runtime::{
-    Clock, ClusterAccessKey, EksCluster, Eviction, Instance, Node, NodePatch, Pod, PodFilter,
-    Taint, Toleration, VolumeAttachment, Workload, WorkloadError, WorkloadTarget, instance_id_of,
+    Clock, ClusterAccessKey, EksCluster, Eviction, Instance, Node, NodePatch, NodeSelectorTerm,
+    Pod, PodFilter, Taint, Toleration, VolumeAttachment, Workload, WorkloadError, WorkloadTarget,
+    instance_id_of,
 };
 
 use crate::rng::{Rng, uuid};
@@ -696,6 +697,10 @@ impl Workload for MemWorkload {
                             PodFilter::OnNode(_) if state.hide_pods => false,
                             PodFilter::OnNode(n) => p.node_name.as_deref() == Some(n.as_str()),
                             PodFilter::Unscheduled => p.node_name.is_none() && p.phase == "Pending",
+                            PodFilter::Active if state.hide_pods => p.node_name.is_none(),
+                            PodFilter::Active => {
+                                !matches!(p.phase.as_str(), "Succeeded" | "Failed")
+                            }
                         })
                         .cloned()
                         .collect()
