@@ -302,6 +302,7 @@ fn diff(after: Ec2Calls, before: Ec2Calls) -> Ec2Calls {
         terminate_instances: after.terminate_instances - before.terminate_instances,
         describe_instances: after.describe_instances - before.describe_instances,
         create_tags: after.create_tags - before.create_tags,
+        describe_instance_types: after.describe_instance_types - before.describe_instance_types,
         throttled: after.throttled - before.throttled,
     }
 }

@@ -934,6 +934,18 @@ impl Compute for FaultyCompute {
         }
         Ok(found)
     }
+
+    async fn describe_instance_types(
+        &self,
+        instance_types: Vec<String>,
+    ) -> Result<Vec<(String, capstan_runtime::InstanceCapacity)>, ComputeError> {
+        let fate = ec2_fate(&self.chaos, "DescribeInstanceTypes");
+        interleave().await;
+        if let Some(e) = compute_error(&fate) {
+            return Err(e);
+        }
+        self.inner.describe_instance_types(instance_types).await
+    }
 }
 
 // ---------------------------------------------------------------- Bus
