@@ -10,7 +10,7 @@ mod connect;
 mod convert;
 pub mod eks_token;
 mod error;
-pub mod quantity;
+pub use capstan_runtime::quantity;
 mod retry_after;
 
 #[cfg(feature = "fixture")]

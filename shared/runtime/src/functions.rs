@@ -201,6 +201,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
                 }
             }
             let outcome = Box::pin(self.control_plane.handle_batch(reconciler, deliveries)).await;
+            let (scale_ups, scale_downs) = (outcome.scaled_up, outcome.scaled_down);
             failed.extend(outcome.failed);
             failed.sort();
             failed.dedup();
@@ -211,10 +212,11 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
                 response.batch_item_failures.push(failure);
             }
             let errors = failed.len() as u64;
-            self.emit(
-                reconciler.name(),
-                self.meter.take((total as u64).saturating_sub(errors), errors, started.elapsed()),
-            );
+            let mut invocation =
+                self.meter.take((total as u64).saturating_sub(errors), errors, started.elapsed());
+            invocation.scale_ups = scale_ups;
+            invocation.scale_downs = scale_downs;
+            self.emit(reconciler.name(), invocation);
             response
         }
         .instrument(span)

@@ -7,6 +7,7 @@ pub mod ports;
 pub mod routes;
 
 pub use ports::*;
+pub mod autoscale;
 pub mod control_plane;
 pub mod drain;
 pub mod driver;
@@ -15,6 +16,7 @@ pub mod functions;
 pub mod handlers;
 pub mod metrics;
 pub mod node;
+pub mod quantity;
 pub mod sweep;
 
 pub use control_plane::{ControlPlane, HandlerError, NoWorkload};

@@ -16,11 +16,20 @@ use capstan_reconcile::machine::record_instance_state;
 use tracing::{info, warn};
 
 use crate::control_plane::{ControlPlane, HandlerError};
-use crate::events::resync_event;
+use crate::events::{autoscale_event, resync_event};
 use crate::ports::{Bus, Compute, Instance, Store, StoreError, Workload};
 
 /// An instance tagged as ours with no Machine is terminated only when older than this.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(300);
+
+/// Whether the partition's Cluster declares access and has a pool with `autoscaling`.
+fn autoscaled(tree: &Tree) -> bool {
+    tree.cluster_access().is_some()
+        && tree
+            .of_kind(Kind::Cluster)
+            .filter_map(|s| s.object.as_cluster())
+            .any(|c| c.spec.workers.iter().any(|p| p.autoscaling.is_some()))
+}
 
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -171,7 +180,14 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             .filter_map(item::item_key)
             .filter_map(|ik| ik.parse().map(|(key, _)| key))
             .collect();
-        let resyncs: Vec<_> = keys.iter().map(|k| resync_event(k, now)).collect();
+        let tree = Tree::from_items(items);
+        let mut resyncs: Vec<_> = keys.iter().map(|k| resync_event(k, now)).collect();
+        // The autoscaler's scheduled check, for a Cluster it has something to do for.
+        resyncs.extend(
+            keys.iter()
+                .filter(|k| k.kind == Kind::Cluster && autoscaled(&tree))
+                .map(|k| autoscale_event(k, now)),
+        );
         for chunk in resyncs.chunks(10) {
             match self.bus.put_events(chunk.to_vec()).await {
                 Ok(()) => report.resynced += chunk.len(),
@@ -181,7 +197,6 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 }
             }
         }
-        let tree = Tree::from_items(items);
         for unreadable in tree.all_unreadable() {
             warn!(step = "sweep", partition = %pk, problem = %unreadable.describe(), "an object cannot be read; left alone");
             report.unreadable += 1;
