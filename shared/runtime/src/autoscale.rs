@@ -68,6 +68,40 @@ pub struct AutoscaleOutcome {
 }
 
 impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
+    /// The scheduled check: one Scan of the Clusters' items, and an autoscale event
+    /// for each Cluster that declares access and has an autoscaled pool. Returns how
+    /// many were asked for.
+    pub async fn autoscale_tick(&self) -> Result<usize, HandlerError> {
+        let now = self.clock.now();
+        let mut by_pk: BTreeMap<String, Vec<Item>> = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = self.store.scan_page("Cluster#", start).await?;
+            for item in page.items {
+                if let Some(k) = capstan_model::item::item_key(&item) {
+                    by_pk.entry(k.pk).or_default().push(item);
+                }
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        let events: Vec<_> = by_pk
+            .values()
+            .map(|items| Tree::from_items(items))
+            .filter(autoscaled)
+            .filter_map(|tree| {
+                let c = tree.of_kind(Kind::Cluster).next()?;
+                Some(crate::events::autoscale_event(&c.key(), now))
+            })
+            .collect();
+        for chunk in events.chunks(10) {
+            self.bus.put_events(chunk.to_vec()).await?;
+        }
+        Ok(events.len())
+    }
+
     /// One autoscaling pass for the Cluster `cluster` (see the module's doc), read and
     /// decided again on a conflict.
     pub async fn autoscale(&self, cluster: &ObjectKey) -> Result<AutoscaleOutcome, HandlerError> {
@@ -204,6 +238,16 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         }
         Ok(known)
     }
+}
+
+/// Whether the partition's Cluster declares access and has a pool with `autoscaling`.
+pub fn autoscaled(tree: &Tree) -> bool {
+    tree.cluster_access().is_some()
+        && tree
+            .of_kind(Kind::Cluster)
+            .filter(|s| !s.is_deleting())
+            .filter_map(|s| s.object.as_cluster())
+            .any(|c| c.spec.workers.iter().any(|p| p.autoscaling.is_some()))
 }
 
 /// The Cluster's workload target when it declares one way in.

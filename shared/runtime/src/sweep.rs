@@ -15,21 +15,13 @@ use capstan_reconcile::launch::{proves_ownership, tags_consistent};
 use capstan_reconcile::machine::record_instance_state;
 use tracing::{info, warn};
 
+use crate::autoscale::autoscaled;
 use crate::control_plane::{ControlPlane, HandlerError};
 use crate::events::{autoscale_event, resync_event};
 use crate::ports::{Bus, Compute, Instance, Store, StoreError, Workload};
 
 /// An instance tagged as ours with no Machine is terminated only when older than this.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(300);
-
-/// Whether the partition's Cluster declares access and has a pool with `autoscaling`.
-fn autoscaled(tree: &Tree) -> bool {
-    tree.cluster_access().is_some()
-        && tree
-            .of_kind(Kind::Cluster)
-            .filter_map(|s| s.object.as_cluster())
-            .any(|c| c.spec.workers.iter().any(|p| p.autoscaling.is_some()))
-}
 
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! stop (capacity comes back, held events are released) and the tree must converge
 //! within [`CONVERGENCE_BOUND`] of virtual time.
 
+pub mod autoscale;
 pub mod drain;
 pub mod faults;
 pub mod hostile;
@@ -161,6 +162,8 @@ struct Run {
     broken: Option<Violation>,
     /// The drain's invariants' memory (terminations judged, Nodes seen cordoned).
     drain: drain::DrainChecker,
+    /// The autoscaler's invariants' memory (replicas seen, Machines seen marked).
+    autoscale: autoscale::AutoscaleChecker,
 }
 
 impl Simulation {
@@ -270,6 +273,9 @@ impl Simulation {
             schedule,
             DriverConfig {
                 sweep_every: SWEEP_EVERY,
+                // The autoscaler's once-a-minute check only where a pool is
+                // autoscaled, so the other workloads' seeds replay as they did.
+                autoscale_every: (self.workload == "autoscale").then_some(Duration::from_secs(60)),
                 ..DriverConfig::default()
             },
         );
@@ -292,6 +298,7 @@ impl Simulation {
             steps: 0,
             broken: None,
             drain: drain::DrainChecker::default(),
+            autoscale: autoscale::AutoscaleChecker::default(),
         };
         let outcome = run.play(&script, &self.faults, rng);
         let launched = run.ec2.launched_total();
@@ -755,6 +762,7 @@ impl Run {
         let foreign = &self.foreign;
         let workload = &self.workload;
         let drain = &mut self.drain;
+        let autoscale = &mut self.autoscale;
         self.store.with_items(|all| {
             let items: Vec<&capstan_model::Item> = all.values().collect();
             let mut rollout_items: BTreeMap<&str, Vec<capstan_model::Item>> = BTreeMap::new();
@@ -783,7 +791,8 @@ impl Run {
                 terminated: &terminated,
             };
             checker.check(&world)?;
-            drain.check(now, workload, &terminated, &items)
+            drain.check(now, workload, &terminated, &items)?;
+            autoscale.check(now, workload, &items)
         })
     }
 
