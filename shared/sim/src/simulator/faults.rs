@@ -254,6 +254,9 @@ pub enum Mutation {
     /// Nodes unneeded since an hour before: an autoscaler without its memory, which
     /// removes Nodes right after it added them.
     AutoscaleForgets,
+    /// From 25 minutes in, the autoscaler's list of pods is empty: each Node looks
+    /// empty and is removed after the quiet period, its pods fitting elsewhere or not.
+    AutoscaleBlind,
 }
 
 /// The simulation's shared chaos: the RNG every choice draws from, the fault rates,

@@ -53,6 +53,10 @@ pub const CONVERGENCE_BOUND: Duration = Duration::from_secs(45 * 60);
 /// Faults stay on this long after the script's last step.
 pub const FAULTS_AFTER_SCRIPT: Duration = Duration::from_secs(5 * 60);
 /// The drift sweep's period (as deployed).
+/// When the `AutoscaleBlind` mutation's lie starts: once the `autoscale` workload's
+/// second burst runs on the Nodes it asked for.
+const AUTOSCALE_BLIND_FROM: Duration = Duration::from_secs(25 * 60);
+
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 /// A run taking more steps than this has livelocked.
 pub const MAX_STEPS: u64 = 200_000;
@@ -645,6 +649,12 @@ impl Run {
     /// One step of the driver; true if anything happened. A health check's
     /// remediations are judged on the Machines around the step.
     fn step(&mut self) -> bool {
+        if lock(&self.chaos).mutation == Some(Mutation::AutoscaleBlind) {
+            let since =
+                Duration::try_from(self.now().duration_since(self.start)).unwrap_or_default();
+            self.workload
+                .hide_active_pods(since >= AUTOSCALE_BLIND_FROM);
+        }
         self.observed = self.workload.follow(self.now(), &self.ec2, self.observed);
         let remediated_before = lock(&self.chaos).remediated.len();
         let report = match block_on(self.driver.step()) {

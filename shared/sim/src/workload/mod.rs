@@ -166,6 +166,9 @@ struct State {
     /// A lying API server (the simulator's `HidePods` mutation): no pod is listed on
     /// any Node.
     hide_pods: bool,
+    /// A lying API server for the autoscaler (the `AutoscaleBlind` mutation): the list
+    /// of every active pod is empty, so every Node looks empty and nothing pending.
+    hide_active_pods: bool,
 }
 
 /// Which port method a call is, for the counters.
@@ -199,6 +202,7 @@ impl MemWorkload {
                 evictions: Vec::new(),
                 boots: BTreeMap::new(),
                 hide_pods: false,
+                hide_active_pods: false,
             })),
         }
     }
@@ -383,6 +387,13 @@ impl MemWorkload {
     /// mutations: a drain that believes it must trip `drained_before_terminate`.
     pub fn hide_pods(&self, on: bool) {
         self.lock().hide_pods = on;
+    }
+
+    /// Lies to the autoscaler from now on (`true`): the list of every active pod is
+    /// empty, so every Node looks empty (the simulator's `AutoscaleBlind` mutation;
+    /// drains, which list a Node's pods, still see them).
+    pub fn hide_active_pods(&self, on: bool) {
+        self.lock().hide_active_pods = on;
     }
 
     /// The instance's kubelet never registers a Node (bad bootstrap, wrong endpoint).
@@ -697,7 +708,7 @@ impl Workload for MemWorkload {
                             PodFilter::OnNode(_) if state.hide_pods => false,
                             PodFilter::OnNode(n) => p.node_name.as_deref() == Some(n.as_str()),
                             PodFilter::Unscheduled => p.node_name.is_none() && p.phase == "Pending",
-                            PodFilter::Active if state.hide_pods => p.node_name.is_none(),
+                            PodFilter::Active if state.hide_active_pods => false,
                             PodFilter::Active => {
                                 !matches!(p.phase.as_str(), "Succeeded" | "Failed")
                             }
