@@ -185,3 +185,27 @@ async fn a_burst_of_pending_pods_scales_the_pool_once_and_emptied_it_shrinks_to_
         autoscaling_message(&cp)
     );
 }
+
+#[tokio::test]
+async fn pods_that_fit_no_pool_scale_nothing_and_the_pool_says_why() {
+    let mut cp = control_plane(18, |_| {});
+    cp.apply(&autoscaled(1, 5)).await.expect("apply");
+    converge(&mut cp).await;
+    cp.workload.add_pod(
+        cluster(),
+        PodSpec::new("default", "gpu-0")
+            .requests(500, 256 << 20)
+            .node_selector("gpu", "yes"),
+    );
+    run_for(&mut cp, Duration::from_secs(5 * 60)).await;
+    assert_eq!(
+        pool_replicas(&cp),
+        1,
+        "nothing scaled for a pod no pool can run"
+    );
+    let message = autoscaling_message(&cp);
+    assert!(
+        message.contains("1 pending pod gets no node: default/gpu-0: fits no pool: workers: nodeSelector gpu=yes does not match"),
+        "{message}"
+    );
+}

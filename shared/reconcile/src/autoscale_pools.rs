@@ -19,7 +19,9 @@ use capstan_model::labels::{DEPLOYMENT_NAME, RESERVED_PREFIX};
 use capstan_model::meta::{ConditionStatus, condition};
 use capstan_model::{Kind, MachineDeployment, StoredObject, Timestamp};
 
-use crate::autoscale::{InstanceCapacity, Pool, PoolReason, PoolScaling, Resources};
+use crate::autoscale::{
+    InstanceCapacity, Pool, PoolReason, PoolScaling, Resources, ScalingDecision,
+};
 use crate::bootstrap::NodeTaint;
 use crate::cluster::deployment_name;
 use crate::tree::Tree;
@@ -189,9 +191,10 @@ pub fn kube_reserved(c: &InstanceCapacity) -> Resources {
 pub fn scaled_deployment(
     pool: &AutoscaledPool<'_>,
     outcome: &PoolScaling,
-    unneeded_since: &BTreeMap<String, Timestamp>,
+    decision: &ScalingDecision,
     now: Timestamp,
 ) -> Option<MachineDeployment> {
+    let unneeded_since = &decision.unneeded_since;
     let md = pool.deployment.object.as_machine_deployment()?;
     let mut next = md.clone();
     next.spec.replicas = i32::try_from(outcome.replicas).unwrap_or(i32::MAX);
@@ -215,6 +218,10 @@ pub fn scaled_deployment(
         .strip_prefix(reason)
         .and_then(|rest| rest.strip_prefix(": "))
         .unwrap_or(&text);
+    let message = match unplaced_note(decision) {
+        Some(note) => format!("{message}; {note}"),
+        None => message.to_string(),
+    };
     next.status.conditions.set(
         AUTOSCALING,
         scaling_status(&outcome.reason),
@@ -223,6 +230,20 @@ pub fn scaled_deployment(
         now,
     );
     (next != *md).then_some(next)
+}
+
+/// What the Cluster's pending pods that no pool takes wait for: how many, and the
+/// first one's reason (e.g. `1 pod fits no pool: default/gpu-0: fits no pool: workers:
+/// nodeSelector gpu=yes does not match`). None when every pending pod has a place.
+pub fn unplaced_note(decision: &ScalingDecision) -> Option<String> {
+    let (pod, why) = decision.unplaced.iter().next()?;
+    let n = decision.unplaced.len();
+    let (noun, verb) = if n == 1 {
+        ("pod", "gets")
+    } else {
+        ("pods", "get")
+    };
+    Some(format!("{n} pending {noun} {verb} no node: {pod}: {why}"))
 }
 
 /// True while the pool is changing size or about to (scaling, waiting for nodes, a
@@ -235,5 +256,29 @@ fn scaling_status(reason: &PoolReason) -> ConditionStatus {
         | PoolReason::ScalingDown { .. }
         | PoolReason::WaitingForNodes { .. } => ConditionStatus::True,
         _ => ConditionStatus::False,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eks_reserves_cpu_by_tiers_and_memory_by_pods() {
+        let m7i_large = InstanceCapacity {
+            vcpus: 2,
+            memory_mib: 8192,
+            max_pods: 29,
+        };
+        let r = kube_reserved(&m7i_large);
+        assert_eq!(r.cpu_millis, 70, "6% of the first core, 1% of the second");
+        assert_eq!(r.memory_bytes, (255 + 11 * 29 + 100) << 20);
+        let big = InstanceCapacity {
+            vcpus: 16,
+            memory_mib: 65536,
+            max_pods: 234,
+        };
+        // 60 + 10 + 2 × 5 + 12 × 2.5
+        assert_eq!(kube_reserved(&big).cpu_millis, 110);
     }
 }

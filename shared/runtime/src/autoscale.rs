@@ -6,8 +6,8 @@
 //!
 //! # Expected flow
 //! 1. A Cluster with `spec.access` and a pool with `autoscaling` gets an autoscale
-//!    event from every drift sweep and, while pods wait, from its own pass 10 s later
-//!    ([`PENDING_RECHECK`]).
+//!    event once a minute ([`ControlPlane::autoscale_tick`]), from every drift sweep
+//!    and, while pods wait for nodes, from its own pass 10 s later ([`PENDING_RECHECK`]).
 //! 2. Scale-up: the pool's MachineDeployment desired item gets the new `spec.replicas`;
 //!    its MachineSet creates the Machines, which launch and join.
 //! 3. Scale-down: the chosen Machine's desired item is annotated
@@ -41,7 +41,7 @@ use capstan_reconcile::autoscale::{
     self as decide, InstanceCapacity, Resources, ScalingSnapshot, Toleration,
 };
 use capstan_reconcile::autoscale_pools::{
-    AutoscaledPool, autoscaled_pools, kube_reserved, scaled_deployment,
+    AutoscaledPool, autoscaled_pools, kube_reserved, scaled_deployment, unplaced_note,
 };
 use tracing::{info, warn};
 
@@ -63,7 +63,7 @@ pub const INSTANCE_TYPES_PARTITION: &str = "_capstan#instance-types";
 pub struct AutoscaleOutcome {
     pub scaled_up: u64,
     pub scaled_down: u64,
-    /// When to look again: Some while pods wait.
+    /// When to look again: Some while pods wait for nodes (not for pods no pool takes).
     pub recheck: Option<Duration>,
 }
 
@@ -154,7 +154,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             let Some(scaling) = decision.pools.get(&pool.pool.name) else {
                 continue;
             };
-            let Some(next) = scaled_deployment(pool, scaling, &decision.unneeded_since, now) else {
+            let Some(next) = scaled_deployment(pool, scaling, &decision, now) else {
                 continue;
             };
             let mut writes = pool_writes(&items, pool, &next)?;
@@ -173,7 +173,12 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 info!(step = "autoscale", cluster = %key, deployment, from = pool.pool.replicas, to = scaling.replicas, reason = %scaling.reason, "scaling");
             }
         }
-        if !snapshot.pending.is_empty() {
+        if let Some(note) = unplaced_note(&decision) {
+            info!(step = "autoscale", cluster = %key, pending = snapshot.pending.len(), "{note}");
+        }
+        // Pods placed on booting or new nodes, or on room the scheduler has yet to use:
+        // look again soon. Pods no pool takes wait for the once-a-minute check.
+        if !decision.placements.is_empty() {
             outcome.recheck = Some(PENDING_RECHECK);
         }
         Ok(outcome)
