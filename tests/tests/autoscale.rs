@@ -184,6 +184,9 @@ async fn a_burst_of_pending_pods_scales_the_pool_once_and_emptied_it_shrinks_to_
         "{}",
         autoscaling_message(&cp)
     );
+    // An hour and more of passes asked EC2 for the instance type's capacity once: the
+    // answer is kept in the table.
+    assert_eq!(cp.ec2.calls().describe_instance_types, 1);
 }
 
 #[tokio::test]
