@@ -67,6 +67,11 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         machines: u32,
     },
+    /// A burst of pending pods on an autoscaled pool: virtual seconds until all run.
+    Burst {
+        #[arg(long, default_value_t = 200)]
+        pods: u32,
+    },
     /// Every benchmark with its defaults, `scale` first.
     All {
         #[arg(long, value_enum, default_value_t = LaunchMode::PerMachine)]
@@ -103,11 +108,13 @@ fn main() -> ExitCode {
             Bench::Scale { clusters, workers } => bench_scale(clusters, workers).await,
             Bench::Reads { sizes } => bench_reads(&sizes).await,
             Bench::Calls { machines } => bench_calls(machines).await,
+            Bench::Burst { pods } => bench_burst(pods).await,
             Bench::All { launch } => {
                 bench_scale(100, 97).await?;
                 bench_launch(1000, launch).await?;
                 bench_reads(&[10, 100, 1000]).await?;
-                bench_calls(100).await
+                bench_calls(100).await?;
+                bench_burst(200).await
             }
         }
     });
@@ -302,6 +309,7 @@ fn diff(after: Ec2Calls, before: Ec2Calls) -> Ec2Calls {
         terminate_instances: after.terminate_instances - before.terminate_instances,
         describe_instances: after.describe_instances - before.describe_instances,
         create_tags: after.create_tags - before.create_tags,
+        describe_instance_types: after.describe_instance_types - before.describe_instance_types,
         throttled: after.throttled - before.throttled,
     }
 }
@@ -584,6 +592,106 @@ async fn bench_calls(workers: u32) -> Result<(), String> {
     }
     println!(
         "\nThe EC2 adapter also sends one DescribeInstances (by id, the tag-guard check) before each TerminateInstances; the simulated EC2 counts the API the port is asked for.\n"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- burst
+
+/// `pods` pods of 500m (three to an m7i.large) on the workers of a cluster with access
+/// whose pool is autoscaled `{min: 1, max: 100}`, EC2's default boot delay and the
+/// in-memory kubelets' join delay: virtual seconds from the pods' creation until every
+/// one runs, and each change of the pool's replicas on the way.
+async fn bench_burst(pods: u32) -> Result<(), String> {
+    use capstan_sim::workload::{ClusterKey, PodSpec};
+    let mut config = EmbeddedConfig::default();
+    config.ec2.limits = Ec2Limits::off();
+    let boot = config.ec2.boot_delay;
+    let join = config.workload.join_delay;
+    let start_pod = config.workload.pod_start_delay;
+    let mut cp = Embedded::virtual_time(config, 17);
+    let objects: Vec<Object> = cluster("default", "demo", 1)?
+        .into_iter()
+        .map(|mut o| {
+            match &mut o {
+                Object::Cluster(c) => {
+                    c.spec.access = Some(capstan_model::ClusterAccess {
+                        eks: Some(capstan_model::EksAccess {
+                            cluster_name: "demo".into(),
+                            region: None,
+                        }),
+                        kubeconfig: None,
+                    });
+                    for w in &mut c.spec.workers {
+                        w.replicas = None;
+                        w.autoscaling = Some(capstan_model::Autoscaling { min: 1, max: 100 });
+                    }
+                }
+                Object::MachineClass(mc) if mc.metadata.name.ends_with("-workers") => {
+                    mc.spec.instance_types = vec!["m7i.large".into()];
+                }
+                _ => {}
+            }
+            o
+        })
+        .collect();
+    apply(&cp, &objects).await?;
+    converge(&mut cp, Duration::from_secs(3600)).await?;
+    let key = ClusterKey::new("default", "demo");
+    let replicas = |cp: &Embedded| {
+        cp.trees()
+            .iter()
+            .find_map(|t| t.get(Kind::MachineDeployment, "demo-workers"))
+            .and_then(|s| s.object.as_machine_deployment())
+            .map_or(0, |md| md.spec.replicas)
+    };
+    let running = |cp: &Embedded| {
+        cp.workload
+            .pods(key.clone())
+            .iter()
+            .filter(|p| p.labels.get("app").is_some_and(|a| a == "burst"))
+            .filter(|p| p.phase == "Running")
+            .count()
+    };
+    let wall = Instant::now();
+    let from = cp.now();
+    cp.workload.add_deployment(
+        key.clone(),
+        "burst",
+        pods,
+        PodSpec::new("default", "burst")
+            .requests(500, 256 << 20)
+            .node_selector("node-role.kubernetes.io/workers", ""),
+    );
+    let mut steps: Vec<(i32, Duration)> = vec![(replicas(&cp), Duration::ZERO)];
+    let done = run_until(&mut cp, Duration::from_secs(3600), true, |cp| {
+        let r = replicas(cp);
+        if steps.last().map(|(n, _)| *n) != Some(r) {
+            steps.push((r, elapsed(from, cp.now())));
+        }
+        running(cp) >= pods as usize
+    })
+    .await?;
+    let total = elapsed(from, done);
+    println!("\n### Burst: {pods} pending pods on an autoscaled pool\n");
+    println!(
+        "| pods | first scale-up after | replicas raised | nodes at the end | all running after (virtual) | boot + join + pod start | wall |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let first = steps.get(1).map_or(Duration::ZERO, |(_, t)| *t);
+    let path: Vec<String> = steps
+        .iter()
+        .map(|(r, t)| format!("{r} ({:.0} s)", t.as_secs_f64()))
+        .collect();
+    println!(
+        "| {pods} | {:.0} s | {} times: {} | {} | {:.0} s | {:.0} s | {:.1} s |",
+        first.as_secs_f64(),
+        steps.len() - 1,
+        path.join(" → "),
+        replicas(&cp),
+        total.as_secs_f64(),
+        (boot + join + start_pod).as_secs_f64(),
+        wall.elapsed().as_secs_f64()
     );
     Ok(())
 }

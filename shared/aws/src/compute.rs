@@ -32,7 +32,9 @@ use aws_sdk_ec2::types::{
 use capstan_model::kinds::{HttpTokens, MarketType as CapstanMarket};
 use capstan_model::labels::RESERVED_PREFIX;
 use capstan_model::{InstanceState, Timestamp};
-use capstan_runtime::ports::{Compute, ComputeError, Instance, LaunchRequest};
+use capstan_runtime::ports::{
+    Compute, ComputeError, Instance, InstanceCapacity, LaunchRequest, eni_max_pods,
+};
 
 use crate::error::{Class, classify};
 
@@ -456,5 +458,59 @@ impl Compute for Ec2Compute {
                 .max_results(1000)
         })
         .await
+    }
+
+    /// DescribeInstanceTypes for the named types, following pages. A type whose answer
+    /// lacks its vCPUs, memory or network figures is left out rather than guessed.
+    async fn describe_instance_types(
+        &self,
+        instance_types: Vec<String>,
+    ) -> Result<Vec<(String, InstanceCapacity)>, ComputeError> {
+        let mut names = instance_types;
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(names.len());
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_instance_types()
+                .set_instance_types(Some(
+                    names
+                        .iter()
+                        .map(|t| aws_sdk_ec2::types::InstanceType::from(t.as_str()))
+                        .collect(),
+                ))
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(compute_error)?;
+            for info in page.instance_types() {
+                let capacity = (|| {
+                    let name = info.instance_type()?.as_str().to_string();
+                    let vcpus = u32::try_from(info.v_cpu_info()?.default_v_cpus()?).ok()?;
+                    let memory_mib = u64::try_from(info.memory_info()?.size_in_mib()?).ok()?;
+                    let network = info.network_info()?;
+                    let enis = u32::try_from(network.maximum_network_interfaces()?).ok()?;
+                    let ips = u32::try_from(network.ipv4_addresses_per_interface()?).ok()?;
+                    Some((
+                        name,
+                        InstanceCapacity {
+                            vcpus,
+                            memory_mib,
+                            max_pods: eni_max_pods(enis, ips),
+                        },
+                    ))
+                })();
+                out.extend(capacity);
+            }
+            match page.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
     }
 }

@@ -531,6 +531,7 @@ impl<C: Compute> EndpointRuntime<C> {
             DriverConfig {
                 sweep_every: config.sweep_every,
                 stream_batch_size: usize::try_from(config.stream_batch_size).unwrap_or(100),
+                ..DriverConfig::default()
             },
         );
         Ok(EndpointRuntime { config, driver })

@@ -410,6 +410,13 @@ impl Compute for CrashAfterFirstLaunch {
     ) -> Result<Vec<Instance>, ComputeError> {
         self.inner.describe_instances(tags).await
     }
+
+    async fn describe_instance_types(
+        &self,
+        instance_types: Vec<String>,
+    ) -> Result<Vec<(String, capstan_runtime::InstanceCapacity)>, ComputeError> {
+        self.inner.describe_instance_types(instance_types).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -273,6 +273,7 @@ impl<C: Connect> Workload for KubeWorkload<C> {
         let selector = match &filter {
             PodFilter::OnNode(node) => format!("spec.nodeName={node}"),
             PodFilter::Unscheduled => "spec.nodeName=,status.phase=Pending".to_owned(),
+            PodFilter::Active => "status.phase!=Succeeded,status.phase!=Failed".to_owned(),
         };
         let params = ListParams::default()
             .fields(&selector)

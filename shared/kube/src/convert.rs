@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use capstan_model::Timestamp;
 use capstan_model::meta::ConditionStatus;
 use capstan_runtime::ports::{
-    Node, NodeCondition, NodePatch, Pod, Taint, Toleration, VolumeAttachment,
+    MatchExpression, Node, NodeCondition, NodePatch, NodeSelectorTerm, Operator, Pod, Taint,
+    Toleration, VolumeAttachment,
 };
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::storage::v1 as storage;
@@ -115,6 +116,7 @@ pub fn pod(p: core::Pod) -> Pod {
         cpu_millis,
         memory_bytes,
         node_selector: spec.node_selector.clone().unwrap_or_default(),
+        affinity: required_affinity(&spec),
         tolerations: spec
             .tolerations
             .clone()
@@ -133,6 +135,58 @@ pub fn pod(p: core::Pod) -> Pod {
             .iter()
             .any(|v| v.empty_dir.is_some() || v.host_path.is_some()),
     }
+}
+
+/// The pod's required node affinity terms. `Gt`/`Lt` (numeric label comparisons) and
+/// `matchFields` are not modelled: an expression using them becomes `In` with no values,
+/// which matches no node, so such a pod scales nothing rather than a pool that may not
+/// fit it.
+fn required_affinity(spec: &core::PodSpec) -> Vec<NodeSelectorTerm> {
+    let Some(required) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+    else {
+        return Vec::new();
+    };
+    let nothing = || MatchExpression {
+        key: String::new(),
+        operator: Operator::In,
+        values: Vec::new(),
+    };
+    required
+        .node_selector_terms
+        .iter()
+        .map(|term| {
+            let mut match_expressions: Vec<MatchExpression> = term
+                .match_expressions
+                .iter()
+                .flatten()
+                .map(|e| {
+                    let operator = match e.operator.as_str() {
+                        "In" => Operator::In,
+                        "NotIn" => Operator::NotIn,
+                        "Exists" => Operator::Exists,
+                        "DoesNotExist" => Operator::DoesNotExist,
+                        _ => return nothing(),
+                    };
+                    MatchExpression {
+                        key: e.key.clone(),
+                        operator,
+                        values: e.values.clone().unwrap_or_default(),
+                    }
+                })
+                .collect();
+            if term.match_fields.as_ref().is_some_and(|f| !f.is_empty()) {
+                match_expressions.push(nothing());
+            }
+            NodeSelectorTerm { match_expressions }
+        })
+        .collect()
 }
 
 /// What the scheduler reserves for a pod (`resource.PodRequests`): the containers'

@@ -9,8 +9,8 @@ use capstan_kube::fixture::{ApiServer, Fault, Handle};
 use capstan_kube::{Connect, KubeWorkload, StaticConnect, Timeouts};
 use capstan_model::meta::ConditionStatus;
 use capstan_runtime::ports::{
-    ClusterAccessKey, Eviction, NodePatch, PodFilter, Taint, Workload, WorkloadError,
-    WorkloadTarget,
+    ClusterAccessKey, Eviction, MatchExpression, NodePatch, Operator, PodFilter, Taint, Workload,
+    WorkloadError, WorkloadTarget,
 };
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::policy::v1 as policy;
@@ -366,6 +366,70 @@ async fn pods_on_a_node_and_unscheduled_pods() {
         r.query
             .as_deref()
             .is_some_and(|q| q.contains("fieldSelector=spec.nodeName%3D%2Cstatus.phase%3DPending"))
+    }));
+}
+
+#[tokio::test]
+async fn active_pods_are_listed_in_one_call_with_their_required_node_affinity() {
+    let (_server, api, workload) = setup().await;
+    api.add_pod(pod("web-0", Some("n1"), "Running", &[("app", "web")]));
+    api.add_pod(pod("job-0", Some("n1"), "Succeeded", &[]));
+    api.add_pod(pod("job-1", Some("n2"), "Failed", &[]));
+    let mut pinned = pod("gpu-0", None, "Pending", &[]);
+    let requirement = |key: &str, operator: &str, values: &[&str]| core::NodeSelectorRequirement {
+        key: key.into(),
+        operator: operator.into(),
+        values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
+    };
+    pinned.spec.get_or_insert_with(Default::default).affinity = Some(core::Affinity {
+        node_affinity: Some(core::NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(core::NodeSelector {
+                node_selector_terms: vec![
+                    core::NodeSelectorTerm {
+                        match_expressions: Some(vec![requirement(
+                            "node.kubernetes.io/instance-type",
+                            "In",
+                            &["g5.xlarge", "g5.2xlarge"],
+                        )]),
+                        match_fields: None,
+                    },
+                    core::NodeSelectorTerm {
+                        match_expressions: Some(vec![requirement("gpu-count", "Gt", &["3"])]),
+                        match_fields: None,
+                    },
+                ],
+            }),
+            ..core::NodeAffinity::default()
+        }),
+        ..core::Affinity::default()
+    });
+    api.add_pod(pinned);
+
+    let mut active = workload
+        .list_pods(&target(), PodFilter::Active)
+        .await
+        .expect("listed");
+    active.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<_> = active.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["gpu-0", "web-0"], "finished pods are not listed");
+    let terms = &active[0].affinity;
+    assert_eq!(terms.len(), 2);
+    assert_eq!(
+        terms[0].match_expressions,
+        [MatchExpression {
+            key: "node.kubernetes.io/instance-type".into(),
+            operator: Operator::In,
+            values: vec!["g5.xlarge".into(), "g5.2xlarge".into()],
+        }]
+    );
+    // Gt is not modelled: the term matches no node.
+    assert_eq!(terms[1].match_expressions[0].operator, Operator::In);
+    assert!(terms[1].match_expressions[0].values.is_empty());
+    assert!(active[1].affinity.is_empty());
+    assert!(api.requests().iter().any(|r| {
+        r.query.as_deref().is_some_and(|q| {
+            q.contains("fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed")
+        })
     }));
 }
 

@@ -151,6 +151,15 @@ fn every_kind() -> Vec<Object> {
             up_to_date_replicas: 2,
             draining_replicas: 1,
             conditions: conditions(),
+            autoscaling: Some(capstan_model::AutoscalingStatus {
+                last_scale_up: Some("2026-01-01T00:00:00Z".parse().expect("time")),
+                last_scale_down: None,
+                unneeded_since: [(
+                    "ip-10-0-1-11.ec2.internal".to_string(),
+                    "2026-01-01T00:05:00Z".parse().expect("time"),
+                )]
+                .into(),
+            }),
         },
     };
     let set = MachineSet {

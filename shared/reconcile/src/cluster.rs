@@ -346,19 +346,24 @@ fn report(c: &mut Cluster, tree: &Tree, wanted: &BTreeMap<String, MachineDeploym
     for (name, want) in wanted {
         let got = live(name);
         let ready = got.map_or(0, |m| m.status.ready_replicas);
+        // An autoscaled pool wants what its autoscaler set, within the bounds.
+        let desired = match (pool_autoscaling(c, name), got) {
+            (Some((min, max)), Some(m)) => m.spec.replicas.clamp(min, max),
+            _ => want.spec.replicas,
+        };
         let up_to_date = got.is_some_and(|m| {
             m.status.observed_generation.is_some()
                 && m.status.observed_generation == m.metadata.generation
-                && m.spec.replicas == want.spec.replicas
+                && m.spec.replicas == desired
                 && m.status.conditions.is_true(condition::READY)
         });
-        all_ready &= up_to_date && ready == want.spec.replicas;
+        all_ready &= up_to_date && ready == desired;
         let summary = if *name == cp_name {
             &mut cp
         } else {
             &mut workers
         };
-        summary.desired += want.spec.replicas;
+        summary.desired += desired;
         summary.ready += ready;
     }
     let missing: BTreeSet<&str> = [&c.spec.control_plane.machine_class]

@@ -9,6 +9,7 @@
 //! described to EC2, `bootstrap` for the user data that joins a node to its cluster.
 
 pub mod autoscale;
+pub mod autoscale_pools;
 pub mod bootstrap;
 pub mod cluster;
 pub mod conditions;

@@ -173,6 +173,15 @@ fn row(prefix: &str, s: &StoredObject) -> Row {
     {
         detail.push_str(&format!("; {}: {}", c.reason, c.message));
     }
+    // An autoscaled pool: what the autoscaler last decided and why.
+    if let Object::MachineDeployment(d) = o
+        && let Some(c) = d
+            .status
+            .conditions
+            .get(capstan_reconcile::autoscale_pools::AUTOSCALING)
+    {
+        detail.push_str(&format!("; autoscaling: {}", c.message));
+    }
     Row {
         name: format!("{prefix}{}/{}", o.kind(), o.name()),
         ready: ready.to_string(),

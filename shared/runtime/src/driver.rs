@@ -165,6 +165,9 @@ pub struct DriverConfig {
     pub sweep_every: Duration,
     /// Records the stream router takes at once (the mapping's batch size).
     pub stream_batch_size: usize,
+    /// How often the autoscaler's scheduled check runs (once a minute); None: never
+    /// (the drift sweep still asks for one with each sweep).
+    pub autoscale_every: Option<Duration>,
 }
 
 impl Default for DriverConfig {
@@ -172,6 +175,7 @@ impl Default for DriverConfig {
         DriverConfig {
             sweep_every: Duration::from_secs(300),
             stream_batch_size: 100,
+            autoscale_every: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -228,6 +232,8 @@ pub struct Driver<P, S, C, B, Sch, W = NoWorkload> {
     pub schedule: Sch,
     pub config: DriverConfig,
     next_sweep: Timestamp,
+    /// When the autoscaler's scheduled check is next due (None: not scheduled).
+    next_autoscale: Option<Timestamp>,
     pub stats: DriverStats,
 }
 
@@ -243,19 +249,26 @@ impl<P: Platform, S: Store, C: Compute, B: Bus, Sch: Schedule, W: Workload>
     ) -> Self {
         let now = platform.now();
         let next_sweep = now.checked_add(config.sweep_every).unwrap_or(now);
+        let next_autoscale = config
+            .autoscale_every
+            .and_then(|every| now.checked_add(every).ok());
         Driver {
             platform,
             functions,
             schedule,
             config,
             next_sweep,
+            next_autoscale,
             stats: DriverStats::default(),
         }
     }
 
-    /// When the next sweep is due.
+    /// When the next scheduled event is due: the sweep, or the autoscaler's check.
     pub fn next_sweep(&self) -> Timestamp {
-        self.next_sweep
+        match self.next_autoscale {
+            Some(t) => t.min(self.next_sweep),
+            None => self.next_sweep,
+        }
     }
 
     /// Runs the drift sweep at the next step: how a control plane that restarts
@@ -314,6 +327,18 @@ impl<P: Platform, S: Store, C: Compute, B: Bus, Sch: Schedule, W: Workload>
 
         if self.platform.now() >= self.next_sweep {
             report.sweep = Some(self.sweep().await);
+        }
+        if let Some(due) = self.next_autoscale
+            && self.platform.now() >= due
+        {
+            let now = self.platform.now();
+            let event = envelope("aws.events", "Scheduled Event", json!({}), now);
+            // A failure is logged by the function; the next minute's check repairs it.
+            let _ = self.functions.autoscale_schedule(&event).await;
+            self.next_autoscale = self
+                .config
+                .autoscale_every
+                .and_then(|every| now.checked_add(every).ok());
         }
         Ok(report)
     }

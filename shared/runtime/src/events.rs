@@ -26,6 +26,10 @@ pub struct ObjectEvent {
     /// The controlling owner; for objects nobody owns, their Cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<OwnerKey>,
+    /// On a Cluster's resync: run the autoscaler's pass for the Cluster, not its
+    /// reconcile ([`autoscale_event`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub autoscale: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,7 @@ pub fn changed_event(record: &StreamRecord, now: Timestamp) -> Option<BusEvent> 
             .to_string(),
         ),
         owner,
+        autoscale: false,
     };
     let mut event = envelope(
         SOURCE,
@@ -128,6 +133,7 @@ pub fn resync_event(key: &ObjectKey, now: Timestamp) -> BusEvent {
         part: None,
         change: None,
         owner: None,
+        autoscale: false,
     };
     envelope(
         SOURCE,
@@ -135,6 +141,17 @@ pub fn resync_event(key: &ObjectKey, now: Timestamp) -> BusEvent {
         serde_json::to_value(detail).unwrap_or(Value::Null),
         now,
     )
+}
+
+/// A resync of `cluster` (a Cluster's key) that asks for the autoscaler's pass: the
+/// scheduled check and its follow-ups while pods wait. It travels the Cluster's own
+/// route to the cluster-reconciler's queue, so no rule or queue is added for it.
+pub fn autoscale_event(cluster: &ObjectKey, now: Timestamp) -> BusEvent {
+    let mut event = resync_event(cluster, now);
+    if let Some(detail) = event.detail.as_object_mut() {
+        detail.insert("autoscale".into(), Value::Bool(true));
+    }
+    event
 }
 
 /// An EC2 state-change notification's instance, state and time; None if it is not one.

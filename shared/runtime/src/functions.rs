@@ -32,6 +32,9 @@ use crate::wire::{ConvertError, item_from_wire};
 pub const STREAM_ROUTER: &str = "stream-router";
 /// The name of the drift-sweep function.
 pub const DRIFT_SWEEP: &str = "drift-sweep";
+/// The name the autoscaler's scheduled check reports under (the drift-sweep function
+/// on a second schedule).
+pub const AUTOSCALE_SCHEDULE: &str = "autoscale-schedule";
 
 /// Why a stream record could not be turned into a `StreamRecord`.
 #[derive(Debug, Error)]
@@ -201,6 +204,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
                 }
             }
             let outcome = Box::pin(self.control_plane.handle_batch(reconciler, deliveries)).await;
+            let (scale_ups, scale_downs) = (outcome.scaled_up, outcome.scaled_down);
             failed.extend(outcome.failed);
             failed.sort();
             failed.dedup();
@@ -211,10 +215,11 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
                 response.batch_item_failures.push(failure);
             }
             let errors = failed.len() as u64;
-            self.emit(
-                reconciler.name(),
-                self.meter.take((total as u64).saturating_sub(errors), errors, started.elapsed()),
-            );
+            let mut invocation =
+                self.meter.take((total as u64).saturating_sub(errors), errors, started.elapsed());
+            invocation.scale_ups = scale_ups;
+            invocation.scale_downs = scale_downs;
+            self.emit(reconciler.name(), invocation);
             response
         }
         .instrument(span)
@@ -237,6 +242,28 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
             self.emit(DRIFT_SWEEP, invocation);
             if let Err(e) = &result {
                 error!(step = "sweep", error = %e, "sweep failed; the next one repairs what this one missed");
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The autoscaler's scheduled check (once a minute): an autoscale event for every
+    /// Cluster with access and an autoscaled pool, onto the cluster-reconciler's route.
+    pub async fn autoscale_schedule(&self, event: &BusEvent) -> Result<usize, HandlerError> {
+        let started = Instant::now();
+        let span = info_span!("invocation", function = AUTOSCALE_SCHEDULE);
+        async {
+            tracing::debug!(step = "autoscale", source = %event.source, "scheduled autoscaling check");
+            let result = Box::pin(self.control_plane.autoscale_tick()).await;
+            let errors = u64::from(result.is_err());
+            self.emit(
+                AUTOSCALE_SCHEDULE,
+                self.meter.take(1 - errors, errors, started.elapsed()),
+            );
+            if let Err(e) = &result {
+                error!(step = "autoscale", error = %e, "the scheduled autoscaling check failed; the next one tries again");
             }
             result
         }

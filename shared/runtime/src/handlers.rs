@@ -14,7 +14,9 @@ use capstan_reconcile::machine::{Interruption, record_instance_state, record_int
 use tracing::{debug, error, info, warn};
 
 use crate::control_plane::{ControlPlane, HandlerError, machine_from};
-use crate::events::{ObjectEvent, changed_event, event_time, instance_state_change, resync_event};
+use crate::events::{
+    ObjectEvent, autoscale_event, changed_event, event_time, instance_state_change, resync_event,
+};
 use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord, Workload};
 use crate::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, Reconciler};
 
@@ -36,6 +38,9 @@ pub struct Delivery {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     pub failed: Vec<String>,
+    /// Autoscaler passes that raised a pool's replicas, and that removed a node.
+    pub scaled_up: u64,
+    pub scaled_down: u64,
 }
 
 impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
@@ -76,6 +81,19 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             }
         }
         for (target, messages) in by_target {
+            if let Target::Autoscale(cluster) = &target {
+                match self.autoscale_target(reconciler, cluster).await {
+                    Ok(o) => {
+                        outcome.scaled_up += o.scaled_up;
+                        outcome.scaled_down += o.scaled_down;
+                    }
+                    Err(e) => {
+                        warn!(reconciler = reconciler.name(), object = %cluster, error = %e, retryable = e.is_retryable(), "autoscaling failed");
+                        outcome.failed.extend(messages);
+                    }
+                }
+                continue;
+            }
             if let Err(e) = self.reconcile_target(reconciler, &target).await {
                 warn!(reconciler = reconciler.name(), object = %target.key(), error = %e, retryable = e.is_retryable(), "reconcile failed");
                 outcome.failed.extend(messages);
@@ -92,7 +110,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         target: &Target,
     ) -> Result<(), HandlerError> {
         let keys = match target {
-            Target::Object(key) => vec![key.clone()],
+            Target::Object(key) | Target::Autoscale(key) => vec![key.clone()],
             // Every object of `kind` in the cluster that `via` may concern.
             Target::Related { via, kind } => self.related(via, *kind).await?,
         };
@@ -105,6 +123,22 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             }
         }
         Ok(())
+    }
+
+    /// The autoscaler's pass for a Cluster, woken again while pods wait.
+    async fn autoscale_target(
+        &self,
+        reconciler: Reconciler,
+        cluster: &ObjectKey,
+    ) -> Result<crate::autoscale::AutoscaleOutcome, HandlerError> {
+        let outcome = self.autoscale(cluster).await?;
+        if let Some(after) = outcome.recheck {
+            let event = autoscale_event(cluster, self.clock.now());
+            self.bus
+                .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))
+                .await?;
+        }
+        Ok(outcome)
     }
 
     async fn related(&self, via: &ObjectKey, kind: Kind) -> Result<Vec<ObjectKey>, HandlerError> {
@@ -333,6 +367,8 @@ enum Target {
         via: ObjectKey,
         kind: Kind,
     },
+    /// The autoscaler's pass for this Cluster.
+    Autoscale(ObjectKey),
 }
 
 impl Target {
@@ -340,6 +376,7 @@ impl Target {
         match self {
             Target::Object(k) => k,
             Target::Related { via, .. } => via,
+            Target::Autoscale(k) => k,
         }
     }
 }
@@ -352,6 +389,12 @@ fn targets(reconciler: Reconciler, event: &BusEvent) -> Result<BTreeSet<Target>,
         .ok_or_else(|| HandlerError::Malformed("no kind for this reconciler".into()))?;
     let mut out = BTreeSet::new();
     let key = detail.key();
+    if detail.autoscale {
+        if reconciler == Reconciler::Cluster && key.kind == Kind::Cluster {
+            out.insert(Target::Autoscale(key));
+        }
+        return Ok(out);
+    }
     match (reconciler, key.kind) {
         (Reconciler::Deployment, Kind::MachineClass) => {
             out.insert(Target::Object(key.clone()));

@@ -7,6 +7,7 @@ pub mod ports;
 pub mod routes;
 
 pub use ports::*;
+pub mod autoscale;
 pub mod control_plane;
 pub mod drain;
 pub mod driver;

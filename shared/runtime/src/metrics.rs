@@ -54,6 +54,9 @@ pub struct Invocation {
     pub skipped: u64,
     /// Objects whose observed item cannot be read, left alone (counted by the sweep).
     pub unreadable: u64,
+    /// Autoscaler passes that raised a pool's replicas / removed a node.
+    pub scale_ups: u64,
+    pub scale_downs: u64,
     pub latency: Duration,
 }
 
@@ -75,6 +78,8 @@ impl Meter {
             requeues: take(&self.0.requeues),
             skipped: 0,
             unreadable: 0,
+            scale_ups: 0,
+            scale_downs: 0,
             latency,
         }
     }
@@ -114,6 +119,7 @@ impl Invocation {
                         count("Errors"), count("Launches"), count("Terminations"),
                         count("EventsPublished"), count("Requeues"),
                         count("Skipped"), count("Unreadable"),
+                        count("ScaleUps"), count("ScaleDowns"),
                         { "Name": "Latency", "Unit": "Milliseconds" },
                     ],
                 }],
@@ -129,6 +135,8 @@ impl Invocation {
             "Requeues": self.requeues,
             "Skipped": self.skipped,
             "Unreadable": self.unreadable,
+            "ScaleUps": self.scale_ups,
+            "ScaleDowns": self.scale_downs,
             "Latency": self.latency.as_secs_f64() * 1000.0,
         })
     }
@@ -241,6 +249,13 @@ impl<C: Compute> Compute for Metered<C> {
         tags: Vec<(String, String)>,
     ) -> Result<Vec<Instance>, ComputeError> {
         self.inner.describe_instances(tags).await
+    }
+
+    async fn describe_instance_types(
+        &self,
+        instance_types: Vec<String>,
+    ) -> Result<Vec<(String, crate::ports::InstanceCapacity)>, ComputeError> {
+        self.inner.describe_instance_types(instance_types).await
     }
 }
 

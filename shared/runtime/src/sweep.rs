@@ -15,8 +15,9 @@ use capstan_reconcile::launch::{proves_ownership, tags_consistent};
 use capstan_reconcile::machine::record_instance_state;
 use tracing::{info, warn};
 
+use crate::autoscale::autoscaled;
 use crate::control_plane::{ControlPlane, HandlerError};
-use crate::events::resync_event;
+use crate::events::{autoscale_event, resync_event};
 use crate::ports::{Bus, Compute, Instance, Store, StoreError, Workload};
 
 /// An instance tagged as ours with no Machine is terminated only when older than this.
@@ -171,7 +172,14 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             .filter_map(item::item_key)
             .filter_map(|ik| ik.parse().map(|(key, _)| key))
             .collect();
-        let resyncs: Vec<_> = keys.iter().map(|k| resync_event(k, now)).collect();
+        let tree = Tree::from_items(items);
+        let mut resyncs: Vec<_> = keys.iter().map(|k| resync_event(k, now)).collect();
+        // The autoscaler's scheduled check, for a Cluster it has something to do for.
+        resyncs.extend(
+            keys.iter()
+                .filter(|k| k.kind == Kind::Cluster && autoscaled(&tree))
+                .map(|k| autoscale_event(k, now)),
+        );
         for chunk in resyncs.chunks(10) {
             match self.bus.put_events(chunk.to_vec()).await {
                 Ok(()) => report.resynced += chunk.len(),
@@ -181,7 +189,6 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 }
             }
         }
-        let tree = Tree::from_items(items);
         for unreadable in tree.all_unreadable() {
             warn!(step = "sweep", partition = %pk, problem = %unreadable.describe(), "an object cannot be read; left alone");
             report.unreadable += 1;

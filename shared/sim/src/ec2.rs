@@ -40,7 +40,9 @@ use std::time::Duration;
 use capstan_model::labels::RESERVED_PREFIX;
 use capstan_model::{InstanceState, MarketType, Timestamp};
 use capstan_runtime::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, EC2_STATE_CHANGE};
-use capstan_runtime::{BusEvent, Clock, Compute, ComputeError, Instance, LaunchRequest};
+use capstan_runtime::{
+    BusEvent, Clock, Compute, ComputeError, Instance, InstanceCapacity, LaunchRequest, eni_max_pods,
+};
 use serde_json::json;
 
 use crate::clock::after;
@@ -303,6 +305,7 @@ pub struct Ec2Calls {
     pub terminate_instances: u64,
     pub describe_instances: u64,
     pub create_tags: u64,
+    pub describe_instance_types: u64,
     /// Requests refused with `RequestLimitExceeded` by the modelled buckets.
     pub throttled: u64,
 }
@@ -1117,6 +1120,70 @@ impl Compute for SimEc2 {
             .map(|i| i.instance.clone())
             .collect())
     }
+
+    /// From [`catalogue`], for the types this EC2 offers (`Ec2Config::instance_types`);
+    /// any other fails the call as EC2 does.
+    async fn describe_instance_types(
+        &self,
+        instance_types: Vec<String>,
+    ) -> Result<Vec<(String, InstanceCapacity)>, ComputeError> {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        state.calls.describe_instance_types += 1;
+        state.throttle(&[(Limited::Describe, 1)], now)?;
+        let mut out = Vec::with_capacity(instance_types.len());
+        for t in instance_types {
+            let known = state.config.instance_types.contains(&t);
+            match catalogue(&t).filter(|_| known) {
+                Some(c) => out.push((t, c)),
+                None => {
+                    return Err(invalid(
+                        "InvalidInstanceType",
+                        format!("The following supplied instance types do not exist: [{t}]"),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What DescribeInstanceTypes says of the types the simulated EC2 offers (`VCpuInfo
+/// .DefaultVCpus`, `MemoryInfo.SizeInMiB`, `NetworkInfo.{MaximumNetworkInterfaces,
+/// Ipv4AddressesPerInterface}`, as AWS lists them), pods by [`eni_max_pods`].
+pub fn catalogue(instance_type: &str) -> Option<InstanceCapacity> {
+    let (family, size) = instance_type.split_once('.')?;
+    let (vcpus, memory_mib, enis, ips): (u32, u64, u32, u32) = match (family, size) {
+        ("t3", "nano") => (2, 512, 2, 2),
+        ("t3", "micro") => (2, 1024, 2, 2),
+        ("t3", "small") => (2, 2048, 3, 4),
+        ("t3", "medium") => (2, 4096, 3, 6),
+        ("t3", "large") => (2, 8192, 3, 12),
+        ("t3", "xlarge") => (4, 16384, 4, 15),
+        ("t3", "2xlarge") => (8, 32768, 4, 15),
+        (f, s) => {
+            let per_vcpu: u64 = match f {
+                "m5" | "m6i" | "m7i" => 4096,
+                "c5" | "c6i" | "c7i" => 2048,
+                "r6i" | "r7i" => 8192,
+                _ => return None,
+            };
+            let (vcpus, enis, ips) = match s {
+                "large" => (2, 3, 10),
+                "xlarge" => (4, 4, 15),
+                "2xlarge" => (8, 4, 15),
+                "4xlarge" => (16, 8, 30),
+                "8xlarge" => (32, 8, 30),
+                _ => return None,
+            };
+            (vcpus, per_vcpu * u64::from(vcpus), enis, ips)
+        }
+    };
+    Some(InstanceCapacity {
+        vcpus,
+        memory_mib,
+        max_pods: eni_max_pods(enis, ips),
+    })
 }
 
 fn invalid(code: &str, message: String) -> ComputeError {

@@ -755,3 +755,39 @@ fn a_kubelet_joins_only_the_cluster_its_node_config_reaches() {
         "a kubelet pointed at another endpoint never joins"
     );
 }
+
+#[test]
+fn required_node_affinity_places_a_pod_only_on_a_matching_node() {
+    use capstan_runtime::{MatchExpression, NodeSelectorTerm, Operator};
+    let mut w = World::new();
+    w.instances
+        .push(instance("i-00000000000000001", "10.0.1.11", "m5.large"));
+    w.instances
+        .push(instance("i-00000000000000002", "10.0.1.12", "c5.large"));
+    w.step(21);
+    let on = |types: &[&str]| NodeSelectorTerm {
+        match_expressions: vec![MatchExpression {
+            key: "node.kubernetes.io/instance-type".into(),
+            operator: Operator::In,
+            values: types.iter().map(|t| (*t).to_string()).collect(),
+        }],
+    };
+    w.wl.add_pod(
+        key(),
+        PodSpec::new("default", "compute").affinity(on(&["c5.large", "c6i.large"])),
+    );
+    w.wl.add_pod(
+        key(),
+        PodSpec::new("default", "nowhere").affinity(on(&["g5.xlarge"])),
+    );
+    w.step(1);
+    assert_eq!(w.pods_on(NODE2), vec!["compute".to_string()]);
+    assert!(w.pods_on(NODE1).is_empty());
+    let pending = block_on(w.wl.list_pods(&target(), PodFilter::Unscheduled)).expect("listed");
+    let names: Vec<&str> = pending.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["nowhere"]);
+    assert!(pending[0].unschedulable);
+    // One list answers for the whole cluster: bound and pending alike.
+    let active = block_on(w.wl.list_pods(&target(), PodFilter::Active)).expect("listed");
+    assert_eq!(active.len(), 2);
+}

@@ -125,6 +125,30 @@ pub struct MachineDeploymentStatus {
     pub draining_replicas: i32,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+    /// What the autoscaler remembers between its passes (a pool with `autoscaling`
+    /// only); written by the autoscaler, kept by the deployment reconciler.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// The autoscaler's memory for one pool: no invocation keeps anything in between.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", default)]
+pub struct AutoscalingStatus {
+    /// When the autoscaler last raised the replicas: no scale-down for the quiet
+    /// period after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub last_scale_up: Option<Timestamp>,
+    /// When the autoscaler last lowered them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub last_scale_down: Option<Timestamp>,
+    /// The pool's Nodes whose pods could all run elsewhere, since when (by Node name).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, String>"))]
+    pub unneeded_since: BTreeMap<String, Timestamp>,
 }
 
 fn is_zero(n: &i32) -> bool {

@@ -13,6 +13,7 @@ pub use capstan_model::item::Expect;
 use capstan_model::item::{Item, ItemKey};
 pub use capstan_model::launch::LaunchRequest;
 use capstan_model::{InstanceState, Timestamp};
+pub use capstan_reconcile::autoscale::InstanceCapacity;
 use thiserror::Error;
 
 /// The bus's event envelope: EventBridge's own shape.
@@ -276,6 +277,26 @@ pub trait Compute: Send + Sync {
         &self,
         tags: Vec<(String, String)>,
     ) -> impl Future<Output = Result<Vec<Instance>, ComputeError>> + Send;
+
+    /// What each of `instance_types` offers (DescribeInstanceTypes): vCPUs, memory, and
+    /// the pods its network allows ([`eni_max_pods`]), in no particular order. As EC2
+    /// does, a type it does not offer fails the whole call with `Invalid { code:
+    /// "InvalidInstanceType" }`: a caller asks type by type to learn which. For the
+    /// autoscaler, which caches the answers in the table; never per event.
+    fn describe_instance_types(
+        &self,
+        instance_types: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<(String, InstanceCapacity)>, ComputeError>> + Send;
+}
+
+/// The pods an instance can run with the VPC CNI without prefix delegation, as EKS's
+/// `eni-max-pods.txt` computes it: one IP per pod on every ENI but its primary address,
+/// plus 2 for the host-network pods (aws-node, kube-proxy).
+/// <https://github.com/awslabs/amazon-eks-ami/blob/main/templates/shared/runtime/eni-max-pods.txt>
+pub fn eni_max_pods(network_interfaces: u32, ipv4_per_interface: u32) -> u32 {
+    network_interfaces
+        .saturating_mul(ipv4_per_interface.saturating_sub(1))
+        .saturating_add(2)
 }
 
 // ---------------------------------------------------------------- Bus

@@ -21,6 +21,7 @@ use capstan_model::Timestamp;
 use capstan_model::kinds::ClusterAccess;
 use capstan_model::meta::ConditionStatus;
 pub use capstan_reconcile::EksCluster;
+pub use capstan_reconcile::autoscale::{MatchExpression, NodeSelectorTerm, Operator};
 use thiserror::Error;
 
 /// Which workload cluster a call is for: the Capstan Cluster and how to reach its API.
@@ -150,6 +151,9 @@ pub enum PodFilter {
     OnNode(String),
     /// Not bound to a node and not finished (`spec.nodeName=`, phase Pending).
     Unscheduled,
+    /// Every pod not finished (`status.phase!=Succeeded,status.phase!=Failed`), bound or
+    /// not: one list for what autoscaling needs of the whole cluster.
+    Active,
 }
 
 /// A pod as drain and autoscaling need it.
@@ -175,6 +179,9 @@ pub struct Pod {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
     pub node_selector: BTreeMap<String, String>,
+    /// `affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
+    /// .nodeSelectorTerms`: any one term must match; empty, no requirement.
+    pub affinity: Vec<NodeSelectorTerm>,
     pub tolerations: Vec<Toleration>,
     /// Volumes backed by the node's own disk (emptyDir, hostPath).
     pub local_volumes: bool,

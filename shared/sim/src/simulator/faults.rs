@@ -251,6 +251,16 @@ pub enum Mutation {
     /// scoped to the acting Machine. A forged item in another namespace that copies a
     /// Machine's uid then passes for its owner (terminate, tag, adopt).
     TrustForgedItems,
+    /// A MachineDeployment's replicas, when raised, are raised to twice the new
+    /// value: an autoscaler that overshoots its pool's max.
+    AutoscaleOvershoot,
+    /// A MachineDeployment's `status.autoscaling` loses its last scale-up and has its
+    /// Nodes unneeded since an hour before: an autoscaler without its memory, which
+    /// removes Nodes right after it added them.
+    AutoscaleForgets,
+    /// From 25 minutes in, the autoscaler's list of pods is empty: each Node looks
+    /// empty and is removed after the quiet period, its pods fitting elsewhere or not.
+    AutoscaleBlind,
 }
 
 /// The simulation's shared chaos: the RNG every choice draws from, the fault rates,
@@ -497,6 +507,48 @@ impl FaultyStore {
                         "sk".into(),
                         capstan_model::AttrValue::S(format!("MachineSet#{renamed}#spec")),
                     );
+                }
+            }
+            Some(Mutation::AutoscaleOvershoot)
+                if key.sk.starts_with("MachineDeployment#") && key.sk.ends_with("#spec") =>
+            {
+                let replicas = |item: &Item| match item.get("spec") {
+                    Some(capstan_model::AttrValue::M(spec)) => match spec.get("replicas") {
+                        Some(capstan_model::AttrValue::N(n)) => n.parse::<i64>().ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let raised = self
+                    .inner
+                    .get(key)
+                    .and_then(|old| replicas(&old))
+                    .zip(replicas(item))
+                    .filter(|(old, new)| new > old)
+                    .map(|(_, new)| new);
+                if let Some(new) = raised
+                    && let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec")
+                {
+                    spec.insert(
+                        "replicas".into(),
+                        capstan_model::AttrValue::N((new * 2).to_string()),
+                    );
+                }
+            }
+            Some(Mutation::AutoscaleForgets)
+                if key.sk.starts_with("MachineDeployment#") && key.sk.ends_with("#status") =>
+            {
+                if let Some(capstan_model::AttrValue::M(status)) = item.get_mut("status")
+                    && let Some(capstan_model::AttrValue::M(memory)) = status.get_mut("autoscaling")
+                {
+                    memory.remove("lastScaleUp");
+                    if let Some(capstan_model::AttrValue::M(since)) =
+                        memory.get_mut("unneededSince")
+                    {
+                        for t in since.values_mut() {
+                            *t = capstan_model::AttrValue::S("2000-01-01T00:00:00Z".into());
+                        }
+                    }
                 }
             }
             Some(Mutation::OvershootSurge)
@@ -951,6 +1003,18 @@ impl Compute for FaultyCompute {
             });
         }
         Ok(found)
+    }
+
+    async fn describe_instance_types(
+        &self,
+        instance_types: Vec<String>,
+    ) -> Result<Vec<(String, capstan_runtime::InstanceCapacity)>, ComputeError> {
+        let fate = ec2_fate(&self.chaos, "DescribeInstanceTypes");
+        interleave().await;
+        if let Some(e) = compute_error(&fate) {
+            return Err(e);
+        }
+        self.inner.describe_instance_types(instance_types).await
     }
 }
 

@@ -8,6 +8,7 @@
 //! stop (capacity comes back, held events are released) and the tree must converge
 //! within [`CONVERGENCE_BOUND`] of virtual time.
 
+pub mod autoscale;
 pub mod drain;
 pub mod faults;
 pub mod hostile;
@@ -52,6 +53,10 @@ pub const CONVERGENCE_BOUND: Duration = Duration::from_secs(45 * 60);
 /// Faults stay on this long after the script's last step.
 pub const FAULTS_AFTER_SCRIPT: Duration = Duration::from_secs(5 * 60);
 /// The drift sweep's period (as deployed).
+/// When the `AutoscaleBlind` mutation's lie starts: once the `autoscale` workload's
+/// second burst runs on the Nodes it asked for.
+const AUTOSCALE_BLIND_FROM: Duration = Duration::from_secs(25 * 60);
+
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 /// A run taking more steps than this has livelocked.
 pub const MAX_STEPS: u64 = 200_000;
@@ -161,6 +166,8 @@ struct Run {
     broken: Option<Violation>,
     /// The drain's invariants' memory (terminations judged, Nodes seen cordoned).
     drain: drain::DrainChecker,
+    /// The autoscaler's invariants' memory (replicas seen, Machines seen marked).
+    autoscale: autoscale::AutoscaleChecker,
 }
 
 impl Simulation {
@@ -270,6 +277,9 @@ impl Simulation {
             schedule,
             DriverConfig {
                 sweep_every: SWEEP_EVERY,
+                // The autoscaler's once-a-minute check only where a pool is
+                // autoscaled, so the other workloads' seeds replay as they did.
+                autoscale_every: (self.workload == "autoscale").then_some(Duration::from_secs(60)),
                 ..DriverConfig::default()
             },
         );
@@ -292,6 +302,7 @@ impl Simulation {
             steps: 0,
             broken: None,
             drain: drain::DrainChecker::default(),
+            autoscale: autoscale::AutoscaleChecker::default(),
         };
         let outcome = run.play(&script, &self.faults, rng);
         let launched = run.ec2.launched_total();
@@ -638,6 +649,12 @@ impl Run {
     /// One step of the driver; true if anything happened. A health check's
     /// remediations are judged on the Machines around the step.
     fn step(&mut self) -> bool {
+        if lock(&self.chaos).mutation == Some(Mutation::AutoscaleBlind) {
+            let since =
+                Duration::try_from(self.now().duration_since(self.start)).unwrap_or_default();
+            self.workload
+                .hide_active_pods(since >= AUTOSCALE_BLIND_FROM);
+        }
         self.observed = self.workload.follow(self.now(), &self.ec2, self.observed);
         let remediated_before = lock(&self.chaos).remediated.len();
         let report = match block_on(self.driver.step()) {
@@ -755,6 +772,7 @@ impl Run {
         let foreign = &self.foreign;
         let workload = &self.workload;
         let drain = &mut self.drain;
+        let autoscale = &mut self.autoscale;
         self.store.with_items(|all| {
             let items: Vec<&capstan_model::Item> = all.values().collect();
             let mut rollout_items: BTreeMap<&str, Vec<capstan_model::Item>> = BTreeMap::new();
@@ -783,7 +801,8 @@ impl Run {
                 terminated: &terminated,
             };
             checker.check(&world)?;
-            drain.check(now, workload, &terminated, &items)
+            drain.check(now, workload, &terminated, &items)?;
+            autoscale.check(now, workload, &items)
         })
     }
 

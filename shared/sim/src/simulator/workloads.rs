@@ -40,6 +40,13 @@ pub enum PodsOp {
     },
     /// The budget on `web` allows one pod down again.
     OneDown { namespace: String, cluster: String },
+    /// A Deployment `burst` of `replicas` pods of 500m on the workers' Nodes (the
+    /// `autoscale` workload): created the first time, scaled after.
+    Burst {
+        namespace: String,
+        cluster: String,
+        replicas: u32,
+    },
 }
 
 impl PodsOp {
@@ -91,6 +98,23 @@ impl PodsOp {
                 cluster,
                 Budget::MinAvailable(IntOrPercent::Int(*min_available)),
             ),
+            PodsOp::Burst {
+                namespace,
+                cluster,
+                replicas,
+            } => {
+                let key = ClusterKey::new(namespace, cluster);
+                if !workload.scale_deployment(key.clone(), "default", "burst", *replicas) {
+                    workload.add_deployment(
+                        key,
+                        "burst",
+                        *replicas,
+                        PodSpec::new("default", "burst")
+                            .requests(500, 256 << 20)
+                            .node_selector("node-role.kubernetes.io/workers", ""),
+                    );
+                }
+            }
             PodsOp::OneDown { namespace, cluster } => budget(
                 namespace,
                 cluster,
@@ -122,6 +146,7 @@ pub const WORKLOADS: &[&str] = &[
     "edits-in-flight",
     "nodes",
     "drain",
+    "autoscale",
 ];
 
 /// The quickstart as a production pool would run it: workers on spot, watched by a
@@ -256,6 +281,30 @@ fn with_access(objects: &[Object], retag: bool) -> Vec<Object> {
         .collect()
 }
 
+/// `objects` with the workers autoscaled within `[min, max]` on one 2-vCPU type
+/// (three 500m pods to a Node).
+fn autoscaled(objects: &[Object], min: i32, max: i32) -> Vec<Object> {
+    objects
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            match &mut o {
+                Object::Cluster(c) => {
+                    for w in &mut c.spec.workers {
+                        w.replicas = None;
+                        w.autoscaling = Some(capstan_model::Autoscaling { min, max });
+                    }
+                }
+                Object::MachineClass(mc) if mc.metadata.name.ends_with("-workers") => {
+                    mc.spec.instance_types = vec!["m7i.large".into()];
+                }
+                _ => {}
+            }
+            o
+        })
+        .collect()
+}
+
 /// `objects` with the workers' health check remediating however many are unhealthy
 /// (still one at a time). The `drain` workload runs several times the steps of the
 /// others (a drain looks again every 10 s), and the `external` fault fires per step:
@@ -374,6 +423,35 @@ pub fn script(name: &str) -> Option<Script> {
                 ],
                 expect: expect("default", "demo", 3, 3),
                 expect_image: Some(NEW_IMAGE.to_string()),
+                expect_empty: false,
+            }
+        }
+        // Pods come and go on an autoscaled pool: a burst the one worker cannot hold
+        // (scale-up), gone again before the new Nodes join (they go after the quiet
+        // period, one at a time, drained), a larger burst grown while Machines boot and
+        // held for twenty minutes (to max), and most of it gone (back down to two).
+        "autoscale" => {
+            let (ns, cl) = ("default".to_string(), "demo".to_string());
+            let burst = |replicas| {
+                Op::Pods(PodsOp::Burst {
+                    namespace: ns.clone(),
+                    cluster: cl.clone(),
+                    replicas,
+                })
+            };
+            let pool = remediating_all(with_access(&autoscaled(&base, 1, 5), false));
+            Script {
+                ops: vec![
+                    (secs(0), Op::Apply(pool)),
+                    (secs(120), burst(10)),
+                    (secs(200), burst(0)),
+                    (secs(1200), burst(10)),
+                    (secs(1220), burst(13)),
+                    (secs(2700), burst(4)),
+                ],
+                // Four pods: the one worker left holds three, a second takes the fourth.
+                expect: expect("default", "demo", 3, 2),
+                expect_image: None,
                 expect_empty: false,
             }
         }

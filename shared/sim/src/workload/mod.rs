@@ -59,8 +59,9 @@ use std::time::Duration;
 
 use capstan_model::Timestamp;
 use capstan_runtime::{
-    Clock, ClusterAccessKey, EksCluster, Eviction, Instance, Node, NodePatch, Pod, PodFilter,
-    Taint, Toleration, VolumeAttachment, Workload, WorkloadError, WorkloadTarget, instance_id_of,
+    Clock, ClusterAccessKey, EksCluster, Eviction, Instance, Node, NodePatch, NodeSelectorTerm,
+    Pod, PodFilter, Taint, Toleration, VolumeAttachment, Workload, WorkloadError, WorkloadTarget,
+    instance_id_of,
 };
 
 use crate::rng::{Rng, uuid};
@@ -170,6 +171,9 @@ struct State {
     /// A lying API server (the simulator's `HidePods` mutation): no pod is listed on
     /// any Node.
     hide_pods: bool,
+    /// A lying API server for the autoscaler (the `AutoscaleBlind` mutation): the list
+    /// of every active pod is empty, so every Node looks empty and nothing pending.
+    hide_active_pods: bool,
 }
 
 /// Which port method a call is, for the counters.
@@ -203,6 +207,7 @@ impl MemWorkload {
                 evictions: Vec::new(),
                 boots: BTreeMap::new(),
                 hide_pods: false,
+                hide_active_pods: false,
             })),
         }
     }
@@ -387,6 +392,13 @@ impl MemWorkload {
     /// mutations: a drain that believes it must trip `drained_before_terminate`.
     pub fn hide_pods(&self, on: bool) {
         self.lock().hide_pods = on;
+    }
+
+    /// Lies to the autoscaler from now on (`true`): the list of every active pod is
+    /// empty, so every Node looks empty (the simulator's `AutoscaleBlind` mutation;
+    /// drains, which list a Node's pods, still see them).
+    pub fn hide_active_pods(&self, on: bool) {
+        self.lock().hide_active_pods = on;
     }
 
     /// The instance's kubelet never registers a Node (bad bootstrap, wrong endpoint).
@@ -701,6 +713,10 @@ impl Workload for MemWorkload {
                             PodFilter::OnNode(_) if state.hide_pods => false,
                             PodFilter::OnNode(n) => p.node_name.as_deref() == Some(n.as_str()),
                             PodFilter::Unscheduled => p.node_name.is_none() && p.phase == "Pending",
+                            PodFilter::Active if state.hide_active_pods => false,
+                            PodFilter::Active => {
+                                !matches!(p.phase.as_str(), "Succeeded" | "Failed")
+                            }
                         })
                         .cloned()
                         .collect()

@@ -21,6 +21,8 @@ pub struct PodSpec {
     pub cpu_millis: u64,
     pub memory_bytes: u64,
     pub node_selector: BTreeMap<String, String>,
+    /// Required node affinity: any one term must match.
+    pub affinity: Vec<NodeSelectorTerm>,
     pub tolerations: Vec<Toleration>,
     pub local_volumes: bool,
     /// Persistent volumes (by name) the pod mounts: each becomes a VolumeAttachment to
@@ -52,6 +54,12 @@ impl PodSpec {
 
     pub fn node_selector(mut self, key: impl Into<String>, value: impl Into<String>) -> PodSpec {
         self.node_selector.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a required node-affinity term (`nodeSelectorTerms` are ORed).
+    pub fn affinity(mut self, term: NodeSelectorTerm) -> PodSpec {
+        self.affinity.push(term);
         self
     }
 

@@ -112,6 +112,25 @@ fn taints_allow(tolerations: &[Toleration], node: &Node, daemon: bool) -> bool {
         .all(|t| (daemon && t.key.starts_with("node.kubernetes.io/")) || tolerates(tolerations, t))
 }
 
+/// Required node affinity: no term, or any term whose expressions all match (an empty
+/// term matches nothing, as in Kubernetes).
+fn affinity_matches(terms: &[NodeSelectorTerm], labels: &BTreeMap<String, String>) -> bool {
+    use capstan_runtime::Operator;
+    terms.is_empty()
+        || terms.iter().any(|t| {
+            !t.match_expressions.is_empty()
+                && t.match_expressions.iter().all(|e| {
+                    let v = labels.get(&e.key);
+                    match e.operator {
+                        Operator::In => v.is_some_and(|v| e.values.contains(v)),
+                        Operator::NotIn => v.is_none_or(|v| !e.values.contains(v)),
+                        Operator::Exists => v.is_some(),
+                        Operator::DoesNotExist => v.is_none(),
+                    }
+                })
+        })
+}
+
 fn selector_matches(
     selector: &BTreeMap<String, String>,
     labels: &BTreeMap<String, String>,
@@ -152,6 +171,7 @@ impl State {
             cpu_millis: spec.cpu_millis,
             memory_bytes: spec.memory_bytes,
             node_selector: spec.node_selector,
+            affinity: spec.affinity,
             tolerations: spec.tolerations,
             local_volumes: spec.local_volumes,
         };
@@ -461,6 +481,7 @@ impl State {
                 .filter(|(name, r)| {
                     cluster.nodes.get(*name).is_some_and(|n| {
                         selector_matches(&p.pod.node_selector, &n.node.labels)
+                            && affinity_matches(&p.pod.affinity, &n.node.labels)
                             && taints_allow(&p.pod.tolerations, &n.node, false)
                     }) && r.fit.cpu_millis >= p.pod.cpu_millis
                         && r.fit.memory_bytes >= p.pod.memory_bytes
