@@ -156,3 +156,30 @@ pub fn pool_machines(cp: &Embedded, pool: &str) -> Vec<capstan_model::Machine> {
         })
         .collect()
 }
+
+/// How the demo cluster's API server is reached: EKS cluster `demo`.
+pub fn access() -> capstan_model::ClusterAccess {
+    capstan_model::ClusterAccess {
+        eks: Some(capstan_model::EksAccess {
+            cluster_name: "demo".into(),
+            region: None,
+        }),
+        kubeconfig: None,
+    }
+}
+
+/// The quickstart with access declared, `replicas` workers, and `edit` on the pool.
+pub fn with_access(replicas: i32, edit: impl Fn(&mut capstan_model::WorkerPool)) -> Vec<Object> {
+    edited(&quickstart(), |o| {
+        if let Object::Cluster(c) = o {
+            c.spec.access = Some(access());
+            c.spec.workers[0].replicas = Some(replicas);
+            edit(&mut c.spec.workers[0]);
+        }
+    })
+}
+
+/// The demo cluster's in-memory workload cluster.
+pub fn cluster() -> capstan_sim::workload::ClusterKey {
+    capstan_sim::workload::ClusterKey::new("default", "demo")
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use capstan_embedded::Embedded;
 use capstan_model::{Autoscaling, ClusterAccess, EksAccess, Kind, Object};
 use capstan_reconcile::autoscale_pools::AUTOSCALING;
-use capstan_sim::workload::{ClusterKey, PodSpec};
+use capstan_sim::workload::PodSpec;
 use capstan_tests::*;
 
 fn autoscaled(min: i32, max: i32) -> Vec<Object> {
@@ -32,10 +32,6 @@ fn autoscaled(min: i32, max: i32) -> Vec<Object> {
         }
         _ => {}
     })
-}
-
-fn cluster() -> ClusterKey {
-    ClusterKey::new("default", "demo")
 }
 
 /// The workers pool's MachineDeployment replicas, as the table says.

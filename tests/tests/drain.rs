@@ -10,39 +10,12 @@ use std::time::Duration;
 use capstan_embedded::Embedded;
 use capstan_model::labels::{DELETE_MACHINE, EXCLUDE_NODE_DRAINING};
 use capstan_model::meta::condition;
-use capstan_model::{
-    ClusterAccess, DeletionStep, EksAccess, Kind, Machine, MachineDeletion, Object,
-};
-use capstan_reconcile::drain::{DrainNode, DrainPod, needs_eviction};
+use capstan_model::{DeletionStep, Kind, Machine, MachineDeletion, Object};
 use capstan_sim::workload::{
     Budget, ClusterKey, IntOrPercent, PodDisruptionBudget, PodSpec, WorkloadObject,
     read_workload_objects,
 };
 use capstan_tests::*;
-
-fn access() -> ClusterAccess {
-    ClusterAccess {
-        eks: Some(EksAccess {
-            cluster_name: "demo".into(),
-            region: None,
-        }),
-        kubeconfig: None,
-    }
-}
-
-fn with_access(replicas: i32, edit: impl Fn(&mut capstan_model::WorkerPool)) -> Vec<Object> {
-    edited(&quickstart(), |o| {
-        if let Object::Cluster(c) = o {
-            c.spec.access = Some(access());
-            c.spec.workers[0].replicas = Some(replicas);
-            edit(&mut c.spec.workers[0]);
-        }
-    })
-}
-
-fn cluster() -> ClusterKey {
-    ClusterKey::new("default", "demo")
-}
 
 /// Three workers running a Deployment `web` of six pods (on the workers only), a
 /// DaemonSet on every node, and a budget on `web` needing `min_available`.
@@ -128,28 +101,11 @@ fn pods_needing_eviction(cp: &Embedded, instance_id: &str) -> Vec<String> {
     }) else {
         return Vec::new();
     };
-    let drain_node = DrainNode {
-        name: node.name.clone(),
-        unschedulable: node.unschedulable,
-        ready: node.condition("Ready").map(|c| c.status),
-        volumes_attached: node.volumes_attached.clone(),
-    };
     cp.workload
         .pods(cluster())
         .into_iter()
         .filter(|p| p.node_name.as_deref() == Some(node.name.as_str()))
-        .filter(|p| {
-            let pod = DrainPod {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                labels: p.labels.clone(),
-                controller_kind: p.controller_kind.clone(),
-                mirror: p.mirror,
-                deleting_since: p.deleting_since,
-                phase: p.phase.clone(),
-            };
-            needs_eviction(&pod, &drain_node, cp.now())
-        })
+        .filter(|p| capstan_runtime::drain::needs_eviction_on(&node, p, cp.now()))
         .map(|p| format!("{}/{}", p.namespace, p.name))
         .collect()
 }

@@ -9,37 +9,12 @@ use std::time::Duration;
 use capstan_embedded::Embedded;
 use capstan_model::meta::condition;
 use capstan_model::{
-    Bootstrap, ClusterAccess, ConditionStatus, EksAccess, EksBootstrap, MachinePhase, MachineTaint,
-    Object, PoolHealthCheck, TaintEffect, TaintPropagation, UnhealthyCondition,
+    Bootstrap, ConditionStatus, EksBootstrap, MachinePhase, MachineTaint, Object, PoolHealthCheck,
+    TaintEffect, TaintPropagation, UnhealthyCondition,
 };
 use capstan_runtime::ports::Workload;
-use capstan_sim::workload::{ClusterKey, NotReady};
+use capstan_sim::workload::NotReady;
 use capstan_tests::*;
-
-fn access() -> ClusterAccess {
-    ClusterAccess {
-        eks: Some(EksAccess {
-            cluster_name: "demo".into(),
-            region: None,
-        }),
-        kubeconfig: None,
-    }
-}
-
-/// The quickstart with access declared, `replicas` workers, and `edit` on the pool.
-fn with_access(replicas: i32, edit: impl Fn(&mut capstan_model::WorkerPool)) -> Vec<Object> {
-    edited(&quickstart(), |o| {
-        if let Object::Cluster(c) = o {
-            c.spec.access = Some(access());
-            c.spec.workers[0].replicas = Some(replicas);
-            edit(&mut c.spec.workers[0]);
-        }
-    })
-}
-
-fn cluster() -> ClusterKey {
-    ClusterKey::new("default", "demo")
-}
 
 fn node_health_check() -> PoolHealthCheck {
     let mut check = PoolHealthCheck::default();

@@ -175,6 +175,13 @@ pub async fn pass<W: Workload>(
     capstan_reconcile::drain::record(machine, &view, &outcome, now)
 }
 
+/// Whether `pod`, on `node`, is one a drain must evict before the instance may go
+/// ([`capstan_reconcile::drain::needs_eviction`] on the port's types): what the
+/// simulator's invariants and the end-to-end tests check a termination against.
+pub fn needs_eviction_on(node: &Node, pod: &Pod, now: Timestamp) -> bool {
+    capstan_reconcile::drain::needs_eviction(&drain_pod(pod), &drain_node(node), now)
+}
+
 fn drain_node(node: &Node) -> DrainNode {
     DrainNode {
         name: node.name.clone(),

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use capstan_model::item::{AttrValue, INSTANCE_ID, Item, decode};
 use capstan_model::labels::EXCLUDE_NODE_DRAINING;
 use capstan_model::{Machine, Timestamp};
-use capstan_reconcile::drain::{DrainNode, DrainPod, cut_short, needs_eviction};
+use capstan_reconcile::drain::cut_short;
 
 use super::Violation;
 use crate::workload::{ClusterKey, MemWorkload};
@@ -129,28 +129,11 @@ fn needing_eviction(
     }) else {
         return Vec::new();
     };
-    let drain_node = DrainNode {
-        name: node.name.clone(),
-        unschedulable: node.unschedulable,
-        ready: node.condition("Ready").map(|c| c.status),
-        volumes_attached: node.volumes_attached.clone(),
-    };
     workload
         .pods(key)
         .into_iter()
         .filter(|p| p.node_name.as_deref() == Some(node.name.as_str()))
-        .filter(|p| {
-            let pod = DrainPod {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                labels: p.labels.clone(),
-                controller_kind: p.controller_kind.clone(),
-                mirror: p.mirror,
-                deleting_since: p.deleting_since,
-                phase: p.phase.clone(),
-            };
-            needs_eviction(&pod, &drain_node, now)
-        })
+        .filter(|p| capstan_runtime::drain::needs_eviction_on(&node, p, now))
         .map(|p| format!("{}/{}", p.namespace, p.name))
         .collect()
 }
