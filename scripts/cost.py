@@ -152,10 +152,11 @@ def main(argv):
     # 5 kept); instance-events keeps its own queue (EC2 events arrive on the default bus);
     # one shared dead-letter queue with one alarm, plus the stream's iterator-age alarm;
     # the sweep's failures go to the shared DLQ (an on-failure destination) instead of
-    # an Errors alarm of their own; the sweep every 15 minutes.
+    # an Errors alarm of their own; the sweep every 15 minutes. The other schedules on
+    # the sweep's function (the autoscaler's minute check) stay as they are.
     proposed, proposed_total = table(
         "Proposed: 2 work queues, 1 shared DLQ, 2 alarms, sweep every 15 minutes",
-        rows(2, 2, ["rate(15 minutes)"], memory),
+        rows(2, 2, ["rate(15 minutes)"] + schedules[1:], memory),
     )
     print(proposed + "\n")
     print(f"idle: ${now_total:.2f}/month now, ${proposed_total:.2f}/month proposed")

@@ -1,11 +1,14 @@
-//! drift-sweep: the constant-work safety net, on a schedule (rate(5 minutes)). Asks
-//! every object's reconciler to look again, repairs recorded instance states from one
-//! paginated DescribeInstances, and terminates leaked instances carrying this
-//! installation's tag.
+//! drift-sweep: the scheduled jobs, on two schedules. Every 5 minutes, the
+//! constant-work safety net: asks every object's reconciler to look again, repairs
+//! recorded instance states from one paginated DescribeInstances, and terminates leaked
+//! instances carrying this installation's tag. Every minute (an input with
+//! `{"check": "autoscale"}`), the autoscaler's check: one Scan of Clusters, an
+//! autoscale event for each one with access and an autoscaled pool.
 //!
-//! A failed sweep fails the invocation (EventBridge retries it); the next scheduled
-//! sweep repairs whatever this one missed either way.
+//! A failed job fails the invocation (EventBridge retries it); the next scheduled one
+//! repairs whatever this one missed either way.
 
+use capstan_runtime::events::ScheduledJob;
 use capstan_runtime::ports::BusEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -17,12 +20,20 @@ async fn main() -> Result<(), Error> {
     let functions = capstan_aws::lambda::functions_from_env().await;
     let functions = &functions;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<BusEvent>| async move {
-        let report = functions.schedule(&event.payload).await?;
-        Ok::<Value, Error>(json!({
-            "resynced": report.resynced,
-            "statesRepaired": report.states_repaired,
-            "orphansTerminated": report.orphans_terminated,
-        }))
+        match ScheduledJob::of(&event.payload) {
+            ScheduledJob::Sweep => {
+                let report = functions.schedule(&event.payload).await?;
+                Ok::<Value, Error>(json!({
+                    "resynced": report.resynced,
+                    "statesRepaired": report.states_repaired,
+                    "orphansTerminated": report.orphans_terminated,
+                }))
+            }
+            ScheduledJob::AutoscaleCheck => {
+                let clusters = functions.autoscale_schedule(&event.payload).await?;
+                Ok(json!({ "autoscaleEvents": clusters }))
+            }
+        }
     }))
     .await
 }

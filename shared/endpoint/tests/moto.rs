@@ -14,6 +14,10 @@ mod safety;
 #[path = "moto/workload.rs"]
 mod workload;
 
+/// Issue 17: DescribeInstanceTypes, the autoscale pass's capacity read.
+#[path = "moto/instance_types.rs"]
+mod instance_types;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

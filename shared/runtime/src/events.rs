@@ -173,3 +173,83 @@ pub fn event_time(event: &BusEvent) -> Option<Timestamp> {
         .time
         .and_then(|t| Timestamp::from_millisecond(t.timestamp_millis()).ok())
 }
+
+/// Which scheduled job an EventBridge schedule's event asks the drift-sweep function
+/// for. One function serves two schedules (infra/template.yaml: `Schedule`, every 5
+/// minutes, the sweep; `Autoscale`, every minute, [`Functions::autoscale_schedule`]),
+/// so idle cost gains no function, log group or alarm.
+///
+/// The minute schedule sends a constant input (EventBridge then replaces the whole
+/// event with it) whose detail is `{"check": "autoscale"}`; anything else, including
+/// EventBridge's own `Scheduled Event` with its empty detail, is the sweep. A sweep is
+/// the safe reading of an unknown event: it does the autoscale check's work too.
+///
+/// [`Functions::autoscale_schedule`]: crate::functions::Functions::autoscale_schedule
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduledJob {
+    /// The drift sweep (`Functions::schedule`).
+    Sweep,
+    /// The autoscaler's minute check (`Functions::autoscale_schedule`).
+    AutoscaleCheck,
+}
+
+/// The detail's `check` value that asks for the autoscaler's minute check.
+pub const AUTOSCALE_CHECK: &str = "autoscale";
+
+impl ScheduledJob {
+    /// The job `event` asks for.
+    pub fn of(event: &BusEvent) -> Self {
+        match event.detail.get("check").and_then(Value::as_str) {
+            Some(AUTOSCALE_CHECK) => Self::AutoscaleCheck,
+            _ => Self::Sweep,
+        }
+    }
+}
+
+#[cfg(test)]
+mod scheduled_job_tests {
+    use super::*;
+
+    /// EventBridge's scheduled event, as the five-minute rule delivers it.
+    const SCHEDULED_EVENT: &str = r#"{
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-12-01T08:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/capstan-drift-sweep"],
+        "detail": {}
+    }"#;
+
+    /// The minute rule's constant input, exactly as infra/template.yaml writes it.
+    fn autoscale_input() -> String {
+        let template = include_str!("../../../infra/template.yaml");
+        let line = template
+            .lines()
+            .find(|l| l.contains(r#""check":"autoscale""#))
+            .expect("the template's autoscale schedule input");
+        let quoted = line.trim().trim_start_matches("Input:").trim();
+        quoted.trim_matches('\'').to_string()
+    }
+
+    #[test]
+    fn the_five_minute_scheduled_event_is_the_sweep() {
+        let event: BusEvent = serde_json::from_str(SCHEDULED_EVENT).unwrap();
+        assert_eq!(ScheduledJob::of(&event), ScheduledJob::Sweep);
+    }
+
+    #[test]
+    fn the_minute_rules_input_is_the_autoscale_check() {
+        let event: BusEvent = serde_json::from_str(&autoscale_input()).unwrap();
+        assert_eq!(ScheduledJob::of(&event), ScheduledJob::AutoscaleCheck);
+    }
+
+    #[test]
+    fn an_unknown_check_is_the_sweep() {
+        let mut event: BusEvent = serde_json::from_str(SCHEDULED_EVENT).unwrap();
+        event.detail = serde_json::json!({"check": "something-else"});
+        assert_eq!(ScheduledJob::of(&event), ScheduledJob::Sweep);
+    }
+}
