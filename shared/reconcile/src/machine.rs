@@ -184,6 +184,8 @@ pub fn decide(
                 st.phase = MachinePhase::Provisioning;
                 st.launch_requested_at = Some(now);
                 st.retry_after = None;
+                // A launch alone; a batch ([`crate::launch_batch::join`]) sets its own.
+                st.launch_batch = None;
                 // Recorded before the call, so a pass that finds the launch unrecorded
                 // repeats exactly this request (same token, same parameters).
                 st.instance_type = Some(offering.instance_type.clone());
@@ -443,6 +445,12 @@ pub enum LaunchOutcome {
         code: String,
         message: String,
     },
+    /// The Machine was a member of a batched launch ([`crate::launch_batch`]) that
+    /// started fewer instances than it had members, none at this Machine's index: it
+    /// launches again at once, in a later batch or alone.
+    Unassigned {
+        message: String,
+    },
 }
 
 /// The access a launch renders its bootstrap user data through: None without
@@ -472,6 +480,13 @@ fn bootstrap_access(
 /// The Machine after its launch call: id recorded, or backoff, or Failed.
 pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Machine {
     let mut m = m.clone();
+    let unknown = matches!(outcome, LaunchOutcome::Unknown { .. });
+    let launched = matches!(outcome, LaunchOutcome::Launched(_));
+    let batch = m.status.launch_batch.take();
+    if launched || unknown {
+        // The instance is (or may be) the batch's: its record proves it.
+        m.status.launch_batch = batch;
+    }
     match outcome {
         LaunchOutcome::Launched(found) => record_instance(&mut m, found, now),
         LaunchOutcome::Retryable { code, message } => {
@@ -479,11 +494,23 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
             retry_later(&mut m, &code, &message, wait, now);
         }
         LaunchOutcome::Throttled { code, message } => {
-            let wait = throttled_backoff(
-                m.status.launch_attempts.saturating_add(1),
-                m.metadata.uid.as_deref().unwrap_or(&m.metadata.name),
-            );
+            // A batch's members draw the same jitter (from its token), so they come
+            // back together and launch in one call again.
+            let seed = match &m.status.launch_batch {
+                Some(batch) => batch.token.clone(),
+                None => m.metadata.uid.clone().unwrap_or(m.metadata.name.clone()),
+            };
+            let wait = throttled_backoff(m.status.launch_attempts.saturating_add(1), &seed);
             retry_later(&mut m, &code, &message, wait, now);
+        }
+        LaunchOutcome::Unassigned { message } => {
+            // Not a failure: EC2 started fewer instances than the batch had members.
+            let st = &mut m.status;
+            st.phase = MachinePhase::Pending;
+            st.launch_requested_at = None;
+            st.launch_batch = None;
+            st.retry_after = None;
+            set_not_ready(&mut m, "LaunchUnfulfilled", message, now);
         }
         LaunchOutcome::Unfulfillable {
             code,
@@ -650,6 +677,7 @@ pub fn record_found(m: &Machine, found: Option<FoundInstance>, now: Timestamp) -
                 .unwrap_or(true);
             if grace_over {
                 m.status.launch_requested_at = None;
+                m.status.launch_batch = None;
             }
         }
     }
