@@ -13,7 +13,7 @@ use capstan_reconcile::Tree;
 use capstan_reconcile::machine::{Interruption, record_instance_state, record_interruption};
 use tracing::{debug, error, info, warn};
 
-use crate::control_plane::{ControlPlane, HandlerError, machine_from};
+use crate::control_plane::{ControlPlane, DeferredLaunch, HandlerError, Reconciled, machine_from};
 use crate::events::{ObjectEvent, changed_event, event_time, instance_state_change, resync_event};
 use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord, Workload};
 use crate::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, Reconciler};
@@ -75,10 +75,43 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 }
             }
         }
+        // The Machine reconciler keeps its launches back until every Machine of the
+        // batch is decided, then makes identical ones together (crate::launch_batch).
+        let defer = reconciler == Reconciler::Machine && self.batch_launches;
+        let mut deferred: Vec<(DeferredLaunch, Vec<String>)> = Vec::new();
         for (target, messages) in by_target {
-            if let Err(e) = self.reconcile_target(reconciler, &target).await {
+            let result = match &target {
+                Target::Object(key) if defer && key.kind == Kind::Machine => {
+                    match self.reconcile_or_defer(key, true).await {
+                        Ok(Reconciled::Done(after)) => self.requeue(reconciler, key, after).await,
+                        Ok(Reconciled::Launch(launch)) => {
+                            deferred.push((launch, messages));
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => self.reconcile_target(reconciler, &target).await,
+            };
+            if let Err(e) = result {
                 warn!(reconciler = reconciler.name(), object = %target.key(), error = %e, retryable = e.is_retryable(), "reconcile failed");
                 outcome.failed.extend(messages);
+            }
+        }
+        if !deferred.is_empty() {
+            let (launches, messages): (Vec<DeferredLaunch>, Vec<Vec<String>>) =
+                deferred.into_iter().unzip();
+            let keys: Vec<ObjectKey> = launches.iter().map(|l| l.key.clone()).collect();
+            let results = self.launch_together(launches).await;
+            for ((key, result), messages) in keys.iter().zip(results).zip(messages) {
+                let result = match result {
+                    Ok(after) => self.requeue(reconciler, key, after).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    warn!(reconciler = reconciler.name(), object = %key, error = %e, retryable = e.is_retryable(), "reconcile failed");
+                    outcome.failed.extend(messages);
+                }
             }
         }
         outcome.failed.sort();
@@ -97,12 +130,24 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             Target::Related { via, kind } => self.related(via, *kind).await?,
         };
         for key in keys {
-            if let Some(after) = self.reconcile(&key).await? {
-                let event = resync_event(&key, self.clock.now());
-                self.bus
-                    .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))
-                    .await?;
-            }
+            let after = self.reconcile(&key).await?;
+            self.requeue(reconciler, &key, after).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks `reconciler` to look at `key` again `after` this long (None: not at all).
+    async fn requeue(
+        &self,
+        reconciler: Reconciler,
+        key: &ObjectKey,
+        after: Option<Duration>,
+    ) -> Result<(), HandlerError> {
+        if let Some(after) = after {
+            let event = resync_event(key, self.clock.now());
+            self.bus
+                .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))
+                .await?;
         }
         Ok(())
     }

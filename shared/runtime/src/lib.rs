@@ -13,6 +13,7 @@ pub mod driver;
 pub mod events;
 pub mod functions;
 pub mod handlers;
+mod launch_batch;
 pub mod metrics;
 pub mod node;
 pub mod sweep;
