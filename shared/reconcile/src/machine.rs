@@ -482,6 +482,12 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
     let mut m = m.clone();
     let unknown = matches!(outcome, LaunchOutcome::Unknown { .. });
     let launched = matches!(outcome, LaunchOutcome::Launched(_));
+    // A batch's members draw their throttling jitter from its token, so they come
+    // back together and launch in one call again.
+    let jitter_seed = match &m.status.launch_batch {
+        Some(batch) => batch.token.clone(),
+        None => m.metadata.uid.clone().unwrap_or(m.metadata.name.clone()),
+    };
     let batch = m.status.launch_batch.take();
     if launched || unknown {
         // The instance is (or may be) the batch's: its record proves it.
@@ -494,13 +500,7 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
             retry_later(&mut m, &code, &message, wait, now);
         }
         LaunchOutcome::Throttled { code, message } => {
-            // A batch's members draw the same jitter (from its token), so they come
-            // back together and launch in one call again.
-            let seed = match &m.status.launch_batch {
-                Some(batch) => batch.token.clone(),
-                None => m.metadata.uid.clone().unwrap_or(m.metadata.name.clone()),
-            };
-            let wait = throttled_backoff(m.status.launch_attempts.saturating_add(1), &seed);
+            let wait = throttled_backoff(m.status.launch_attempts.saturating_add(1), &jitter_seed);
             retry_later(&mut m, &code, &message, wait, now);
         }
         LaunchOutcome::Unassigned { message } => {
