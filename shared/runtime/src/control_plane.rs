@@ -124,6 +124,10 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         match self.reconcile_or_defer(key, false).await? {
             Reconciled::Done(after) => Ok(after),
             Reconciled::Launch(launch) => self.launch_alone(launch).await,
+            Reconciled::Terminate(t) => {
+                self.perform_alone(&t.key, t.actions, t.requeue_after, t.desired)
+                    .await
+            }
         }
     }
 
@@ -165,6 +169,9 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             if defer && let Some(launch) = DeferredLaunch::of(key, &plan, desired.clone()) {
                 return Ok(Reconciled::Launch(launch));
             }
+            if defer && let Some(t) = DeferredTerminate::of(key, &plan, desired.clone()) {
+                return Ok(Reconciled::Terminate(t));
+            }
             match self.execute(&plan, desired).await {
                 Ok(()) => return Ok(Reconciled::Done(plan.requeue_after)),
                 Err(Interrupt::Conflict) => {
@@ -182,16 +189,34 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         &self,
         launch: DeferredLaunch,
     ) -> Result<Option<Duration>, HandlerError> {
+        self.perform_alone(
+            &launch.key,
+            launch.actions,
+            launch.requeue_after,
+            launch.desired,
+        )
+        .await
+    }
+
+    /// Performs a deferred plan's `actions` as [`Self::reconcile`] would have; on a
+    /// conflict, reads and decides again (without deferring).
+    pub(crate) async fn perform_alone(
+        &self,
+        key: &ObjectKey,
+        actions: Vec<Action>,
+        requeue_after: Option<Duration>,
+        desired: Option<Write>,
+    ) -> Result<Option<Duration>, HandlerError> {
         let plan = Plan {
-            actions: launch.actions,
-            requeue_after: launch.requeue_after,
+            actions,
+            requeue_after,
         };
-        match self.execute(&plan, launch.desired).await {
+        match self.execute(&plan, desired).await {
             Ok(()) => Ok(plan.requeue_after),
-            Err(Interrupt::Conflict) => match self.reconcile_or_defer(&launch.key, false).await? {
+            Err(Interrupt::Conflict) => match self.reconcile_or_defer(key, false).await? {
                 Reconciled::Done(after) => Ok(after),
                 // Not deferring: every plan was performed.
-                Reconciled::Launch(_) => Ok(Some(CONFLICT_REQUEUE)),
+                Reconciled::Launch(_) | Reconciled::Terminate(_) => Ok(Some(CONFLICT_REQUEUE)),
             },
             Err(Interrupt::Failed(e)) => Err(e),
         }
@@ -636,7 +661,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
 
     /// Leaves an instance that is not provably the Machine's alone, says so in the log
     /// and once on the Machine (`InstanceOwned` False), and carries on with the plan.
-    async fn refuse_not_owned(
+    pub(crate) async fn refuse_not_owned(
         &self,
         machine: &Machine,
         instance_id: &str,
@@ -728,6 +753,47 @@ pub(crate) fn launch_outcome(
 pub(crate) enum Reconciled {
     Done(Option<Duration>),
     Launch(DeferredLaunch),
+    Terminate(DeferredTerminate),
+}
+
+/// A Machine's plan that (after its writes) terminates the Machine's instance, not yet
+/// performed: the Machine reconciler terminates several in one call
+/// ([`crate::terminate_batch`]).
+pub(crate) struct DeferredTerminate {
+    pub key: ObjectKey,
+    /// The plan's actions: its writes, then the `Terminate`.
+    pub actions: Vec<Action>,
+    pub requeue_after: Option<Duration>,
+    pub desired: Option<Write>,
+    pub machine: Machine,
+    pub instance_id: String,
+    pub observed_rv: u64,
+}
+
+impl DeferredTerminate {
+    fn of(key: &ObjectKey, plan: &Plan, desired: Option<Write>) -> Option<DeferredTerminate> {
+        let (last, writes) = plan.actions.split_last()?;
+        let Action::Terminate {
+            machine,
+            instance_id,
+            observed_rv,
+        } = last
+        else {
+            return None;
+        };
+        if !writes.iter().all(|a| write_of(a).is_some()) {
+            return None;
+        }
+        Some(DeferredTerminate {
+            key: key.clone(),
+            actions: plan.actions.clone(),
+            requeue_after: plan.requeue_after,
+            desired,
+            machine: machine.clone(),
+            instance_id: instance_id.clone(),
+            observed_rv: *observed_rv,
+        })
+    }
 }
 
 /// A Machine's plan that writes the Machine (Provisioning) and then launches its

@@ -13,7 +13,9 @@ use capstan_reconcile::Tree;
 use capstan_reconcile::machine::{Interruption, record_instance_state, record_interruption};
 use tracing::{debug, error, info, warn};
 
-use crate::control_plane::{ControlPlane, DeferredLaunch, HandlerError, Reconciled, machine_from};
+use crate::control_plane::{
+    ControlPlane, DeferredLaunch, DeferredTerminate, HandlerError, Reconciled, machine_from,
+};
 use crate::events::{ObjectEvent, changed_event, event_time, instance_state_change, resync_event};
 use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord, Workload};
 use crate::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, Reconciler};
@@ -75,10 +77,12 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 }
             }
         }
-        // The Machine reconciler keeps its launches back until every Machine of the
-        // batch is decided, then makes identical ones together (crate::launch_batch).
+        // The Machine reconciler keeps its launches and terminations back until every
+        // Machine of the batch is decided, then makes identical launches together
+        // (crate::launch_batch) and the terminations in one call (crate::terminate_batch).
         let defer = reconciler == Reconciler::Machine && self.batch_launches;
         let mut deferred: Vec<(DeferredLaunch, Vec<String>)> = Vec::new();
+        let mut terminations: Vec<(DeferredTerminate, Vec<String>)> = Vec::new();
         for (target, messages) in by_target {
             let result = match &target {
                 Target::Object(key) if defer && key.kind == Kind::Machine => {
@@ -86,6 +90,10 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                         Ok(Reconciled::Done(after)) => self.requeue(reconciler, key, after).await,
                         Ok(Reconciled::Launch(launch)) => {
                             deferred.push((launch, messages));
+                            continue;
+                        }
+                        Ok(Reconciled::Terminate(t)) => {
+                            terminations.push((t, messages));
                             continue;
                         }
                         Err(e) => Err(e),
@@ -98,11 +106,16 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 outcome.failed.extend(messages);
             }
         }
-        if !deferred.is_empty() {
-            let (launches, messages): (Vec<DeferredLaunch>, Vec<Vec<String>>) =
+        if !deferred.is_empty() || !terminations.is_empty() {
+            let (launches, mut messages): (Vec<DeferredLaunch>, Vec<Vec<String>>) =
                 deferred.into_iter().unzip();
-            let keys: Vec<ObjectKey> = launches.iter().map(|l| l.key.clone()).collect();
-            let results = self.launch_together(launches).await;
+            let (terminations, terminated): (Vec<DeferredTerminate>, Vec<Vec<String>>) =
+                terminations.into_iter().unzip();
+            let mut keys: Vec<ObjectKey> = launches.iter().map(|l| l.key.clone()).collect();
+            keys.extend(terminations.iter().map(|t| t.key.clone()));
+            messages.extend(terminated);
+            let mut results = self.launch_together(launches).await;
+            results.extend(self.terminate_together(terminations).await);
             for ((key, result), messages) in keys.iter().zip(results).zip(messages) {
                 let result = match result {
                     Ok(after) => self.requeue(reconciler, key, after).await,

@@ -17,6 +17,7 @@ mod launch_batch;
 pub mod metrics;
 pub mod node;
 pub mod sweep;
+mod terminate_batch;
 
 pub use control_plane::{ControlPlane, HandlerError, NoWorkload};
 pub use handlers::{BatchOutcome, Delivery};

@@ -306,3 +306,37 @@ async fn a_crash_after_run_instances_before_recording_launches_no_second_instanc
     );
     assert_one_instance_each(&w, &machines);
 }
+
+#[tokio::test]
+async fn ten_terminations_of_one_batch_share_one_terminate_instances() {
+    let w = world();
+    w.create(&class()).await;
+    w.create(&machine_set(10)).await;
+    w.machine_set_creates().await;
+    let cp = w.control_plane(w.store.clone());
+    for _ in 0..4 {
+        w.machine_batch(&cp).await;
+    }
+    assert_eq!(w.live_instances().len(), 10);
+    let before = w.ec2.calls();
+    w.store
+        .put(encode_desired(&machine_set(0), 2), Expect::Version(1))
+        .await
+        .expect("scaled to zero");
+    w.machine_set_creates().await;
+    for _ in 0..6 {
+        w.machine_batch(&cp).await;
+    }
+    let calls = w.ec2.calls();
+    assert!(w.live_instances().is_empty(), "{:?}", w.live_instances());
+    assert_eq!(
+        calls.terminate_instances - before.terminate_instances,
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.describe_instances - before.describe_instances,
+        1,
+        "one DescribeInstances for the cluster, none per Machine: {calls:?}"
+    );
+}
