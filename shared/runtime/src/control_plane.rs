@@ -750,6 +750,8 @@ pub(crate) fn launch_outcome(
 
 /// What a reconcile did: performed its plan (and when to look again), or, asked to
 /// defer, handed back a launch to be made together with others.
+// Short-lived, one per reconcile: boxing the deferred plans would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Reconciled {
     Done(Option<Duration>),
     Launch(DeferredLaunch),
