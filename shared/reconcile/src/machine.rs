@@ -13,6 +13,9 @@
 //!   RunInstances is called, so a crash in between is seen on the next pass, which
 //!   first looks the instance up by its machine-uid tag and only then launches again,
 //!   with the same ClientToken.
+//! - Launched in a batch ([`crate::launch_batch`]), the Machine also records the batch's
+//!   token and its launch index before the call, and recovery looks the instance up by
+//!   the batch tag and that index instead of the machine-uid tag.
 //! - The observed item (the finalizer) is removed only once the instance is terminated
 //!   or provably never existed.
 //!
