@@ -486,10 +486,14 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
     let unknown = matches!(outcome, LaunchOutcome::Unknown { .. });
     let launched = matches!(outcome, LaunchOutcome::Launched(_));
     // A batch's members draw their throttling jitter from its token, so they come
-    // back together and launch in one call again.
-    let jitter_seed = match &m.status.launch_batch {
-        Some(batch) => batch.token.clone(),
-        None => m.metadata.uid.clone().unwrap_or(m.metadata.name.clone()),
+    // back together and launch in one call again; and start from a shorter wait (one
+    // call for many Machines: the request bucket refills 2 a second).
+    let (jitter_seed, throttle_base) = match &m.status.launch_batch {
+        Some(batch) => (batch.token.clone(), BATCH_THROTTLE_BASE),
+        None => (
+            m.metadata.uid.clone().unwrap_or(m.metadata.name.clone()),
+            BACKOFF_BASE,
+        ),
     };
     let batch = m.status.launch_batch.take();
     if launched || unknown {
@@ -503,7 +507,11 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
             retry_later(&mut m, &code, &message, wait, now);
         }
         LaunchOutcome::Throttled { code, message } => {
-            let wait = throttled_backoff(m.status.launch_attempts.saturating_add(1), &jitter_seed);
+            let wait = throttled_backoff_from(
+                throttle_base,
+                m.status.launch_attempts.saturating_add(1),
+                &jitter_seed,
+            );
             retry_later(&mut m, &code, &message, wait, now);
         }
         LaunchOutcome::Unassigned { message } => {
@@ -781,10 +789,21 @@ pub fn backoff(attempts: u32) -> Duration {
 /// 10–20 s, …, taking the bucket's refill as it comes, instead of all at once again.
 /// Pure: the same Machine and attempt always wait the same.
 pub fn throttled_backoff(attempts: u32, uid: &str) -> Duration {
-    let wait = backoff(attempts);
+    throttled_backoff_from(BACKOFF_BASE, attempts, uid)
+}
+
+/// The first wait of a throttled batched launch: one call carries many Machines, and
+/// the RunInstances request bucket refills 2 a second, so a batch retries sooner than
+/// one Machine does ([`BACKOFF_BASE`]); it doubles to [`BACKOFF_MAX`] the same way.
+pub const BATCH_THROTTLE_BASE: Duration = Duration::from_secs(1);
+
+/// [`throttled_backoff`] from `base` instead of [`BACKOFF_BASE`].
+pub fn throttled_backoff_from(base: Duration, attempts: u32, seed: &str) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
+    let wait = base.saturating_mul(factor).min(BACKOFF_MAX);
     let half = wait / 2;
     let span = u64::try_from(half.as_millis()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_millis(fnv1a(uid.as_bytes(), attempts) % span)
+    half + Duration::from_millis(fnv1a(seed.as_bytes(), attempts) % span)
 }
 
 /// FNV-1a over `bytes` and `salt`: a cheap, stable spread (not a secret).
