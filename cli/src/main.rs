@@ -363,6 +363,9 @@ enum Command {
         /// With --replay, print the whole trace.
         #[arg(long)]
         trace: bool,
+        /// Runs at once (each is deterministic and independent) [default: one per core].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+        threads: Option<u64>,
     },
 }
 
@@ -656,6 +659,7 @@ fn main() -> ExitCode {
             workload,
             replay,
             trace,
+            threads,
         } => sim::run(sim::Options {
             seeds,
             first_seed,
@@ -663,6 +667,7 @@ fn main() -> ExitCode {
             workload,
             replay,
             trace,
+            threads: threads.map(|t| t as usize),
         }),
         Command::Up {
             files,

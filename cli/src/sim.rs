@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use capstan_sim::simulator::{Faults, Simulation, WORKLOADS};
+use capstan_sim::simulator::{Faults, Simulation, WORKLOADS, sweep};
 
 pub struct Options {
     pub seeds: u64,
@@ -12,6 +12,8 @@ pub struct Options {
     pub workload: Option<String>,
     pub replay: Option<u64>,
     pub trace: bool,
+    /// Runs at once; one per core when None.
+    pub threads: Option<usize>,
 }
 
 pub fn run(options: Options) -> ExitCode {
@@ -52,20 +54,23 @@ pub fn run(options: Options) -> ExitCode {
     }
 
     let started = Instant::now();
-    let (mut runs, mut steps, mut failures) = (0u64, 0u64, 0u64);
-    for workload in &workloads {
-        for seed in options.first_seed..options.first_seed.saturating_add(options.seeds) {
-            let report = Simulation::new(seed, workload, faults.clone()).run();
-            runs += 1;
-            steps += report.steps;
-            if !report.passed() {
-                failures += 1;
-                println!("FAILED {}\n", report.failure_text());
-            }
-        }
+    let names: Vec<&str> = workloads.iter().map(String::as_str).collect();
+    let seeds = options.first_seed..options.first_seed.saturating_add(options.seeds);
+    let runs = sweep::runs(&names, seeds);
+    let outcomes = sweep::sweep(
+        &runs,
+        &faults,
+        options.threads.unwrap_or_else(sweep::default_threads),
+    );
+    let steps: u64 = outcomes.iter().map(|o| o.steps).sum();
+    let mut failures = 0u64;
+    for failure in outcomes.iter().filter_map(|o| o.failure.as_ref()) {
+        failures += 1;
+        println!("FAILED {failure}\n");
     }
     println!(
-        "{runs} runs ({} seeds x {} workloads, faults: {}), {steps} steps, {failures} failed, in {:.1}s",
+        "{} runs ({} seeds x {} workloads, faults: {}), {steps} steps, {failures} failed, in {:.1}s",
+        outcomes.len(),
         options.seeds,
         workloads.len(),
         options.faults,

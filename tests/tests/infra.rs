@@ -13,8 +13,19 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-fn check(template: &Path) -> Output {
-    check_with_rbac(template, &repo().join("infra/rbac/capstan-workload.yaml"))
+/// Runs every (template, RBAC manifest) check at once: each is a few Python processes,
+/// mostly waiting on one core, and there are fourteen of them.
+fn check_all(cases: &[(PathBuf, PathBuf)]) -> Vec<Output> {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = cases
+            .iter()
+            .map(|(template, rbac)| scope.spawn(move || check_with_rbac(template, rbac)))
+            .collect();
+        running
+            .into_iter()
+            .map(|check| check.join().expect("a check's thread"))
+            .collect()
+    })
 }
 
 fn check_with_rbac(template: &Path, rbac: &Path) -> Output {
@@ -51,9 +62,6 @@ fn broken_copy_of(original: &str, dir: &Path, name: &str, from: &str, to: &str) 
 
 #[test]
 fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one() {
-    let out = check(&repo().join("infra/template.yaml"));
-    assert!(out.status.success(), "the template fails:\n{}", text(&out));
-
     let dir = std::env::temp_dir().join(format!("capstan-infra-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let guarded_terminate = r#"                Action: ec2:TerminateInstances
@@ -64,7 +72,7 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
                     aws:ResourceTag/capstan.dev/installation:
                       Ref: InstallationName
 "#;
-    for (path, caught_by) in [
+    let broken_templates = [
         // TerminateInstances on any instance, without the installation's tag: the
         // wildcard Karpenter's policy exists to prevent.
         (
@@ -188,24 +196,10 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
             ),
             "arm65",
         ),
-    ] {
-        let out = check(&path);
-        let said = text(&out);
-        assert!(
-            !out.status.success(),
-            "{} passed the checks:\n{said}",
-            path.display()
-        );
-        assert!(
-            said.contains(caught_by),
-            "{}: expected {caught_by:?} in:\n{said}",
-            path.display()
-        );
-    }
+    ];
 
     // The RBAC manifest: a verb the port does not use, and a wildcard.
-    let template = repo().join("infra/template.yaml");
-    for (rbac, caught_by) in [
+    let broken_rbac = [
         (
             broken_copy_of(
                 "infra/rbac/capstan-workload.yaml",
@@ -236,18 +230,37 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
             ),
             "resource 'secrets' in API group '' is not one the workload port uses",
         ),
-    ] {
-        let out = check_with_rbac(&template, &rbac);
-        let said = text(&out);
+    ];
+
+    let template = repo().join("infra/template.yaml");
+    let rbac = repo().join("infra/rbac/capstan-workload.yaml");
+    let mut cases = vec![(template.clone(), rbac.clone())];
+    let mut expected = Vec::new();
+    for (path, caught_by) in broken_templates {
+        expected.push((path.clone(), caught_by));
+        cases.push((path, rbac.clone()));
+    }
+    for (path, caught_by) in broken_rbac {
+        expected.push((path.clone(), caught_by));
+        cases.push((template.clone(), path));
+    }
+    let outputs = check_all(&cases);
+    assert!(
+        outputs[0].status.success(),
+        "the template fails:\n{}",
+        text(&outputs[0])
+    );
+    for ((path, caught_by), out) in expected.iter().zip(&outputs[1..]) {
+        let said = text(out);
         assert!(
             !out.status.success(),
             "{} passed the checks:\n{said}",
-            rbac.display()
+            path.display()
         );
         assert!(
             said.contains(caught_by),
             "{}: expected {caught_by:?} in:\n{said}",
-            rbac.display()
+            path.display()
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

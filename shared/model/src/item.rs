@@ -341,6 +341,9 @@ pub fn encode_observed(object: &Object, spec_hash: &str, rv: u64) -> Item {
 /// The result is the desired object (spec, labels, annotations and, when it names
 /// them, owner references) with what the observed item records (uid, generation,
 /// timestamps, finalizers, status); or the observed object alone while being deleted.
+///
+/// Decodes are remembered per thread while their items stay the same
+/// ([`crate::decode_memo`]): a reconcile re-reads its partition, mostly unchanged.
 pub fn decode(
     desired: Option<&Item>,
     observed: Option<&Item>,
@@ -349,6 +352,17 @@ pub fn decode(
         .or(observed)
         .ok_or_else(|| DecodeError::BadKey(String::new()))?;
     let ik = item_key(any).ok_or_else(|| DecodeError::BadKey(format!("{any:?}")))?;
+    let object = format!("{}\u{0}{}", ik.pk, ik.sk);
+    crate::decode_memo::decoded(&object, desired, observed, || {
+        decode_items(&ik, desired, observed)
+    })
+}
+
+fn decode_items(
+    ik: &ItemKey,
+    desired: Option<&Item>,
+    observed: Option<&Item>,
+) -> Result<StoredObject, DecodeError> {
     let (key, _) = ik
         .parse()
         .ok_or_else(|| DecodeError::BadKey(format!("{}/{}", ik.pk, ik.sk)))?;

@@ -3,6 +3,7 @@
 //!
 //! Pure: no I/O beyond parsing the bytes it is given, no async, no AWS crates.
 
+pub mod decode_memo;
 pub mod defaults;
 pub mod hash;
 pub mod item;

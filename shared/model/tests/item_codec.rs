@@ -346,6 +346,39 @@ fn a_spec_edit_is_seen_through_the_hash() {
     assert_eq!(d.status.replicas, 2, "the status stays the observed one");
 }
 
+/// Decodes are remembered per thread (`capstan_model::decode_memo`), but only for the
+/// very items they were made from: a raw writer's edit that keeps every version is
+/// decoded afresh, and going back gives back the original.
+#[test]
+fn a_remembered_decode_never_hides_an_edit() {
+    let replicas = |stored: &item::StoredObject| match &stored.object {
+        Object::MachineDeployment(d) => d.spec.replicas,
+        other => panic!("a MachineDeployment, not {}", other.kind()),
+    };
+    let object = every_kind().remove(2);
+    let observed = item::encode_observed(&object, &spec_hash(&object.spec_json()), 3);
+    let desired = item::encode_desired(&object, 4);
+    let first = item::decode(Some(&desired), Some(&observed)).expect("decodes");
+    let again = item::decode(Some(&desired), Some(&observed)).expect("decodes");
+    assert_eq!(first, again);
+    assert!(capstan_model::decode_memo::len() >= 1, "remembered");
+
+    let mut edited = object.clone();
+    if let Object::MachineDeployment(d) = &mut edited {
+        d.spec.replicas = replicas(&first) + 7;
+    }
+    let edited_desired = item::encode_desired(&edited, 4);
+    assert_eq!(
+        edited_desired.get(item::RV),
+        desired.get(item::RV),
+        "same version"
+    );
+    let seen = item::decode(Some(&edited_desired), Some(&observed)).expect("decodes");
+    assert_eq!(replicas(&seen), replicas(&first) + 7);
+    let back = item::decode(Some(&desired), Some(&observed)).expect("decodes");
+    assert_eq!(back, first);
+}
+
 fn s(v: &str) -> AttrValue {
     AttrValue::S(v.to_string())
 }

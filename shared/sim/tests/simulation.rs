@@ -1,16 +1,44 @@
 //! The simulator as CI runs it: a fixed set of seeds across every workload and fault
 //! mix, determinism, and proof that each invariant can trip.
 
+use capstan_sim::simulator::sweep::{self, Outcome};
 use capstan_sim::simulator::{Faults, Mutation, Simulation, WORKLOADS};
 
-/// Seeds per workload with every fault on; the CLI runs more (`capstan sim --seeds N`).
-const SEEDS: u64 = 8;
-/// The scale storm (200 Machines) costs as much as all the others together: fewer seeds.
-const STORM_SEEDS: u64 = 2;
+/// Seeds per workload with every fault on in the test command; CI runs the long set
+/// after it (`the_long_set_holds_under_all_faults`), and `capstan sim --seeds N` as many
+/// as anyone wants.
+const SEEDS: std::ops::Range<u64> = 1..4;
+/// The long set's seeds: together with [`SEEDS`], eight per workload.
+const LONG_SEEDS: std::ops::Range<u64> = 4..9;
+/// The scale storm (200 Machines) costs as much as all the others together: one seed
+/// in the test command, one more in the long set.
+const STORM: &str = "scale-storm";
 
 fn assert_passes(sim: Simulation) {
     let report = sim.run();
     assert!(report.passed(), "{}", report.failure_text());
+}
+
+/// Runs on every core; fails naming every run that failed, each with its replay line.
+fn assert_all_pass(runs: &[(String, u64)], faults: &Faults) {
+    let outcomes = sweep::sweep(runs, faults, sweep::default_threads());
+    assert_eq!(outcomes.len(), runs.len(), "every run reported");
+    let failures: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} runs failed:\n{}",
+        failures.len(),
+        runs.len(),
+        failures
+            .iter()
+            .filter_map(|o| o.failure.as_deref())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+}
+
+fn all_but_the_storm() -> Vec<&'static str> {
+    WORKLOADS.iter().copied().filter(|w| *w != STORM).collect()
 }
 
 #[test]
@@ -26,23 +54,23 @@ fn the_same_seed_replays_byte_for_byte() {
 
 #[test]
 fn every_workload_converges_without_faults() {
-    for workload in WORKLOADS {
-        assert_passes(Simulation::new(1, workload, Faults::none()));
-    }
+    assert_all_pass(&sweep::runs(WORKLOADS, 1..2), &Faults::none());
 }
 
 #[test]
 fn every_workload_holds_its_invariants_under_all_faults() {
-    for workload in WORKLOADS {
-        let seeds = if *workload == "scale-storm" {
-            STORM_SEEDS
-        } else {
-            SEEDS
-        };
-        for seed in 1..=seeds {
-            assert_passes(Simulation::new(seed, workload, Faults::all()));
-        }
-    }
+    let mut runs = sweep::runs(&all_but_the_storm(), SEEDS);
+    runs.extend(sweep::runs(&[STORM], 1..2));
+    assert_all_pass(&runs, &Faults::all());
+}
+
+/// The long set: CI runs it after the test command (`.ci/run`), with `--ignored`.
+#[test]
+#[ignore = "the long set: CI runs it after the test command"]
+fn the_long_set_holds_under_all_faults() {
+    let mut runs = sweep::runs(&all_but_the_storm(), LONG_SEEDS);
+    runs.extend(sweep::runs(&[STORM], 2..3));
+    assert_all_pass(&runs, &Faults::all());
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod hostile;
 pub mod invariants;
 pub mod lambda;
+pub mod sweep;
 pub mod workloads;
 
 use std::collections::BTreeMap;
