@@ -58,8 +58,10 @@ fn the_readme_tour_runs_as_written() {
     };
     let commands = tour();
     assert_eq!(commands.first().map(String::as_str), Some("capstan up"));
+    // `exec`: the shell becomes the command, so stopping it stops the command (a
+    // shell of its own would be killed and leave `capstan up` running).
     let _up = Running(
-        shell(&commands[0])
+        shell(&format!("exec {}", commands[0]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -77,7 +79,7 @@ fn the_readme_tour_runs_as_written() {
         if line.contains(" -w") {
             // A watch runs until stopped: let it print, then stop it as Ctrl-C would.
             let watch = Running(
-                shell(line)
+                shell(&format!("exec {line}"))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()
