@@ -41,7 +41,8 @@ use capstan_reconcile::autoscale::{
     self as decide, InstanceCapacity, Resources, ScalingSnapshot, Toleration,
 };
 use capstan_reconcile::autoscale_pools::{
-    AutoscaledPool, autoscaled_pools, kube_reserved, scaled_deployment, unplaced_note,
+    AutoscaledPool, PodTimes, autoscaled_pools, kube_reserved, scaled_deployment, settle_waiting,
+    unplaced_note,
 };
 use tracing::{info, warn};
 
@@ -65,6 +66,9 @@ pub struct AutoscaleOutcome {
     pub scaled_down: u64,
     /// When to look again: Some while pods wait for nodes (not for pods no pool takes).
     pub recheck: Option<Duration>,
+    /// How long each pod a scale-up waited on took from created to scheduled, each
+    /// reported by the one pass whose write removed it from the pool's memory.
+    pub pending_to_scheduled: Vec<Duration>,
 }
 
 impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
@@ -149,12 +153,22 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         let now = self.clock.now();
         let snapshot = snapshot(&mut pools, &nodes, &pods, capacities, now);
         let decision = decide::decide_scaling(&snapshot, now);
+        let times: BTreeMap<String, PodTimes> =
+            pods.iter().map(|p| (p.uid.clone(), pod_times(p))).collect();
 
         for pool in &pools {
             let Some(scaling) = decision.pools.get(&pool.pool.name) else {
                 continue;
             };
-            let Some(next) = scaled_deployment(pool, scaling, &decision, now) else {
+            let (waiting, waited) = settle_waiting(
+                &pool.memory.waiting_pods,
+                &pool.pool.name,
+                scaling.replicas > pool.pool.replicas,
+                &decision.placements,
+                &times,
+                now,
+            );
+            let Some(next) = scaled_deployment(pool, scaling, &decision, waiting, now) else {
                 continue;
             };
             let mut writes = pool_writes(&items, pool, &next)?;
@@ -163,6 +177,10 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             }
             self.store.transact(writes).await?;
             let deployment = pool.deployment_name();
+            for w in waited {
+                info!(step = "autoscale", cluster = %key, deployment, pod = %w.pod, seconds = w.waited.as_secs_f64(), "pending pod scheduled");
+                outcome.pending_to_scheduled.push(w.waited);
+            }
             if scaling.replicas > pool.pool.replicas {
                 outcome.scaled_up += 1;
             }
@@ -372,6 +390,19 @@ fn overhead(
             }
         }
         None => kube_reserved(capacity),
+    }
+}
+
+fn pod_times(p: &Pod) -> PodTimes {
+    PodTimes {
+        pod: decide::PodRef {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+        },
+        uid: p.uid.clone(),
+        created: p.created,
+        bound: p.node_name.is_some(),
+        scheduled_at: p.scheduled_at,
     }
 }
 
