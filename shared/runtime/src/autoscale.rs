@@ -16,7 +16,9 @@
 //!    before its instance goes.
 //! 4. The MachineDeployment's observed item records the pass: the `Autoscaling`
 //!    condition and `status.autoscaling` (last scale-up and scale-down, unneeded Nodes
-//!    since when), which the next pass reads back.
+//!    since when, the pending pods a scale-up waits on), which the next pass reads
+//!    back; a pass that finds a waited-on pod bound reports its wait
+//!    ([`AutoscaleOutcome::pending_to_scheduled`]) once its write succeeds.
 //!
 //! # Guarantees
 //! - Every write of one pool is one transaction, each item conditional on the version
