@@ -109,36 +109,40 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
     }
 
     /// One autoscaling pass for the Cluster `cluster` (see the module's doc), read and
-    /// decided again on a conflict.
+    /// decided again on a conflict. What an attempt wrote before its conflict is kept
+    /// in the outcome: the next attempt reads it as done and does not count it again.
     pub async fn autoscale(&self, cluster: &ObjectKey) -> Result<AutoscaleOutcome, HandlerError> {
+        let mut outcome = AutoscaleOutcome::default();
         for _ in 0..CONFLICT_RETRIES {
-            match self.autoscale_once(cluster).await {
+            match self.autoscale_once(cluster, &mut outcome).await {
                 Err(HandlerError::Store(StoreError::Conflict)) => continue,
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(outcome),
             }
         }
-        Ok(AutoscaleOutcome {
-            recheck: Some(crate::control_plane::CONFLICT_REQUEUE),
-            ..AutoscaleOutcome::default()
-        })
+        outcome.recheck = Some(crate::control_plane::CONFLICT_REQUEUE);
+        Ok(outcome)
     }
 
-    async fn autoscale_once(&self, key: &ObjectKey) -> Result<AutoscaleOutcome, HandlerError> {
-        let mut outcome = AutoscaleOutcome::default();
+    async fn autoscale_once(
+        &self,
+        key: &ObjectKey,
+        outcome: &mut AutoscaleOutcome,
+    ) -> Result<(), HandlerError> {
         let pk = partition_key(&key.namespace, &key.cluster);
         let items = self.store.query(&pk, None).await?;
         let tree = Tree::from_items(&items);
         let Some(target) = workload_target(&tree, key) else {
-            return Ok(outcome);
+            return Ok(());
         };
         if autoscaled_pools(&tree, &BTreeSet::new()).is_empty() {
-            return Ok(outcome);
+            return Ok(());
         }
         let (nodes, pods) = match self.read_workload(&target).await {
             Ok(read) => read,
             Err(e) => {
                 warn!(step = "autoscale", cluster = %key, error = %e, "the workload cluster cannot be read; no decision this pass");
-                return Ok(outcome);
+                return Ok(());
             }
         };
         let schedulable: BTreeSet<String> = nodes
@@ -201,7 +205,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         if !decision.placements.is_empty() {
             outcome.recheck = Some(PENDING_RECHECK);
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Every Node and every pod not finished: two list calls, whatever the cluster's size.
