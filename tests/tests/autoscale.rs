@@ -208,3 +208,80 @@ async fn pods_that_fit_no_pool_scale_nothing_and_the_pool_says_why() {
         "{message}"
     );
 }
+
+/// The `PendingToScheduled` values of the metric lines written since the last call,
+/// each with when it was read.
+fn pending_to_scheduled(cp: &Embedded, into: &mut Vec<(f64, jiff::Timestamp)>) {
+    for line in cp.take_metric_lines() {
+        if let Some(values) = line.get("PendingToScheduled").and_then(|v| v.as_array()) {
+            into.extend(
+                values
+                    .iter()
+                    .filter_map(|v| v.as_f64())
+                    .map(|v| (v, cp.now())),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_pod_a_scale_up_waited_on_reports_its_wait_for_a_node_once() {
+    let boot = Duration::from_secs(30);
+    let join = Duration::from_secs(20);
+    let mut cp = control_plane(19, |c| {
+        c.ec2.boot_delay = boot;
+        c.workload.join_delay = join;
+    });
+    cp.apply(&autoscaled(1, 5)).await.expect("apply");
+    converge(&mut cp).await;
+    run_for(&mut cp, Duration::from_secs(60)).await;
+    let mut waits = Vec::new();
+    pending_to_scheduled(&cp, &mut waits);
+    assert!(waits.is_empty(), "no pod waited yet: {waits:?}");
+
+    // Ten pods, three fit the one worker: seven wait for the nodes the scale-up asks for.
+    let burst_at = cp.now();
+    cp.workload.add_deployment(
+        cluster(),
+        "burst",
+        10,
+        PodSpec::new("default", "burst")
+            .requests(500, 256 << 20)
+            .node_selector("node-role.kubernetes.io/workers", ""),
+    );
+    run_checked(
+        &mut cp,
+        Duration::from_secs(15 * 60),
+        |cp| (running_burst(cp) < 10).then(|| vec![format!("{} of 10 running", running_burst(cp))]),
+        |cp| pending_to_scheduled(cp, &mut waits),
+    )
+    .await;
+    // Ten minutes of later passes (the minute check, sweeps) report nothing again.
+    let settled = cp.now();
+    run_checked(
+        &mut cp,
+        Duration::from_secs(15 * 60),
+        |cp| {
+            let ran = Duration::try_from(cp.now().duration_since(settled)).unwrap_or_default();
+            (ran < Duration::from_secs(10 * 60)).then(|| vec!["running on".to_string()])
+        },
+        |cp| pending_to_scheduled(cp, &mut waits),
+    )
+    .await;
+    assert_eq!(
+        waits.len(),
+        7,
+        "one value per pod the scale-up waited on, reported once: {waits:?}"
+    );
+    for (seconds, seen_at) in &waits {
+        let ran = Duration::try_from(seen_at.duration_since(burst_at)).unwrap_or_default();
+        assert!(
+            *seconds >= (boot + join).as_secs_f64(),
+            "a pod waited at least for an instance to boot and join: {seconds}s"
+        );
+        assert!(
+            *seconds <= ran.as_secs_f64(),
+            "a pod waited no longer than the test ran ({ran:?}): {seconds}s"
+        );
+    }
+}

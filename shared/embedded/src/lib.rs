@@ -235,6 +235,12 @@ impl Embedded {
         &self.driver.stats
     }
 
+    /// The EMF metric lines the functions wrote since the last call (the last
+    /// [`capstan_runtime::metrics::KEPT_LINES`]), oldest first.
+    pub fn take_metric_lines(&self) -> Vec<capstan_runtime::metrics::Line> {
+        self.driver.functions.recent.take()
+    }
+
     /// What each reconciler's invocations read and handled since the start.
     pub fn load(&self) -> &BTreeMap<Reconciler, ReconcilerLoad> {
         &self.driver.schedule.load

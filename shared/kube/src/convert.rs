@@ -92,6 +92,7 @@ pub fn pod(p: core::Pod) -> Pod {
     let status = p.status.unwrap_or_default();
     let annotations = meta.annotations.unwrap_or_default();
     let (cpu_millis, memory_bytes) = requests(&spec);
+    let conditions = status.conditions.unwrap_or_default();
     Pod {
         namespace: meta.namespace.unwrap_or_default(),
         name: meta.name.unwrap_or_default(),
@@ -108,11 +109,17 @@ pub fn pod(p: core::Pod) -> Pod {
         annotations,
         deleting_since: meta.deletion_timestamp.as_ref().and_then(timestamp),
         phase: status.phase.unwrap_or_else(|| "Unknown".to_owned()),
-        unschedulable: status.conditions.unwrap_or_default().iter().any(|c| {
+        unschedulable: conditions.iter().any(|c| {
             c.type_ == "PodScheduled"
                 && c.status == "False"
                 && c.reason.as_deref() == Some("Unschedulable")
         }),
+        created: meta.creation_timestamp.as_ref().and_then(timestamp),
+        scheduled_at: conditions
+            .iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .and_then(timestamp),
         cpu_millis,
         memory_bytes,
         node_selector: spec.node_selector.clone().unwrap_or_default(),

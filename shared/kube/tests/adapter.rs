@@ -654,6 +654,58 @@ async fn an_expired_token_rebuilds_the_client_once() {
 }
 
 #[tokio::test]
+async fn a_pod_carries_when_it_was_created_and_when_it_was_bound() {
+    let (_server, api, workload) = setup().await;
+    let at = |s: &str| {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            s.parse::<k8s_openapi::jiff::Timestamp>().expect("time"),
+        )
+    };
+    let condition = |status: &str, reason: Option<&str>, time: Option<&str>| core::PodCondition {
+        type_: "PodScheduled".into(),
+        status: status.into(),
+        reason: reason.map(str::to_owned),
+        last_transition_time: time.map(at),
+        ..core::PodCondition::default()
+    };
+    let mut bound = pod("web-0", Some("n1"), "Running", &[]);
+    bound.metadata.creation_timestamp = Some(at("2026-01-01T00:00:00Z"));
+    bound.status.get_or_insert_with(Default::default).conditions =
+        Some(vec![condition("True", None, Some("2026-01-01T00:01:10Z"))]);
+    api.add_pod(bound);
+    let mut waiting = pod("web-1", None, "Pending", &[]);
+    waiting.metadata.creation_timestamp = Some(at("2026-01-01T00:00:30Z"));
+    waiting
+        .status
+        .get_or_insert_with(Default::default)
+        .conditions = Some(vec![condition(
+        "False",
+        Some("Unschedulable"),
+        Some("2026-01-01T00:00:31Z"),
+    )]);
+    api.add_pod(waiting);
+
+    let mut active = workload
+        .list_pods(&target(), PodFilter::Active)
+        .await
+        .expect("listed");
+    active.sort_by(|a, b| a.name.cmp(&b.name));
+    let ts = |s: &str| s.parse::<capstan_model::Timestamp>().expect("time");
+    assert_eq!(active[0].created, Some(ts("2026-01-01T00:00:00Z")));
+    assert_eq!(
+        active[0].scheduled_at,
+        Some(ts("2026-01-01T00:01:10Z")),
+        "PodScheduled=True's lastTransitionTime"
+    );
+    assert_eq!(active[1].created, Some(ts("2026-01-01T00:00:30Z")));
+    assert!(active[1].unschedulable);
+    assert_eq!(
+        active[1].scheduled_at, None,
+        "PodScheduled=False: not bound"
+    );
+}
+
+#[tokio::test]
 async fn node_conditions_keep_their_status() {
     let (_server, api, workload) = setup().await;
     let mut n = node("n1", "i-0000000000000001");

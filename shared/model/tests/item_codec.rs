@@ -159,6 +159,11 @@ fn every_kind() -> Vec<Object> {
                     "2026-01-01T00:05:00Z".parse().expect("time"),
                 )]
                 .into(),
+                waiting_pods: [(
+                    "0b6f6a52-3c1e-4d8e-9a57-1f2d3c4b5a69".to_string(),
+                    "2026-01-01T00:00:00Z".parse().expect("time"),
+                )]
+                .into(),
             }),
         },
     };

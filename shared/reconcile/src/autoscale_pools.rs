@@ -13,6 +13,7 @@
 //!   room to fill again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use capstan_model::kinds::AutoscalingStatus;
 use capstan_model::labels::{DEPLOYMENT_NAME, RESERVED_PREFIX};
@@ -20,7 +21,7 @@ use capstan_model::meta::{ConditionStatus, condition};
 use capstan_model::{Kind, MachineDeployment, StoredObject, Timestamp};
 
 use crate::autoscale::{
-    InstanceCapacity, Pool, PoolReason, PoolScaling, Resources, ScalingDecision,
+    InstanceCapacity, Placement, PodRef, Pool, PoolReason, PoolScaling, Resources, ScalingDecision,
 };
 use crate::bootstrap::NodeTaint;
 use crate::cluster::deployment_name;
@@ -185,13 +186,91 @@ pub fn kube_reserved(c: &InstanceCapacity) -> Resources {
     }
 }
 
+/// At most this many pods a pool remembers waiting on: the item stays small; a larger
+/// burst is measured by its first pods.
+pub const WAITING_PODS_CAP: usize = 100;
+
+/// A pod of the workload cluster as the wait memory reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodTimes {
+    pub pod: PodRef,
+    pub uid: String,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<Timestamp>,
+    /// Bound to a node.
+    pub bound: bool,
+    /// When it was bound (`PodScheduled` True), when known.
+    pub scheduled_at: Option<Timestamp>,
+}
+
+/// A remembered pod that got its node, and how long it waited since it was created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waited {
+    pub pod: PodRef,
+    pub waited: Duration,
+}
+
+/// Pool `pool`'s pods waiting after this pass (`remembered`: before it), and those
+/// that left scheduled. A remembered pod now bound leaves, with its wait if its bind
+/// time is known (`scheduled_at` less `created`, or less when first seen without
+/// `created`); one gone from the cluster leaves uncounted; the rest stay. When the pass
+/// scales the pool up, the pending pods packed onto it join, first seen `now`, up to
+/// [`WAITING_PODS_CAP`]. `pods`: every active pod listed, by uid.
+pub fn settle_waiting(
+    remembered: &BTreeMap<String, Timestamp>,
+    pool: &str,
+    scaled_up: bool,
+    placements: &BTreeMap<PodRef, Placement>,
+    pods: &BTreeMap<String, PodTimes>,
+    now: Timestamp,
+) -> (BTreeMap<String, Timestamp>, Vec<Waited>) {
+    let mut waiting = BTreeMap::new();
+    let mut waited = Vec::new();
+    for (uid, first_seen) in remembered {
+        match pods.get(uid) {
+            None => {}
+            Some(p) if p.bound => {
+                if let Some(at) = p.scheduled_at {
+                    let from = p.created.unwrap_or(*first_seen);
+                    waited.push(Waited {
+                        pod: p.pod.clone(),
+                        waited: Duration::try_from(at.duration_since(from))
+                            .unwrap_or(Duration::ZERO),
+                    });
+                }
+            }
+            Some(_) => {
+                waiting.insert(uid.clone(), *first_seen);
+            }
+        }
+    }
+    if scaled_up {
+        let placed: BTreeSet<&PodRef> = placements
+            .iter()
+            .filter(|(_, p)| matches!(p, Placement::Pool(name) if name == pool))
+            .map(|(r, _)| r)
+            .collect();
+        for (uid, p) in pods {
+            if waiting.len() >= WAITING_PODS_CAP {
+                break;
+            }
+            if !p.bound && !uid.is_empty() && placed.contains(&p.pod) {
+                waiting.entry(uid.clone()).or_insert(now);
+            }
+        }
+    }
+    (waiting, waited)
+}
+
 /// The pool's MachineDeployment after one decision: `spec.replicas` as decided, the
-/// autoscaler's memory carried forward, and the `Autoscaling` condition saying why.
-/// Returns None when nothing it holds changes.
+/// autoscaler's memory carried forward (with `waiting_pods` from [`settle_waiting`]),
+/// and the `Autoscaling` condition saying why. Returns None when nothing it holds
+/// changes.
 pub fn scaled_deployment(
     pool: &AutoscaledPool<'_>,
     outcome: &PoolScaling,
     decision: &ScalingDecision,
+    waiting_pods: BTreeMap<String, Timestamp>,
     now: Timestamp,
 ) -> Option<MachineDeployment> {
     let unneeded_since = &decision.unneeded_since;
@@ -210,6 +289,7 @@ pub fn scaled_deployment(
         .filter(|(node, _)| pool.machine_of_node.contains_key(*node))
         .map(|(n, t)| (n.clone(), *t))
         .collect();
+    memory.waiting_pods = waiting_pods;
     next.status.autoscaling = Some(memory);
     // The text without its leading reason ("ScalingUp: 3 pods …" → "3 pods …").
     let reason = outcome.reason.reason();

@@ -16,7 +16,9 @@
 //!    before its instance goes.
 //! 4. The MachineDeployment's observed item records the pass: the `Autoscaling`
 //!    condition and `status.autoscaling` (last scale-up and scale-down, unneeded Nodes
-//!    since when), which the next pass reads back.
+//!    since when, the pending pods a scale-up waits on), which the next pass reads
+//!    back; a pass that finds a waited-on pod bound reports its wait
+//!    ([`AutoscaleOutcome::pending_to_scheduled`]) once its write succeeds.
 //!
 //! # Guarantees
 //! - Every write of one pool is one transaction, each item conditional on the version
@@ -41,7 +43,8 @@ use capstan_reconcile::autoscale::{
     self as decide, InstanceCapacity, Resources, ScalingSnapshot, Toleration,
 };
 use capstan_reconcile::autoscale_pools::{
-    AutoscaledPool, autoscaled_pools, kube_reserved, scaled_deployment, unplaced_note,
+    AutoscaledPool, PodTimes, autoscaled_pools, kube_reserved, scaled_deployment, settle_waiting,
+    unplaced_note,
 };
 use tracing::{info, warn};
 
@@ -65,6 +68,9 @@ pub struct AutoscaleOutcome {
     pub scaled_down: u64,
     /// When to look again: Some while pods wait for nodes (not for pods no pool takes).
     pub recheck: Option<Duration>,
+    /// How long each pod a scale-up waited on took from created to scheduled, each
+    /// reported by the one pass whose write removed it from the pool's memory.
+    pub pending_to_scheduled: Vec<Duration>,
 }
 
 impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
@@ -103,36 +109,40 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
     }
 
     /// One autoscaling pass for the Cluster `cluster` (see the module's doc), read and
-    /// decided again on a conflict.
+    /// decided again on a conflict. What an attempt wrote before its conflict is kept
+    /// in the outcome: the next attempt reads it as done and does not count it again.
     pub async fn autoscale(&self, cluster: &ObjectKey) -> Result<AutoscaleOutcome, HandlerError> {
+        let mut outcome = AutoscaleOutcome::default();
         for _ in 0..CONFLICT_RETRIES {
-            match self.autoscale_once(cluster).await {
+            match self.autoscale_once(cluster, &mut outcome).await {
                 Err(HandlerError::Store(StoreError::Conflict)) => continue,
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(outcome),
             }
         }
-        Ok(AutoscaleOutcome {
-            recheck: Some(crate::control_plane::CONFLICT_REQUEUE),
-            ..AutoscaleOutcome::default()
-        })
+        outcome.recheck = Some(crate::control_plane::CONFLICT_REQUEUE);
+        Ok(outcome)
     }
 
-    async fn autoscale_once(&self, key: &ObjectKey) -> Result<AutoscaleOutcome, HandlerError> {
-        let mut outcome = AutoscaleOutcome::default();
+    async fn autoscale_once(
+        &self,
+        key: &ObjectKey,
+        outcome: &mut AutoscaleOutcome,
+    ) -> Result<(), HandlerError> {
         let pk = partition_key(&key.namespace, &key.cluster);
         let items = self.store.query(&pk, None).await?;
         let tree = Tree::from_items(&items);
         let Some(target) = workload_target(&tree, key) else {
-            return Ok(outcome);
+            return Ok(());
         };
         if autoscaled_pools(&tree, &BTreeSet::new()).is_empty() {
-            return Ok(outcome);
+            return Ok(());
         }
         let (nodes, pods) = match self.read_workload(&target).await {
             Ok(read) => read,
             Err(e) => {
                 warn!(step = "autoscale", cluster = %key, error = %e, "the workload cluster cannot be read; no decision this pass");
-                return Ok(outcome);
+                return Ok(());
             }
         };
         let schedulable: BTreeSet<String> = nodes
@@ -149,12 +159,22 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         let now = self.clock.now();
         let snapshot = snapshot(&mut pools, &nodes, &pods, capacities, now);
         let decision = decide::decide_scaling(&snapshot, now);
+        let times: BTreeMap<String, PodTimes> =
+            pods.iter().map(|p| (p.uid.clone(), pod_times(p))).collect();
 
         for pool in &pools {
             let Some(scaling) = decision.pools.get(&pool.pool.name) else {
                 continue;
             };
-            let Some(next) = scaled_deployment(pool, scaling, &decision, now) else {
+            let (waiting, waited) = settle_waiting(
+                &pool.memory.waiting_pods,
+                &pool.pool.name,
+                scaling.replicas > pool.pool.replicas,
+                &decision.placements,
+                &times,
+                now,
+            );
+            let Some(next) = scaled_deployment(pool, scaling, &decision, waiting, now) else {
                 continue;
             };
             let mut writes = pool_writes(&items, pool, &next)?;
@@ -163,6 +183,10 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             }
             self.store.transact(writes).await?;
             let deployment = pool.deployment_name();
+            for w in waited {
+                info!(step = "autoscale", cluster = %key, deployment, pod = %w.pod, seconds = w.waited.as_secs_f64(), "pending pod scheduled");
+                outcome.pending_to_scheduled.push(w.waited);
+            }
             if scaling.replicas > pool.pool.replicas {
                 outcome.scaled_up += 1;
             }
@@ -181,7 +205,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         if !decision.placements.is_empty() {
             outcome.recheck = Some(PENDING_RECHECK);
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Every Node and every pod not finished: two list calls, whatever the cluster's size.
@@ -372,6 +396,19 @@ fn overhead(
             }
         }
         None => kube_reserved(capacity),
+    }
+}
+
+fn pod_times(p: &Pod) -> PodTimes {
+    PodTimes {
+        pod: decide::PodRef {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+        },
+        uid: p.uid.clone(),
+        created: p.created,
+        bound: p.node_name.is_some(),
+        scheduled_at: p.scheduled_at,
     }
 }
 

@@ -20,7 +20,7 @@ use tracing::{Instrument, error, info, info_span};
 use crate::control_plane::NoWorkload;
 use crate::control_plane::{ControlPlane, HandlerError};
 use crate::handlers::Delivery;
-use crate::metrics::{Invocation, Meter, Metered};
+use crate::metrics::{Invocation, Meter, Metered, RecentLines};
 use crate::ports::{
     Bus, BusEvent, ChangeKind, Clock, Compute, Entropy, Store, StreamRecord, Workload,
 };
@@ -62,8 +62,9 @@ pub enum RecordError {
 }
 
 /// Where EMF lines go: stdout in Lambda (CloudWatch Logs reads them there); the local
-/// runtimes keep their stdout for people and log them at debug level instead; the
-/// simulator, which runs millions of invocations, drops them.
+/// runtimes keep their stdout for people and log them at debug level instead (and keep
+/// the last few in `Functions::recent`); the simulator, which runs millions of
+/// invocations, drops them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricsSink {
     Stdout,
@@ -76,6 +77,8 @@ pub struct Functions<S, C, B, W = NoWorkload> {
     pub control_plane: ControlPlane<Metered<S>, Metered<C>, Metered<B>, W>,
     pub meter: Meter,
     pub metrics: MetricsSink,
+    /// With [`MetricsSink::Log`], the lines logged, kept to be read back.
+    pub recent: RecentLines,
 }
 
 impl<S: Store, C: Compute, B: Bus> Functions<S, C, B> {
@@ -103,6 +106,7 @@ impl<S: Store, C: Compute, B: Bus> Functions<S, C, B> {
             },
             meter,
             metrics,
+            recent: RecentLines::default(),
         }
     }
 }
@@ -123,6 +127,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
             },
             meter: self.meter,
             metrics: self.metrics,
+            recent: self.recent,
         }
     }
 
@@ -205,6 +210,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
             }
             let outcome = Box::pin(self.control_plane.handle_batch(reconciler, deliveries)).await;
             let (scale_ups, scale_downs) = (outcome.scaled_up, outcome.scaled_down);
+            let pending_to_scheduled = outcome.pending_to_scheduled;
             failed.extend(outcome.failed);
             failed.sort();
             failed.dedup();
@@ -219,6 +225,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
                 self.meter.take((total as u64).saturating_sub(errors), errors, started.elapsed());
             invocation.scale_ups = scale_ups;
             invocation.scale_downs = scale_downs;
+            invocation.pending_to_scheduled = pending_to_scheduled;
             self.emit(reconciler.name(), invocation);
             response
         }
@@ -280,7 +287,8 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> Functions<S, C, B, W> {
             MetricsSink::Discard => {}
             MetricsSink::Stdout => println!("{line}"),
             MetricsSink::Log => {
-                tracing::debug!(target: "capstan::metrics", metrics = %line, "invocation metrics")
+                tracing::debug!(target: "capstan::metrics", metrics = %line, "invocation metrics");
+                self.recent.push(line);
             }
         }
     }

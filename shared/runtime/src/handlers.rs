@@ -41,6 +41,8 @@ pub struct BatchOutcome {
     /// Autoscaler passes that raised a pool's replicas, and that removed a node.
     pub scaled_up: u64,
     pub scaled_down: u64,
+    /// Pods a scale-up waited on, from created to scheduled.
+    pub pending_to_scheduled: Vec<std::time::Duration>,
 }
 
 impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
@@ -86,6 +88,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                     Ok(o) => {
                         outcome.scaled_up += o.scaled_up;
                         outcome.scaled_down += o.scaled_down;
+                        outcome.pending_to_scheduled.extend(o.pending_to_scheduled);
                     }
                     Err(e) => {
                         warn!(reconciler = reconciler.name(), object = %cluster, error = %e, retryable = e.is_retryable(), "autoscaling failed");

@@ -6,8 +6,9 @@
 //! unaware of it and every runtime that builds its control_plane through
 //! `Functions::new` counts the same way.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::ports::{
@@ -35,6 +36,36 @@ pub struct Counters {
 #[derive(Clone, Debug, Default)]
 pub struct Meter(Arc<Counters>);
 
+/// The last metric lines a runtime that logs them wrote ([`KEPT_LINES`] at most), to
+/// read back where there is no CloudWatch (the embedded runtime, its tests).
+#[derive(Clone, Debug, Default)]
+pub struct RecentLines(Arc<Mutex<VecDeque<Value>>>);
+
+/// One EMF line, as JSON.
+pub type Line = Value;
+
+/// How many lines [`RecentLines`] keeps.
+pub const KEPT_LINES: usize = 256;
+
+impl RecentLines {
+    pub fn push(&self, line: Value) {
+        if let Ok(mut lines) = self.0.lock() {
+            if lines.len() >= KEPT_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+    }
+
+    /// The lines kept since the last call, oldest first.
+    pub fn take(&self) -> Vec<Value> {
+        self.0
+            .lock()
+            .map(|mut lines| lines.drain(..).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// One invocation's figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Invocation {
@@ -57,8 +88,13 @@ pub struct Invocation {
     /// Autoscaler passes that raised a pool's replicas / removed a node.
     pub scale_ups: u64,
     pub scale_downs: u64,
+    /// Pods a scale-up waited on, from created to scheduled (once per pod).
+    pub pending_to_scheduled: Vec<Duration>,
     pub latency: Duration,
 }
+
+/// At most this many values of one metric in one line (EMF's limit).
+pub const MAX_VALUES: usize = 100;
 
 impl Meter {
     /// Takes (and resets) what the ports counted since the last call.
@@ -80,6 +116,7 @@ impl Meter {
             unreadable: 0,
             scale_ups: 0,
             scale_downs: 0,
+            pending_to_scheduled: Vec::new(),
             latency,
         }
     }
@@ -103,12 +140,15 @@ impl Invocation {
             && self.events_published == 0
             && self.skipped == 0
             && self.unreadable == 0
+            && self.pending_to_scheduled.is_empty()
     }
 
     /// The EMF document for this invocation, with `function` as the one dimension.
+    /// `PendingToScheduled` only when a pod's wait ended: a list of values, one per pod
+    /// (the first [`MAX_VALUES`]), so CloudWatch's statistics count each pod.
     pub fn emf(&self, function: &str, timestamp_ms: i64) -> Value {
         let count = |name: &str| json!({ "Name": name, "Unit": "Count" });
-        json!({
+        let mut line = json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
@@ -138,7 +178,22 @@ impl Invocation {
             "ScaleUps": self.scale_ups,
             "ScaleDowns": self.scale_downs,
             "Latency": self.latency.as_secs_f64() * 1000.0,
-        })
+        });
+        if !self.pending_to_scheduled.is_empty() {
+            let values: Vec<f64> = self
+                .pending_to_scheduled
+                .iter()
+                .take(MAX_VALUES)
+                .map(Duration::as_secs_f64)
+                .collect();
+            line["PendingToScheduled"] = json!(values);
+            if let Some(Value::Array(metrics)) =
+                line.pointer_mut("/_aws/CloudWatchMetrics/0/Metrics")
+            {
+                metrics.push(json!({ "Name": "PendingToScheduled", "Unit": "Seconds" }));
+            }
+        }
+        line
     }
 }
 
@@ -301,6 +356,37 @@ mod tests {
         assert_eq!(line["Function"], "machine-reconciler");
         assert_eq!(line["Reconciles"], 3);
         assert_eq!(line["Latency"], 12.0);
+    }
+
+    #[test]
+    fn pending_to_scheduled_is_one_value_per_pod_in_seconds_and_only_when_there_are_some() {
+        let none = Invocation::default().emf("cluster-reconciler", 0);
+        assert!(none.get("PendingToScheduled").is_none());
+        let declared = |line: &Value| {
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .map(|m| m.iter().any(|m| m["Name"] == "PendingToScheduled"))
+        };
+        assert_eq!(declared(&none), Some(false));
+        let waits = Invocation {
+            pending_to_scheduled: (1..=150).map(Duration::from_secs).collect(),
+            ..Invocation::default()
+        };
+        assert!(!waits.is_idle(), "a pod's wait ended: worth a line");
+        let line = waits.emf("cluster-reconciler", 0);
+        assert_eq!(declared(&line), Some(true));
+        let values = line["PendingToScheduled"].as_array().unwrap();
+        assert_eq!(values.len(), MAX_VALUES, "EMF takes 100 values at most");
+        assert_eq!(values[0], 1.0);
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["Name"] == "PendingToScheduled")
+                .map(|m| m["Unit"].clone()),
+            Some(json!("Seconds"))
+        );
     }
 
     #[test]

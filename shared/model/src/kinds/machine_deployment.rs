@@ -149,6 +149,11 @@ pub struct AutoscalingStatus {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, String>"))]
     pub unneeded_since: BTreeMap<String, Timestamp>,
+    /// Pending pods a scale-up of this pool is waiting on (by pod uid), since when it
+    /// first saw them pending: each leaves once scheduled, its wait reported once.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(with = "BTreeMap<String, String>"))]
+    pub waiting_pods: BTreeMap<String, Timestamp>,
 }
 
 fn is_zero(n: &i32) -> bool {

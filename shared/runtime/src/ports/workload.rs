@@ -175,6 +175,10 @@ pub struct Pod {
     pub phase: String,
     /// `PodScheduled=False` with reason `Unschedulable`.
     pub unschedulable: bool,
+    /// `metadata.creationTimestamp`.
+    pub created: Option<Timestamp>,
+    /// When it was bound to its node: `PodScheduled=True`'s `lastTransitionTime`.
+    pub scheduled_at: Option<Timestamp>,
     /// Sum of the containers' requests, in millicores and bytes.
     pub cpu_millis: u64,
     pub memory_bytes: u64,

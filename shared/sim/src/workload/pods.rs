@@ -168,6 +168,8 @@ impl State {
             deleting_since: None,
             phase: "Pending".into(),
             unschedulable: false,
+            created: Some(now),
+            scheduled_at: bound.then_some(now),
             cpu_millis: spec.cpu_millis,
             memory_bytes: spec.memory_bytes,
             node_selector: spec.node_selector,
@@ -496,6 +498,7 @@ impl State {
                     }
                     p.pod.node_name = Some(name);
                     p.pod.unschedulable = false;
+                    p.pod.scheduled_at = Some(now);
                     p.bound_at = Some(now);
                 }
                 None => p.pod.unschedulable = true,
