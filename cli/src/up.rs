@@ -112,6 +112,26 @@ impl DrainReport {
     }
 }
 
+/// What `up` prints as the control plane works: the progress line when it changes,
+/// then each drain step.
+#[derive(Default)]
+struct Reporter {
+    last: String,
+    drains: DrainReport,
+}
+
+impl Reporter {
+    fn lines(&mut self, trees: &[Tree], instances: &[Instance]) -> Vec<String> {
+        let mut said = self.drains.lines(trees);
+        let line = progress(trees, instances);
+        if line != self.last {
+            said.insert(0, line.clone());
+            self.last = line;
+        }
+        said
+    }
+}
+
 pub struct Options {
     pub timeout: Duration,
     pub simulated: Simulated,
@@ -143,8 +163,7 @@ pub async fn run(input: Input, options: Options) -> anyhow::Result<ExitCode> {
 
     let started = Instant::now();
     let virtual_start = cp.now();
-    let mut last = String::new();
-    let mut drains = DrainReport::default();
+    let mut reporter = Reporter::default();
     let outcome = cp
         .run_until(
             options.timeout,
@@ -158,14 +177,7 @@ pub async fn run(input: Input, options: Options) -> anyhow::Result<ExitCode> {
                 } else {
                     started.elapsed()
                 };
-                let trees = cp.trees();
-                let line = progress(&trees, &cp.ec2.instances());
-                let mut said = drains.lines(&trees);
-                if line != last {
-                    said.insert(0, line.clone());
-                    last = line;
-                }
-                for line in said {
+                for line in reporter.lines(&cp.trees(), &cp.ec2.instances()) {
                     println!("[{:>5.1}s] {line}", elapsed.as_secs_f64());
                 }
                 let _ = std::io::stdout().flush();
@@ -308,8 +320,7 @@ pub async fn serve(
     println!("From another terminal: capstan apply -f examples/quickstart.yaml --wait");
     let _ = std::io::stdout().flush();
     let started = Instant::now();
-    let mut last = String::new();
-    let mut drains = DrainReport::default();
+    let mut reporter = Reporter::default();
     let mut reported = Instant::now();
     loop {
         if run_for.is_some_and(|limit| started.elapsed() >= limit) {
@@ -323,13 +334,7 @@ pub async fn serve(
             let trees: Vec<Tree> = capstan_runtime::table::trees_by_partition(items)
                 .into_values()
                 .collect();
-            let mut said = drains.lines(&trees);
-            let line = progress(&trees, &cp.ec2.instances());
-            if line != last {
-                said.insert(0, line.clone());
-                last = line;
-            }
-            for line in said {
+            for line in reporter.lines(&trees, &cp.ec2.instances()) {
                 println!("[{:>7.1}s] {line}", started.elapsed().as_secs_f64());
             }
             let _ = std::io::stdout().flush();

@@ -787,6 +787,19 @@ async fn deleting_the_cluster_drains_every_node_and_finishes() {
     );
 }
 
+/// The Machine `name`, being deleted and held where `reason` says, by the hook `owner`.
+fn held_by(cp: &Embedded, name: &str, reason: &str, owner: &str) -> Machine {
+    let held = deleting_machine(cp, name).expect("still there");
+    let c = held
+        .status
+        .conditions
+        .get(condition::DELETING)
+        .expect("Deleting");
+    assert_eq!(c.reason, reason);
+    assert!(c.message.contains(owner), "{}", c.message);
+    held
+}
+
 /// Hooks hold the deletion where they say, until their owners remove them: a pre-drain
 /// hook before the cordon, a pre-terminate hook after the drain, before the instance
 /// goes; each is named on the Deleting condition.
@@ -805,14 +818,12 @@ async fn hooks_hold_the_deletion_until_their_owners_remove_them() {
     cp.apply(&with_access(2, |_| {})).await.expect("scale down");
     run_for(&mut cp, Duration::from_secs(600)).await;
 
-    let held = deleting_machine(&cp, &victim.metadata.name).expect("still there");
-    let c = held
-        .status
-        .conditions
-        .get(condition::DELETING)
-        .expect("Deleting");
-    assert_eq!(c.reason, "WaitingForPreDrainHook");
-    assert!(c.message.contains("backup"), "{}", c.message);
+    let held = held_by(
+        &cp,
+        &victim.metadata.name,
+        "WaitingForPreDrainHook",
+        "backup",
+    );
     assert!(
         !cp.workload
             .node(cluster(), &node)
@@ -831,14 +842,12 @@ async fn hooks_hold_the_deletion_until_their_owners_remove_them() {
             .expect("remove the hook")
     );
     run_for(&mut cp, Duration::from_secs(600)).await;
-    let held = deleting_machine(&cp, &victim.metadata.name).expect("still there");
-    let c = held
-        .status
-        .conditions
-        .get(condition::DELETING)
-        .expect("Deleting");
-    assert_eq!(c.reason, "WaitingForPreTerminateHook");
-    assert!(c.message.contains("lb-deregister"), "{}", c.message);
+    held_by(
+        &cp,
+        &victim.metadata.name,
+        "WaitingForPreTerminateHook",
+        "lb-deregister",
+    );
     assert!(cp.workload.evictions_log().len() > evictions, "drained");
     assert!(pods_needing_eviction(&cp, &id).is_empty());
     assert!(

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use capstan_model::kinds::AutoscalingStatus;
-use capstan_model::labels::{DEPLOYMENT_NAME, RESERVED_PREFIX};
+use capstan_model::labels::DEPLOYMENT_NAME;
 use capstan_model::meta::{ConditionStatus, condition};
 use capstan_model::{Kind, MachineDeployment, StoredObject, Timestamp};
 
@@ -108,18 +108,7 @@ pub fn autoscaled_pools<'a>(
             pool: Pool {
                 name: pool.name.clone(),
                 labels: pool_labels(md, &pool.name, instance_types.first()),
-                taints: md
-                    .spec
-                    .template
-                    .spec
-                    .taints
-                    .iter()
-                    .map(|t| NodeTaint {
-                        key: t.key.clone(),
-                        value: t.value.clone(),
-                        effect: t.effect,
-                    })
-                    .collect(),
+                taints: NodeTaint::all_of(&md.spec.template.spec.taints),
                 instance_types,
                 min,
                 max,
@@ -144,16 +133,7 @@ fn pool_labels(
     pool: &str,
     instance_type: Option<&String>,
 ) -> BTreeMap<String, String> {
-    let mut labels: BTreeMap<String, String> = md
-        .spec
-        .template
-        .metadata
-        .labels
-        .iter()
-        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX) && !k.starts_with("cluster.x-k8s.io/"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    labels.insert(format!("node-role.kubernetes.io/{pool}"), String::new());
+    let mut labels = crate::node::pool_node_labels(&md.spec.template.metadata.labels, Some(pool));
     labels.insert("kubernetes.io/os".into(), "linux".into());
     if let Some(t) = instance_type {
         labels.insert("node.kubernetes.io/instance-type".into(), t.clone());

@@ -75,6 +75,20 @@ pub struct NodeTaint {
     pub effect: TaintEffect,
 }
 
+impl NodeTaint {
+    /// A Machine's (or its pool's) taints, as its Node registers with them.
+    pub fn all_of(taints: &[capstan_model::kinds::MachineTaint]) -> Vec<NodeTaint> {
+        taints
+            .iter()
+            .map(|t| NodeTaint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect,
+            })
+            .collect()
+    }
+}
+
 /// What EKS DescribeCluster says a node needs to join the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EksCluster {
@@ -112,16 +126,7 @@ pub fn machine_user_data(
         certificate_authority: cluster.certificate_authority.clone(),
         service_cidr: cluster.service_cidr.clone(),
         labels: crate::node::node_labels(m),
-        taints: m
-            .spec
-            .taints
-            .iter()
-            .map(|t| NodeTaint {
-                key: t.key.clone(),
-                value: t.value.clone(),
-                effect: t.effect,
-            })
-            .collect(),
+        taints: NodeTaint::all_of(&m.spec.taints),
         extra_user_data: launch.user_data.clone(),
     };
     eks_user_data(&input).map(Some)

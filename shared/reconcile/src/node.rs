@@ -65,17 +65,26 @@ pub enum NodeSeen {
 /// Applied through the API, not kubelet flags: the NodeRestriction admission plugin
 /// refuses a kubelet most `kubernetes.io` labels on itself.
 pub fn node_labels(m: &Machine) -> BTreeMap<String, String> {
-    let mut labels: BTreeMap<String, String> = m
-        .metadata
-        .labels
+    pool_node_labels(
+        &m.metadata.labels,
+        m.metadata.labels.get(POOL).map(String::as_str),
+    )
+}
+
+/// [`node_labels`] from a Machine's (or its pool template's) labels and its pool.
+pub fn pool_node_labels(
+    labels: &BTreeMap<String, String>,
+    pool: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = labels
         .iter()
         .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX) && !k.starts_with("cluster.x-k8s.io/"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Some(pool) = m.metadata.labels.get(POOL) {
-        labels.insert(format!("node-role.kubernetes.io/{pool}"), String::new());
+    if let Some(pool) = pool {
+        out.insert(format!("node-role.kubernetes.io/{pool}"), String::new());
     }
-    labels
+    out
 }
 
 /// The label changes that bring `node` in line with the pool: labels to set (Some) and

@@ -42,19 +42,8 @@ async fn apply_one<S: Store>(store: &S, object: &Object) -> Result<Applied, Appl
     object.metadata_mut().clear_system_fields();
     let fail = |e| ApplyError::Store(key.clone(), e);
     for _ in 0..crate::control_plane::CONFLICT_RETRIES {
-        let pk = partition_key(&key.namespace, &key.cluster);
-        let items = store
-            .query(&pk, Some(&object_prefix(key.kind, &key.name)))
-            .await
-            .map_err(fail)?;
-        let find = |part: Part| -> Option<&Item> {
-            let want = ItemKey::of(&key, part);
-            items
-                .iter()
-                .find(|i| capstan_model::item::item_key(i).as_ref() == Some(&want))
-        };
-        let (desired, observed) = (find(Part::Desired), find(Part::Observed));
-        let (expect, rv) = match (desired, observed) {
+        let (desired, observed) = items_of(store, &key).await.map_err(fail)?;
+        let (expect, rv) = match (&desired, observed) {
             (None, Some(_)) => return Err(ApplyError::BeingDeleted(key)),
             (None, None) => (Expect::Absent, 1),
             (Some(d), _) => {
@@ -81,13 +70,7 @@ async fn apply_one<S: Store>(store: &S, object: &Object) -> Result<Applied, Appl
 
 /// `capstan delete`: removes the desired item; the control plane tears the rest down.
 pub async fn delete<S: Store>(store: &S, key: &ObjectKey) -> Result<bool, StoreError> {
-    let pk = partition_key(&key.namespace, &key.cluster);
-    let items = store
-        .query(&pk, Some(&object_prefix(key.kind, &key.name)))
-        .await?;
-    let exists = items
-        .iter()
-        .any(|i| capstan_model::item::item_key(i) == Some(ItemKey::of(key, Part::Desired)));
+    let exists = items_of(store, key).await?.0.is_some();
     if exists {
         store
             .delete(&ItemKey::of(key, Part::Desired), Expect::Any)
@@ -114,20 +97,9 @@ pub async fn remove_annotation<S: Store>(
     use capstan_model::item::AttrValue;
     let fail = |e| ApplyError::Store(key.clone(), e);
     for _ in 0..crate::control_plane::CONFLICT_RETRIES {
-        let pk = partition_key(&key.namespace, &key.cluster);
-        let items = store
-            .query(&pk, Some(&object_prefix(key.kind, &key.name)))
-            .await
-            .map_err(fail)?;
-        let find = |part: Part| {
-            let want = ItemKey::of(key, part);
-            items
-                .iter()
-                .find(|i| capstan_model::item::item_key(i).as_ref() == Some(&want))
-        };
-        match (find(Part::Desired), find(Part::Observed)) {
+        match items_of(store, key).await.map_err(fail)? {
             (Some(desired), observed) => {
-                let stored = capstan_model::item::decode(Some(desired), observed)
+                let stored = capstan_model::item::decode(Some(&desired), observed.as_ref())
                     .map_err(|e| ApplyError::Unreadable(key.clone(), e.to_string()))?;
                 let mut object = stored.object;
                 if object
@@ -149,7 +121,7 @@ pub async fn remove_annotation<S: Store>(
                 if !removed {
                     return Ok(false);
                 }
-                let rv = version_of(observed);
+                let rv = version_of(&observed);
                 item.insert(
                     capstan_model::item::RV.into(),
                     AttrValue::N((rv + 1).to_string()),
@@ -164,4 +136,29 @@ pub async fn remove_annotation<S: Store>(
         }
     }
     Err(fail(StoreError::Conflict))
+}
+
+/// The object's desired and observed items as they are now (either may be absent):
+/// one Query on the object's sort-key prefix.
+async fn items_of<S: Store>(
+    store: &S,
+    key: &ObjectKey,
+) -> Result<(Option<Item>, Option<Item>), StoreError> {
+    let pk = partition_key(&key.namespace, &key.cluster);
+    let (want_desired, want_observed) = (
+        ItemKey::of(key, Part::Desired),
+        ItemKey::of(key, Part::Observed),
+    );
+    let (mut desired, mut observed) = (None, None);
+    for item in store
+        .query(&pk, Some(&object_prefix(key.kind, &key.name)))
+        .await?
+    {
+        match capstan_model::item::item_key(&item) {
+            Some(k) if k == want_desired => desired = Some(item),
+            Some(k) if k == want_observed => observed = Some(item),
+            _ => {}
+        }
+    }
+    Ok((desired, observed))
 }

@@ -478,18 +478,11 @@ impl FaultyStore {
             Some(Mutation::DrainOldSets)
                 if key.sk.starts_with("MachineSet#") && key.sk.ends_with("#spec") =>
             {
-                let replicas = |item: &Item| match item.get("spec") {
-                    Some(capstan_model::AttrValue::M(spec)) => match spec.get("replicas") {
-                        Some(capstan_model::AttrValue::N(n)) => n.parse::<i64>().ok(),
-                        _ => None,
-                    },
-                    _ => None,
-                };
                 let shrinks = self
                     .inner
                     .get(key)
-                    .and_then(|old| replicas(&old))
-                    .zip(replicas(item))
+                    .and_then(|old| spec_replicas(&old))
+                    .zip(spec_replicas(item))
                     .is_some_and(|(old, new)| new < old);
                 if shrinks && let Some(capstan_model::AttrValue::M(spec)) = item.get_mut("spec") {
                     spec.insert("replicas".into(), capstan_model::AttrValue::N("0".into()));
@@ -512,18 +505,11 @@ impl FaultyStore {
             Some(Mutation::AutoscaleOvershoot)
                 if key.sk.starts_with("MachineDeployment#") && key.sk.ends_with("#spec") =>
             {
-                let replicas = |item: &Item| match item.get("spec") {
-                    Some(capstan_model::AttrValue::M(spec)) => match spec.get("replicas") {
-                        Some(capstan_model::AttrValue::N(n)) => n.parse::<i64>().ok(),
-                        _ => None,
-                    },
-                    _ => None,
-                };
                 let raised = self
                     .inner
                     .get(key)
-                    .and_then(|old| replicas(&old))
-                    .zip(replicas(item))
+                    .and_then(|old| spec_replicas(&old))
+                    .zip(spec_replicas(item))
                     .filter(|(old, new)| new > old)
                     .map(|(_, new)| new);
                 if let Some(new) = raised
@@ -1125,5 +1111,16 @@ impl Bus for FaultyBus {
             return Err(BusError::Unavailable("InternalError".into()));
         }
         self.inner.requeue(queue, event, delay).await
+    }
+}
+
+/// A desired item's `spec.replicas`, as the mutations that rewrite it read it.
+fn spec_replicas(item: &Item) -> Option<i64> {
+    match item.get("spec") {
+        Some(capstan_model::AttrValue::M(spec)) => match spec.get("replicas") {
+            Some(capstan_model::AttrValue::N(n)) => n.parse::<i64>().ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }

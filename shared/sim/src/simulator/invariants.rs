@@ -568,15 +568,34 @@ pub fn health_checks_within_limits(
             if remediated.is_empty() {
                 continue;
             }
-            let expected = selected.len() as i32;
-            let unhealthy = selected
-                .iter()
-                .filter(|m| matches!(verdict(m, &hc.spec.checks, now), Verdict::Unhealthy { .. }))
-                .count() as i32;
+            // Invocations run at once, so a pass may have read the table mid-step (a
+            // MachineSet's new Machines already there, say): a remediation is within
+            // limits if the selection before the step or after it allowed it.
+            let mut selected_after = machines(later, false);
+            selected_after.extend(
+                selected
+                    .iter()
+                    .filter(|m| remediated.contains(&m.metadata.name.as_str()))
+                    .cloned(),
+            );
+            let judge = |machines: &[Machine]| {
+                let expected = machines.len() as i32;
+                let unhealthy = machines
+                    .iter()
+                    .filter(|m| {
+                        matches!(verdict(m, &hc.spec.checks, now), Verdict::Unhealthy { .. })
+                    })
+                    .count() as i32;
+                (
+                    expected,
+                    remediation_allowed(&hc.spec.remediation.trigger_if, expected, unhealthy),
+                )
+            };
+            let (expected_before, allowed_before) = judge(&selected);
+            let (expected_after, allowed_after) = judge(&selected_after);
+            let expected = expected_before.max(expected_after);
             let name = &hc.metadata.name;
-            if let Err(why) =
-                remediation_allowed(&hc.spec.remediation.trigger_if, expected, unhealthy)
-            {
+            if let (Err(why), Err(_)) = (allowed_before, allowed_after) {
                 return Err(Violation::new(
                     "health_checks_within_limits",
                     format!(
