@@ -72,6 +72,19 @@ fn ready_worker_nodes(cp: &Embedded) -> usize {
         .count()
 }
 
+/// Ten pods of 500m on the workers only, as Deployment `burst`: the one worker of
+/// the tests' pool takes three, seven wait.
+fn add_burst(cp: &Embedded) {
+    cp.workload.add_deployment(
+        cluster(),
+        "burst",
+        10,
+        PodSpec::new("default", "burst")
+            .requests(500, 256 << 20)
+            .node_selector("node-role.kubernetes.io/workers", ""),
+    );
+}
+
 #[tokio::test]
 async fn a_burst_of_pending_pods_scales_the_pool_once_and_emptied_it_shrinks_to_min_drained() {
     let mut cp = control_plane(17, |_| {});
@@ -85,14 +98,7 @@ async fn a_burst_of_pending_pods_scales_the_pool_once_and_emptied_it_shrinks_to_
     run_for(&mut cp, Duration::from_secs(60)).await;
 
     // Ten pods of 500m on the workers only: the one worker takes three, seven wait.
-    cp.workload.add_deployment(
-        cluster(),
-        "burst",
-        10,
-        PodSpec::new("default", "burst")
-            .requests(500, 256 << 20)
-            .node_selector("node-role.kubernetes.io/workers", ""),
-    );
+    add_burst(&cp);
     let mut seen: Vec<i32> = vec![pool_replicas(&cp)];
     let mut message = String::new();
     run_checked(
@@ -241,14 +247,7 @@ async fn each_pod_a_scale_up_waited_on_reports_its_wait_for_a_node_once() {
 
     // Ten pods, three fit the one worker: seven wait for the nodes the scale-up asks for.
     let burst_at = cp.now();
-    cp.workload.add_deployment(
-        cluster(),
-        "burst",
-        10,
-        PodSpec::new("default", "burst")
-            .requests(500, 256 << 20)
-            .node_selector("node-role.kubernetes.io/workers", ""),
-    );
+    add_burst(&cp);
     run_checked(
         &mut cp,
         Duration::from_secs(15 * 60),
