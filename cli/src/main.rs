@@ -353,8 +353,8 @@ enum Command {
         #[arg(long, default_value = "all")]
         faults: String,
         /// One workload (quickstart, scale-storm, rollout-during-scale-down,
-        /// delete-during-rollout, multi-cluster, edits-in-flight, nodes, drain, autoscale); all
-        /// when omitted.
+        /// delete-during-rollout, multi-cluster, edits-in-flight, nodes, drain, autoscale,
+        /// outage); all when omitted.
         #[arg(long)]
         workload: Option<String>,
         /// Replay one seed exactly and print its outcome.

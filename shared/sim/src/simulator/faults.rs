@@ -245,6 +245,9 @@ pub enum Mutation {
     /// As `Unfenced`, for the machine reconciler's plans only (so that the
     /// MachineSets' own overshoot does not hide what unfenced launches do).
     UnfencedMachines,
+    /// As `Unfenced`, for the health-check reconciler's plans only: two passes that
+    /// read the Machines a moment apart each remediate what they saw.
+    UnfencedHealthChecks,
     /// The scoped-ownership check trusts the item: a lookup of a Machine's instance by
     /// its identity tags (`ownership_tags`: installation, namespace, cluster, machine,
     /// machine uid) matches on the installation and the uid alone, as before calls were
@@ -667,6 +670,7 @@ impl Store for FaultyStore {
             match c.mutation {
                 Some(Mutation::Unfenced) => true,
                 Some(Mutation::UnfencedMachines) => c.serving == Some(Reconciler::Machine),
+                Some(Mutation::UnfencedHealthChecks) => c.serving == Some(Reconciler::HealthCheck),
                 _ => false,
             }
         };

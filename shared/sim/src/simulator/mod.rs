@@ -520,6 +520,12 @@ impl Run {
                 self.log(format!("person: in the workload cluster, {op:?}"));
                 op.perform(&self.workload);
             }
+            Op::Outage { workers } => {
+                for id in self.running_workers().into_iter().take(workers) {
+                    self.ec2.terminate_externally(&id);
+                    self.log(format!("outage: {id} terminated from outside Capstan"));
+                }
+            }
         }
     }
 
@@ -588,9 +594,9 @@ impl Run {
     /// A random running worker instance of ours (worker pools carry a health check
     /// that remediates; the control plane, as in Cluster API without control-plane
     /// remediation, does not).
-    fn random_worker(&self, rng: &mut Rng) -> Option<String> {
-        let workers: Vec<String> = self
-            .ec2
+    /// The running worker instances Capstan launched, in EC2's order.
+    fn running_workers(&self) -> Vec<String> {
+        self.ec2
             .instances()
             .into_iter()
             .filter(|i| i.state == InstanceState::Running && i.tags.contains_key(TAG_INSTALLATION))
@@ -600,7 +606,11 @@ impl Run {
                     .is_some_and(|m| m.contains("-workers-"))
             })
             .map(|i| i.instance_id)
-            .collect();
+            .collect()
+    }
+
+    fn random_worker(&self, rng: &mut Rng) -> Option<String> {
+        let workers = self.running_workers();
         (!workers.is_empty()).then(|| workers[rng.below(workers.len() as u64) as usize].clone())
     }
 

@@ -19,6 +19,11 @@ pub enum Op {
     Delete(ObjectKey),
     /// Something the cluster's users do in the workload cluster itself.
     Pods(PodsOp),
+    /// An outage (a zone, a spot reclaim wave) terminates this many running workers
+    /// at once, from outside Capstan.
+    Outage {
+        workers: usize,
+    },
 }
 
 /// What the cluster's users run in a workload cluster (the `drain` workload).
@@ -147,6 +152,7 @@ pub const WORKLOADS: &[&str] = &[
     "nodes",
     "drain",
     "autoscale",
+    "outage",
 ];
 
 /// The quickstart as a production pool would run it: workers on spot, watched by a
@@ -476,6 +482,19 @@ pub fn script(name: &str) -> Option<Script> {
             ],
             expect: expect("default", "demo", 3, 4),
             expect_image: Some(NEW_IMAGE.to_string()),
+            expect_empty: false,
+        },
+        // An outage takes four of ten workers at once while the pool grows to twenty
+        // (within the health check's 40 %): the check replaces them one at a time
+        // (maxInFlight 1) while its passes run side by side with the new Machines'.
+        "outage" => Script {
+            ops: vec![
+                (secs(0), Op::Apply(with_workers(&base, 10))),
+                (secs(240), Op::Apply(with_workers(&base, 20))),
+                (secs(240), Op::Outage { workers: 4 }),
+            ],
+            expect: expect("default", "demo", 3, 20),
+            expect_image: None,
             expect_empty: false,
         },
         "delete-during-rollout" => Script {
