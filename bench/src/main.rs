@@ -218,6 +218,21 @@ fn cluster(namespace: &str, name: &str, workers: u32) -> Result<Vec<Object>, Str
         .collect())
 }
 
+/// `objects` with a health check on every worker pool, as a production pool has.
+fn with_health_check(objects: Vec<Object>) -> Vec<Object> {
+    objects
+        .into_iter()
+        .map(|mut o| {
+            if let Object::Cluster(c) = &mut o {
+                for pool in &mut c.spec.workers {
+                    pool.health_check = Some(capstan_model::PoolHealthCheck::default());
+                }
+            }
+            o
+        })
+        .collect()
+}
+
 /// An embedded control plane on virtual time; instances boot and stop at once unless
 /// `limits` (EC2's throttling) is on, when they take EC2's default delays.
 fn control_plane(limits: Ec2Limits) -> Embedded {
@@ -488,7 +503,7 @@ fn print_load(phase: &str, load: &BTreeMap<Reconciler, ReconcilerLoad>) {
 async fn bench_reads(sizes: &[u32]) -> Result<(), String> {
     println!("### Items read and decoded per reconcile as a pool grows\n");
     println!(
-        "Per message (one object to reconcile) and per invocation (a batch of up to 10), for the Machine and MachineSet reconcilers: while a pool of N workers converges from nothing, and for one Machine event afterwards (one worker Machine deleted with `capstan delete`: its instance terminated, the MachineSet replacing it).\n"
+        "Per message (one object to reconcile) and per invocation (a batch of up to 10), for the Machine, MachineSet and health-check reconcilers (the workers' pool carries a health check): while a pool of N workers converges from nothing, and for one Machine event afterwards (one worker Machine deleted with `capstan delete`: its instance terminated, the MachineSet replacing it).\n"
     );
     println!(
         "| pool | phase | reconciler | invocations | messages | items read | items per message | items per invocation |"
@@ -496,7 +511,7 @@ async fn bench_reads(sizes: &[u32]) -> Result<(), String> {
     println!("|---|---|---|---|---|---|---|---|");
     for &n in sizes {
         let mut cp = control_plane(Ec2Limits::off());
-        apply(&cp, &cluster("default", "demo", n)?).await?;
+        apply(&cp, &with_health_check(cluster("default", "demo", n)?)).await?;
         converge(&mut cp, Duration::from_secs(3600)).await?;
         let grown = cp.load().clone();
         let victim = cp
@@ -521,7 +536,11 @@ async fn bench_reads(sizes: &[u32]) -> Result<(), String> {
         converge(&mut cp, Duration::from_secs(3600)).await?;
         let event = load_diff(cp.load(), &grown);
         for (phase, load) in [("converging", &grown), ("one Machine event", &event)] {
-            for r in [Reconciler::Machine, Reconciler::MachineSet] {
+            for r in [
+                Reconciler::Machine,
+                Reconciler::MachineSet,
+                Reconciler::HealthCheck,
+            ] {
                 let l = load.get(&r).copied().unwrap_or_default();
                 println!(
                     "| {n} | {phase} | {} | {} | {} | {} | {:.1} | {:.1} |",

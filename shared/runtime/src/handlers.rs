@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use capstan_model::item::{ItemKey, Part, object_prefix, partition_key};
+use capstan_model::item::{Item, ItemKey, Part, object_prefix, partition_key};
 use capstan_model::{Kind, ObjectKey};
 use capstan_reconcile::Tree;
 use capstan_reconcile::machine::{Interruption, record_instance_state, record_interruption};
@@ -82,7 +82,36 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 }
             }
         }
+        // Related targets become the objects they concern before events coalesce, so
+        // the status changes of ten Machines in one batch wake their health check once.
+        let mut by_object: BTreeMap<Target, Vec<String>> = BTreeMap::new();
+        let mut checks_read: BTreeMap<(String, Kind), Vec<Item>> = BTreeMap::new();
         for (target, messages) in by_target {
+            let Target::Related {
+                via,
+                kind,
+                selecting,
+            } = &target
+            else {
+                by_object.entry(target).or_default().extend(messages);
+                continue;
+            };
+            match self.related(via, *kind, *selecting, &mut checks_read).await {
+                Ok(keys) => {
+                    for key in keys {
+                        by_object
+                            .entry(Target::Object(key))
+                            .or_default()
+                            .extend(messages.iter().cloned());
+                    }
+                }
+                Err(e) => {
+                    warn!(reconciler = reconciler.name(), object = %via, error = %e, retryable = e.is_retryable(), "finding the objects an event concerns failed");
+                    outcome.failed.extend(messages);
+                }
+            }
+        }
+        for (target, messages) in by_object {
             if let Target::Autoscale(cluster) = &target {
                 match self.autoscale_target(reconciler, cluster).await {
                     Ok(o) => {
@@ -97,7 +126,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 }
                 continue;
             }
-            if let Err(e) = self.reconcile_target(reconciler, &target).await {
+            if let Err(e) = self.reconcile_target(reconciler, target.key()).await {
                 warn!(reconciler = reconciler.name(), object = %target.key(), error = %e, retryable = e.is_retryable(), "reconcile failed");
                 outcome.failed.extend(messages);
             }
@@ -110,20 +139,13 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
     async fn reconcile_target(
         &self,
         reconciler: Reconciler,
-        target: &Target,
+        key: &ObjectKey,
     ) -> Result<(), HandlerError> {
-        let keys = match target {
-            Target::Object(key) | Target::Autoscale(key) => vec![key.clone()],
-            // Every object of `kind` in the cluster that `via` may concern.
-            Target::Related { via, kind } => self.related(via, *kind).await?,
-        };
-        for key in keys {
-            if let Some(after) = self.reconcile(&key).await? {
-                let event = resync_event(&key, self.clock.now());
-                self.bus
-                    .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))
-                    .await?;
-            }
+        if let Some(after) = self.reconcile(key).await? {
+            let event = resync_event(key, self.clock.now());
+            self.bus
+                .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))
+                .await?;
         }
         Ok(())
     }
@@ -144,14 +166,49 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         Ok(outcome)
     }
 
-    async fn related(&self, via: &ObjectKey, kind: Kind) -> Result<Vec<ObjectKey>, HandlerError> {
+    /// The objects of `kind` that a change of `via` concerns: the deployments using a
+    /// class; the health checks of a Machine's cluster — with `selecting`, only those
+    /// whose selector matches the Machine's labels (a status change cannot change
+    /// them; a spec change or a removal may have, so it wakes every check). Each
+    /// partition's objects of `kind` are read once per batch (`read`).
+    async fn related(
+        &self,
+        via: &ObjectKey,
+        kind: Kind,
+        selecting: bool,
+        read: &mut BTreeMap<(String, Kind), Vec<Item>>,
+    ) -> Result<Vec<ObjectKey>, HandlerError> {
         let pk = partition_key(&via.namespace, &via.cluster);
-        let tree = Tree::from_items(&self.store.query(&pk, Some(&format!("{kind}#"))).await?);
+        let items = match read.entry((pk.clone(), kind)) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(self.store.query(&pk, Some(&format!("{kind}#"))).await?)
+            }
+        };
+        let tree = Tree::from_items(items);
+        let labels = if selecting && via.kind == Kind::Machine {
+            let own = self
+                .store
+                .query(&pk, Some(&object_prefix(Kind::Machine, &via.name)))
+                .await?;
+            Tree::from_items(&own)
+                .get(Kind::Machine, &via.name)
+                .and_then(|s| s.object.as_machine())
+                .map(|m| (m.spec.cluster_name.clone(), m.metadata.labels.clone()))
+        } else {
+            None
+        };
         let mut keys: Vec<ObjectKey> = tree
             .of_kind(kind)
             .filter(|s| match (&s.object, via.kind) {
                 (capstan_model::Object::MachineDeployment(md), Kind::MachineClass) => {
                     md.spec.template.spec.machine_class == via.name
+                }
+                // A Machine that cannot be read (or is gone) wakes every check.
+                (capstan_model::Object::MachineHealthCheck(hc), Kind::Machine) => {
+                    labels.as_ref().is_none_or(|(cluster, labels)| {
+                        hc.spec.cluster_name == *cluster && hc.spec.selector.matches(labels)
+                    })
                 }
                 _ => true,
             })
@@ -369,6 +426,8 @@ enum Target {
     Related {
         via: ObjectKey,
         kind: Kind,
+        /// Only the objects whose selector matches `via` (a Machine's status change).
+        selecting: bool,
     },
     /// The autoscaler's pass for this Cluster.
     Autoscale(ObjectKey),
@@ -404,12 +463,18 @@ fn targets(reconciler: Reconciler, event: &BusEvent) -> Result<BTreeSet<Target>,
             out.insert(Target::Related {
                 via: key.clone(),
                 kind: Kind::MachineDeployment,
+                selecting: false,
             });
         }
         (Reconciler::HealthCheck, Kind::Machine) => {
+            // A status write cannot change the Machine's labels, so only the checks
+            // selecting them care; a spec change or a removal wakes them all.
+            let status_only = detail.part.as_deref() == Some("status")
+                && detail.change.as_deref() != Some("REMOVE");
             out.insert(Target::Related {
                 via: key.clone(),
                 kind: Kind::MachineHealthCheck,
+                selecting: status_only,
             });
         }
         (_, kind) if kind == own => {

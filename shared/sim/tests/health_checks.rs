@@ -1,8 +1,10 @@
-//! A health check's `maxInFlight` holds under Lambda's concurrency only because its
-//! plans are fenced. The interleaving that shows it is narrow (two passes of one
-//! health check, a Machine failing between their reads, the later failure sorting
-//! first), so seeded runs of the simulator seldom find it; this test plays it exactly,
-//! through the control plane over the in-memory AWS and the simulator's faulty table:
+//! The health-check reconciler under Lambda's batching and concurrency, through the
+//! control plane over the in-memory AWS and the simulator's table.
+//!
+//! Its `maxInFlight` holds only because its plans are fenced. The interleaving that
+//! shows it is narrow (two passes of one health check, a Machine failing between
+//! their reads, the later failure sorting first), so seeded runs of the simulator
+//! seldom find it; `two_passes_a_failure_apart` plays it exactly:
 //!
 //! 1. pass A reads the Machines: `b` is unhealthy, `a` is not;
 //! 2. the machine reconciler records that `a`'s instance terminated;
@@ -20,18 +22,19 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use capstan_model::item::{self, encode_desired};
+use capstan_model::item::{self, Part, encode_desired};
 use capstan_model::{
     Expect, IntOrPercent, Kind, LabelSelector, MachineClass, MachineClassSpec, MachineHealthCheck,
     MachineHealthCheckSpec, MachinePhase, MachineSet, MachineSetSpec, MachineTemplate,
     MachineTemplateSpec, Object, ObjectKey, ObjectMeta, TemplateMetadata,
 };
 use capstan_reconcile::Tree;
-use capstan_runtime::events::instance_state_change;
-use capstan_runtime::routes::Reconciler;
+use capstan_runtime::events::{ObjectEvent, envelope, instance_state_change};
+use capstan_runtime::handlers::Delivery;
+use capstan_runtime::routes::{Reconciler, SOURCE, changed};
 use capstan_runtime::table::trees_by_partition;
 use capstan_runtime::{Clock, ControlPlane, NoWorkload, Store};
-use capstan_sim::bus::Delivery;
+use capstan_sim::bus::Delivery as BusDelivery;
 use capstan_sim::simulator::faults::{Chaos, FaultyStore};
 use capstan_sim::simulator::invariants::{Remediations, health_checks_within_limits};
 use capstan_sim::simulator::{Faults, Mutation, Violation};
@@ -59,7 +62,7 @@ fn meta(name: &str) -> ObjectMeta {
     }
 }
 
-fn objects() -> Vec<Object> {
+fn objects(replicas: i32) -> Vec<Object> {
     let class = Object::MachineClass(MachineClass {
         metadata: meta("workers"),
         spec: MachineClassSpec {
@@ -77,7 +80,7 @@ fn objects() -> Vec<Object> {
         metadata: meta("workers"),
         spec: MachineSetSpec {
             cluster_name: CLUSTER.into(),
-            replicas: 2,
+            replicas,
             template: MachineTemplate {
                 metadata: TemplateMetadata {
                     labels: pool.clone(),
@@ -99,12 +102,17 @@ fn objects() -> Vec<Object> {
         ..Default::default()
     };
     spec.remediation.max_in_flight = Some(IntOrPercent::Int(1));
-    let check = Object::MachineHealthCheck(MachineHealthCheck {
-        metadata: meta("workers"),
-        spec,
-        status: Default::default(),
-    });
-    vec![class, set, check]
+    let mut others = spec.clone();
+    others.selector.match_labels = [("pool".to_string(), "others".to_string())].into();
+    let check = |name: &str, spec| {
+        Object::MachineHealthCheck(MachineHealthCheck {
+            metadata: meta(name),
+            spec,
+            status: Default::default(),
+        })
+    };
+    // A second check over a pool with no Machines: it selects none of these.
+    vec![class, set, check("workers", spec), check("others", others)]
 }
 
 struct World {
@@ -122,7 +130,7 @@ fn world(mutation: Option<Mutation>) -> World {
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let store = MemStore::new(shared.clone());
     let ec2 = SimEc2::new(Ec2Config::default(), shared.clone());
-    let bus = MemBus::new(shared.clone(), Delivery::default());
+    let bus = MemBus::new(shared.clone(), BusDelivery::default());
     let mut chaos = Chaos::new(1, Faults::none(), mutation);
     chaos.serving = Some(Reconciler::HealthCheck);
     let faulty = FaultyStore {
@@ -159,9 +167,9 @@ fn world(mutation: Option<Mutation>) -> World {
 }
 
 impl World {
-    /// Reconciles everything but the health check until the pool runs.
-    fn converge(&self) {
-        for object in objects() {
+    /// Reconciles everything but the health checks until a pool of `replicas` runs.
+    fn converge(&self, replicas: i32) {
+        for object in objects(replicas) {
             finish(self.store.put(encode_desired(&object, 1), Expect::Absent)).expect("created");
         }
         for _ in 0..12 {
@@ -233,7 +241,7 @@ impl World {
 /// also returns how many Machines the passes deleted.
 fn two_passes_a_failure_apart(mutation: Option<Mutation>) -> (usize, Result<(), Violation>) {
     let w = world(mutation);
-    w.converge();
+    w.converge(2);
     let workers = w.workers();
     let [(_, first), (_, second)] = workers.as_slice() else {
         panic!("two running workers wanted, found {workers:?}");
@@ -282,5 +290,73 @@ fn without_the_fence_two_health_check_passes_exceed_max_in_flight() {
         violation.message.contains("maxInFlight allows 1"),
         "{}",
         violation.message
+    );
+}
+
+/// A Machine's status changed, as the stream router tells the health-check reconciler.
+fn status_changed(name: &str, now: capstan_model::Timestamp) -> Delivery {
+    let detail = ObjectEvent {
+        namespace: NAMESPACE.into(),
+        cluster: CLUSTER.into(),
+        kind: Kind::Machine,
+        name: name.into(),
+        part: Some("status".into()),
+        change: Some("MODIFY".into()),
+        owner: None,
+        autoscale: false,
+    };
+    Delivery {
+        message_id: name.to_string(),
+        event: envelope(
+            SOURCE,
+            &changed(Kind::Machine),
+            serde_json::to_value(detail).expect("an event serializes"),
+            now,
+        ),
+    }
+}
+
+/// Ten Machines' status changes in one batch wake the check that selects them once (one
+/// read of the cluster's partition, not ten), and the check that selects none of them
+/// not at all: a pool's churn costs its health check one pass per batch.
+#[test]
+fn status_changes_in_one_batch_wake_the_check_selecting_them_once() {
+    let w = world(None);
+    w.converge(10);
+    let workers = w.workers();
+    assert_eq!(workers.len(), 10, "{workers:?}");
+    let batch: Vec<Delivery> = workers
+        .iter()
+        .map(|(name, _)| status_changed(name, w.clock.now()))
+        .collect();
+    let pk = item::partition_key(NAMESPACE, CLUSTER);
+    let partition = w
+        .store
+        .items()
+        .iter()
+        .filter(|i| item::item_key(i).is_some_and(|k| k.pk == pk))
+        .count() as u64;
+    let read_before = w.store.items_read();
+    let outcome = finish(w.cp.handle_batch(Reconciler::HealthCheck, batch));
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    let read = w.store.items_read() - read_before;
+    // One pass over the partition, and per message the Machine's own two items and the
+    // partition's checks (read once per batch).
+    assert!(
+        read <= partition + 3 * 10,
+        "{read} items read for ten status changes; the partition holds {partition}"
+    );
+    let status_of = |name: &str| {
+        w.store.items().iter().filter_map(item::item_key).any(|k| {
+            k.pk == pk && k.sk == item::sort_key(Kind::MachineHealthCheck, name, Part::Observed)
+        })
+    };
+    assert!(
+        status_of("workers"),
+        "the check selecting the Machines was not reconciled"
+    );
+    assert!(
+        !status_of("others"),
+        "a check selecting none of the Machines was reconciled"
     );
 }
