@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use capstan_model::item::{AttrValue, item_key};
-use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
+use capstan_model::labels::{TAG_INSTALLATION, TAG_LAUNCH_BATCH, TAG_MACHINE_UID};
 use capstan_model::{Item, Kind, ObjectKey, Timestamp};
 
 use capstan_model::{Machine, MachineDeployment, MachineSet, RolloutStrategyType};
@@ -319,11 +319,53 @@ fn has_true_condition(item: &Item, kind: &str) -> bool {
     })
 }
 
-/// At most one live instance carries any one Machine's uid.
+/// Batched launches as the Machines record them: (batch token, launch index) → the
+/// uid of the Machine whose `status.launchBatch` names them.
+fn batch_members<'a>(items: &[&'a Item]) -> BTreeMap<(&'a str, u32), &'a str> {
+    let mut members = BTreeMap::new();
+    for item in items {
+        if !matches!(item.get("sk"), Some(AttrValue::S(sk)) if sk.starts_with("Machine#") && sk.ends_with("#status"))
+        {
+            continue;
+        }
+        let (Some(AttrValue::S(uid)), Some(AttrValue::M(status))) =
+            (item.get("uid"), item.get("status"))
+        else {
+            continue;
+        };
+        let Some(AttrValue::M(batch)) = status.get("launchBatch") else {
+            continue;
+        };
+        if let (Some(AttrValue::S(token)), Some(AttrValue::N(index))) =
+            (batch.get("token"), batch.get("index"))
+            && let Ok(index) = index.parse::<u32>()
+        {
+            members.insert((token.as_str(), index), uid.as_str());
+        }
+    }
+    members
+}
+
+/// The uid of the Machine an instance is: its machine-uid tag, or for an instance of
+/// a batched launch, the Machine that records its batch and launch index.
+fn machine_uid_of<'a>(
+    i: &'a Instance,
+    members: &BTreeMap<(&'a str, u32), &'a str>,
+) -> Option<&'a str> {
+    if let Some(uid) = i.tags.get(TAG_MACHINE_UID) {
+        return Some(uid);
+    }
+    let token = i.tags.get(TAG_LAUNCH_BATCH)?;
+    members.get(&(token.as_str(), i.launch_index?)).copied()
+}
+
+/// At most one live instance is any one Machine's: carries its uid, or is the
+/// instance of its batched launch at its launch index.
 pub fn at_most_one_live_instance_per_machine(w: &World) -> Result<(), Violation> {
+    let members = batch_members(w.items);
     let mut by_uid: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for i in w.instances.iter().filter(|i| i.state.is_live()) {
-        if let Some(uid) = i.tags.get(TAG_MACHINE_UID) {
+        if let Some(uid) = machine_uid_of(i, &members) {
             by_uid.entry(uid).or_default().push(&i.instance_id);
         }
     }
@@ -352,14 +394,12 @@ pub fn every_live_tagged_instance_has_a_machine(w: &World) -> Result<(), Violati
             _ => None,
         })
         .collect();
+    let members = batch_members(w.items);
     for i in w.instances.iter().filter(|i| i.state.is_live()) {
         if i.tags.get(TAG_INSTALLATION).map(String::as_str) != Some(w.installation) {
             continue;
         }
-        let owned = i
-            .tags
-            .get(TAG_MACHINE_UID)
-            .is_some_and(|u| uids.contains(u.as_str()));
+        let owned = machine_uid_of(i, &members).is_some_and(|u| uids.contains(u));
         let overdue = i
             .launch_time
             .checked_add(ORPHAN_DEADLINE)
