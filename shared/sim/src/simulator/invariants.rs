@@ -63,14 +63,21 @@ pub struct Checker {
     /// replicas at the last step.
     rollout: BTreeMap<ObjectKey, (i32, i32, i32)>,
     /// Per RollingUpdate MachineDeployment: its desired replicas and `maxUnavailable`,
-    /// and each of its sets' replicas, at the last step.
-    sets: BTreeMap<ObjectKey, (i32, i32, BTreeMap<String, i32>)>,
+    /// and each of its sets' replicas and reported available Machines, at the last step.
+    sets: BTreeMap<ObjectKey, (i32, i32, BTreeMap<String, SetSize>)>,
     /// Per MachineSet (partition key, name): its live Machines at the last step.
     machines: BTreeMap<(String, String), usize>,
     /// Per MachineSet: its replicas at the last step. Invocations run side by side
     /// within a step, so a set may rightly create from the replicas it read before a
     /// concurrent deployment pass lowered them in the same step.
     replicas: BTreeMap<(String, String), i32>,
+}
+
+/// A MachineSet's replicas and the available Machines its status reports.
+#[derive(Clone, Copy, Debug)]
+struct SetSize {
+    replicas: i32,
+    available: i32,
 }
 
 impl Checker {
@@ -159,6 +166,15 @@ impl Checker {
     /// keeps `min(available, n)` available Machines, since it deletes unavailable
     /// ones first. Steps where a person changed the deployment's replicas or
     /// `maxUnavailable` are not judged (the deployment may not have seen the change).
+    ///
+    /// The deployment's pass runs alongside the MachineSet reconcilers and the outside
+    /// world, so it may have read the sets' availability as it was before the step or
+    /// as it is after: a shrink breaks the bound only if it does with both. As in
+    /// Cluster API, `maxUnavailable` bounds what the rollout lets go on what it can
+    /// observe (`status.availableReplicas`); a Machine failing from outside in the
+    /// same step (an instance stopped or terminated, which the sets report only
+    /// later) is a disruption the rollout could not have counted (seed 2 of
+    /// `rollout-during-scale-down` under `concurrency,external=0.1`).
     pub fn rollouts_within_max_unavailable(&mut self, w: &World) -> Result<(), Violation> {
         let mut next = BTreeMap::new();
         for (key, d, sets) in deployments(w) {
@@ -168,30 +184,53 @@ impl Checker {
             }
             let desired = d.spec.replicas.max(0);
             let (_, unavailable) = fenceposts(&strategy.rolling_update, desired);
-            let replicas: BTreeMap<String, i32> = sets
+            let sizes: BTreeMap<String, SetSize> = sets
                 .iter()
-                .map(|s| (s.metadata.name.clone(), s.spec.replicas))
+                .map(|s| {
+                    (
+                        s.metadata.name.clone(),
+                        SetSize {
+                            replicas: s.spec.replicas,
+                            available: s.status.available_replicas,
+                        },
+                    )
+                })
                 .collect();
             if let Some((prev_desired, prev_unavailable, prev)) = self.sets.get(&key)
                 && (*prev_desired, *prev_unavailable) == (desired, unavailable)
             {
-                let kept = |s: &MachineSet, spec: i32| s.status.available_replicas.min(spec).max(0);
-                let before: i32 = sets
-                    .iter()
-                    .map(|s| kept(s, *prev.get(&s.metadata.name).unwrap_or(&s.spec.replicas)))
-                    .sum();
-                let after: i32 = sets.iter().map(|s| kept(s, s.spec.replicas)).sum();
+                let kept = |available: i32, spec: i32| available.min(spec).max(0);
                 let floor = desired - unavailable;
-                if after < before && after < floor {
+                // (before, after) with each set's availability as read before the
+                // step (`earlier`) or after it.
+                let judge = |earlier: bool| {
+                    sets.iter().fold((0, 0), |(before, after), s| {
+                        let was = prev.get(&s.metadata.name);
+                        let available = match (earlier, was) {
+                            (true, Some(was)) => was.available,
+                            _ => s.status.available_replicas,
+                        };
+                        let prev_spec = was.map_or(s.spec.replicas, |w| w.replicas);
+                        (
+                            before + kept(available, prev_spec),
+                            after + kept(available, s.spec.replicas),
+                        )
+                    })
+                };
+                let breaks = |(before, after): (i32, i32)| after < before && after < floor;
+                let (read_before, read_after) = (judge(true), judge(false));
+                if breaks(read_before) && breaks(read_after) {
+                    let (before, after) = read_after;
                     return Err(Violation::new(
                         "rollouts_within_max_unavailable",
                         format!(
-                            "{key}: its MachineSets were shrunk from {before} to {after} available Machines; replicas {desired} - maxUnavailable {unavailable} require {floor}"
+                            "{key}: its MachineSets were shrunk from {before} to {after} available Machines (from {} to {} by the availability reported before the step); replicas {desired} - maxUnavailable {unavailable} require {floor}",
+                            read_before.0, read_before.1
                         ),
                     ));
                 }
             }
-            next.insert(key, (desired, unavailable, replicas));
+            next.insert(key, (desired, unavailable, sizes));
         }
         self.sets = next;
         Ok(())
