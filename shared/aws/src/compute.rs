@@ -116,6 +116,26 @@ impl Ec2Compute {
     /// EC2 honours ClientToken for a retry after a timeout (AWS does; moto does not,
     /// which is why recovery looks by tag first). Errors: see the module docs.
     async fn launch(&self, request: LaunchRequest) -> Result<Instance, ComputeError> {
+        let instances = self.launch_up_to(request, 1).await?;
+        instances
+            .into_iter()
+            .next()
+            .ok_or_else(|| ComputeError::Unavailable("RunInstances returned no instance".into()))
+    }
+
+    /// One RunInstances for up to `count` identical instances (MinCount = 1, MaxCount =
+    /// `count`): [`Self::launch`]'s request, every instance tagged alike; each reports
+    /// its AmiLaunchIndex, by which the caller assigns them (`capstan_reconcile::
+    /// launch_batch`).
+    async fn launch_up_to(
+        &self,
+        request: LaunchRequest,
+        count: u32,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        let max_count = i32::try_from(count).map_err(|_| ComputeError::Invalid {
+            code: "InvalidParameterValue".into(),
+            message: format!("MaxCount {count} is too large"),
+        })?;
         let root_device = self.root_device(&request.image_id).await?;
         let volume = &request.root_volume;
         let ebs = EbsBlockDevice::builder()
@@ -168,7 +188,7 @@ impl Ec2Compute {
             .image_id(&request.image_id)
             .instance_type(InstanceType::from(request.instance_type.as_str()))
             .min_count(1)
-            .max_count(1)
+            .max_count(max_count)
             .subnet_id(&request.subnet_id)
             .set_security_group_ids(
                 (!request.security_groups.is_empty()).then(|| request.security_groups.clone()),
@@ -217,10 +237,7 @@ impl Ec2Compute {
             call = call.user_data(aws_smithy_types::base64::encode(user_data.as_bytes()));
         }
         let out = call.send().await.map_err(compute_error)?;
-        out.instances()
-            .first()
-            .map(instance_of)
-            .ok_or_else(|| ComputeError::Unavailable("RunInstances returned no instance".into()))
+        Ok(out.instances().iter().map(instance_of).collect())
     }
 
     /// Refuses unless every one of `ids` exists and carries `tag_guard` (IAM enforces the
@@ -343,6 +360,7 @@ fn instance_of(i: &aws_sdk_ec2::types::Instance) -> Instance {
             .unwrap_or(Timestamp::MAX),
         // EC2 reports the token (empty for a launch without one); moto leaves it out.
         client_token: i.client_token().map(str::to_string),
+        launch_index: i.ami_launch_index().and_then(|n| u32::try_from(n).ok()),
     }
 }
 
@@ -356,6 +374,14 @@ impl Compute for Ec2Compute {
             results.push(self.launch(request).await);
         }
         results
+    }
+
+    async fn run_batch(
+        &self,
+        launch: LaunchRequest,
+        count: u32,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        self.launch_up_to(launch, count).await
     }
 
     /// Terminates `instance_ids`, but only if every one carries `tag_guard`.

@@ -46,6 +46,13 @@ pub struct EmbeddedConfig {
     pub sweep_every: Duration,
     /// Messages a reconciler takes from its queue at once (the Lambda batch size).
     pub batch_size: usize,
+    /// The Machine reconciler's batch size. On AWS, above 10 it needs a batching
+    /// window (`MaximumBatchingWindowInSeconds`), which is also how long a batched
+    /// launch may wait for its members; here the driver hands over what is queued.
+    pub machine_batch_size: usize,
+    /// Identical launches of one Machine-reconciler invocation share one
+    /// RunInstances (issue 16); off, one RunInstances per Machine.
+    pub batch_launches: bool,
     /// The in-memory workload clusters (kubelets, pods, evictions).
     pub workload: WorkloadConfig,
 }
@@ -58,6 +65,8 @@ impl Default for EmbeddedConfig {
             delivery: Delivery::default(),
             sweep_every: Duration::from_secs(300),
             batch_size: 10,
+            machine_batch_size: 10,
+            batch_launches: true,
             workload: WorkloadConfig::default(),
         }
     }
@@ -105,14 +114,20 @@ pub struct ReconcilerLoad {
 pub struct Metered {
     /// Messages an invocation takes at once (Lambda's batch size, at most 10).
     pub batch_size: usize,
+    /// The Machine reconciler's (see `EmbeddedConfig::machine_batch_size`).
+    pub machine_batch_size: usize,
     store: MemStore,
     /// Per reconciler, since the start.
     pub load: BTreeMap<Reconciler, ReconcilerLoad>,
 }
 
 impl Schedule for Metered {
-    fn batch_size(&mut self, _queue: Reconciler) -> usize {
-        self.batch_size
+    fn batch_size(&mut self, queue: Reconciler) -> usize {
+        if queue == Reconciler::Machine {
+            self.machine_batch_size
+        } else {
+            self.batch_size
+        }
     }
 
     async fn run<'a>(
@@ -202,9 +217,12 @@ impl Embedded {
             MetricsSink::Log,
         )
         .with_workload(workload.clone());
+        let mut functions = functions;
+        functions.control_plane.batch_launches = config.batch_launches;
         let platform = MemPlatform::new(store.clone(), ec2.clone(), bus.clone(), clock.clone());
         let schedule = Metered {
             batch_size: config.batch_size,
+            machine_batch_size: config.machine_batch_size,
             store: store.clone(),
             load: BTreeMap::new(),
         };

@@ -389,6 +389,18 @@ impl Compute for CrashAfterFirstLaunch {
         results
     }
 
+    async fn run_batch(
+        &self,
+        launch: LaunchRequest,
+        count: u32,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        let result = self.inner.run_batch(launch, count).await;
+        if !self.crashed.swap(true, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        result
+    }
+
     async fn terminate_instances(
         &self,
         instance_ids: Vec<String>,

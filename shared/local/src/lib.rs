@@ -222,6 +222,7 @@ fn instance_to_json(i: &Instance) -> Value {
         "tags": i.tags,
         "launchTime": i.launch_time.to_string(),
         "clientToken": i.client_token,
+        "launchIndex": i.launch_index,
     })
 }
 
@@ -237,6 +238,10 @@ fn instance_from_json(v: &Value) -> Option<Instance> {
         tags: serde_json::from_value(v.get("tags")?.clone()).ok()?,
         launch_time: s("launchTime")?.parse().ok()?,
         client_token: s("clientToken"),
+        launch_index: v
+            .get("launchIndex")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
     })
 }
 
@@ -256,6 +261,7 @@ mod tests {
             tags: [("a".to_string(), "b".to_string())].into(),
             launch_time: Timestamp::UNIX_EPOCH,
             client_token: Some("uid".into()),
+            launch_index: Some(0),
         };
         assert_eq!(
             instance_from_json(&instance_to_json(&instance)),

@@ -44,6 +44,10 @@ pub const TAG_NAMESPACE: &str = "capstan.dev/namespace";
 pub const TAG_CLUSTER: &str = "capstan.dev/cluster";
 pub const TAG_MACHINE: &str = "capstan.dev/machine";
 pub const TAG_MACHINE_UID: &str = "capstan.dev/machine-uid";
+/// Every instance of a batched launch carries the batch's ClientToken under this key
+/// (instead of a machine and machine-uid tag: one RunInstances tags all its instances
+/// alike); the Machine records the token and its instance's AmiLaunchIndex.
+pub const TAG_LAUNCH_BATCH: &str = "capstan.dev/launch-batch";
 
 /// Prefix reserved for Capstan's own tags and labels.
 pub const RESERVED_PREFIX: &str = "capstan.dev/";

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use capstan_model::labels::{
-    RESERVED_PREFIX, TAG_CLUSTER, TAG_INSTALLATION, TAG_MACHINE, TAG_MACHINE_UID, TAG_NAMESPACE,
+    RESERVED_PREFIX, TAG_CLUSTER, TAG_INSTALLATION, TAG_LAUNCH_BATCH, TAG_MACHINE, TAG_MACHINE_UID,
+    TAG_NAMESPACE,
 };
 use capstan_model::{LaunchRequest, LaunchSpec, Machine, MachineClassSpec};
 
@@ -68,9 +69,22 @@ pub fn retag_tags(machine: &Machine, installation: &str) -> BTreeMap<String, Str
 /// Every call on an existing instance (terminate, tag, adopt by tag, record a state)
 /// first finds the instance carrying all of them: a raw item in one namespace that
 /// names another namespace's instance, or a forged uid, matches none.
+///
+/// A Machine launched in a batch ([`crate::launch_batch`]) records the batch's token
+/// and its instance's AmiLaunchIndex instead: its tags are the installation's,
+/// namespace, cluster and `capstan.dev/launch-batch = token`, and the instance must
+/// also have the recorded launch index ([`owns_launch_index`]).
 pub fn ownership_tags(machine: &Machine, installation: &str) -> Option<Vec<(String, String)>> {
     let m = &machine.metadata;
     let uid = m.uid.clone().filter(|u| !u.is_empty())?;
+    if let Some(batch) = &machine.status.launch_batch {
+        return Some(vec![
+            (TAG_INSTALLATION.to_string(), installation.to_string()),
+            (TAG_NAMESPACE.to_string(), m.namespace.clone()),
+            (TAG_CLUSTER.to_string(), machine.spec.cluster_name.clone()),
+            (TAG_LAUNCH_BATCH.to_string(), batch.token.clone()),
+        ]);
+    }
     Some(vec![
         (TAG_INSTALLATION.to_string(), installation.to_string()),
         (TAG_NAMESPACE.to_string(), m.namespace.clone()),
@@ -80,15 +94,27 @@ pub fn ownership_tags(machine: &Machine, installation: &str) -> Option<Vec<(Stri
     ])
 }
 
-/// Whether an instance carrying `tags` provably belongs to `machine` (see
-/// [`ownership_tags`]).
+/// Whether an instance whose AmiLaunchIndex is `launch_index` can be `machine`'s: any
+/// for a Machine launched alone; exactly the recorded one for a batch member.
+pub fn owns_launch_index(machine: &Machine, launch_index: Option<u32>) -> bool {
+    machine
+        .status
+        .launch_batch
+        .as_ref()
+        .is_none_or(|b| launch_index == Some(b.index))
+}
+
+/// Whether an instance carrying `tags`, launched at `launch_index`, provably belongs
+/// to `machine` (see [`ownership_tags`] and [`owns_launch_index`]).
 pub fn proves_ownership(
     tags: &BTreeMap<String, String>,
+    launch_index: Option<u32>,
     machine: &Machine,
     installation: &str,
 ) -> bool {
-    ownership_tags(machine, installation)
-        .is_some_and(|want| want.iter().all(|(k, v)| tags.get(k) == Some(v)))
+    owns_launch_index(machine, launch_index)
+        && ownership_tags(machine, installation)
+            .is_some_and(|want| want.iter().all(|(k, v)| tags.get(k) == Some(v)))
 }
 
 /// Whether an instance's Capstan tags agree with one another, as a launch by Capstan

@@ -6,7 +6,7 @@
 //! `machine_class`, `health_check`), `lifecycle` for what every kind shares (taking a
 //! new object in, generations, deletion), `node` for what a Machine learns from its
 //! Node, `drain` for taking the Node out of its cluster before the instance goes, `launch` for how a Machine's instance is
-//! described to EC2, `bootstrap` for the user data that joins a node to its cluster.
+//! described to EC2, `launch_batch` for identical launches sharing one call, `bootstrap` for the user data that joins a node to its cluster.
 
 pub mod autoscale;
 pub mod autoscale_pools;
@@ -17,6 +17,7 @@ pub mod deployment;
 pub mod drain;
 pub mod health_check;
 pub mod launch;
+pub mod launch_batch;
 pub mod lifecycle;
 pub mod machine;
 pub mod machine_class;

@@ -13,6 +13,9 @@
 //!   RunInstances is called, so a crash in between is seen on the next pass, which
 //!   first looks the instance up by its machine-uid tag and only then launches again,
 //!   with the same ClientToken.
+//! - Launched in a batch ([`crate::launch_batch`]), the Machine also records the batch's
+//!   token and its launch index before the call, and recovery looks the instance up by
+//!   the batch tag and that index instead of the machine-uid tag.
 //! - The observed item (the finalizer) is removed only once the instance is terminated
 //!   or provably never existed.
 //!
@@ -187,6 +190,8 @@ pub fn decide(
                 st.phase = MachinePhase::Provisioning;
                 st.launch_requested_at = Some(now);
                 st.retry_after = None;
+                // A launch alone; a batch ([`crate::launch_batch::join`]) sets its own.
+                st.launch_batch = None;
                 // Recorded before the call, so a pass that finds the launch unrecorded
                 // repeats exactly this request (same token, same parameters).
                 st.instance_type = Some(offering.instance_type.clone());
@@ -446,6 +451,12 @@ pub enum LaunchOutcome {
         code: String,
         message: String,
     },
+    /// The Machine was a member of a batched launch ([`crate::launch_batch`]) that
+    /// started fewer instances than it had members, none at this Machine's index: it
+    /// launches again at once, in a later batch or alone.
+    Unassigned {
+        message: String,
+    },
 }
 
 /// The access a launch renders its bootstrap user data through: None without
@@ -475,6 +486,23 @@ fn bootstrap_access(
 /// The Machine after its launch call: id recorded, or backoff, or Failed.
 pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Machine {
     let mut m = m.clone();
+    let unknown = matches!(outcome, LaunchOutcome::Unknown { .. });
+    let launched = matches!(outcome, LaunchOutcome::Launched(_));
+    // A batch's members draw their throttling jitter from its token, so they come
+    // back together and launch in one call again; and start from a shorter wait (one
+    // call for many Machines: the request bucket refills 2 a second).
+    let (jitter_seed, throttle_base) = match &m.status.launch_batch {
+        Some(batch) => (batch.token.clone(), BATCH_THROTTLE_BASE),
+        None => (
+            m.metadata.uid.clone().unwrap_or(m.metadata.name.clone()),
+            BACKOFF_BASE,
+        ),
+    };
+    let batch = m.status.launch_batch.take();
+    if launched || unknown {
+        // The instance is (or may be) the batch's: its record proves it.
+        m.status.launch_batch = batch;
+    }
     match outcome {
         LaunchOutcome::Launched(found) => record_instance(&mut m, found, now),
         LaunchOutcome::Retryable { code, message } => {
@@ -482,11 +510,21 @@ pub fn after_launch(m: &Machine, outcome: LaunchOutcome, now: Timestamp) -> Mach
             retry_later(&mut m, &code, &message, wait, now);
         }
         LaunchOutcome::Throttled { code, message } => {
-            let wait = throttled_backoff(
+            let wait = throttled_backoff_from(
+                throttle_base,
                 m.status.launch_attempts.saturating_add(1),
-                m.metadata.uid.as_deref().unwrap_or(&m.metadata.name),
+                &jitter_seed,
             );
             retry_later(&mut m, &code, &message, wait, now);
+        }
+        LaunchOutcome::Unassigned { message } => {
+            // Not a failure: EC2 started fewer instances than the batch had members.
+            let st = &mut m.status;
+            st.phase = MachinePhase::Pending;
+            st.launch_requested_at = None;
+            st.launch_batch = None;
+            st.retry_after = None;
+            set_not_ready(&mut m, "LaunchUnfulfilled", message, now);
         }
         LaunchOutcome::Unfulfillable {
             code,
@@ -653,6 +691,7 @@ pub fn record_found(m: &Machine, found: Option<FoundInstance>, now: Timestamp) -
                 .unwrap_or(true);
             if grace_over {
                 m.status.launch_requested_at = None;
+                m.status.launch_batch = None;
             }
         }
     }
@@ -753,10 +792,21 @@ pub fn backoff(attempts: u32) -> Duration {
 /// 10–20 s, …, taking the bucket's refill as it comes, instead of all at once again.
 /// Pure: the same Machine and attempt always wait the same.
 pub fn throttled_backoff(attempts: u32, uid: &str) -> Duration {
-    let wait = backoff(attempts);
+    throttled_backoff_from(BACKOFF_BASE, attempts, uid)
+}
+
+/// The first wait of a throttled batched launch: one call carries many Machines, and
+/// the RunInstances request bucket refills 2 a second, so a batch retries sooner than
+/// one Machine does ([`BACKOFF_BASE`]); it doubles to [`BACKOFF_MAX`] the same way.
+pub const BATCH_THROTTLE_BASE: Duration = Duration::from_secs(1);
+
+/// [`throttled_backoff`] from `base` instead of [`BACKOFF_BASE`].
+pub fn throttled_backoff_from(base: Duration, attempts: u32, seed: &str) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
+    let wait = base.saturating_mul(factor).min(BACKOFF_MAX);
     let half = wait / 2;
     let span = u64::try_from(half.as_millis()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_millis(fnv1a(uid.as_bytes(), attempts) % span)
+    half + Duration::from_millis(fnv1a(seed.as_bytes(), attempts) % span)
 }
 
 /// FNV-1a over `bytes` and `salt`: a cheap, stable spread (not a secret).

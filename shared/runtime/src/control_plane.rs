@@ -12,7 +12,7 @@ use capstan_model::item::{
 };
 use capstan_model::labels::TAG_INSTALLATION;
 use capstan_model::{Expect, InstanceState, Kind, Machine, Object, ObjectKey};
-use capstan_reconcile::launch::{Offering, ownership_tags};
+use capstan_reconcile::launch::{Offering, ownership_tags, owns_launch_index};
 use capstan_reconcile::machine::{self as machine_decisions, FoundInstance, LaunchOutcome};
 use capstan_reconcile::plan::version_after;
 use capstan_reconcile::{Action, Ctx, Plan, Tree};
@@ -58,7 +58,7 @@ impl HandlerError {
 }
 
 /// A conflict stops a plan half-way; anything else is an error.
-enum Interrupt {
+pub(crate) enum Interrupt {
     Conflict,
     Failed(HandlerError),
 }
@@ -89,6 +89,10 @@ pub struct ControlPlane<S, C, B, W = NoWorkload> {
     pub entropy: Arc<dyn Entropy>,
     /// Tags every instance; only instances carrying it are ever terminated.
     pub installation: String,
+    /// Identical launches of one Machine-reconciler batch share one RunInstances
+    /// ([`capstan_reconcile::launch_batch`]); off, every Machine makes its own call
+    /// (the pattern before issue 16, kept for the benchmark).
+    pub batch_launches: bool,
 }
 
 impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
@@ -117,6 +121,25 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
     /// Reconciles one object: read, decide, act; on a conflict, read and decide again.
     /// Returns when to look again.
     pub async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Duration>, HandlerError> {
+        match self.reconcile_or_defer(key, false).await? {
+            Reconciled::Done(after) => Ok(after),
+            Reconciled::Launch(launch) => self.launch_alone(launch).await,
+            Reconciled::Terminate(t) => {
+                self.perform_alone(&t.key, t.actions, t.requeue_after, t.desired)
+                    .await
+            }
+        }
+    }
+
+    /// [`Self::reconcile`], except that with `defer` a plan that only writes the
+    /// Machine and then launches its instance is handed back unperformed, for the
+    /// Machine reconciler to launch together with the other launches of its batch
+    /// ([`crate::launch_batch`]).
+    pub(crate) async fn reconcile_or_defer(
+        &self,
+        key: &ObjectKey,
+        defer: bool,
+    ) -> Result<Reconciled, HandlerError> {
         for attempt in 0..CONFLICT_RETRIES {
             let tree = self.snapshot(key).await?;
             let ctx = Ctx {
@@ -128,7 +151,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 // Present but unreadable: left alone (no launch, delete or terminate)
                 // until it can be read; its owner reports it too.
                 warn!(object = %key, step = "read", problem = %unreadable.describe(), "cannot read the object's observed item; leaving it alone");
-                return Ok(None);
+                return Ok(Reconciled::Done(None));
             }
             let plan = capstan_reconcile::decide(key, &tree, &ctx);
             if !plan.actions.is_empty() {
@@ -143,15 +166,60 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                     key: ItemKey::of(key, Part::Desired),
                     expect: Expect::Version(rv),
                 });
+            if defer && let Some(launch) = DeferredLaunch::of(key, &plan, desired.clone()) {
+                return Ok(Reconciled::Launch(launch));
+            }
+            if defer && let Some(t) = DeferredTerminate::of(key, &plan, desired.clone()) {
+                return Ok(Reconciled::Terminate(t));
+            }
             match self.execute(&plan, desired).await {
-                Ok(()) => return Ok(plan.requeue_after),
+                Ok(()) => return Ok(Reconciled::Done(plan.requeue_after)),
                 Err(Interrupt::Conflict) => {
                     debug!(object = %key, step = "act", attempt, "conflict; reading again");
                 }
                 Err(Interrupt::Failed(e)) => return Err(e),
             }
         }
-        Ok(Some(CONFLICT_REQUEUE))
+        Ok(Reconciled::Done(Some(CONFLICT_REQUEUE)))
+    }
+
+    /// Performs a deferred launch on its own, as [`Self::reconcile`] would have; on a
+    /// conflict, reads and decides again (without deferring).
+    pub(crate) async fn launch_alone(
+        &self,
+        launch: DeferredLaunch,
+    ) -> Result<Option<Duration>, HandlerError> {
+        self.perform_alone(
+            &launch.key,
+            launch.actions,
+            launch.requeue_after,
+            launch.desired,
+        )
+        .await
+    }
+
+    /// Performs a deferred plan's `actions` as [`Self::reconcile`] would have; on a
+    /// conflict, reads and decides again (without deferring).
+    pub(crate) async fn perform_alone(
+        &self,
+        key: &ObjectKey,
+        actions: Vec<Action>,
+        requeue_after: Option<Duration>,
+        desired: Option<Write>,
+    ) -> Result<Option<Duration>, HandlerError> {
+        let plan = Plan {
+            actions,
+            requeue_after,
+        };
+        match self.execute(&plan, desired).await {
+            Ok(()) => Ok(plan.requeue_after),
+            Err(Interrupt::Conflict) => match self.reconcile_or_defer(key, false).await? {
+                Reconciled::Done(after) => Ok(after),
+                // Not deferring: every plan was performed.
+                Reconciled::Launch(_) | Reconciled::Terminate(_) => Ok(Some(CONFLICT_REQUEUE)),
+            },
+            Err(Interrupt::Failed(e)) => Err(e),
+        }
     }
 
     /// Performs a plan: its writes first, fenced, then at most one EC2 call.
@@ -372,6 +440,20 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         Ok(())
     }
 
+    /// The writes of a plan (its leading table-write actions), fenced as
+    /// [`Self::execute`] fences them when an EC2 call follows.
+    pub(crate) async fn write_before_call(
+        &self,
+        actions: &[Action],
+        desired: Option<Write>,
+    ) -> Result<(), Interrupt> {
+        let writes: Vec<Write> = actions.iter().map_while(write_of).collect();
+        let fenced = writes.first().is_some_and(is_observed_put);
+        let desired =
+            desired.filter(|check| fenced && !writes.iter().any(|w| w.key() == check.key()));
+        self.write_fenced(writes, desired).await
+    }
+
     /// The plan's writes, in transactions of at most [`MAX_TRANSACT_WRITES`] writes and
     /// [`TRANSACTION_BYTES`]; every transaction after the first starts with the object's
     /// observed item again, conditional on the version the previous one wrote.
@@ -448,7 +530,11 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             .await
     }
 
-    async fn put_machine(&self, machine: &Machine, observed_rv: u64) -> Result<(), StoreError> {
+    pub(crate) async fn put_machine(
+        &self,
+        machine: &Machine,
+        observed_rv: u64,
+    ) -> Result<(), StoreError> {
         self.put_observed(
             &Object::Machine(machine.clone()),
             Expect::Version(observed_rv),
@@ -525,27 +611,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             Some(Ok(instance)) => LaunchOutcome::Launched(found(instance)),
             Some(Err(e)) => {
                 warn!(object = %key_of(machine), step = "launch", error = %e, "launch failed");
-                match e {
-                    ComputeError::Invalid { code, message } => {
-                        LaunchOutcome::Final { code, message }
-                    }
-                    ComputeError::Unfulfillable { code, message } => LaunchOutcome::Unfulfillable {
-                        code,
-                        message,
-                        offering: Offering {
-                            instance_type: request.instance_type.clone(),
-                            subnet: request.subnet_id.clone(),
-                        },
-                    },
-                    ComputeError::Unavailable(message) => LaunchOutcome::Unknown {
-                        code: "ServiceUnavailable".to_string(),
-                        message,
-                    },
-                    throttled @ ComputeError::Throttled { .. } => LaunchOutcome::Throttled {
-                        code: throttled.code().to_string(),
-                        message: throttled.to_string(),
-                    },
-                }
+                launch_outcome(e, &request)
             }
             None => LaunchOutcome::Retryable {
                 code: "NoResult".to_string(),
@@ -567,10 +633,14 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         let instances = self.compute.describe_instances(tags).await?;
         let mut live: Vec<Instance> = instances
             .into_iter()
-            .filter(|i| i.state.is_live())
+            .filter(|i| i.state.is_live() && owns_launch_index(machine, i.launch_index))
             .collect();
-        // Prefer the one launched with this Machine's token, then the running one.
-        let uid = machine.metadata.uid.clone();
+        // Prefer the one launched with this Machine's token (its batch's, for a
+        // member), then the running one.
+        let uid = match &machine.status.launch_batch {
+            Some(batch) => Some(batch.token.clone()),
+            None => machine.metadata.uid.clone(),
+        };
         live.sort_by_key(|i| {
             (
                 i.client_token.is_some() && i.client_token != uid,
@@ -592,12 +662,14 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             return Ok(None);
         };
         let instances = self.compute.describe_instances(tags).await?;
-        Ok(instances.into_iter().find(|i| i.instance_id == instance_id))
+        Ok(instances
+            .into_iter()
+            .find(|i| i.instance_id == instance_id && owns_launch_index(machine, i.launch_index)))
     }
 
     /// Leaves an instance that is not provably the Machine's alone, says so in the log
     /// and once on the Machine (`InstanceOwned` False), and carries on with the plan.
-    async fn refuse_not_owned(
+    pub(crate) async fn refuse_not_owned(
         &self,
         machine: &Machine,
         instance_id: &str,
@@ -658,7 +730,130 @@ fn write_of(action: &Action) -> Option<Write> {
     })
 }
 
-fn found(i: Instance) -> FoundInstance {
+/// A RunInstances error as the decision's outcome for a launch of `request`.
+pub(crate) fn launch_outcome(
+    e: ComputeError,
+    request: &capstan_model::LaunchRequest,
+) -> LaunchOutcome {
+    match e {
+        ComputeError::Invalid { code, message } => LaunchOutcome::Final { code, message },
+        ComputeError::Unfulfillable { code, message } => LaunchOutcome::Unfulfillable {
+            code,
+            message,
+            offering: Offering {
+                instance_type: request.instance_type.clone(),
+                subnet: request.subnet_id.clone(),
+            },
+        },
+        ComputeError::Unavailable(message) => LaunchOutcome::Unknown {
+            code: "ServiceUnavailable".to_string(),
+            message,
+        },
+        throttled @ ComputeError::Throttled { .. } => LaunchOutcome::Throttled {
+            code: throttled.code().to_string(),
+            message: throttled.to_string(),
+        },
+    }
+}
+
+/// What a reconcile did: performed its plan (and when to look again), or, asked to
+/// defer, handed back a launch to be made together with others.
+// Short-lived, one per reconcile: boxing the deferred plans would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Reconciled {
+    Done(Option<Duration>),
+    Launch(DeferredLaunch),
+    Terminate(DeferredTerminate),
+}
+
+/// A Machine's plan that (after its writes) terminates the Machine's instance, not yet
+/// performed: the Machine reconciler terminates several in one call
+/// ([`crate::terminate_batch`]).
+pub(crate) struct DeferredTerminate {
+    pub key: ObjectKey,
+    /// The plan's actions: its writes, then the `Terminate`.
+    pub actions: Vec<Action>,
+    pub requeue_after: Option<Duration>,
+    pub desired: Option<Write>,
+    pub machine: Machine,
+    pub instance_id: String,
+    pub observed_rv: u64,
+}
+
+impl DeferredTerminate {
+    fn of(key: &ObjectKey, plan: &Plan, desired: Option<Write>) -> Option<DeferredTerminate> {
+        let (last, writes) = plan.actions.split_last()?;
+        let Action::Terminate {
+            machine,
+            instance_id,
+            observed_rv,
+        } = last
+        else {
+            return None;
+        };
+        if !writes.iter().all(|a| write_of(a).is_some()) {
+            return None;
+        }
+        Some(DeferredTerminate {
+            key: key.clone(),
+            actions: plan.actions.clone(),
+            requeue_after: plan.requeue_after,
+            desired,
+            machine: machine.clone(),
+            instance_id: instance_id.clone(),
+            observed_rv: *observed_rv,
+        })
+    }
+}
+
+/// A Machine's plan that writes the Machine (Provisioning) and then launches its
+/// instance, not yet performed: the Machine reconciler launches identical ones
+/// together ([`crate::launch_batch`]).
+pub(crate) struct DeferredLaunch {
+    pub key: ObjectKey,
+    /// The plan's actions: its writes, then the `Launch`.
+    pub actions: Vec<Action>,
+    pub requeue_after: Option<Duration>,
+    /// The check that the Machine's desired item is still the one decided from.
+    pub desired: Option<Write>,
+    /// The Machine as the plan writes it, and the version that write leaves.
+    pub machine: Machine,
+    pub observed_rv: u64,
+    pub request: capstan_model::LaunchRequest,
+}
+
+impl DeferredLaunch {
+    /// The plan as a deferred launch, if it is one that can share a call: writes only,
+    /// then a fresh launch (not a recovery, no bootstrap user data to render per
+    /// Machine).
+    fn of(key: &ObjectKey, plan: &Plan, desired: Option<Write>) -> Option<DeferredLaunch> {
+        let (last, writes) = plan.actions.split_last()?;
+        let Action::Launch {
+            machine,
+            request,
+            observed_rv,
+            recover: false,
+            bootstrap: None,
+        } = last
+        else {
+            return None;
+        };
+        if writes.is_empty() || !writes.iter().all(|a| write_of(a).is_some()) {
+            return None;
+        }
+        Some(DeferredLaunch {
+            key: key.clone(),
+            actions: plan.actions.clone(),
+            requeue_after: plan.requeue_after,
+            desired,
+            machine: machine.clone(),
+            observed_rv: *observed_rv,
+            request: request.clone(),
+        })
+    }
+}
+
+pub(crate) fn found(i: Instance) -> FoundInstance {
     FoundInstance {
         instance_id: i.instance_id,
         instance_type: i.instance_type,
@@ -669,7 +864,7 @@ fn found(i: Instance) -> FoundInstance {
     }
 }
 
-fn key_of(m: &Machine) -> ObjectKey {
+pub(crate) fn key_of(m: &Machine) -> ObjectKey {
     ObjectKey::new(
         &m.metadata.namespace,
         &m.spec.cluster_name,

@@ -37,6 +37,10 @@ use crate::ports::{Bus, Compute, Store, Workload};
 use crate::routes::Reconciler;
 use crate::sweep::SweepReport;
 
+/// The largest batch Lambda hands one invocation from a standard SQS queue (with a
+/// batching window; without one, 10).
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
 /// A call to the platform (the endpoint's stream, queues or EC2) that failed.
 #[derive(Debug, Error)]
 #[error("{action}: {detail}")]
@@ -307,7 +311,9 @@ impl<P: Platform, S: Store, C: Compute, B: Bus, Sch: Schedule, W: Workload>
         for queue in self.schedule.queues() {
             let mut any = false;
             for _ in 0..self.schedule.invocations(queue).max(1) {
-                let size = self.schedule.batch_size(queue).clamp(1, 10);
+                // Lambda's SQS batch: at most 10 messages without a batching window,
+                // up to 10,000 with one. A platform over real SQS (10 a receive) clamps.
+                let size = self.schedule.batch_size(queue).clamp(1, MAX_BATCH_SIZE);
                 let event = self.platform.receive(queue, size).await?;
                 if event.records.is_empty() {
                     break;

@@ -13,7 +13,9 @@ use capstan_reconcile::Tree;
 use capstan_reconcile::machine::{Interruption, record_instance_state, record_interruption};
 use tracing::{debug, error, info, warn};
 
-use crate::control_plane::{ControlPlane, HandlerError, machine_from};
+use crate::control_plane::{
+    ControlPlane, DeferredLaunch, DeferredTerminate, HandlerError, Reconciled, machine_from,
+};
 use crate::events::{
     ObjectEvent, autoscale_event, changed_event, event_time, instance_state_change, resync_event,
 };
@@ -111,6 +113,12 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 }
             }
         }
+        // The Machine reconciler keeps its launches and terminations back until every
+        // Machine of the batch is decided, then makes identical launches together
+        // (crate::launch_batch) and the terminations in one call (crate::terminate_batch).
+        let defer = reconciler == Reconciler::Machine && self.batch_launches;
+        let mut deferred: Vec<(DeferredLaunch, Vec<String>)> = Vec::new();
+        let mut terminations: Vec<(DeferredTerminate, Vec<String>)> = Vec::new();
         for (target, messages) in by_object {
             if let Target::Autoscale(cluster) = &target {
                 match self.autoscale_target(reconciler, cluster).await {
@@ -126,9 +134,47 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 }
                 continue;
             }
-            if let Err(e) = self.reconcile_target(reconciler, target.key()).await {
+            let result = match &target {
+                Target::Object(key) if defer && key.kind == Kind::Machine => {
+                    match self.reconcile_or_defer(key, true).await {
+                        Ok(Reconciled::Done(after)) => self.requeue(reconciler, key, after).await,
+                        Ok(Reconciled::Launch(launch)) => {
+                            deferred.push((launch, messages));
+                            continue;
+                        }
+                        Ok(Reconciled::Terminate(t)) => {
+                            terminations.push((t, messages));
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => self.reconcile_target(reconciler, target.key()).await,
+            };
+            if let Err(e) = result {
                 warn!(reconciler = reconciler.name(), object = %target.key(), error = %e, retryable = e.is_retryable(), "reconcile failed");
                 outcome.failed.extend(messages);
+            }
+        }
+        if !deferred.is_empty() || !terminations.is_empty() {
+            let (launches, mut messages): (Vec<DeferredLaunch>, Vec<Vec<String>>) =
+                deferred.into_iter().unzip();
+            let (terminations, terminated): (Vec<DeferredTerminate>, Vec<Vec<String>>) =
+                terminations.into_iter().unzip();
+            let mut keys: Vec<ObjectKey> = launches.iter().map(|l| l.key.clone()).collect();
+            keys.extend(terminations.iter().map(|t| t.key.clone()));
+            messages.extend(terminated);
+            let mut results = self.launch_together(launches).await;
+            results.extend(self.terminate_together(terminations).await);
+            for ((key, result), messages) in keys.iter().zip(results).zip(messages) {
+                let result = match result {
+                    Ok(after) => self.requeue(reconciler, key, after).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    warn!(reconciler = reconciler.name(), object = %key, error = %e, retryable = e.is_retryable(), "reconcile failed");
+                    outcome.failed.extend(messages);
+                }
             }
         }
         outcome.failed.sort();
@@ -141,7 +187,18 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         reconciler: Reconciler,
         key: &ObjectKey,
     ) -> Result<(), HandlerError> {
-        if let Some(after) = self.reconcile(key).await? {
+        let after = self.reconcile(key).await?;
+        self.requeue(reconciler, key, after).await
+    }
+
+    /// Asks `reconciler` to look at `key` again `after` this long (None: not at all).
+    async fn requeue(
+        &self,
+        reconciler: Reconciler,
+        key: &ObjectKey,
+        after: Option<Duration>,
+    ) -> Result<(), HandlerError> {
+        if let Some(after) = after {
             let event = resync_event(key, self.clock.now());
             self.bus
                 .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))

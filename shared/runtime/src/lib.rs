@@ -14,9 +14,11 @@ pub mod driver;
 pub mod events;
 pub mod functions;
 pub mod handlers;
+mod launch_batch;
 pub mod metrics;
 pub mod node;
 pub mod sweep;
+mod terminate_batch;
 
 pub use control_plane::{ControlPlane, HandlerError, NoWorkload};
 pub use handlers::{BatchOutcome, Delivery};

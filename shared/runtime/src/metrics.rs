@@ -275,6 +275,18 @@ impl<C: Compute> Compute for Metered<C> {
         results
     }
 
+    async fn run_batch(
+        &self,
+        launch: LaunchRequest,
+        count: u32,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        let result = self.inner.run_batch(launch, count).await;
+        if let Ok(instances) = &result {
+            Meter::add(&self.meter.0.launches, instances.len() as u64);
+        }
+        result
+    }
+
     async fn terminate_instances(
         &self,
         instance_ids: Vec<String>,

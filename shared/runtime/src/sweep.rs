@@ -230,7 +230,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             return Ok(false);
         };
         let actual = match by_id.get(id.as_str()) {
-            Some(i) if !proves_ownership(&i.tags, m, &self.installation) => {
+            Some(i) if !proves_ownership(&i.tags, i.launch_index, m, &self.installation) => {
                 warn!(step = "sweep", object = %stored.key(), instance = %id, "the instance the Machine records does not carry its tags; not recording its state");
                 return Ok(false);
             }

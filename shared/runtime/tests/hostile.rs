@@ -57,6 +57,7 @@ fn world_paged(page: usize) -> World {
         clock: shared,
         entropy: Arc::new(SeededEntropy::new(7)),
         installation: INSTALLATION.to_string(),
+        batch_launches: true,
     };
     World {
         clock,

@@ -352,6 +352,8 @@ struct State {
     by_id: BTreeMap<String, usize>,
     /// ClientToken → the instance first launched with it and the request that did.
     tokens: BTreeMap<String, (usize, LaunchRequest)>,
+    /// A batched launch's ClientToken → its instances, the request and the count.
+    batch_tokens: BTreeMap<String, (Vec<usize>, LaunchRequest, u32)>,
     /// Due transitions, by (time, launch order).
     schedule: BTreeSet<(Timestamp, usize)>,
     /// Subnet → address offsets in use.
@@ -382,6 +384,7 @@ impl SimEc2 {
                 instances: Vec::new(),
                 by_id: BTreeMap::new(),
                 tokens: BTreeMap::new(),
+                batch_tokens: BTreeMap::new(),
                 schedule: BTreeSet::new(),
                 addresses: BTreeMap::new(),
                 no_capacity: BTreeSet::new(),
@@ -439,6 +442,13 @@ impl SimEc2 {
             .values()
             .find(|(i, _)| *i == idx)
             .map(|(_, request)| request.clone())
+            .or_else(|| {
+                state
+                    .batch_tokens
+                    .values()
+                    .find(|(ids, _, _)| ids.contains(&idx))
+                    .map(|(_, request, _)| request.clone())
+            })
     }
 
     /// Instances launched through `run_instances` (a repeated ClientToken launches
@@ -798,10 +808,17 @@ impl State {
         e
     }
 
-    /// One RunInstances launch, after its token was checked.
-    fn run_one(&mut self, req: &LaunchRequest, now: Timestamp) -> Result<Instance, ComputeError> {
-        if let Some((idx, first)) = self.tokens.get(&req.client_token) {
-            if first != req {
+    /// One RunInstances with MinCount = 1 and MaxCount = `count`: as many instances
+    /// as can be placed, at least one, or an error and none. A repeated token returns
+    /// the first call's instances (same parameters) or `IdempotentParameterMismatch`.
+    fn run_batch(
+        &mut self,
+        req: &LaunchRequest,
+        count: u32,
+        now: Timestamp,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        if let Some((ids, first, first_count)) = self.batch_tokens.get(&req.client_token) {
+            if first != req || *first_count != count {
                 return Err(invalid(
                     "IdempotentParameterMismatch",
                     format!(
@@ -810,8 +827,48 @@ impl State {
                     ),
                 ));
             }
-            return Ok(self.instances[*idx].instance.clone());
+            return Ok(ids
+                .iter()
+                .map(|i| self.instances[*i].instance.clone())
+                .collect());
         }
+        if count == 0 {
+            return Err(invalid(
+                "InvalidParameterValue",
+                "MaxCount must be at least 1".into(),
+            ));
+        }
+        self.validate(req)?;
+        let mut launched = Vec::new();
+        for k in 0..count {
+            match self.launch(&req.subnet_id, &req.instance_type, req.tags.clone(), now) {
+                Ok(idx) => {
+                    let inst = &mut self.instances[idx];
+                    inst.spot = req.market.market_type == MarketType::Spot;
+                    inst.instance.client_token = Some(req.client_token.clone());
+                    inst.instance.launch_index = Some(k);
+                    self.launched_total += 1;
+                    launched.push(idx);
+                }
+                // MinCount = 1: an error only when not even one could start.
+                Err(e) if launched.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        if !req.client_token.is_empty() {
+            self.batch_tokens.insert(
+                req.client_token.clone(),
+                (launched.clone(), req.clone(), count),
+            );
+        }
+        Ok(launched
+            .iter()
+            .map(|i| self.instances[*i].instance.clone())
+            .collect())
+    }
+
+    /// What EC2 refuses in any RunInstances, before it starts anything.
+    fn validate(&self, req: &LaunchRequest) -> Result<(), ComputeError> {
         if req.client_token.len() > 64 || !req.client_token.is_ascii() {
             return Err(invalid(
                 "InvalidParameterValue",
@@ -843,9 +900,28 @@ impl State {
                 "User data is limited to 16384 bytes".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// One RunInstances launch, after its token was checked.
+    fn run_one(&mut self, req: &LaunchRequest, now: Timestamp) -> Result<Instance, ComputeError> {
+        if let Some((idx, first)) = self.tokens.get(&req.client_token) {
+            if first != req {
+                return Err(invalid(
+                    "IdempotentParameterMismatch",
+                    format!(
+                        "The client token '{}' was already used with different parameters.",
+                        req.client_token
+                    ),
+                ));
+            }
+            return Ok(self.instances[*idx].instance.clone());
+        }
+        self.validate(req)?;
         let idx = self.launch(&req.subnet_id, &req.instance_type, req.tags.clone(), now)?;
         self.instances[idx].spot = req.market.market_type == MarketType::Spot;
         self.instances[idx].instance.client_token = Some(req.client_token.clone());
+        self.instances[idx].instance.launch_index = Some(0);
         self.launched_total += 1;
         if !req.client_token.is_empty() {
             self.tokens
@@ -912,6 +988,7 @@ impl State {
                 launch_time: now,
                 // What DescribeInstances reports for a launch without a token.
                 client_token: Some(String::new()),
+                launch_index: None,
             },
             address: Some(offset),
             next: None,
@@ -944,6 +1021,34 @@ impl Compute for SimEc2 {
                 state.run_one(req, now)
             })
             .collect()
+    }
+
+    async fn run_batch(
+        &self,
+        launch: LaunchRequest,
+        count: u32,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        let now = self.clock.now();
+        let mut state = self.settled();
+        state.calls.run_instances += 1;
+        if let Some(err) = state.take_fault(Ec2Op::RunInstances) {
+            return Err(err);
+        }
+        // One request token, and an instance token per instance it may start (none
+        // for a repeated ClientToken: EC2 returns the first call's instances).
+        let starts = if state.batch_tokens.contains_key(&launch.client_token) {
+            0
+        } else {
+            u64::from(count)
+        };
+        state.throttle(
+            &[
+                (Limited::RunInstances, 1),
+                (Limited::RunInstancesResources, starts),
+            ],
+            now,
+        )?;
+        state.run_batch(&launch, count, now)
     }
 
     async fn terminate_instances(

@@ -548,3 +548,40 @@ fn limits_are_off_by_default() {
     }
     assert_eq!(ec2.calls().throttled, 0);
 }
+
+/// RunInstances with MaxCount n and a ClientToken, as EC2 answers it: the same token
+/// and parameters return the first call's instances (launch indexes 0..n, nothing new
+/// started or charged); the same token with another count or instance type is
+/// IdempotentParameterMismatch.
+#[test]
+fn a_batched_launch_is_idempotent_on_its_token_with_launch_indexes() {
+    let (_clock, ec2) = ec2();
+    let first = block_on(ec2.run_batch(launch("lb-1"), 4)).expect("launched");
+    let mut indexes: Vec<Option<u32>> = first.iter().map(|i| i.launch_index).collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![Some(0), Some(1), Some(2), Some(3)]);
+    let again = block_on(ec2.run_batch(launch("lb-1"), 4)).expect("the same reservation");
+    assert_eq!(
+        again.iter().map(|i| &i.instance_id).collect::<Vec<_>>(),
+        first.iter().map(|i| &i.instance_id).collect::<Vec<_>>()
+    );
+    assert_eq!(ec2.launched_total(), 4);
+    for other in [
+        block_on(ec2.run_batch(launch("lb-1"), 3)),
+        block_on(ec2.run_batch(
+            LaunchRequest {
+                instance_type: "m7i.xlarge".into(),
+                ..launch("lb-1")
+            },
+            4,
+        )),
+    ] {
+        match other {
+            Err(ComputeError::Invalid { code, .. }) => {
+                assert_eq!(code, "IdempotentParameterMismatch")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ec2.launched_total(), 4);
+}

@@ -145,6 +145,7 @@ fn world(mutation: Option<Mutation>) -> World {
         clock: shared.clone(),
         entropy: Arc::new(SeededEntropy::new(entropy)),
         installation: "test".to_string(),
+        batch_launches: true,
     };
     let cp = plane(7);
     let p = plane(8);
@@ -156,6 +157,7 @@ fn world(mutation: Option<Mutation>) -> World {
         clock: p.clock,
         entropy: p.entropy,
         installation: p.installation,
+        batch_launches: p.batch_launches,
     };
     World {
         clock,

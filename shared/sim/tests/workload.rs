@@ -46,6 +46,7 @@ fn instance(id: &str, ip: &str, instance_type: &str) -> Instance {
         ]),
         launch_time: start(),
         client_token: None,
+        launch_index: None,
     }
 }
 

@@ -305,3 +305,83 @@ async fn sim_ec2_and_ec2_over_moto_answer_every_call_alike() {
     }
     assert!(wrong.is_empty(), "{}\n{table}", wrong.join("\n"));
 }
+
+/// A batched launch (issue 16): RunInstances with MinCount 1 and MaxCount 3 through the
+/// `Compute` port. SimEc2, as EC2, starts three instances, each with its AmiLaunchIndex
+/// (0, 1, 2) and the batch's tags, and a repeated token returns the same three. moto
+/// departs twice: it starts MinCount instances, not up to MaxCount (one, index 0: the
+/// partial fulfilment the batch's other members recover from by launching again), and
+/// it ignores the repeated ClientToken (see `MOTO_DEPARTS`), launching one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_launch_reports_each_instances_launch_index_on_both_backends() {
+    use capstan_model::labels::TAG_LAUNCH_BATCH;
+    let moto = Moto::start();
+    let clients = moto.clients().await;
+    let env = Ec2Env::discover(&clients).await;
+    let config = Ec2Config {
+        images: [env.image_id.clone()].into(),
+        subnets: env
+            .subnets
+            .iter()
+            .cloned()
+            .zip(env.zones.iter().cloned())
+            .collect(),
+        ..Ec2Config::default()
+    };
+    let sim = SimEc2::new(config, Arc::new(SystemClock));
+    let aws = Ec2Compute::new(clients.ec2.clone());
+    let mut tags = BTreeMap::from([
+        (TAG_INSTALLATION.to_string(), INSTALLATION.to_string()),
+        (TAG_NAMESPACE.to_string(), "team-a".to_string()),
+    ]);
+    tags.insert(TAG_LAUNCH_BATCH.to_string(), "lb-parity".to_string());
+    let request = env.launch("lb-parity", tags);
+    let indexes = |instances: &[Instance]| {
+        let mut found: Vec<Option<u32>> = instances.iter().map(|i| i.launch_index).collect();
+        found.sort();
+        found
+    };
+    let by_batch = vec![(TAG_LAUNCH_BATCH.to_string(), "lb-parity".to_string())];
+    // (backend, launch indexes of the first call, the repeat returns the same
+    // instances, instances carrying the batch tag after both calls)
+    let expected = [
+        ("sim", vec![Some(0), Some(1), Some(2)], true, 3),
+        ("moto", vec![Some(0)], false, 2),
+    ];
+    for (name, want_indexes, want_same, want_described) in expected {
+        let (first, again, described) = if name == "sim" {
+            (
+                sim.run_batch(request.clone(), 3).await,
+                sim.run_batch(request.clone(), 3).await,
+                sim.describe_instances(by_batch.clone()).await,
+            )
+        } else {
+            (
+                aws.run_batch(request.clone(), 3).await,
+                aws.run_batch(request.clone(), 3).await,
+                aws.describe_instances(by_batch.clone()).await,
+            )
+        };
+        let first = first.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(indexes(&first), want_indexes, "{name}");
+        for i in &first {
+            assert_eq!(
+                i.tags.get(TAG_LAUNCH_BATCH).map(String::as_str),
+                Some("lb-parity"),
+                "{name}"
+            );
+        }
+        let again = again.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let same = again
+            .iter()
+            .all(|i| first.iter().any(|f| f.instance_id == i.instance_id));
+        assert_eq!(same, want_same, "{name}: the repeated token");
+        let described = described.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(described.len(), want_described, "{name}");
+        // Described again, each keeps its launch index.
+        assert!(
+            described.iter().all(|i| i.launch_index.is_some()),
+            "{name}: {described:?}"
+        );
+    }
+}

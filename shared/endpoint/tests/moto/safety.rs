@@ -38,6 +38,7 @@ async fn sweep_at(s: &Stack, now: Timestamp) -> SweepReport {
         clock: Arc::new(FixedClock(now)),
         entropy: Arc::new(OsEntropy),
         installation: s.installation().to_string(),
+        batch_launches: true,
     };
     cp.sweep().await.expect("the sweep runs")
 }

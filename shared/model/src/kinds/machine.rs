@@ -308,6 +308,12 @@ pub struct MachineStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
     pub launch_requested_at: Option<Timestamp>,
+    /// The batched launch this Machine is (or was launched as) a member of: the
+    /// call's ClientToken, which every instance of the call carries as the
+    /// `capstan.dev/launch-batch` tag, and the AmiLaunchIndex of this Machine's
+    /// instance. Recorded before the call; what proves the instance is this Machine's.
+    #[serde(skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    pub launch_batch: Option<LaunchBatchMember>,
     /// Launches that failed in a way a retry may fix; drives the backoff.
     #[serde(skip_serializing_if = "is_zero")]
     pub launch_attempts: u32,
@@ -364,6 +370,17 @@ pub struct MachineStatus {
     pub deletion: Option<DeletionStatus>,
     #[serde(skip_serializing_if = "Conditions::is_empty")]
     pub conditions: Conditions,
+}
+
+/// A Machine's place in a batched launch (`status.launchBatch`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchBatchMember {
+    /// The batch's ClientToken, also its instances' `capstan.dev/launch-batch` tag.
+    pub token: String,
+    /// The AmiLaunchIndex of the instance that is this Machine's.
+    pub index: u32,
 }
 
 /// The steps of a Machine's deletion when its Cluster declares `spec.access`, in order

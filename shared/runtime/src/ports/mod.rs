@@ -198,6 +198,10 @@ pub struct Instance {
     /// with the Machine's uid, so a token that differs from the machine-uid tag says
     /// someone else launched the instance (or tagged it by hand).
     pub client_token: Option<String>,
+    /// Its AmiLaunchIndex: its place, from 0, among the instances one RunInstances
+    /// started (0 for a launch of one). A batched launch's member *k* owns index *k*.
+    /// None where the adapter was not told (an instance EC2 did not describe with it).
+    pub launch_index: Option<u32>,
 }
 
 /// Why an EC2 call failed, classified by error code (never by message).
@@ -246,6 +250,21 @@ pub trait Compute: Send + Sync {
         &self,
         launches: Vec<LaunchRequest>,
     ) -> impl Future<Output = Vec<Result<Instance, ComputeError>>> + Send;
+
+    /// Launches up to `count` identical instances in one call (RunInstances with
+    /// MinCount = 1 and MaxCount = `count`), each tagged with `launch.tags`.
+    /// Idempotent by `launch.client_token`, as EC2 is: the same token with the same
+    /// parameters (`count` included) returns the first call's instances and starts
+    /// none; with other parameters it is `Invalid { code:
+    /// "IdempotentParameterMismatch" }`. EC2 may start fewer than `count` (capacity,
+    /// addresses), never none without an error; every instance reports its
+    /// `launch_index`. An error means nothing was started (or, `Unavailable`, that the
+    /// call may have happened).
+    fn run_batch(
+        &self,
+        launch: LaunchRequest,
+        count: u32,
+    ) -> impl Future<Output = Result<Vec<Instance>, ComputeError>> + Send;
 
     /// Terminates instances; returns each one's state after the call. Terminating an
     /// already terminated instance succeeds. An adapter refuses instances that do not

@@ -857,6 +857,58 @@ impl Compute for FaultyCompute {
         results
     }
 
+    async fn run_batch(
+        &self,
+        mut launch: LaunchRequest,
+        count: u32,
+    ) -> Result<Vec<Instance>, ComputeError> {
+        let fate = ec2_fate(&self.chaos, "RunInstances");
+        interleave().await;
+        if let Some(e) = compute_error(&fate) {
+            return Err(e);
+        }
+        let mutation = {
+            let mut c = lock(&self.chaos);
+            if c.faults.ignore_client_token {
+                let seen = c.tokens.entry(launch.client_token.clone()).or_default();
+                *seen += 1;
+                if *seen > 1 {
+                    launch.client_token = format!("{}#{seen}", launch.client_token);
+                }
+            }
+            c.mutation
+        };
+        if mutation == Some(Mutation::DoubleLaunch) {
+            let twin = LaunchRequest {
+                client_token: format!("{}-twin", launch.client_token),
+                ..launch.clone()
+            };
+            let _ = self.inner.run_batch(twin, count).await;
+        }
+        let token = launch.client_token.clone();
+        let result = self.inner.run_batch(launch, count).await;
+        {
+            let mut c = lock(&self.chaos);
+            let outcome = match &result {
+                Ok(instances) => instances
+                    .iter()
+                    .map(|i| i.instance_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(e) => e.to_string(),
+            };
+            c.log.push(format!(
+                "ec2: RunInstances (batch of {count}) token {token} -> {outcome}"
+            ));
+        }
+        if matches!(fate, Fate::TimeoutAfterSuccess) {
+            return Err(ComputeError::Unavailable(
+                "timeout after RunInstances took effect".into(),
+            ));
+        }
+        result
+    }
+
     async fn terminate_instances(
         &self,
         instance_ids: Vec<String>,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use capstan_model::item::{AttrValue, item_key};
-use capstan_model::labels::{TAG_INSTALLATION, TAG_MACHINE_UID};
+use capstan_model::labels::{TAG_INSTALLATION, TAG_LAUNCH_BATCH, TAG_MACHINE_UID};
 use capstan_model::{Item, Kind, ObjectKey, Timestamp};
 
 use capstan_model::{Machine, MachineDeployment, MachineSet, RolloutStrategyType};
@@ -63,14 +63,21 @@ pub struct Checker {
     /// replicas at the last step.
     rollout: BTreeMap<ObjectKey, (i32, i32, i32)>,
     /// Per RollingUpdate MachineDeployment: its desired replicas and `maxUnavailable`,
-    /// and each of its sets' replicas, at the last step.
-    sets: BTreeMap<ObjectKey, (i32, i32, BTreeMap<String, i32>)>,
+    /// and each of its sets' replicas and reported available Machines, at the last step.
+    sets: BTreeMap<ObjectKey, (i32, i32, BTreeMap<String, SetSize>)>,
     /// Per MachineSet (partition key, name): its live Machines at the last step.
     machines: BTreeMap<(String, String), usize>,
     /// Per MachineSet: its replicas at the last step. Invocations run side by side
     /// within a step, so a set may rightly create from the replicas it read before a
     /// concurrent deployment pass lowered them in the same step.
     replicas: BTreeMap<(String, String), i32>,
+}
+
+/// A MachineSet's replicas and the available Machines its status reports.
+#[derive(Clone, Copy, Debug)]
+struct SetSize {
+    replicas: i32,
+    available: i32,
 }
 
 impl Checker {
@@ -159,6 +166,15 @@ impl Checker {
     /// keeps `min(available, n)` available Machines, since it deletes unavailable
     /// ones first. Steps where a person changed the deployment's replicas or
     /// `maxUnavailable` are not judged (the deployment may not have seen the change).
+    ///
+    /// The deployment's pass runs alongside the MachineSet reconcilers and the outside
+    /// world, so it may have read the sets' availability as it was before the step or
+    /// as it is after: a shrink breaks the bound only if it does with both. As in
+    /// Cluster API, `maxUnavailable` bounds what the rollout lets go on what it can
+    /// observe (`status.availableReplicas`); a Machine failing from outside in the
+    /// same step (an instance stopped or terminated, which the sets report only
+    /// later) is a disruption the rollout could not have counted (seed 2 of
+    /// `rollout-during-scale-down` under `concurrency,external=0.1`).
     pub fn rollouts_within_max_unavailable(&mut self, w: &World) -> Result<(), Violation> {
         let mut next = BTreeMap::new();
         for (key, d, sets) in deployments(w) {
@@ -168,30 +184,53 @@ impl Checker {
             }
             let desired = d.spec.replicas.max(0);
             let (_, unavailable) = fenceposts(&strategy.rolling_update, desired);
-            let replicas: BTreeMap<String, i32> = sets
+            let sizes: BTreeMap<String, SetSize> = sets
                 .iter()
-                .map(|s| (s.metadata.name.clone(), s.spec.replicas))
+                .map(|s| {
+                    (
+                        s.metadata.name.clone(),
+                        SetSize {
+                            replicas: s.spec.replicas,
+                            available: s.status.available_replicas,
+                        },
+                    )
+                })
                 .collect();
             if let Some((prev_desired, prev_unavailable, prev)) = self.sets.get(&key)
                 && (*prev_desired, *prev_unavailable) == (desired, unavailable)
             {
-                let kept = |s: &MachineSet, spec: i32| s.status.available_replicas.min(spec).max(0);
-                let before: i32 = sets
-                    .iter()
-                    .map(|s| kept(s, *prev.get(&s.metadata.name).unwrap_or(&s.spec.replicas)))
-                    .sum();
-                let after: i32 = sets.iter().map(|s| kept(s, s.spec.replicas)).sum();
+                let kept = |available: i32, spec: i32| available.min(spec).max(0);
                 let floor = desired - unavailable;
-                if after < before && after < floor {
+                // (before, after) with each set's availability as read before the
+                // step (`earlier`) or after it.
+                let judge = |earlier: bool| {
+                    sets.iter().fold((0, 0), |(before, after), s| {
+                        let was = prev.get(&s.metadata.name);
+                        let available = match (earlier, was) {
+                            (true, Some(was)) => was.available,
+                            _ => s.status.available_replicas,
+                        };
+                        let prev_spec = was.map_or(s.spec.replicas, |w| w.replicas);
+                        (
+                            before + kept(available, prev_spec),
+                            after + kept(available, s.spec.replicas),
+                        )
+                    })
+                };
+                let breaks = |(before, after): (i32, i32)| after < before && after < floor;
+                let (read_before, read_after) = (judge(true), judge(false));
+                if breaks(read_before) && breaks(read_after) {
+                    let (before, after) = read_after;
                     return Err(Violation::new(
                         "rollouts_within_max_unavailable",
                         format!(
-                            "{key}: its MachineSets were shrunk from {before} to {after} available Machines; replicas {desired} - maxUnavailable {unavailable} require {floor}"
+                            "{key}: its MachineSets were shrunk from {before} to {after} available Machines (from {} to {} by the availability reported before the step); replicas {desired} - maxUnavailable {unavailable} require {floor}",
+                            read_before.0, read_before.1
                         ),
                     ));
                 }
             }
-            next.insert(key, (desired, unavailable, replicas));
+            next.insert(key, (desired, unavailable, sizes));
         }
         self.sets = next;
         Ok(())
@@ -319,11 +358,53 @@ fn has_true_condition(item: &Item, kind: &str) -> bool {
     })
 }
 
-/// At most one live instance carries any one Machine's uid.
+/// Batched launches as the Machines record them: (batch token, launch index) → the
+/// uid of the Machine whose `status.launchBatch` names them.
+fn batch_members<'a>(items: &[&'a Item]) -> BTreeMap<(&'a str, u32), &'a str> {
+    let mut members = BTreeMap::new();
+    for item in items {
+        if !matches!(item.get("sk"), Some(AttrValue::S(sk)) if sk.starts_with("Machine#") && sk.ends_with("#status"))
+        {
+            continue;
+        }
+        let (Some(AttrValue::S(uid)), Some(AttrValue::M(status))) =
+            (item.get("uid"), item.get("status"))
+        else {
+            continue;
+        };
+        let Some(AttrValue::M(batch)) = status.get("launchBatch") else {
+            continue;
+        };
+        if let (Some(AttrValue::S(token)), Some(AttrValue::N(index))) =
+            (batch.get("token"), batch.get("index"))
+            && let Ok(index) = index.parse::<u32>()
+        {
+            members.insert((token.as_str(), index), uid.as_str());
+        }
+    }
+    members
+}
+
+/// The uid of the Machine an instance is: its machine-uid tag, or for an instance of
+/// a batched launch, the Machine that records its batch and launch index.
+fn machine_uid_of<'a>(
+    i: &'a Instance,
+    members: &BTreeMap<(&'a str, u32), &'a str>,
+) -> Option<&'a str> {
+    if let Some(uid) = i.tags.get(TAG_MACHINE_UID) {
+        return Some(uid);
+    }
+    let token = i.tags.get(TAG_LAUNCH_BATCH)?;
+    members.get(&(token.as_str(), i.launch_index?)).copied()
+}
+
+/// At most one live instance is any one Machine's: carries its uid, or is the
+/// instance of its batched launch at its launch index.
 pub fn at_most_one_live_instance_per_machine(w: &World) -> Result<(), Violation> {
+    let members = batch_members(w.items);
     let mut by_uid: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for i in w.instances.iter().filter(|i| i.state.is_live()) {
-        if let Some(uid) = i.tags.get(TAG_MACHINE_UID) {
+        if let Some(uid) = machine_uid_of(i, &members) {
             by_uid.entry(uid).or_default().push(&i.instance_id);
         }
     }
@@ -352,14 +433,12 @@ pub fn every_live_tagged_instance_has_a_machine(w: &World) -> Result<(), Violati
             _ => None,
         })
         .collect();
+    let members = batch_members(w.items);
     for i in w.instances.iter().filter(|i| i.state.is_live()) {
         if i.tags.get(TAG_INSTALLATION).map(String::as_str) != Some(w.installation) {
             continue;
         }
-        let owned = i
-            .tags
-            .get(TAG_MACHINE_UID)
-            .is_some_and(|u| uids.contains(u.as_str()));
+        let owned = machine_uid_of(i, &members).is_some_and(|u| uids.contains(u));
         let overdue = i
             .launch_time
             .checked_add(ORPHAN_DEADLINE)
