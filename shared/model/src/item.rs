@@ -81,6 +81,22 @@ pub fn object_prefix(kind: Kind, name: &str) -> String {
     format!("{kind}#{name}#")
 }
 
+/// The sort-key prefix every object of one kind shares.
+pub fn kind_prefix(kind: Kind) -> String {
+    format!("{kind}#")
+}
+
+/// The sort-key prefix of a MachineSet's Machines (named `<set>-<suffix>`,
+/// [`crate::meta::set_machine_name_prefix`]): the set reads its own Machines with one
+/// Query instead of the cluster's partition.
+pub fn set_machines_prefix(set: &str) -> String {
+    format!(
+        "{}#{}",
+        Kind::Machine,
+        crate::meta::set_machine_name_prefix(set)
+    )
+}
+
 /// Primary key of one item.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ItemKey {

@@ -48,6 +48,14 @@ impl ObjectMeta {
     }
 }
 
+/// What the name of every Machine a MachineSet controls starts with: `<set>-`. The set
+/// creates its Machines so, reads them by that sort-key prefix, and a Machine written
+/// with the set as controller under another name is refused (its spec is invalid: it
+/// never gets an instance, and the set does not count it).
+pub fn set_machine_name_prefix(set: &str) -> String {
+    format!("{set}-")
+}
+
 /// Points from a child to the object that created it and cascades its deletion.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

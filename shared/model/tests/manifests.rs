@@ -1085,3 +1085,46 @@ fn a_pool_sets_only_the_drain_opt_outs_under_capstan_dev() {
     );
     assert!(e.contains("capstan.dev/exclude-node-draining"), "{e}");
 }
+
+// ---- a MachineSet's Machines -----------------------------------------------------
+
+/// The demo Cluster, its classes, and a Machine written with MachineSet `web` as its
+/// controller, named `name` (the fourth document).
+fn machine_of_set(name: &str) -> String {
+    format!(
+        "{CLUSTER}{CLASSES}---
+apiVersion: capstan.dev/v1alpha1
+kind: Machine
+metadata:
+  name: {name}
+  ownerReferences:
+    - kind: MachineSet
+      name: web
+      controller: true
+spec:
+  clusterName: demo
+  role: Worker
+  version: v1.31.2
+  machineClass: demo-workers
+  failureDomain: subnet-0a1b2c3d4e5f60001
+  launch:
+    imageId: ami-0abcdef1234567890
+    instanceTypes: [m7i.large]
+"
+    )
+}
+
+#[test]
+fn a_machine_controlled_by_a_set_must_carry_the_sets_name_prefix() {
+    let errors = refused("examples/machine.yaml", &machine_of_set("hand-made"));
+    let e = assert_error(
+        &errors,
+        4,
+        "metadata.name",
+        "is controlled by MachineSet \"web\", so its name must start with \"web-\"",
+    );
+    assert!(e.hint.contains("web-<suffix>"), "{}", e.hint);
+    let objects = read_manifests("examples/machine.yaml", &machine_of_set("web-h4nd1"))
+        .unwrap_or_else(|e| panic!("a Machine named after its set is accepted:\n{e}"));
+    assert_eq!(objects.len(), 4);
+}

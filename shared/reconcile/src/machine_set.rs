@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use capstan_model::labels::{CLUSTER_NAME, DELETE_MACHINE, SET_NAME};
-use capstan_model::meta::condition;
+use capstan_model::meta::{condition, set_machine_name_prefix};
 use capstan_model::{
     ConditionStatus, DeletionOrder, Expect, InstanceState, Kind, Machine, MachinePhase, MachineSet,
     MachineSpec, Object, ObjectMeta, Resource, RolloutStrategyType, StoredObject, Timestamp,
@@ -343,10 +343,11 @@ fn new_machine(
 
 /// `<set>-<5 chars>`, not clashing with any Machine this set already has.
 fn fresh_name(set: &str, entropy: u128, i: u64, taken: &[String]) -> String {
+    let prefix = set_machine_name_prefix(set);
     (0..)
-        .map(|k| format!("{set}-{}", names::suffix(entropy, i * 1000 + k)))
+        .map(|k| format!("{prefix}{}", names::suffix(entropy, i * 1000 + k)))
         .find(|n| !taken.contains(n))
-        .unwrap_or_else(|| format!("{set}-{i}"))
+        .unwrap_or_else(|| format!("{prefix}{i}"))
 }
 
 /// The subnet a Machine counts in: where its instance landed (capacity fallback may

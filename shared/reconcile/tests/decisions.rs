@@ -133,7 +133,7 @@ fn observed_machine(plan: &capstan_reconcile::Plan) -> Option<&Machine> {
 
 #[test]
 fn a_new_machine_is_taken_in_and_launched_once_with_its_uid_as_token() {
-    let mut m = machine("w-1");
+    let mut m = machine("ms-w1");
     m.metadata.uid = None;
     let o = Object::Machine(m);
     let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::New)]), &ctx(5));
@@ -173,7 +173,7 @@ fn a_new_machine_is_taken_in_and_launched_once_with_its_uid_as_token() {
 
 #[test]
 fn a_launch_requested_but_never_recorded_is_looked_up_before_launching_again() {
-    let mut m = machine("w-1");
+    let mut m = machine("ms-w1");
     m.status.phase = MachinePhase::Provisioning;
     m.status.launch_requested_at = Some(at(0));
     let o = Object::Machine(m);
@@ -206,7 +206,7 @@ fn machine_phase_follows_the_instance_state() {
         (InstanceState::Stopped, MachinePhase::Failed, false),
         (InstanceState::Terminated, MachinePhase::Failed, false),
     ] {
-        let o = Object::Machine(launched(machine("w-1"), state));
+        let o = Object::Machine(launched(machine("ms-w1"), state));
         let plan = decide(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(10));
         let m = observed_machine(&plan).expect("status written");
         assert_eq!(m.status.phase, phase, "{state:?}");
@@ -227,12 +227,12 @@ fn machine_phase_follows_the_instance_state() {
 
 #[test]
 fn a_deleted_machine_keeps_its_finalizer_until_its_instance_is_terminated() {
-    let o = Object::Machine(launched(machine("w-1"), InstanceState::Running));
+    let o = Object::Machine(launched(machine("ms-w1"), InstanceState::Running));
     let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::Deleting)]), &ctx(10));
     assert!(
-        plan.actions
-            .iter()
-            .any(|a| matches!(a, Action::Terminate { instance_id, .. } if instance_id == "i-w-1"))
+        plan.actions.iter().any(
+            |a| matches!(a, Action::Terminate { instance_id, .. } if instance_id == "i-ms-w1")
+        )
     );
     assert!(
         !plan
@@ -245,7 +245,7 @@ fn a_deleted_machine_keeps_its_finalizer_until_its_instance_is_terminated() {
         "looks again in case the terminated event is lost"
     );
 
-    let o = Object::Machine(launched(machine("w-1"), InstanceState::Terminated));
+    let o = Object::Machine(launched(machine("ms-w1"), InstanceState::Terminated));
     let plan = decide(&key(&o), &tree(&[(o, Stored::Deleting)]), &ctx(10));
     assert!(
         matches!(plan.actions.as_slice(), [Action::DeleteObserved { .. }]),
@@ -255,7 +255,7 @@ fn a_deleted_machine_keeps_its_finalizer_until_its_instance_is_terminated() {
 
 #[test]
 fn a_final_launch_error_fails_the_machine_and_a_retryable_one_backs_off() {
-    let m = machine("w-1");
+    let m = machine("ms-w1");
     let failed = after_launch(
         &m,
         LaunchOutcome::Final {
@@ -335,7 +335,7 @@ fn throttled_launches_come_back_spread_out_not_at_one_instant() {
         "every half second of the window is used"
     );
     // Pure: the same Machine and attempt always wait the same.
-    let mut m = machine("web-0");
+    let mut m = machine("ms-web0");
     m.metadata.uid = Some("uid-0".into());
     assert_eq!(
         after_launch(&m, throttled(), at(0)).status.retry_after,
@@ -353,18 +353,19 @@ fn throttled_launches_come_back_spread_out_not_at_one_instant() {
 
 #[test]
 fn instance_state_reports_never_go_back_in_time_or_past_terminated() {
-    let m = launched(machine("w-1"), InstanceState::Running);
+    let m = launched(machine("ms-w1"), InstanceState::Running);
     assert!(
-        record_instance_state(&m, "i-w-1", InstanceState::Pending, at(-5)).is_none(),
+        record_instance_state(&m, "i-ms-w1", InstanceState::Pending, at(-5)).is_none(),
         "older report ignored"
     );
     assert!(
         record_instance_state(&m, "i-other", InstanceState::Stopped, at(5)).is_none(),
         "another instance"
     );
-    let t = record_instance_state(&m, "i-w-1", InstanceState::Terminated, at(5)).expect("recorded");
+    let t =
+        record_instance_state(&m, "i-ms-w1", InstanceState::Terminated, at(5)).expect("recorded");
     assert!(
-        record_instance_state(&t, "i-w-1", InstanceState::Running, at(9)).is_none(),
+        record_instance_state(&t, "i-ms-w1", InstanceState::Running, at(9)).is_none(),
         "terminated is final"
     );
 }
@@ -584,7 +585,7 @@ fn an_unreadable_spec_is_reported_on_the_object_and_nothing_is_done() {
 
 #[test]
 fn a_machine_with_eks_bootstrap_launches_through_its_clusters_access_or_waits_for_it() {
-    let mut m = machine("w-1");
+    let mut m = machine("ms-w1");
     m.spec.launch.bootstrap = Some(Bootstrap {
         eks: Some(EksBootstrap {}),
     });

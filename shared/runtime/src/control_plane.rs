@@ -8,7 +8,7 @@ use std::time::Duration;
 use capstan_model::hash::spec_hash;
 use capstan_model::item::{
     AttrValue, ItemKey, Part, RV, encode_desired, encode_observed, item_key, item_size,
-    object_prefix, partition_key,
+    kind_prefix, object_prefix, partition_key, set_machines_prefix,
 };
 use capstan_model::labels::TAG_INSTALLATION;
 use capstan_model::{Expect, InstanceState, Kind, Machine, Object, ObjectKey};
@@ -96,25 +96,33 @@ pub struct ControlPlane<S, C, B, W = NoWorkload> {
 }
 
 impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
-    /// Reads what deciding about `key` needs, consistently: a Machine's own two items
-    /// and its Cluster's; for every other kind, the cluster's whole partition (one Query).
+    /// Reads what deciding about `key` needs, each item read consistently: a Machine's
+    /// own two items and its Cluster's; a MachineSet's own, its Cluster's, the
+    /// partition's classes and deployments, and its Machines (by their name prefix,
+    /// [`set_machines_prefix`]) — what it reads grows with its own replicas, not with
+    /// the cluster; for every other kind, the cluster's whole partition (one Query).
+    /// Several Queries are no less consistent than one: a Query is not a snapshot
+    /// either, and every write is fenced on the versions the decision read.
     pub async fn snapshot(&self, key: &ObjectKey) -> Result<Tree, StoreError> {
         let pk = partition_key(&key.namespace, &key.cluster);
-        let items = match key.kind {
-            Kind::Machine => {
-                let mut items = self
-                    .store
-                    .query(&pk, Some(&object_prefix(Kind::Machine, &key.name)))
-                    .await?;
-                items.extend(
-                    self.store
-                        .query(&pk, Some(&object_prefix(Kind::Cluster, &key.cluster)))
-                        .await?,
-                );
-                items
-            }
-            _ => self.store.query(&pk, None).await?,
+        let prefixes = match key.kind {
+            Kind::Machine => vec![
+                object_prefix(Kind::Machine, &key.name),
+                object_prefix(Kind::Cluster, &key.cluster),
+            ],
+            Kind::MachineSet => vec![
+                object_prefix(Kind::MachineSet, &key.name),
+                object_prefix(Kind::Cluster, &key.cluster),
+                kind_prefix(Kind::MachineClass),
+                kind_prefix(Kind::MachineDeployment),
+                set_machines_prefix(&key.name),
+            ],
+            _ => return Ok(Tree::from_items(&self.store.query(&pk, None).await?)),
         };
+        let mut items = Vec::new();
+        for prefix in &prefixes {
+            items.extend(self.store.query(&pk, Some(prefix)).await?);
+        }
         Ok(Tree::from_items(&items))
     }
 

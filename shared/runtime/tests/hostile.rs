@@ -460,6 +460,55 @@ async fn an_invalid_raw_desired_item_launches_nothing_and_says_why() {
     assert!(message.contains("spec.clusterName"), "{message}");
 }
 
+/// A MachineSet reads its Machines by their name prefix (`<set>-`), so a Machine another
+/// writer puts in the table with the set as its controller under any other name would be
+/// invisible to it: such a Machine is refused (SpecValid False, naming the field and the
+/// fix), never launched, and the set keeps its own count.
+#[tokio::test(flavor = "current_thread")]
+async fn a_machine_claiming_a_set_under_another_name_is_refused_and_not_counted() {
+    let w = world();
+    let (id, mine) = w.running("team-a").await;
+    let mut intruder = mine.clone();
+    intruder.metadata.name = "intruder".into();
+    intruder.metadata.uid = None;
+    intruder.status = Default::default();
+    assert!(
+        intruder
+            .metadata
+            .controller()
+            .is_some_and(|o| o.kind == Kind::MachineSet && o.name == "web")
+    );
+    w.create(&Object::Machine(intruder)).await;
+
+    w.run(6).await;
+
+    assert_eq!(w.state_of(&id), InstanceState::Running);
+    assert_eq!(
+        w.ec2.launched_total(),
+        1,
+        "nothing launched for the intruder"
+    );
+    let tree = w.tree("team-a");
+    let refused = tree.get(Kind::Machine, "intruder").expect("the intruder");
+    let valid = refused
+        .object
+        .conditions()
+        .get(condition::SPEC_VALID)
+        .expect("SpecValid is reported");
+    assert_eq!(valid.status, capstan_model::ConditionStatus::False);
+    assert!(
+        valid.message.contains("metadata.name") && valid.message.contains("\"web-\""),
+        "{}",
+        valid.message
+    );
+    let set = tree.get(Kind::MachineSet, "web").expect("the set");
+    let Object::MachineSet(set) = &set.object else {
+        panic!("a MachineSet");
+    };
+    assert_eq!(set.status.replicas, 1, "{:?}", set.status);
+    assert_eq!(w.live_instances(), vec![id]);
+}
+
 /// A Machine whose observed item cannot be read (a status value of the wrong type) is
 /// counted by its set and left alone: no replacement, and its instance is no orphan.
 #[tokio::test(flavor = "current_thread")]

@@ -8,7 +8,7 @@ use super::limits::{
     MAX_ANNOTATIONS_BYTES, MAX_CLUSTER_NAME_LEN, MAX_KEY_PREFIX_LEN, MAX_LABELS_BYTES,
     MAX_MACHINE_DEPLOYMENT_NAME_LEN, MAX_MACHINE_SET_NAME_LEN, MAX_NAME_LEN,
 };
-use crate::meta::ObjectMeta;
+use crate::meta::{ObjectMeta, set_machine_name_prefix};
 use crate::object::Kind;
 
 pub(super) fn metadata(v: &mut Errors, kind: Kind, meta: &ObjectMeta) {
@@ -25,6 +25,34 @@ pub(super) fn metadata(v: &mut Errors, kind: Kind, meta: &ObjectMeta) {
         );
     }
     annotations(v, "metadata.annotations", &meta.annotations);
+    if kind == Kind::Machine {
+        set_machine_name(v, meta);
+    }
+}
+
+/// A Machine a MachineSet controls is named `<set>-<suffix>`: the set reads its
+/// Machines by that prefix, so under any other name it would neither count nor delete it.
+fn set_machine_name(v: &mut Errors, meta: &ObjectMeta) {
+    let Some(set) = meta
+        .controller()
+        .filter(|o| o.kind == Kind::MachineSet && !o.name.is_empty())
+    else {
+        return;
+    };
+    let prefix = set_machine_name_prefix(&set.name);
+    if !meta.name.starts_with(&prefix) {
+        v.push(
+            "metadata.name",
+            format!(
+                "{:?} is controlled by MachineSet {:?}, so its name must start with {prefix:?}",
+                meta.name, set.name
+            ),
+            format!(
+                "name it {prefix}<suffix>, or drop the controller ownerReference to MachineSet {:?} (a MachineSet finds its Machines by their names)",
+                set.name
+            ),
+        );
+    }
 }
 
 /// The longest name a kind allows, and why, so derived names stay within 63.
