@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use capstan_embedded::{Embedded, EmbeddedConfig, ReconcilerLoad};
 use capstan_model::{Kind, Object, ObjectKey, Timestamp};
-use capstan_runtime::routes::Reconciler;
+use capstan_runtime::routes::{BATCH_SIZE, Reconciler};
 use capstan_sim::ec2::{Ec2Calls, Ec2Limits};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -533,7 +533,7 @@ fn print_load(phase: &str, load: &BTreeMap<Reconciler, ReconcilerLoad>) {
 async fn bench_reads(sizes: &[u32]) -> Result<(), String> {
     println!("### Items read and decoded per reconcile as a pool grows\n");
     println!(
-        "Per message (one object to reconcile) and per invocation (a batch of up to 10), for the Machine, MachineSet and health-check reconcilers (the workers' pool carries a health check): while a pool of N workers converges from nothing, and for one Machine event afterwards (one worker Machine deleted with `capstan delete`: its instance terminated, the MachineSet replacing it).\n"
+        "Per message (one object to reconcile) and per invocation (a batch of up to {BATCH_SIZE}), for the Machine, MachineSet and health-check reconcilers (the workers' pool carries a health check): while a pool of N workers converges from nothing, and for one Machine event afterwards (one worker Machine deleted with `capstan delete`: its instance terminated, the MachineSet replacing it).\n"
     );
     println!(
         "| pool | phase | reconciler | invocations | messages | items read | items per message | items per invocation |"
@@ -544,22 +544,18 @@ async fn bench_reads(sizes: &[u32]) -> Result<(), String> {
         apply(&cp, &with_health_check(cluster("default", "demo", n)?)).await?;
         converge(&mut cp, Duration::from_secs(3600)).await?;
         let grown = cp.load().clone();
-        let victim = cp
-            .ec2
-            .instances()
-            .into_iter()
-            .find(|i| {
-                i.state == capstan_model::InstanceState::Running
-                    && i.tags
-                        .get(capstan_model::labels::TAG_MACHINE)
-                        .is_some_and(|m| m.contains("-workers-"))
+        // A running worker Machine, found in the table (a batched launch tags its
+        // instances with the batch, not the Machine).
+        let name = cp
+            .tree("default", "demo")
+            .of_kind(Kind::Machine)
+            .filter_map(|s| s.object.as_machine())
+            .find(|m| {
+                m.status.phase == capstan_model::MachinePhase::Running
+                    && m.metadata.name.contains("-workers-")
             })
-            .ok_or("no running worker to terminate")?;
-        let name = victim
-            .tags
-            .get(capstan_model::labels::TAG_MACHINE)
-            .cloned()
-            .unwrap_or_default();
+            .map(|m| m.metadata.name.clone())
+            .ok_or("no running worker Machine to delete")?;
         cp.delete(&ObjectKey::new("default", "demo", Kind::Machine, &name))
             .await
             .map_err(|e| format!("deleting Machine {name}: {e}"))?;

@@ -23,7 +23,7 @@ use capstan_runtime::driver::{
     Driver, DriverConfig, DriverStats, Invocation, PlatformError, Schedule,
 };
 use capstan_runtime::functions::{Functions, MetricsSink};
-use capstan_runtime::routes::Reconciler;
+use capstan_runtime::routes::{BATCH_SIZE, Reconciler};
 use capstan_runtime::system::{OsEntropy, SystemClock};
 use capstan_runtime::table;
 use capstan_runtime::{Clock, Entropy, HandlerError, Store, StoreError};
@@ -44,7 +44,8 @@ pub struct EmbeddedConfig {
     pub delivery: Delivery,
     /// How often the drift sweep runs (5 minutes on AWS).
     pub sweep_every: Duration,
-    /// Messages a reconciler takes from its queue at once (the Lambda batch size).
+    /// Messages a reconciler takes from its queue at once (the Lambda batch size; by
+    /// default the template's, [`BATCH_SIZE`]).
     pub batch_size: usize,
     /// The Machine reconciler's batch size. On AWS, above 10 it needs a batching
     /// window (`MaximumBatchingWindowInSeconds`), which is also how long a batched
@@ -64,8 +65,8 @@ impl Default for EmbeddedConfig {
             ec2: Ec2Config::default(),
             delivery: Delivery::default(),
             sweep_every: Duration::from_secs(300),
-            batch_size: 10,
-            machine_batch_size: 10,
+            batch_size: BATCH_SIZE,
+            machine_batch_size: BATCH_SIZE,
             batch_launches: true,
             workload: WorkloadConfig::default(),
         }
@@ -112,7 +113,7 @@ pub struct ReconcilerLoad {
 /// time, each to its end (its adapters never wait, so nothing times out), metering the
 /// items each reconciler reads.
 pub struct Metered {
-    /// Messages an invocation takes at once (Lambda's batch size, at most 10).
+    /// Messages an invocation takes at once (Lambda's batch size).
     pub batch_size: usize,
     /// The Machine reconciler's (see `EmbeddedConfig::machine_batch_size`).
     pub machine_batch_size: usize,

@@ -35,6 +35,14 @@ pub enum Reconciler {
     InstanceEvents,
 }
 
+/// Messages one reconciler invocation takes at once: the SQS event source mapping's
+/// `BatchSize` in infra/template.yaml (tests/tests/infra.rs holds them equal), gathered
+/// for at most a second. 100 rather than SQS's default 10 so that a pool's events
+/// coalesce: its MachineSet and health check are reconciled once per up to 100 of
+/// their Machines' events, each pass reading the set's Machines, and the Machine
+/// reconciler's identical launches share one call (issue 16).
+pub const BATCH_SIZE: usize = 100;
+
 impl Reconciler {
     pub const ALL: [Reconciler; 6] = [
         Reconciler::Cluster,
