@@ -33,6 +33,8 @@ pub struct InitBench {
     /// Before each run, ask the kernel to drop the binary's pages from the page cache,
     /// so each start reads it from disk (shared libraries stay cached).
     pub evict: bool,
+    /// Variables added to (or overriding) Lambda's environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// One request the stub received: when its request line was in, and what it was.
@@ -62,8 +64,15 @@ pub fn bench_init(bench: &InitBench) -> Result<(), String> {
         bootstrap.display(),
         crate::thousands(size)
     );
+    for (name, value) in &bench.env {
+        println!("with {name}={value}");
+    }
+    if !bench.env.is_empty() {
+        println!();
+    }
 
     let mut times = Vec::with_capacity(bench.runs as usize);
+    let mut cpus = Vec::with_capacity(bench.runs as usize);
     for run in 1..=bench.runs {
         if bench.evict {
             evict(bootstrap)?;
@@ -74,12 +83,13 @@ pub fn bench_init(bench: &InitBench) -> Result<(), String> {
         let child = Command::new(bootstrap)
             .env_clear()
             .envs(lambda_environment(&address.to_string()))
+            .envs(bench.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("starting {}: {e}", bootstrap.display()))?;
-        let first = first_request(child, &requests, bench.timeout)
+        let (first, cpu) = first_request(child, &requests, bench.timeout)
             .map_err(|e| format!("run {run}: {e}"))?;
         if first.method != "GET" || first.path != NEXT {
             return Err(format!(
@@ -88,24 +98,15 @@ pub fn bench_init(bench: &InitBench) -> Result<(), String> {
             ));
         }
         times.push(first.at.duration_since(started));
+        cpus.extend(cpu);
     }
 
-    let Some(&first) = times.first() else {
-        return Err("--runs must be at least 1".to_string());
-    };
-    let mut sorted = times.clone();
-    sorted.sort();
-    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
-    println!("| runs | first run | min | median | max |");
+    println!("| {} runs | first run | min | median | max |", times.len());
     println!("|---|---|---|---|---|");
-    println!(
-        "| {} | {} ms | {} ms | {} ms | {} ms |",
-        times.len(),
-        ms(first),
-        ms(sorted[0]),
-        ms(sorted[sorted.len() / 2]),
-        ms(sorted[sorted.len() - 1])
-    );
+    println!("| wall: spawn → first /next | {} |", summary(&times)?);
+    if cpus.len() == times.len() {
+        println!("| CPU time by then | {} |", summary(&cpus)?);
+    }
     println!(
         "\ninit: from spawn to the first GET {NEXT}; {}",
         if bench.evict {
@@ -115,6 +116,23 @@ pub fn bench_init(bench: &InitBench) -> Result<(), String> {
         }
     );
     Ok(())
+}
+
+/// "first | min | median | max" of `times`, in milliseconds.
+fn summary(times: &[Duration]) -> Result<String, String> {
+    let Some(&first) = times.first() else {
+        return Err("--runs must be at least 1".to_string());
+    };
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    Ok(format!(
+        "{} | {} | {} | {}",
+        ms(first),
+        ms(sorted[0]),
+        ms(sorted[sorted.len() / 2]),
+        ms(sorted[sorted.len() - 1])
+    ))
 }
 
 /// The environment Lambda gives a `provided.al2023` function (dummy credentials and
@@ -222,17 +240,18 @@ fn read_request(stream: TcpStream) -> Result<Request, String> {
     })
 }
 
-/// Waits for the child's first request, then kills it and reaps it. A child that exits
-/// first, or takes longer than `timeout`, fails the run with what it wrote.
+/// Waits for the child's first request, notes the CPU time it has used by then, then
+/// kills it and reaps it. A child that exits first, or takes longer than `timeout`,
+/// fails the run with what it wrote.
 fn first_request(
     mut child: Child,
     requests: &Receiver<Result<Request, String>>,
     timeout: Duration,
-) -> Result<Request, String> {
+) -> Result<(Request, Option<Duration>), String> {
     let deadline = Instant::now() + timeout;
     let outcome = loop {
         match requests.recv_timeout(Duration::from_millis(20)) {
-            Ok(request) => break request,
+            Ok(request) => break request.map(|r| (r, cpu_time(child.id()))),
             Err(RecvTimeoutError::Disconnected) => {
                 break Err("the Runtime API stub stopped".to_string());
             }
@@ -259,6 +278,18 @@ fn first_request(
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+/// The CPU time (user and system) the process's threads have used: the first field of
+/// each thread's `/proc/<pid>/task/<tid>/schedstat`, in nanoseconds. Unlike the wall
+/// time it does not grow when other processes hold the cores.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let schedstat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        nanos += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(nanos))
 }
 
 /// Drops the file's pages from the page cache: GNU dd's `iflag=nocache` with

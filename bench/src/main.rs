@@ -98,6 +98,10 @@ enum Bench {
         /// `iflag=nocache`), so each start reads it from disk like a first start.
         #[arg(long)]
         evict: bool,
+        /// A variable to add to (or override in) the child's environment, NAME=VALUE;
+        /// repeatable (e.g. `--env SSL_CERT_FILE=...` to see what root certificates cost).
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+        env: Vec<(String, String)>,
     },
     /// Every benchmark with its defaults, `scale` first.
     All {
@@ -148,11 +152,13 @@ fn main() -> ExitCode {
                 runs,
                 timeout,
                 evict,
+                env,
             } => init::bench_init(&init::InitBench {
                 bootstrap,
                 runs,
                 timeout: Duration::from_secs(timeout),
                 evict,
+                env,
             }),
             Bench::All { launch } => {
                 bench_scale(100, 97).await?;
@@ -169,6 +175,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `NAME=VALUE`, for `init --env`.
+fn parse_env_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
     }
 }
 
