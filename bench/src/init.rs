@@ -10,7 +10,7 @@
 //! and the `CAPSTAN_*` names infra/template.yaml sets, with dummy credentials, and
 //! nothing else: no `HOME` (so no shared config files), no endpoint override. Nothing
 //! in it points off the machine; a binary that made a network call before `/next`
-//! would show up under `strace -f -e trace=connect` (docs/performance.md).
+//! would show up under `strace -f -e trace=socket,connect` (docs/performance.md).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
@@ -136,7 +136,8 @@ fn summary(times: &[Duration]) -> Result<String, String> {
 }
 
 /// The environment Lambda gives a `provided.al2023` function (dummy credentials and
-/// log names), and the machine-reconciler's own variables from infra/template.yaml.
+/// log names), and the machine-reconciler's own variables from infra/template.yaml
+/// (every function gets the same `CAPSTAN_*` names; only the function's name differs).
 fn lambda_environment(runtime_api: &str) -> Vec<(&'static str, String)> {
     let fixed = [
         ("AWS_LAMBDA_RUNTIME_API", runtime_api),
