@@ -14,12 +14,18 @@
 //!   for each reconciler, while the pool converges and for one Machine event after.
 //! - `calls`: EC2 calls and table writes per Machine over its lifecycle.
 //! - `all`: every one of them, `scale` first (its peak RSS is the process's).
+//! - `init`: a Lambda binary's init time, from spawning it to its first request for an
+//!   invocation to a Runtime API stub on 127.0.0.1 (not part of `all`: it needs a
+//!   release build of the binary, `--bootstrap`).
 //!
 //! Runs in the dev profile (`cargo run -p capstan-bench -- all`): the crates on the hot
 //! path are built with `opt-level = 2` even there (the workspace `Cargo.toml`), and a
 //! release build of the workspace takes 25+ minutes on two cores.
 
+mod init;
+
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -75,6 +81,28 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         pods: u32,
     },
+    /// A Lambda binary's init time: from spawning it, with the environment Lambda gives
+    /// a function, to its first `GET /2018-06-01/runtime/invocation/next` to a Runtime
+    /// API stub on 127.0.0.1. Min, median and max over `--runs` starts.
+    Init {
+        /// The binary, e.g. target/release/machine-reconciler (build it with
+        /// `cargo build --release -p machine-reconciler`).
+        #[arg(long)]
+        bootstrap: PathBuf,
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+        /// Seconds one start may take before the benchmark fails.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Before each start, drop the binary's pages from the page cache (GNU dd
+        /// `iflag=nocache`), so each start reads it from disk like a first start.
+        #[arg(long)]
+        evict: bool,
+        /// A variable to add to (or override in) the child's environment, NAME=VALUE;
+        /// repeatable (e.g. `--env SSL_CERT_FILE=...` to see what root certificates cost).
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+        env: Vec<(String, String)>,
+    },
     /// Every benchmark with its defaults, `scale` first.
     All {
         #[arg(long, value_enum, default_value_t = LaunchMode::Both)]
@@ -119,6 +147,19 @@ fn main() -> ExitCode {
             Bench::Reads { sizes } => bench_reads(&sizes).await,
             Bench::Calls { machines } => bench_calls(machines).await,
             Bench::Burst { pods } => bench_burst(pods).await,
+            Bench::Init {
+                bootstrap,
+                runs,
+                timeout,
+                evict,
+                env,
+            } => init::bench_init(&init::InitBench {
+                bootstrap,
+                runs,
+                timeout: Duration::from_secs(timeout),
+                evict,
+                env,
+            }),
             Bench::All { launch } => {
                 bench_scale(100, 97).await?;
                 bench_launch(1000, launch).await?;
@@ -134,6 +175,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `NAME=VALUE`, for `init --env`.
+fn parse_env_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
     }
 }
 
