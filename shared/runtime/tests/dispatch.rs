@@ -147,7 +147,11 @@ async fn each_reconciler_is_given_exactly_its_messages_unwrapped_to_the_event() 
     let lambda = FakeLambda::default();
     let response = dispatch(&lambda, &mixed_batch()).await;
     assert!(failed(&response).is_empty());
-    assert_eq!(lambda.calls.borrow().len(), 4, "one invocation per reconciler");
+    assert_eq!(
+        lambda.calls.borrow().len(),
+        4,
+        "one invocation per reconciler"
+    );
     assert_eq!(
         lambda.given(Reconciler::Machine),
         vec![
