@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """What an idle Capstan installation costs per month, computed from infra/template.yaml.
 
-    python3 scripts/cost.py [infra/template.yaml] [--markdown]
+    python3 scripts/cost.py [infra/template.yaml] [--max DOLLARS]
 
 Counts what the template declares (alarms, SQS event source mappings, the sweep's
-schedule, queues, log groups) and prices it with AWS's us-east-1 list prices, without
+schedules, queues, log groups) and prices it with AWS's us-east-1 list prices, without
 free tiers (an account's free tier is shared by everything in it). Prints the
-installation as the template has it, then the layout proposed in docs/performance.md
-("Idle cost"), which keeps batching, coalescing and dead-letter queues.
+installation as the template has it; with --max, exits 1 when the monthly total is
+above DOLLARS (issue 16: below $1). To compare with an older layout, run it on that
+template (`git show REV:infra/template.yaml > old.yaml`).
 
 Every figure is an estimate: AWS does not publish how many pollers an idle SQS event
 source mapping keeps; the sweep's duration and log volume are assumptions (stated).
@@ -37,7 +38,7 @@ MINUTES_PER_MONTH = 730 * 60
 # idle mapping (the documented starting concurrency; AWS does not publish the idle count).
 POLLERS = 5
 WAIT_SECONDS = 20
-# The sweep, assumed: 0.3 s per run, 1.5 KB of logs per run.
+# Each scheduled run (the sweep, the autoscale check), assumed: 0.3 s, 1.5 KB of logs.
 SWEEP_SECONDS = 0.3
 LOG_BYTES_PER_RUN = 1536
 
@@ -105,16 +106,16 @@ def rows(alarms, mappings, schedules, memory_mb):
             f"{polls:,.0f} requests",
             polls * SQS_REQUEST,
         ),
-        ("sweep invocations", f"{runs:,.0f} runs", runs * LAMBDA_REQUEST),
+        ("scheduled invocations", f"{runs:,.0f} runs (the sweep and the autoscale check)", runs * LAMBDA_REQUEST),
         (
-            "sweep compute",
+            "scheduled compute",
             f"{SWEEP_SECONDS} s at {memory_mb} MB: {gb_seconds:,.0f} GB-s",
             gb_seconds * LAMBDA_GB_SECOND,
         ),
-        ("sweep Scan", f"{runs:,.0f} RRU (an empty table)", runs * DYNAMODB_RRU),
+        ("Scan", f"{runs:,.0f} RRU (an empty table)", runs * DYNAMODB_RRU),
         (
             "logs",
-            f"{LOG_BYTES_PER_RUN / 1024:.1f} KB per sweep",
+            f"{LOG_BYTES_PER_RUN / 1024:.1f} KB per run",
             runs * LOG_BYTES_PER_RUN / 2**30 * LOG_GB,
         ),
     ]
@@ -130,7 +131,8 @@ def table(title, lines):
 
 
 def main(argv):
-    path = next((a for a in argv if not a.startswith("--")), "infra/template.yaml")
+    values = {argv[i + 1] for i, a in enumerate(argv) if a == "--max" and i + 1 < len(argv)}
+    path = next((a for a in argv if not a.startswith("--") and a not in values), "infra/template.yaml")
     with open(path, encoding="utf-8") as f:
         template = yaml.load(f, Loader=Loader)
     c = count(template)
@@ -146,20 +148,11 @@ def main(argv):
         "As the template has it", rows(len(c["alarms"]), len(c["mappings"]), schedules, memory)
     )
     print(now + "\n")
-    # The proposal (docs/performance.md, "Idle cost"): one work queue for every
-    # reconciler, read by one mapping into one function that dispatches on the message's
-    # `kind` attribute (batching and per-object coalescing unchanged, MaximumConcurrency
-    # 5 kept); instance-events keeps its own queue (EC2 events arrive on the default bus);
-    # one shared dead-letter queue with one alarm, plus the stream's iterator-age alarm;
-    # the sweep's failures go to the shared DLQ (an on-failure destination) instead of
-    # an Errors alarm of their own; the sweep every 15 minutes. The other schedules on
-    # the sweep's function (the autoscaler's minute check) stay as they are.
-    proposed, proposed_total = table(
-        "Proposed: 2 work queues, 1 shared DLQ, 2 alarms, sweep every 15 minutes",
-        rows(2, 2, ["rate(15 minutes)"] + schedules[1:], memory),
-    )
-    print(proposed + "\n")
-    print(f"idle: ${now_total:.2f}/month now, ${proposed_total:.2f}/month proposed")
+    print(f"idle: ${now_total:.2f}/month")
+    limit = next((float(argv[i + 1]) for i, a in enumerate(argv) if a == "--max" and i + 1 < len(argv)), None)
+    if limit is not None and now_total > limit:
+        print(f"above the limit of ${limit:.2f}/month", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ pub async fn run(target: Target, options: RunOptions) -> anyhow::Result<ExitCode
         target.endpoint, target.installation, target.table
     );
     println!(
-        "Created if absent: the table with its stream, the bus \"capstan\", and per reconciler a rule, a queue and a dead-letter queue."
+        "Created if absent: the table with its stream, the bus \"capstan\", the work queue and its dead-letter queue, and per reconciler a rule wrapping its events into the work queue."
     );
     println!(
         "moto emits no EC2 state-change events: this runtime describes the installation's instances and relays their changes onto the default bus."

@@ -48,9 +48,11 @@
    - queue policies: every queue an EventBridge rule feeds has one; it allows
      sqs:SendMessage only to events.amazonaws.com with aws:SourceArn = that rule, and
      a Deny (Principal "*") refuses sqs:SendMessage to everyone else: its only
-     exemptions are the rule (aws:SourceArn) and the roles of the functions that read
-     the queue and re-queue on it (aws:PrincipalArn; Bus::requeue), and it must exempt
-     both, or it would refuse the deliveries and re-queues the functions rely on.
+     exemptions are the rules (aws:SourceArn) and the roles whose own policies allow
+     them to send to the queue (aws:PrincipalArn; the reconcilers' Bus::requeue on the
+     work queue), and it must exempt both, or it would refuse the deliveries and
+     re-queues the functions rely on;
+   - lambda:InvokeFunction only on the template's own functions, named (no wildcard).
 
 Exit status 0 when every policy passes; 1 with one line per problem otherwise.
 """
@@ -370,6 +372,7 @@ class Checker:
         self.tables = [resolver.get_att(i, "Arn") for i, x in res.items() if x.get("Type") == "AWS::DynamoDB::Table"]
         self.buses = [resolver.get_att(i, "Arn") for i, x in res.items() if x.get("Type") == "AWS::Events::EventBus"]
         self.queues = [resolver.get_att(i, "Arn") for i, x in res.items() if x.get("Type") == "AWS::SQS::Queue"]
+        self.functions = [resolver.get_att(i, "Arn") for i, x in res.items() if x.get("Type") == "AWS::Lambda::Function"]
         # Which functions use each role, and which queues they read.
         self.role_functions = {}
         self.function_queues = {}
@@ -400,11 +403,13 @@ class Checker:
                     arn = resolver.resolve(target.get("Arn"))
                     if arn in self.queues:
                         self.queue_rules.setdefault(arn, []).append(resolver.get_att(logical_id, "Arn"))
+        # Which roles' own policies allow sqs:SendMessage on each queue (Bus::requeue on
+        # the work queue; on-failure destinations on the dead-letter queue).
         self.queue_requeuers = {}
         for logical_id, x in res.items():
             if x.get("Type") != "AWS::IAM::Role":
                 continue
-            read = {q for f in self.role_functions.get(logical_id, []) for q in self.function_queues.get(f, [])}
+            read = self.queues
             try:
                 policies = as_list(resolver.resolve((x.get("Properties") or {}).get("Policies")))
             except Unresolvable:
@@ -530,6 +535,11 @@ class Checker:
                 for x in resources:
                     if x not in self.buses:
                         self.problem(here, f"events:PutEvents on {x}, not one of the template's buses")
+            # Lambda: only this template's functions, each named.
+            if allows(s, "lambda:InvokeFunction"):
+                for x in resources:
+                    if x not in self.functions:
+                        self.problem(here, f"lambda:InvokeFunction on {x!r}: only the template's own functions, named")
             # SQS: this template's queues; receive only from the function's own sources.
             if any(x.lower().startswith("sqs:") for x in actions):
                 for x in resources:

@@ -14,7 +14,7 @@ fn repo() -> PathBuf {
 }
 
 /// Runs every (template, RBAC manifest) check at once: each is a few Python processes,
-/// mostly waiting on one core, and there are fourteen of them.
+/// mostly waiting on one core, and there are fifteen of them.
 fn check_all(cases: &[(PathBuf, PathBuf)]) -> Vec<Output> {
     std::thread::scope(|scope| {
         let running: Vec<_> = cases
@@ -99,8 +99,8 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
             broken_copy(
                 &dir,
                 "misspelled",
-                "VisibilityTimeout: 180\n      SqsManagedSseEnabled: true\n      RedrivePolicy:\n        deadLetterTargetArn:\n          Fn::GetAtt: [ClusterReconcilerDeadLetterQueue, Arn]",
-                "VisibilityTimout: 180\n      SqsManagedSseEnabled: true\n      RedrivePolicy:\n        deadLetterTargetArn:\n          Fn::GetAtt: [ClusterReconcilerDeadLetterQueue, Arn]",
+                "VisibilityTimeout: 270\n      SqsManagedSseEnabled: true\n      RedrivePolicy:\n        deadLetterTargetArn:\n          Fn::GetAtt: [DeadLetterQueue, Arn]",
+                "VisibilityTimout: 270\n      SqsManagedSseEnabled: true\n      RedrivePolicy:\n        deadLetterTargetArn:\n          Fn::GetAtt: [DeadLetterQueue, Arn]",
             ),
             "E3002",
         ),
@@ -136,27 +136,39 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
             ),
             "without the condition ec2:Owner = the AllowedImageOwners parameter",
         ),
-        // A queue policy without its Deny: any principal whose own policy allows
-        // SendMessage could feed the machine reconciler.
+        // The work queue's policy without its Deny: any principal whose own policy
+        // allows SendMessage could feed every reconciler.
         (
             broken_copy(
                 &dir,
                 "queue-without-deny",
-                "          - Sid: NoOtherSender\n            Effect: Deny\n            Principal: \"*\"\n            Action: sqs:SendMessage\n            Resource:\n              Fn::GetAtt: [MachineReconcilerQueue, Arn]\n            Condition:\n              ArnNotEquals:\n                aws:SourceArn:\n                  Fn::GetAtt: [MachineReconcilerRule, Arn]\n                aws:PrincipalArn:\n                  Fn::GetAtt: [MachineReconcilerRole, Arn]\n",
+                "          - Sid: NoOtherSender\n            Effect: Deny\n            Principal: \"*\"\n            Action: sqs:SendMessage\n            Resource:\n              Fn::GetAtt: [WorkQueue, Arn]\n            Condition:\n              ArnNotEquals:\n                aws:SourceArn:\n                  - Fn::GetAtt: [ClusterReconcilerRule, Arn]\n                  - Fn::GetAtt: [DeploymentReconcilerRule, Arn]\n                  - Fn::GetAtt: [MachineSetReconcilerRule, Arn]\n                  - Fn::GetAtt: [MachineReconcilerRule, Arn]\n                  - Fn::GetAtt: [HealthCheckReconcilerRule, Arn]\n                  - Fn::GetAtt: [InstanceEventsRule, Arn]\n                aws:PrincipalArn:\n                  - Fn::GetAtt: [ClusterReconcilerRole, Arn]\n                  - Fn::GetAtt: [DeploymentReconcilerRole, Arn]\n                  - Fn::GetAtt: [MachineSetReconcilerRole, Arn]\n                  - Fn::GetAtt: [MachineReconcilerRole, Arn]\n                  - Fn::GetAtt: [HealthCheckReconcilerRole, Arn]\n",
                 "",
             ),
-            "nothing denies sqs:SendMessage on arn:aws:sqs:us-east-1:123456789012:capstan-machine-reconciler",
+            "nothing denies sqs:SendMessage on arn:aws:sqs:us-east-1:123456789012:capstan-work",
         ),
-        // The Deny lets another role through instead of the one that re-queues: a
-        // sender other than the rule, and Bus::requeue refused.
+        // The Deny lets another role through instead of one that re-queues: a sender
+        // other than the rules, and that reconciler's Bus::requeue refused.
         (
             broken_copy(
                 &dir,
                 "queue-deny-lets-another-role",
-                "                aws:PrincipalArn:\n                  Fn::GetAtt: [MachineReconcilerRole, Arn]\n",
-                "                aws:PrincipalArn:\n                  Fn::GetAtt: [DriftSweepRole, Arn]\n",
+                "                aws:PrincipalArn:\n                  - Fn::GetAtt: [ClusterReconcilerRole, Arn]\n",
+                "                aws:PrincipalArn:\n                  - Fn::GetAtt: [DriftSweepRole, Arn]\n",
             ),
-            "it lets ['arn:aws:iam::123456789012:role/DriftSweepRole-placeholder'] send besides its rule",
+            "it lets ['arn:aws:iam::123456789012:role/DriftSweepRole-placeholder'] send besides",
+        ),
+        // The dispatcher may invoke every function of the account (issue 16): least
+        // privilege lost. checkov only refuses Resource "*"; the project's rule refuses
+        // any function that is not one of the stack's, named.
+        (
+            broken_copy(
+                &dir,
+                "invoke-any-function",
+                "                Action: lambda:InvokeFunction\n                Resource:\n                  - Fn::GetAtt: [ClusterReconcilerFunction, Arn]\n",
+                "                Action: lambda:InvokeFunction\n                Resource:\n                  - Fn::Sub: \"arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:*\"\n",
+            ),
+            "lambda:InvokeFunction on 'arn:aws:lambda:us-east-1:123456789012:function:*': only the template's own functions",
         ),
         // Workload-cluster access (issue 13): DescribeCluster on any resource, and the
         // kubeconfig secrets widened from the listed ones to every secret.
@@ -264,6 +276,23 @@ fn the_template_passes_every_offline_check_and_each_deliberate_mistake_fails_one
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 16: an idle installation costs less than $1 a month, computed from the
+/// template by scripts/cost.py (alarms, SQS pollers, scheduled runs).
+#[test]
+fn an_idle_installation_costs_less_than_a_dollar_a_month() {
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/cost.py"))
+        .arg(repo().join("infra/template.yaml"))
+        .args(["--max", "1.00"])
+        .current_dir(repo())
+        .output()
+        .expect("running python3 scripts/cost.py");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("2 alarms"), "{said}");
+    assert!(said.contains("1 SQS event source mappings"), "{said}");
 }
 
 /// cloud-init itself reads the nodeadm user data Capstan writes (the golden files of

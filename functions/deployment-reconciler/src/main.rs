@@ -1,8 +1,10 @@
 //! deployment-reconciler: MachineDeployment and MachineClass changes (and changes of the MachineSets they own): one MachineSet per template, rollouts.
 //!
-//! Triggered by an SQS queue fed by the EventBridge rule `Reconciler::Deployment.patterns()`;
-//! answers with the messages that failed (ReportBatchItemFailures), so only those
-//! are delivered again and, after five receives, reach the dead-letter queue.
+//! Invoked synchronously by reconcile-dispatcher with the messages of the work queue
+//! meant for it (those the EventBridge rule `Reconciler::Deployment.patterns()` wrapped for it),
+//! unwrapped, as the SQS event a queue of its own would deliver; answers with the
+//! messages that failed (ReportBatchItemFailures), so only those are delivered again
+//! and, after five receives, reach the dead-letter queue.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use capstan_runtime::routes::Reconciler;

@@ -5,8 +5,9 @@
 //! `{"check": "autoscale"}`), the autoscaler's check: one Scan of Clusters, an
 //! autoscale event for each one with access and an autoscaled pool.
 //!
-//! A failed job fails the invocation (EventBridge retries it); the next scheduled one
-//! repairs whatever this one missed either way.
+//! A failed job fails the invocation (Lambda retries it once; a run that fails again is
+//! recorded in the dead-letter queue, behind its alarm); the next scheduled one repairs
+//! whatever this one missed either way.
 
 use capstan_runtime::events::ScheduledJob;
 use capstan_runtime::ports::BusEvent;

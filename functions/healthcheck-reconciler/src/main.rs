@@ -1,8 +1,10 @@
 //! healthcheck-reconciler: MachineHealthCheck changes and the Machines they watch: reports health, remediates.
 //!
-//! Triggered by an SQS queue fed by the EventBridge rule `Reconciler::HealthCheck.patterns()`;
-//! answers with the messages that failed (ReportBatchItemFailures), so only those
-//! are delivered again and, after five receives, reach the dead-letter queue.
+//! Invoked synchronously by reconcile-dispatcher with the messages of the work queue
+//! meant for it (those the EventBridge rule `Reconciler::HealthCheck.patterns()` wrapped for it),
+//! unwrapped, as the SQS event a queue of its own would deliver; answers with the
+//! messages that failed (ReportBatchItemFailures), so only those are delivered again
+//! and, after five receives, reach the dead-letter queue.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use capstan_runtime::routes::Reconciler;

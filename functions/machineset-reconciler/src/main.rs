@@ -1,8 +1,10 @@
 //! machineset-reconciler: MachineSet changes (and changes of the Machines they own): creates and deletes Machines.
 //!
-//! Triggered by an SQS queue fed by the EventBridge rule `Reconciler::MachineSet.patterns()`;
-//! answers with the messages that failed (ReportBatchItemFailures), so only those
-//! are delivered again and, after five receives, reach the dead-letter queue.
+//! Invoked synchronously by reconcile-dispatcher with the messages of the work queue
+//! meant for it (those the EventBridge rule `Reconciler::MachineSet.patterns()` wrapped for it),
+//! unwrapped, as the SQS event a queue of its own would deliver; answers with the
+//! messages that failed (ReportBatchItemFailures), so only those are delivered again
+//! and, after five receives, reach the dead-letter queue.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use capstan_runtime::routes::Reconciler;

@@ -142,8 +142,9 @@ async fn the_stream_router_binary_routes_a_sample_stream_batch_under_cargo_lambd
         "{response}"
     );
 
-    // The Cluster INSERT went through moto's bus and rule into the cluster queue.
-    let queue = &provisioned.queues[&Reconciler::Cluster];
+    // The Cluster INSERT went through moto's bus and the cluster reconciler's rule into
+    // the work queue, wrapped with the reconciler it is for.
+    let queue = &provisioned.work;
     let received = clients
         .sqs
         .receive_message()
@@ -160,7 +161,9 @@ async fn the_stream_router_binary_routes_a_sample_stream_batch_under_cargo_lambd
     assert!(
         bodies
             .iter()
-            .any(|b| b["detail-type"] == "Cluster Changed" && b["detail"]["name"] == "demo"),
+            .any(|b| b["reconciler"] == Reconciler::Cluster.name()
+                && b["event"]["detail-type"] == "Cluster Changed"
+                && b["event"]["detail"]["name"] == "demo"),
         "{bodies:?}"
     );
 }

@@ -6,11 +6,11 @@
 //!   `PUT_ATTEMPTS` times with backoff; what still fails is `Throttled` or
 //!   `Unavailable`, and the caller retries the whole batch (delivery is at least once,
 //!   so a repeat is harmless).
-//! - `requeue` is one SQS SendMessage to the reconciler's own queue, with the event as
-//!   the body in the shape an EventBridge rule delivers it, and DelaySeconds (at most
-//!   900, SQS's limit). Queue URLs are looked up by name once and cached.
+//! - `requeue` is one SQS SendMessage to the work queue, the body the event wrapped with
+//!   the reconciler it is for (`routes::wrap`), exactly as the reconciler's rule's input
+//!   transformer delivers it, and DelaySeconds (at most 900, SQS's limit). The work
+//!   queue's URL is looked up by name once and cached.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use aws_sdk_eventbridge::config::http::HttpResponse;
 use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use capstan_runtime::ports::{Bus, BusError, BusEvent};
+use capstan_runtime::routes::{Reconciler, wrap};
 
 use crate::clients::Names;
 use crate::error::{Class, classify, is_throttling};
@@ -32,7 +33,8 @@ pub struct EventBridgeBus {
     sqs: aws_sdk_sqs::Client,
     bus_name: String,
     names: Names,
-    queue_urls: Arc<Mutex<HashMap<String, String>>>,
+    /// The work queue's URL, once looked up.
+    work_queue_url: Arc<Mutex<Option<String>>>,
 }
 
 impl EventBridgeBus {
@@ -46,7 +48,7 @@ impl EventBridgeBus {
             sqs,
             bus_name: names.bus.clone(),
             names,
-            queue_urls: Arc::default(),
+            work_queue_url: Arc::default(),
         }
     }
 
@@ -59,16 +61,11 @@ impl EventBridgeBus {
         }
     }
 
-    async fn queue_url(&self, queue: &str) -> Result<String, BusError> {
-        let name = self.names.queue(queue);
-        if let Some(url) = self
-            .queue_urls
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&name).cloned())
-        {
+    async fn work_queue_url(&self) -> Result<String, BusError> {
+        if let Some(url) = self.work_queue_url.lock().ok().and_then(|u| u.clone()) {
             return Ok(url);
         }
+        let name = self.names.work_queue();
         let out = self
             .sqs
             .get_queue_url()
@@ -79,8 +76,8 @@ impl EventBridgeBus {
         let url = out
             .queue_url
             .ok_or_else(|| BusError::Unavailable(format!("no URL for queue {name}")))?;
-        if let Ok(mut m) = self.queue_urls.lock() {
-            m.insert(name, url.clone());
+        if let Ok(mut u) = self.work_queue_url.lock() {
+            *u = Some(url.clone());
         }
         Ok(url)
     }
@@ -160,9 +157,12 @@ impl Bus for EventBridgeBus {
     }
 
     async fn requeue(&self, queue: &str, event: BusEvent, delay: Duration) -> Result<(), BusError> {
-        let url = self.queue_url(queue).await?;
-        let body = serde_json::to_string(&event)
+        let reconciler = Reconciler::from_name(queue)
+            .ok_or_else(|| BusError::Unavailable(format!("no reconciler {queue}")))?;
+        let url = self.work_queue_url().await?;
+        let event = serde_json::to_value(&event)
             .map_err(|e| BusError::Unavailable(format!("encoding the event: {e}")))?;
+        let body = wrap(reconciler, &event).to_string();
         let delay = delay.as_secs_f64().ceil().clamp(0.0, 900.0) as i32;
         self.sqs
             .send_message()

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
+use capstan_runtime::routes::{DEAD_LETTER_QUEUE, WORK_QUEUE};
 
 /// Where the clients point.
 #[derive(Clone, Debug, Default)]
@@ -30,7 +31,9 @@ pub struct Names {
     pub table: String,
     /// The custom event bus the stream router publishes to.
     pub bus: String,
-    /// Queue (and rule) names are this prefix followed by the reconciler's name.
+    /// Rule and function names are this prefix followed by the reconciler's (or
+    /// function's) name; the work queue is `<prefix>work`, the dead-letter queue
+    /// `<prefix>dlq`.
     pub queue_prefix: String,
 }
 
@@ -42,7 +45,8 @@ impl Default for Names {
 
 impl Names {
     /// The names infra/template.yaml gives an installation: the table and the bus are
-    /// named after it, its queues `<installation>-<reconciler>` (and `-dlq`).
+    /// named after it, its rules and functions `<installation>-<name>`, its queues
+    /// `<installation>-work` and `<installation>-dlq`.
     pub fn for_installation(installation: &str) -> Names {
         Names {
             installation: installation.to_string(),
@@ -68,13 +72,25 @@ impl Names {
         }
     }
 
-    pub fn queue(&self, reconciler_name: &str) -> String {
+    /// A reconciler's EventBridge rule: `<prefix><reconciler>`.
+    pub fn rule(&self, reconciler_name: &str) -> String {
         format!("{}{reconciler_name}", self.queue_prefix)
     }
 
-    /// Its dead-letter queue.
-    pub fn dead_letter_queue(&self, reconciler_name: &str) -> String {
-        format!("{}{reconciler_name}-dlq", self.queue_prefix)
+    /// A function of the installation: `<prefix><name>` (infra/template.yaml names
+    /// every function so; the dispatcher invokes the reconcilers by these names).
+    pub fn function(&self, name: &str) -> String {
+        format!("{}{name}", self.queue_prefix)
+    }
+
+    /// The one work queue every reconciler's rule feeds: `<prefix>work`.
+    pub fn work_queue(&self) -> String {
+        format!("{}{WORK_QUEUE}", self.queue_prefix)
+    }
+
+    /// The one dead-letter queue: `<prefix>dlq`.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}{DEAD_LETTER_QUEUE}", self.queue_prefix)
     }
 }
 

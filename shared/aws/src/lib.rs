@@ -1,7 +1,8 @@
 //! Capstan's ports over the AWS SDK — `DynamoStore` (one table), `Ec2Compute`,
 //! `EventBridgeBus` (EventBridge + SQS), `AwsConnect` (how `capstan-kube` reaches an
 //! EKS or kubeconfig-described workload cluster) — built from one `aws-config` load
-//! (`Clients`), what a Lambda binary needs to start (`lambda`), and the resources an
+//! (`Clients`), what a Lambda binary needs to start (`lambda`), the reconcile
+//! dispatcher's Lambda Invoke (`invoke`), and the resources an
 //! installation has (`provision`, used by the endpoint runtime).
 //!
 //! Depends on `capstan-model` and `capstan-runtime`; the decisions never see an SDK type.
@@ -11,6 +12,7 @@ pub mod clients;
 pub mod compute;
 pub mod convert;
 pub mod error;
+pub mod invoke;
 pub mod lambda;
 pub mod provision;
 pub mod store;

@@ -1,17 +1,19 @@
 //! Creating what a deployment has, if absent: the table (stream NEW_AND_OLD_IMAGES,
-//! the sparse instance index), the bus, one queue + DLQ per reconciler, and one rule per
-//! reconciler whose pattern comes from `Reconciler::patterns()` — the same source the
-//! SAM template's rules are written from. Used by the local runtime; in AWS the
+//! the sparse instance index), the bus, the one work queue and the one dead-letter
+//! queue it redrives to, and one rule per reconciler whose pattern comes from
+//! `Reconciler::patterns()` and whose target is the work queue, through an input
+//! transformer that wraps the event with the reconciler's name
+//! (`Reconciler::input_template()`) — the same sources the SAM template's rules are
+//! written from (a test compares them). Used by the endpoint runtime; in AWS the
 //! template creates these.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
 };
-use aws_sdk_eventbridge::types::{RuleState, Target};
+use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
 use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, PK, SK};
 use capstan_runtime::routes::Reconciler;
@@ -50,19 +52,21 @@ impl Default for QueueOptions {
     }
 }
 
-/// One reconciler's queue.
+/// A queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Queue {
     pub url: String,
     pub arn: String,
-    pub dead_letter_url: String,
 }
 
 /// What exists after provisioning.
 #[derive(Clone, Debug)]
 pub struct Provisioned {
     pub stream_arn: String,
-    pub queues: BTreeMap<Reconciler, Queue>,
+    /// The one work queue every rule feeds (wrapped messages).
+    pub work: Queue,
+    /// Where the work queue's messages go after `MAX_RECEIVE_COUNT` receives.
+    pub dead_letter: Queue,
 }
 
 /// The bus a reconciler's rule lives on: EC2's events arrive on the default bus.
@@ -108,13 +112,15 @@ pub async fn ensure(
 ) -> Result<Provisioned, ProvisionError> {
     let stream_arn = ensure_table(clients, &names.table).await?;
     ensure_bus(clients, &names.bus).await?;
-    let mut queues = BTreeMap::new();
+    let (work, dead_letter) = ensure_queues(clients, names, options).await?;
     for reconciler in Reconciler::ALL {
-        let queue = ensure_queue(clients, names, reconciler, options).await?;
-        ensure_rule(clients, names, reconciler, &queue).await?;
-        queues.insert(reconciler, queue);
+        ensure_rule(clients, names, reconciler, &work).await?;
     }
-    Ok(Provisioned { stream_arn, queues })
+    Ok(Provisioned {
+        stream_arn,
+        work,
+        dead_letter,
+    })
 }
 
 /// The table, with its stream and the instance index; returns the stream's ARN.
@@ -281,27 +287,43 @@ async fn queue_url(
     })
 }
 
-async fn ensure_queue(
+/// The rule ARN EventBridge sends as `aws:SourceArn` for `reconciler`'s rule.
+fn rule_arn(clients: &Clients, names: &Names, reconciler: Reconciler) -> String {
+    format!(
+        "arn:aws:events:{}:*:rule/{}{}",
+        clients.region,
+        match reconciler {
+            Reconciler::InstanceEvents => String::new(),
+            _ => format!("{}/", names.bus),
+        },
+        names.rule(reconciler.name())
+    )
+}
+
+/// The dead-letter queue, and the work queue that redrives to it.
+async fn ensure_queues(
     clients: &Clients,
     names: &Names,
-    reconciler: Reconciler,
     options: &QueueOptions,
-) -> Result<Queue, ProvisionError> {
-    let dlq_name = names.dead_letter_queue(reconciler.name());
-    let dead_letter_url = queue_url(
+) -> Result<(Queue, Queue), ProvisionError> {
+    let dlq_url = queue_url(
         clients,
-        &dlq_name,
+        &names.dead_letter_queue(),
         vec![(
             QueueAttributeName::MessageRetentionPeriod,
             "1209600".to_string(),
         )],
     )
     .await?;
-    let dlq_arn = queue_arn(clients, &dead_letter_url).await?;
-    let redrive = json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT });
+    let dead_letter = Queue {
+        arn: queue_arn(clients, &dlq_url).await?,
+        url: dlq_url,
+    };
+    let redrive =
+        json!({ "deadLetterTargetArn": dead_letter.arn, "maxReceiveCount": MAX_RECEIVE_COUNT });
     let url = queue_url(
         clients,
-        &names.queue(reconciler.name()),
+        &names.work_queue(),
         vec![
             (
                 QueueAttributeName::VisibilityTimeout,
@@ -312,16 +334,11 @@ async fn ensure_queue(
     )
     .await?;
     let arn = queue_arn(clients, &url).await?;
-    // EventBridge may send to the queue only from this reconciler's rule.
-    let rule_arn = format!(
-        "arn:aws:events:{}:*:rule/{}{}",
-        clients.region,
-        match reconciler {
-            Reconciler::InstanceEvents => String::new(),
-            _ => format!("{}/", names.bus),
-        },
-        names.queue(reconciler.name())
-    );
+    // EventBridge may send to the queue only from the reconcilers' rules.
+    let rules: Vec<String> = Reconciler::ALL
+        .into_iter()
+        .map(|r| rule_arn(clients, names, r))
+        .collect();
     let policy = json!({
         "Version": "2012-10-17",
         "Statement": [{
@@ -329,7 +346,7 @@ async fn ensure_queue(
             "Principal": { "Service": "events.amazonaws.com" },
             "Action": "sqs:SendMessage",
             "Resource": arn,
-            "Condition": { "ArnLike": { "aws:SourceArn": rule_arn } },
+            "Condition": { "ArnLike": { "aws:SourceArn": rules } },
         }],
     });
     clients
@@ -343,11 +360,7 @@ async fn ensure_queue(
             action: format!("setting the policy of {url}"),
             detail: classify(&e).to_string(),
         })?;
-    Ok(Queue {
-        url,
-        arn,
-        dead_letter_url,
-    })
+    Ok((Queue { url, arn }, dead_letter))
 }
 
 async fn ensure_rule(
@@ -357,7 +370,7 @@ async fn ensure_rule(
     queue: &Queue,
 ) -> Result<(), ProvisionError> {
     let bus = rule_bus(reconciler, names);
-    let rule = names.queue(reconciler.name());
+    let rule = names.rule(reconciler.name());
     let eb = &clients.eventbridge;
     // PutRule and PutTargets are upserts: running them again changes nothing.
     eb.put_rule()
@@ -372,9 +385,17 @@ async fn ensure_rule(
             action: format!("putting rule {rule} on bus {bus}"),
             detail: classify(&e).to_string(),
         })?;
+    let wrapping = InputTransformer::builder()
+        .input_template(reconciler.input_template())
+        .build()
+        .map_err(|e| ProvisionError::Call {
+            action: "building an input transformer".to_string(),
+            detail: e.to_string(),
+        })?;
     let target = Target::builder()
         .id("queue")
         .arn(&queue.arn)
+        .input_transformer(wrapping)
         .build()
         .map_err(|e| ProvisionError::Call {
             action: "building a target".to_string(),
@@ -387,7 +408,7 @@ async fn ensure_rule(
         .send()
         .await
         .map_err(|e| ProvisionError::Call {
-            action: format!("pointing rule {rule} at its queue"),
+            action: format!("pointing rule {rule} at the work queue"),
             detail: classify(&e).to_string(),
         })?;
     Ok(())

@@ -68,6 +68,7 @@ fn every_sample_reads_as_its_aws_lambda_events_type_and_round_trips() {
     round_trip::<SqsEvent>("sqs-cluster-changed.json");
     round_trip::<SqsEvent>("sqs-instance-state-change.json");
     round_trip::<SqsEvent>("sqs-spot-interruption-warning.json");
+    round_trip::<SqsEvent>("sqs-work-queue.json");
     round_trip::<BusEvent>("ec2-instance-state-change.json");
     round_trip::<BusEvent>("spot-interruption-warning.json");
     round_trip::<BusEvent>("scheduled-event.json");
@@ -152,6 +153,82 @@ async fn cluster_reconciler_reconciles_the_named_cluster_once_and_reports_only_t
         w.store
             .get(&ItemKey::of(&deployment, Part::Desired))
             .is_some()
+    );
+}
+
+/// The reconcile dispatcher, with each reconciler's function played in process by its
+/// handler: what the work queue's sample batch becomes.
+struct InProcess<'a>(&'a Functions<MemStore, SimEc2, MemBus>);
+
+impl capstan_runtime::dispatch::Invoke for InProcess<'_> {
+    async fn invoke(
+        &self,
+        reconciler: Reconciler,
+        event: SqsEvent,
+    ) -> Result<
+        aws_lambda_events::event::sqs::SqsBatchResponse,
+        capstan_runtime::dispatch::InvokeError,
+    > {
+        Ok(self.0.queue(reconciler, &event).await)
+    }
+}
+
+#[test]
+fn the_work_queue_sample_splits_into_the_reconcilers_own_samples() {
+    let groups = capstan_runtime::dispatch::group(&sample("sqs-work-queue.json"));
+    let bodies = |e: &SqsEvent| -> Vec<serde_json::Value> {
+        e.records
+            .iter()
+            .filter_map(|m| serde_json::from_str(m.body.as_deref()?).ok())
+            .collect()
+    };
+    let own: SqsEvent = sample("sqs-cluster-changed.json");
+    let mut expected = bodies(&own);
+    expected.retain(|b| b.get("detail-type").is_some());
+    assert_eq!(
+        bodies(&groups.by_reconciler[&Reconciler::Cluster]),
+        expected
+    );
+    assert_eq!(
+        bodies(&groups.by_reconciler[&Reconciler::InstanceEvents]),
+        bodies(&sample("sqs-instance-state-change.json"))
+    );
+    assert_eq!(groups.by_reconciler.len(), 2);
+    assert_eq!(
+        groups.unreadable,
+        vec!["d3b07384-d113-4ec8-98c4-b3a2f1d0e9c8"]
+    );
+}
+
+#[tokio::test]
+async fn the_dispatcher_hands_each_reconciler_its_share_and_answers_their_failures() {
+    // An hour after the events: instance-events drops the old notification.
+    let w = world("2026-01-01T01:00:00Z");
+    let objects = capstan_model::manifest::read_manifests(
+        "quickstart.yaml",
+        include_str!("../../../examples/quickstart.yaml"),
+    )
+    .expect("quickstart");
+    capstan_runtime::apply::apply(&w.store, &objects)
+        .await
+        .expect("apply");
+    let response = capstan_runtime::dispatch::dispatch(
+        &InProcess(&w.functions),
+        &sample("sqs-work-queue.json"),
+    )
+    .await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, vec!["d3b07384-d113-4ec8-98c4-b3a2f1d0e9c8"]);
+    let deployment = ObjectKey::new("default", "demo", Kind::MachineDeployment, "demo-workers");
+    assert!(
+        w.store
+            .get(&ItemKey::of(&deployment, Part::Desired))
+            .is_some(),
+        "the cluster reconciler expanded the Cluster"
     );
 }
 

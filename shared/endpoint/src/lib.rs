@@ -11,14 +11,19 @@
 //!    event source mapping in moto would need Docker) into the DynamoDB stream event
 //!    Lambda would deliver; on a reported failure it reads again from the failed
 //!    record, as Lambda's checkpointing does.
-//! 3. **receive from each reconciler's queue** (ReceiveMessage, up to the batch size)
-//!    into the SQS event Lambda would deliver, and delete only the messages not
-//!    reported failed. An invocation that outlives the function timeout is abandoned
-//!    and deletes nothing: its messages come back after the visibility timeout.
+//! 3. **play the reconcile dispatcher**: receive from the one work queue (ReceiveMessage,
+//!    up to 10), split each batch by the reconciler each message names with the
+//!    dispatcher's own `capstan_runtime::dispatch::group` (moto cannot run Lambda
+//!    functions, so the dispatch happens in process), hand each reconciler its messages
+//!    as the SQS event the dispatcher would invoke it with, and delete only the messages
+//!    not reported failed. An invocation that outlives the function timeout is abandoned
+//!    and deletes nothing: its messages come back after the visibility timeout; so do
+//!    messages that name no reconciler, which reach the dead-letter queue after
+//!    `MAX_RECEIVE_COUNT` receives, as the dispatcher's failures do on AWS.
 //!
 //! The driver runs the drift sweep every `sweep_every` with a scheduled event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,7 @@ use capstan_model::labels::TAG_INSTALLATION;
 use capstan_model::{InstanceState, Timestamp};
 use capstan_reconcile::Tree;
 use capstan_runtime::HandlerError;
+use capstan_runtime::dispatch;
 use capstan_runtime::driver::{
     Driver, DriverConfig, DriverStats, Invocation, Platform, PlatformError, Schedule,
 };
@@ -168,6 +174,9 @@ pub struct EndpointPlatform {
     in_flight: Option<InFlight>,
     known_states: HashMap<String, Relayed>,
     next_relay: Instant,
+    /// Messages received from the work queue for a reconciler not yet served this
+    /// round, unwrapped (still hidden by their visibility timeout until deleted).
+    waiting: BTreeMap<Reconciler, VecDeque<SqsMessage>>,
 }
 
 impl Platform for EndpointPlatform {
@@ -226,25 +235,15 @@ impl Platform for EndpointPlatform {
     }
 
     async fn receive(&mut self, queue: Reconciler, max: usize) -> Result<SqsEvent, PlatformError> {
-        let Some(q) = self.provisioned.queues.get(&queue) else {
-            return Ok(SqsEvent::default());
-        };
-        let out = self
-            .clients
-            .sqs
-            .receive_message()
-            .queue_url(&q.url)
-            .max_number_of_messages(i32::try_from(max).unwrap_or(10).clamp(1, 10))
-            .wait_time_seconds(0)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .map_err(|e| call_error(format!("receiving from {}", queue.name()), classify(&e)))?;
-        Ok(sqs_event(
-            &out.messages.unwrap_or_default(),
-            &q.arn,
-            &self.clients.region,
-        ))
+        if self.waiting.get(&queue).is_none_or(VecDeque::is_empty) {
+            self.receive_work().await?;
+        }
+        let mut event = SqsEvent::default();
+        if let Some(waiting) = self.waiting.get_mut(&queue) {
+            let n = max.min(waiting.len());
+            event.records = waiting.drain(..n).collect();
+        }
+        Ok(event)
     }
 
     async fn delete(
@@ -252,9 +251,6 @@ impl Platform for EndpointPlatform {
         queue: Reconciler,
         handled: &[&SqsMessage],
     ) -> Result<(), PlatformError> {
-        let Some(q) = self.provisioned.queues.get(&queue) else {
-            return Ok(());
-        };
         let entries: Vec<DeleteMessageBatchRequestEntry> = handled
             .iter()
             .enumerate()
@@ -272,11 +268,16 @@ impl Platform for EndpointPlatform {
         self.clients
             .sqs
             .delete_message_batch()
-            .queue_url(&q.url)
+            .queue_url(&self.provisioned.work.url)
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| call_error(format!("deleting from {}", queue.name()), classify(&e)))?;
+            .map_err(|e| {
+                call_error(
+                    format!("deleting {}'s messages", queue.name()),
+                    classify(&e),
+                )
+            })?;
         debug!(
             function = queue.name(),
             deleted = handled.len(),
@@ -291,6 +292,41 @@ impl Platform for EndpointPlatform {
 }
 
 impl EndpointPlatform {
+    /// One batch from the work queue, split by reconciler into `waiting` (what the
+    /// reconcile dispatcher does with a batch on AWS).
+    async fn receive_work(&mut self) -> Result<(), PlatformError> {
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.provisioned.work.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| call_error("receiving from the work queue", classify(&e)))?;
+        let batch = sqs_event(
+            &out.messages.unwrap_or_default(),
+            &self.provisioned.work.arn,
+            &self.clients.region,
+        );
+        let groups = dispatch::group(&batch);
+        for (reconciler, event) in groups.by_reconciler {
+            let waiting = self.waiting.entry(reconciler).or_default();
+            for mut message in event.records {
+                message.body = message.body.as_deref().map(moto_event_time);
+                waiting.push_back(message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages received and waiting for their reconciler.
+    fn waiting(&self) -> u64 {
+        self.waiting.values().map(|w| w.len() as u64).sum()
+    }
+
     /// Publishes the state changes EC2 would have announced since the last look.
     async fn relay_state_changes(&mut self) -> Result<usize, PlatformError> {
         let instances = self
@@ -519,6 +555,7 @@ impl<C: Compute> EndpointRuntime<C> {
             in_flight: None,
             known_states: HashMap::new(),
             next_relay: now,
+            waiting: BTreeMap::new(),
         };
         let schedule = TimedSchedule {
             batch_size: usize::try_from(config.batch_size).unwrap_or(10),
@@ -609,25 +646,24 @@ impl<C: Compute> EndpointRuntime<C> {
             .map_err(HandlerError::from)?;
         let trees = table::trees_by_partition(items).into_values().collect();
         let clients = self.clients();
-        let mut queued = 0;
-        for queue in self.provisioned().queues.values() {
-            let out = clients
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&queue.url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .send()
-                .await
-                .map_err(|e| call_error("reading queue depth", classify(&e)))?;
-            queued += out
-                .attributes
-                .and_then(|a| {
-                    a.get(&QueueAttributeName::ApproximateNumberOfMessages)
-                        .cloned()
-                })
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
+        // Received messages still waiting for their reconciler are work too.
+        let mut queued = self.driver.platform.waiting();
+        let out = clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.provisioned().work.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| call_error("reading queue depth", classify(&e)))?;
+        queued += out
+            .attributes
+            .and_then(|a| {
+                a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+                    .cloned()
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
         let instances = self
             .driver
             .platform
@@ -738,6 +774,26 @@ fn stream_value_to_wire(value: &StreamValue) -> Value {
     }
 }
 
+/// moto's one difference from EventBridge in a wrapped message: its
+/// `<aws.events.event.json>` carries the event's `time` as epoch seconds (EventBridge
+/// writes RFC 3339, which the event type reads) and an extra `ingestion-time`. Rewrites
+/// the time as EventBridge would; any other body is returned as it is.
+pub fn moto_event_time(body: &str) -> String {
+    let Ok(mut event) = serde_json::from_str::<Value>(body) else {
+        return body.to_string();
+    };
+    let Some(seconds) = event.get("time").and_then(Value::as_f64) else {
+        return body.to_string();
+    };
+    match Timestamp::from_second(seconds.floor() as i64) {
+        Ok(t) => {
+            event["time"] = json!(t.to_string());
+            event.to_string()
+        }
+        Err(_) => body.to_string(),
+    }
+}
+
 /// The SQS event Lambda would deliver for `messages`.
 pub fn sqs_event(
     messages: &[aws_sdk_sqs::types::Message],
@@ -769,4 +825,21 @@ pub fn sqs_event(
         })
         .collect();
     event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn motos_epoch_time_reads_as_eventbridges_rfc_3339_and_other_bodies_pass_through() {
+        let moto = r#"{"source":"capstan","detail-type":"Resync","time":1767225600.25,"ingestion-time":1767225600.3,"detail":{}}"#;
+        let fixed: Value = serde_json::from_str(&moto_event_time(moto)).expect("JSON");
+        assert_eq!(fixed["time"], "2026-01-01T00:00:00Z");
+        let event: capstan_runtime::BusEvent = serde_json::from_value(fixed).expect("an event");
+        assert_eq!(event.source, "capstan");
+        let aws = r#"{"source":"capstan","time":"2026-01-01T00:00:00Z","detail":{}}"#;
+        assert_eq!(moto_event_time(aws), aws);
+        assert_eq!(moto_event_time("not json"), "not json");
+    }
 }

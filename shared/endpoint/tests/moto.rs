@@ -97,27 +97,29 @@ async fn all_instances(rt: &EndpointRuntime<impl Compute>) -> Vec<(String, Strin
         .collect()
 }
 
-/// The messages on every dead-letter queue: (queue, body).
+/// The messages on the dead-letter queue: (the reconciler the wrapper names, body).
 async fn dead_letters(rt: &EndpointRuntime<impl Compute>) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    for (reconciler, queue) in &rt.provisioned().queues {
-        let out = rt
-            .clients()
-            .sqs
-            .receive_message()
-            .queue_url(&queue.dead_letter_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .expect("ReceiveMessage from a dead-letter queue");
-        for m in out.messages() {
-            found.push((
-                reconciler.name().to_string(),
-                m.body().unwrap_or_default().to_string(),
-            ));
-        }
-    }
-    found
+    let out = rt
+        .clients()
+        .sqs
+        .receive_message()
+        .queue_url(&rt.provisioned().dead_letter.url)
+        .max_number_of_messages(10)
+        // Peek: they stay visible for the next look.
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("ReceiveMessage from the dead-letter queue");
+    out.messages()
+        .iter()
+        .map(|m| {
+            let body = m.body().unwrap_or_default().to_string();
+            let reconciler = capstan_runtime::routes::unwrap(&body)
+                .map(|(r, _)| r.name().to_string())
+                .unwrap_or_default();
+            (reconciler, body)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,4 +641,91 @@ async fn two_invocations_at_once_on_one_machine_set_create_one_sets_worth_of_mac
         6,
         "two invocations at once made one MachineSet's worth of Machines"
     );
+}
+
+/// Issue 16: the one work queue over the wire. A reconciler's delayed re-queue (the AWS
+/// bus's SendMessage) lands on moto's work queue wrapped exactly as a rule's input
+/// transformer wraps an event, and the runtime hands it to that reconciler; a message
+/// that names no reconciler is received MAX_RECEIVE_COUNT times and redriven by moto
+/// into the one dead-letter queue, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeue_travels_wrapped_through_the_work_queue_and_an_unwrapped_message_reaches_the_dead_letter_queue()
+ {
+    use capstan_aws::EventBridgeBus;
+    use capstan_runtime::events::resync_event;
+    use capstan_runtime::ports::Bus;
+    use capstan_runtime::routes::{Reconciler, unwrap};
+
+    let Stack {
+        mut rt,
+        moto: _moto,
+        ..
+    } = Stack::start("moto-work-queue").await;
+    let clients = rt.clients().clone();
+    let work = rt.provisioned().work.url.clone();
+    let key = ObjectKey::new("default", "demo", Kind::Machine, "nobody");
+
+    let bus = EventBridgeBus::new(
+        clients.eventbridge.clone(),
+        clients.sqs.clone(),
+        rt.config.names.clone(),
+    );
+    let event = resync_event(&key, capstan_model::Timestamp::now());
+    bus.requeue(
+        Reconciler::Machine.name(),
+        event.clone(),
+        std::time::Duration::ZERO,
+    )
+    .await
+    .expect("requeue onto the work queue");
+    // Peek (visibility 0: it stays for the runtime) at the body on the wire.
+    let peeked = clients
+        .sqs
+        .receive_message()
+        .queue_url(&work)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("ReceiveMessage");
+    let body = peeked
+        .messages()
+        .first()
+        .and_then(|m| m.body())
+        .expect("the re-queued message")
+        .to_string();
+    let (reconciler, inner) = unwrap(&body).expect("wrapped");
+    assert_eq!(reconciler, Reconciler::Machine);
+    assert_eq!(inner["detail-type"], "Resync");
+    assert_eq!(inner["detail"]["name"], "nobody");
+
+    let poison = r#"{"detail-type":"Resync","detail":{"kind":"Machine"}}"#;
+    clients
+        .sqs
+        .send_message()
+        .queue_url(&work)
+        .message_body(poison)
+        .send()
+        .await
+        .expect("SendMessage");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        rt.step().await.expect("a step");
+        let dead = dead_letters(&rt).await;
+        let handled = rt.stats().messages >= 1;
+        if handled && dead.iter().any(|(_, b)| b == poison) {
+            assert_eq!(dead.len(), 1, "only the poison message: {dead:#?}");
+            assert_eq!(dead[0].0, "", "it names no reconciler");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "handled: {handled}, dead letters: {dead:#?}, stats: {:?}",
+            rt.stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // The re-queue was handed to the machine reconciler, and only it, once.
+    assert_eq!(rt.stats().messages, 1, "{:?}", rt.stats());
+    assert_eq!(rt.stats().failed_messages, 0, "{:?}", rt.stats());
 }

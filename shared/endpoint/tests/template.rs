@@ -1,7 +1,10 @@
 //! infra/template.yaml deploys what `capstan run --endpoint` provisions against moto:
-//! the same rule patterns on the same buses, the same queue and table names, the same
-//! key schema and index, the same redrive, and one function per binary with the
-//! environment the binaries read. So what is proven against moto is what is deployed.
+//! the same rule patterns on the same buses, each wrapping its events for its
+//! reconciler into the one work queue, the same queue and table names, the same key
+//! schema and index, the same redrive to the one dead-letter queue, and one function per
+//! binary with the environment the binaries read. So what is proven against moto is what
+//! is deployed. Beyond that, the idle-cost shape (issue 16): one dispatcher reading the
+//! work queue with least privilege, no reconciler with a queue of its own, two alarms.
 //!
 //! The template writes its intrinsics in long form (`Ref:`, `Fn::Sub:`), so it reads as
 //! plain YAML here.
@@ -13,7 +16,7 @@ use std::collections::BTreeSet;
 use capstan_aws::Names;
 use capstan_aws::provision::{DEFAULT_BUS, MAX_RECEIVE_COUNT, rule_bus, rule_pattern};
 use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, PK, SK};
-use capstan_runtime::routes::Reconciler;
+use capstan_runtime::routes::{Reconciler, unwrap};
 use serde_json::{Value, json};
 
 struct Template {
@@ -96,8 +99,57 @@ impl Template {
     }
 }
 
+/// The statements of a role's inline policies that allow `action`, with their resources
+/// as logical ids (`Fn::GetAtt: [Id, Arn]`) or as written.
+fn allowed(t: &Template, role: &str, action: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for policy in t.resource(role)["Properties"]["Policies"]
+        .as_array()
+        .expect("Policies")
+    {
+        for s in policy["PolicyDocument"]["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let actions: Vec<&Value> = match &s["Action"] {
+                Value::Array(a) => a.iter().collect(),
+                one => vec![one],
+            };
+            if s["Effect"] != "Allow" || !actions.iter().any(|a| *a == action) {
+                continue;
+            }
+            let resources: Vec<&Value> = match &s["Resource"] {
+                Value::Array(r) => r.iter().collect(),
+                one => vec![one],
+            };
+            for r in resources {
+                found.push(match r["Fn::GetAtt"][0].as_str() {
+                    Some(id) => id.to_string(),
+                    None => r.to_string(),
+                });
+            }
+        }
+    }
+    found
+}
+
+fn role_of(function: &Value) -> &str {
+    Template::arn_of(&function["Properties"]["Role"])
+}
+
+fn function_id_for<'t>(t: &'t Template, binary: &str) -> &'t String {
+    t.resources("AWS::Serverless::Function")
+        .into_iter()
+        .find(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"] == binary)
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| panic!("no function builds the binary {binary}"))
+}
+
+const DISPATCHER: &str = "reconcile-dispatcher";
+
 #[test]
-fn each_reconciler_has_the_rule_queue_and_dead_letter_queue_the_local_runtime_creates() {
+fn each_reconciler_has_its_rule_into_the_one_work_queue_the_endpoint_runtime_creates() {
     let t = Template::load();
     let names = Names::for_installation(&t.installation);
     let rules = t.resources("AWS::Events::Rule");
@@ -106,8 +158,9 @@ fn each_reconciler_has_the_rule_queue_and_dead_letter_queue_the_local_runtime_cr
         Reconciler::ALL.len(),
         "one rule per reconciler, no other"
     );
+    let (work_id, work) = t.queue_named(&names.work_queue());
     for r in Reconciler::ALL {
-        let name = names.queue(r.name());
+        let name = names.rule(r.name());
         let (id, rule) = rules
             .iter()
             .find(|(_, rule)| t.resolve(&rule["Properties"]["Name"]) == name)
@@ -124,43 +177,241 @@ fn each_reconciler_has_the_rule_queue_and_dead_letter_queue_the_local_runtime_cr
         } else {
             assert_eq!(t.resolve(&p["EventBusName"]), bus, "{id}");
         }
-        let target = Template::arn_of(&p["Targets"][0]["Arn"]);
-        let (queue_id, queue) = t.queue_named(&name);
-        assert_eq!(target, queue_id, "{id} sends to {name}");
-        let redrive = &queue["Properties"]["RedrivePolicy"];
+        let targets = p["Targets"].as_array().expect("Targets");
+        assert_eq!(targets.len(), 1, "{id}: one target");
+        assert_eq!(Template::arn_of(&targets[0]["Arn"]), work_id, "{id}");
         assert_eq!(
-            redrive["maxReceiveCount"],
-            json!(MAX_RECEIVE_COUNT),
-            "{name}"
+            targets[0]["InputTransformer"],
+            json!({ "InputTemplate": r.input_template() }),
+            "{id}: the event wrapped for {}, as capstan_runtime::routes::wrap writes it",
+            r.name()
         );
-        let (dlq_id, _) = t.queue_named(&names.dead_letter_queue(r.name()));
-        assert_eq!(Template::arn_of(&redrive["deadLetterTargetArn"]), dlq_id);
+    }
+    // The wrapper the rules write is the one the dispatcher reads.
+    let event = json!({"source": "capstan", "detail": {"kind": "Machine"}});
+    let delivered = Reconciler::Machine
+        .input_template()
+        .replace("<aws.events.event.json>", &event.to_string());
+    let (reconciler, inner) = unwrap(&delivered).expect("the dispatcher reads it");
+    assert_eq!((reconciler, inner), (Reconciler::Machine, event));
 
-        // Its function drains exactly this queue, reporting partial failures, and the
-        // queue hides a message at least six times the function's timeout.
-        let function = t.function_for(r.name());
-        let events: Vec<&Value> = function["Properties"]["Events"]
+    // Two queues: the work queue and the one dead-letter queue every queue redrives to.
+    let queues = t.resources("AWS::SQS::Queue");
+    assert_eq!(queues.len(), 2, "the work queue and the dead-letter queue");
+    let (dlq_id, dlq) = t.queue_named(&names.dead_letter_queue());
+    assert_eq!(
+        dlq["Properties"]["MessageRetentionPeriod"],
+        json!(1_209_600)
+    );
+    for (id, q) in &queues {
+        if *id == dlq_id {
+            assert!(
+                q["Properties"]["RedrivePolicy"].is_null(),
+                "the DLQ redrives nowhere"
+            );
+            continue;
+        }
+        let redrive = &q["Properties"]["RedrivePolicy"];
+        assert_eq!(redrive["maxReceiveCount"], json!(MAX_RECEIVE_COUNT), "{id}");
+        assert_eq!(
+            Template::arn_of(&redrive["deadLetterTargetArn"]),
+            dlq_id,
+            "{id}"
+        );
+    }
+    let _ = work;
+}
+
+#[test]
+fn one_dispatcher_reads_the_work_queue_and_no_reconciler_has_a_queue_of_its_own() {
+    let t = Template::load();
+    let names = Names::for_installation(&t.installation);
+    let (work_id, work) = t.queue_named(&names.work_queue());
+    let sqs_events = |f: &Value| -> Vec<Value> {
+        f["Properties"]["Events"]
             .as_object()
-            .expect("Events")
-            .values()
-            .filter(|e| e["Type"] == "SQS")
-            .collect();
-        assert_eq!(events.len(), 1, "{} has one queue", r.name());
-        assert_eq!(
-            Template::arn_of(&events[0]["Properties"]["Queue"]),
-            queue_id
-        );
-        assert_eq!(
-            events[0]["Properties"]["FunctionResponseTypes"],
-            json!(["ReportBatchItemFailures"])
-        );
-        let timeout = function["Properties"]["Timeout"].as_u64().expect("Timeout");
-        let visibility = queue["Properties"]["VisibilityTimeout"]
-            .as_u64()
-            .expect("VisibilityTimeout");
+            .map(|e| e.values().filter(|e| e["Type"] == "SQS").cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut slowest = 0;
+    for r in Reconciler::ALL {
+        let f = t.function_for(r.name());
         assert!(
-            visibility >= 6 * timeout,
-            "{name}: visibility {visibility} s < 6 x {timeout} s"
+            sqs_events(f).is_empty(),
+            "{} has no SQS event source",
+            r.name()
+        );
+        slowest = slowest.max(f["Properties"]["Timeout"].as_u64().expect("Timeout"));
+        // It reads no queue; the reconcilers that look again later re-queue on the
+        // work queue (Bus::requeue), instance-events never does.
+        let role = role_of(f);
+        assert!(allowed(&t, role, "sqs:ReceiveMessage").is_empty(), "{role}");
+        assert!(allowed(&t, role, "sqs:DeleteMessage").is_empty(), "{role}");
+        let sends = allowed(&t, role, "sqs:SendMessage");
+        if r == Reconciler::InstanceEvents {
+            assert!(sends.is_empty(), "{role}: {sends:?}");
+        } else {
+            assert_eq!(sends, vec![work_id.clone()], "{role}");
+        }
+    }
+
+    let dispatcher = t.function_for(DISPATCHER);
+    let events = sqs_events(dispatcher);
+    assert_eq!(events.len(), 1, "the dispatcher has one queue");
+    let p = &events[0]["Properties"];
+    assert_eq!(Template::arn_of(&p["Queue"]), work_id);
+    assert_eq!(
+        p["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(p["BatchSize"], json!(10), "batching kept");
+    assert_eq!(
+        p["MaximumBatchingWindowInSeconds"],
+        json!(1),
+        "coalescing kept"
+    );
+    assert_eq!(p["ScalingConfig"]["MaximumConcurrency"], json!(5));
+    let timeout = dispatcher["Properties"]["Timeout"]
+        .as_u64()
+        .expect("Timeout");
+    assert!(
+        timeout > slowest,
+        "the dispatcher ({timeout} s) outlives the slowest reconciler ({slowest} s)"
+    );
+    let attempts = capstan_aws::invoke::CALL_TIMEOUT.as_secs();
+    assert!(
+        attempts < timeout && capstan_aws::invoke::ATTEMPT_TIMEOUT.as_secs() > slowest,
+        "the Invoke timeouts sit between the reconcilers' and the dispatcher's"
+    );
+    let visibility = work["Properties"]["VisibilityTimeout"]
+        .as_u64()
+        .expect("VisibilityTimeout");
+    assert!(
+        visibility >= 6 * timeout,
+        "visibility {visibility} s < 6 x the dispatcher's {timeout} s"
+    );
+
+    // Least privilege: the dispatcher invokes exactly the reconcilers and reads exactly
+    // the work queue; nothing else but its own logs.
+    let role = role_of(dispatcher);
+    let mut invoked = allowed(&t, role, "lambda:InvokeFunction");
+    invoked.sort();
+    let mut reconcilers: Vec<String> = Reconciler::ALL
+        .iter()
+        .map(|r| function_id_for(&t, r.name()).clone())
+        .collect();
+    reconcilers.sort();
+    assert_eq!(
+        invoked, reconcilers,
+        "{role} invokes exactly the reconcilers"
+    );
+    for action in [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    ] {
+        assert_eq!(
+            allowed(&t, role, action),
+            vec![work_id.clone()],
+            "{role}: {action}"
+        );
+    }
+    let mut actions: BTreeSet<String> = BTreeSet::new();
+    for policy in t.resource(role)["Properties"]["Policies"]
+        .as_array()
+        .expect("Policies")
+    {
+        for s in policy["PolicyDocument"]["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            match &s["Action"] {
+                Value::Array(a) => {
+                    actions.extend(a.iter().filter_map(|x| x.as_str().map(String::from)))
+                }
+                Value::String(a) => {
+                    actions.insert(a.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "lambda:InvokeFunction",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(
+        actions, expected,
+        "{role}: nothing beyond the queue and the invokes"
+    );
+    // No other function may invoke another.
+    for (id, f) in t.resources("AWS::Serverless::Function") {
+        if f["Metadata"]["BuildProperties"]["Binary"] != DISPATCHER {
+            assert!(
+                allowed(&t, role_of(f), "lambda:InvokeFunction").is_empty(),
+                "{id}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_alarms_one_on_the_shared_dead_letter_queue_where_every_failure_lands() {
+    let t = Template::load();
+    let names = Names::for_installation(&t.installation);
+    let (dlq_id, _) = t.queue_named(&names.dead_letter_queue());
+    let alarms = t.resources("AWS::CloudWatch::Alarm");
+    assert_eq!(alarms.len(), 2, "the DLQ's and the stream's iterator age");
+    let on_dlq: Vec<_> = alarms
+        .iter()
+        .filter(|(_, a)| {
+            a["Properties"]["Namespace"] == "AWS/SQS"
+                && Template::arn_of(&a["Properties"]["Dimensions"][0]["Value"]) == dlq_id
+        })
+        .collect();
+    assert_eq!(on_dlq.len(), 1, "one alarm on the dead-letter queue");
+    assert_eq!(
+        on_dlq[0].1["Properties"]["MetricName"],
+        "ApproximateNumberOfMessagesVisible"
+    );
+    assert!(
+        alarms
+            .iter()
+            .any(|(_, a)| a["Properties"]["MetricName"] == "IteratorAge"),
+        "the stream router's iterator-age alarm stays"
+    );
+
+    // The stream router's skipped batches and the sweep's failed runs land there too,
+    // written with their own roles.
+    let router = t.function_for("stream-router");
+    let stream = router["Properties"]["Events"]
+        .as_object()
+        .expect("Events")
+        .values()
+        .find(|e| e["Type"] == "DynamoDB")
+        .expect("the stream's mapping");
+    assert_eq!(
+        Template::arn_of(&stream["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]),
+        dlq_id
+    );
+    let sweep = t.function_for("drift-sweep");
+    let on_failure = &sweep["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"];
+    assert_eq!(on_failure["Type"], "SQS");
+    assert_eq!(Template::arn_of(&on_failure["Destination"]), dlq_id);
+    for f in [router, sweep] {
+        assert_eq!(
+            allowed(&t, role_of(f), "sqs:SendMessage"),
+            vec![dlq_id.clone()],
+            "{}",
+            role_of(f)
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Capstan's handlers, the ports they act through, the Lambda entry points
 //! (`functions`) and the one loop that drives them everywhere Lambda does not
-//! (`driver`). Depends on `capstan-model` and `capstan-reconcile`; never on an AWS
+//! (`driver`), and the reconcile dispatcher's grouping of the work queue (`dispatch`). Depends on `capstan-model` and `capstan-reconcile`; never on an AWS
 //! SDK crate (adapters implement the ports elsewhere).
 
 pub mod ports;
@@ -9,6 +9,7 @@ pub mod routes;
 pub use ports::*;
 pub mod autoscale;
 pub mod control_plane;
+pub mod dispatch;
 pub mod drain;
 pub mod driver;
 pub mod events;

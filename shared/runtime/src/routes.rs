@@ -1,6 +1,8 @@
-//! Who hears what: the event names, each reconciler's queue, and the EventBridge rule
-//! patterns that feed it. The in-memory bus and (later) the SAM template and the
-//! endpoint runtime are all built from this one list.
+//! Who hears what: the event names, each reconciler's EventBridge rule patterns, and
+//! how a message on the one work queue names the reconciler it is for (`wrap`,
+//! `unwrap`, `Reconciler::input_template`). The in-memory bus, the SAM template (checked
+//! by a test), the endpoint runtime's provisioning, the AWS bus's re-queues and the
+//! reconcile dispatcher are all built from this one list.
 
 use capstan_model::Kind;
 use serde_json::{Value, json};
@@ -143,4 +145,108 @@ pub fn targets(event: &Value) -> Vec<Reconciler> {
         .into_iter()
         .filter(|r| r.patterns().iter().any(|p| matches(p, event)))
         .collect()
+}
+
+// ---------------------------------------------------------------- the work queue
+
+/// The name (after the installation's prefix) of the one work queue every reconciler's
+/// rule feeds (`<installation>-work`), read by the reconcile dispatcher.
+pub const WORK_QUEUE: &str = "work";
+/// The name (after the prefix) of the one dead-letter queue (`<installation>-dlq`): the
+/// work queue's redrive target and the stream router's and drift sweep's on-failure
+/// destination.
+pub const DEAD_LETTER_QUEUE: &str = "dlq";
+/// The field of a work-queue message that names the reconciler it is for.
+pub const WRAPPER_RECONCILER: &str = "reconciler";
+/// The field of a work-queue message that holds the EventBridge event.
+pub const WRAPPER_EVENT: &str = "event";
+
+/// Why a work-queue message cannot be handed to a reconciler.
+#[derive(Debug, thiserror::Error)]
+pub enum UnwrapError {
+    #[error("the body is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("no \"reconciler\" field naming a reconciler")]
+    NoReconciler,
+    #[error("unknown reconciler {0:?}")]
+    UnknownReconciler(String),
+    #[error("no \"event\" object")]
+    NoEvent,
+}
+
+impl Reconciler {
+    /// The InputTransformer template of this reconciler's rule: the whole event
+    /// (`<aws.events.event.json>`, which EventBridge documents as the full original
+    /// event, detail included; `<aws.events.event>` is the event *without* its detail)
+    /// wrapped with the reconciler's name, as [`wrap`] writes it and [`unwrap`] reads it.
+    /// <https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-transform-target-input.html>
+    pub fn input_template(self) -> String {
+        format!(
+            "{{\"{WRAPPER_RECONCILER}\":\"{}\",\"{WRAPPER_EVENT}\":<aws.events.event.json>}}",
+            self.name()
+        )
+    }
+}
+
+/// A work-queue message body: `event` (an EventBridge event as JSON) for `reconciler`,
+/// in the shape the rules' input transformers deliver (Bus::requeue writes the same).
+pub fn wrap(reconciler: Reconciler, event: &Value) -> Value {
+    json!({ WRAPPER_RECONCILER: reconciler.name(), WRAPPER_EVENT: event })
+}
+
+/// The reconciler a work-queue message body is for, and the event it carries.
+pub fn unwrap(body: &str) -> Result<(Reconciler, Value), UnwrapError> {
+    let mut v: Value = serde_json::from_str(body).map_err(UnwrapError::NotJson)?;
+    let name = v
+        .get(WRAPPER_RECONCILER)
+        .and_then(Value::as_str)
+        .ok_or(UnwrapError::NoReconciler)?;
+    let reconciler =
+        Reconciler::from_name(name).ok_or_else(|| UnwrapError::UnknownReconciler(name.into()))?;
+    match v.get_mut(WRAPPER_EVENT).map(Value::take) {
+        Some(event @ Value::Object(_)) => Ok((reconciler, event)),
+        _ => Err(UnwrapError::NoEvent),
+    }
+}
+
+#[cfg(test)]
+mod wrapping_tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_event_unwraps_to_its_reconciler_and_event() {
+        let event = json!({"source": SOURCE, "detail-type": "Machine Changed", "detail": {"kind": "Machine"}});
+        for r in Reconciler::ALL {
+            let body = wrap(r, &event).to_string();
+            let (got, inner) = unwrap(&body).expect("unwraps");
+            assert_eq!((got, inner), (r, event.clone()));
+        }
+    }
+
+    #[test]
+    fn the_input_template_with_an_event_in_it_is_what_wrap_writes() {
+        let event = json!({"source": SOURCE, "detail": {"kind": "Cluster"}});
+        let body = Reconciler::Cluster
+            .input_template()
+            .replace("<aws.events.event.json>", &event.to_string());
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v, wrap(Reconciler::Cluster, &event));
+    }
+
+    #[test]
+    fn a_body_without_a_known_reconciler_or_an_event_does_not_unwrap() {
+        assert!(matches!(unwrap("{"), Err(UnwrapError::NotJson(_))));
+        assert!(matches!(
+            unwrap(r#"{"source":"capstan"}"#),
+            Err(UnwrapError::NoReconciler)
+        ));
+        assert!(matches!(
+            unwrap(r#"{"reconciler":"nope","event":{}}"#),
+            Err(UnwrapError::UnknownReconciler(_))
+        ));
+        assert!(matches!(
+            unwrap(r#"{"reconciler":"machine-reconciler","event":"x"}"#),
+            Err(UnwrapError::NoEvent)
+        ));
+    }
 }
