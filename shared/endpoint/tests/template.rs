@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use capstan_aws::Names;
 use capstan_aws::provision::{DEFAULT_BUS, MAX_RECEIVE_COUNT, rule_bus, rule_pattern};
 use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, PK, SK};
-use capstan_runtime::routes::{Reconciler, unwrap};
+use capstan_runtime::routes::{BATCH_SIZE, Reconciler, unwrap};
 use serde_json::{Value, json};
 
 struct Template {
@@ -264,7 +264,11 @@ fn one_dispatcher_reads_the_work_queue_and_no_reconciler_has_a_queue_of_its_own(
         p["FunctionResponseTypes"],
         json!(["ReportBatchItemFailures"])
     );
-    assert_eq!(p["BatchSize"], json!(10), "batching kept");
+    assert_eq!(
+        p["BatchSize"],
+        json!(BATCH_SIZE),
+        "the batch size the embedded runtime and the benchmarks use"
+    );
     assert_eq!(
         p["MaximumBatchingWindowInSeconds"],
         json!(1),
