@@ -70,10 +70,11 @@ pub fn retag_tags(machine: &Machine, installation: &str) -> BTreeMap<String, Str
 /// first finds the instance carrying all of them: a raw item in one namespace that
 /// names another namespace's instance, or a forged uid, matches none.
 ///
-/// A Machine launched in a batch ([`crate::launch_batch`]) records the batch's token
-/// and its instance's AmiLaunchIndex instead: its tags are the installation's,
-/// namespace, cluster and `capstan.dev/launch-batch = token`, and the instance must
-/// also have the recorded launch index ([`owns_launch_index`]).
+/// A Machine launched in a batch ([`crate::launch_batch`]) records the batch's token,
+/// its instance's AmiLaunchIndex and its proof of membership instead: its tags are the
+/// installation's, namespace, cluster and `capstan.dev/launch-batch = token`, and the
+/// instance must also have the recorded launch index, which the proof must bind to
+/// this Machine's name and uid ([`owns_launch_index`]).
 pub fn ownership_tags(machine: &Machine, installation: &str) -> Option<Vec<(String, String)>> {
     let m = &machine.metadata;
     let uid = m.uid.clone().filter(|u| !u.is_empty())?;
@@ -95,13 +96,16 @@ pub fn ownership_tags(machine: &Machine, installation: &str) -> Option<Vec<(Stri
 }
 
 /// Whether an instance whose AmiLaunchIndex is `launch_index` can be `machine`'s: any
-/// for a Machine launched alone; exactly the recorded one for a batch member.
+/// for a Machine launched alone; for a batch member, exactly the recorded index, and
+/// only when the Machine's record proves the batch's token was sealed with this
+/// Machine at that index ([`crate::launch_batch::proves_membership`]).
 pub fn owns_launch_index(machine: &Machine, launch_index: Option<u32>) -> bool {
     machine
         .status
         .launch_batch
         .as_ref()
         .is_none_or(|b| launch_index == Some(b.index))
+        && crate::launch_batch::proves_membership(machine)
 }
 
 /// Whether an instance carrying `tags`, launched at `launch_index`, provably belongs

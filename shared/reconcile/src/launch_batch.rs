@@ -6,12 +6,16 @@
 //! The Machine reconciler decides each Machine of its SQS batch as before
 //! ([`crate::machine::decide`]); the launches it would make one by one are handed to
 //! [`plan_batches`], which groups the identical ones ([`group_key`]), sorts each group's
-//! members by uid and derives the batch's ClientToken ([`batch_token`]). The driver then
-//! records every member, in uid order, with the token and its index ([`join`]: the
-//! `status.launchBatch` written with `Provisioning`, conditionally, before the call),
-//! makes one RunInstances ([`batch_request`]: the shared tags plus
+//! members by uid and draws the batch's salt ([`batch_salt`]). The driver then seals
+//! the members in that order ([`seal`]: the ClientToken is the salted Merkle root of
+//! their namespace, name and uid, and each gets its path to the root), records every
+//! member with the token, its index and its path ([`join`]: the `status.launchBatch`
+//! written with `Provisioning`, conditionally, before the call), makes one
+//! RunInstances ([`batch_request`]: the shared tags plus
 //! `capstan.dev/launch-batch = token`), and gives member *i* the instance whose
-//! AmiLaunchIndex is *i* ([`assign`]).
+//! AmiLaunchIndex is *i* ([`assign`]). A member whose record conflicts drops out and
+//! the rest are sealed and recorded again, so the token always commits to exactly the
+//! members the call is made for.
 //!
 //! # Guarantees
 //! - At most one instance per Machine. Every member records the token and its index
@@ -20,21 +24,26 @@
 //!   (DescribeInstances) and takes the one at its index, or, when none shows after
 //!   [`crate::machine::DESCRIBE_GRACE`], launches again. The batch call itself is never
 //!   repeated blind.
-//! - Two invocations never share a token: the token mixes the invocation's entropy
+//! - Two invocations never share a token: the salt mixes the invocation's entropy
 //!   with the sorted member uids, and a member's record is a conditional write, so a
 //!   Machine is a member of at most one batch that was called. (Derived from the uids
 //!   alone, two invocations that decided from the same snapshot and each won a
 //!   different member would send the same token and parameters, and EC2 would hand
 //!   both the same reservation.)
-//! - Indexes are dense: the member recorded *k*-th gets index *k*, and the call asks
-//!   for exactly as many instances as members were recorded, so every instance of the
-//!   call has a member that records it.
+//! - Indexes are dense: the call is made only once every member of the last sealing
+//!   is recorded, for exactly that many instances, so every instance of the call has
+//!   the member at its index.
 //! - Ownership: an instance is a batched Machine's when it carries the installation,
-//!   namespace and cluster tags and the batch tag the Machine records, and its
-//!   AmiLaunchIndex is the index the Machine records
-//!   ([`crate::launch::ownership_tags`], [`crate::launch::owns_launch_index`]): no
-//!   CreateTags per instance after the launch (that would be one more mutating call
-//!   per Machine, against CreateTags' own bucket of 100 refilled at 10/s).
+//!   namespace and cluster tags and the batch tag the Machine records, its
+//!   AmiLaunchIndex is the index the Machine records, and the Machine's path proves
+//!   that the token commits to this Machine (namespace, name, uid) at that index
+//!   ([`crate::launch::ownership_tags`], [`crate::launch::owns_launch_index`],
+//!   [`proves_membership`]). Everything the record holds can be copied by anyone who
+//!   can write the table; a copy under another name (or uid) hashes to another leaf
+//!   and proves nothing, and a path to that leaf would need a SHA-256 second
+//!   preimage. No CreateTags per instance after the launch (that would be one more
+//!   mutating call per Machine, against CreateTags' own bucket of 100 refilled at
+//!   10/s).
 //!
 //! # Errors
 //! One outcome for the call, applied to every member: capacity errors send each
@@ -45,6 +54,7 @@
 
 use std::collections::BTreeMap;
 
+use capstan_model::hash::short_hash;
 use capstan_model::labels::{TAG_LAUNCH_BATCH, TAG_MACHINE, TAG_MACHINE_UID};
 use capstan_model::{LaunchBatchMember, LaunchRequest, Machine};
 
@@ -63,9 +73,17 @@ pub struct Candidate {
 /// uid; member *k* of those recorded gets the instance with AmiLaunchIndex *k*.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
-    pub token: String,
+    /// What makes this batch's token unlike any other invocation's ([`batch_salt`]).
+    pub salt: String,
     pub members: Vec<usize>,
 }
+
+/// The most levels a member's path may have: a tree of 2^20 leaves, far past
+/// [`MAX_BATCH`]. A longer path in the table is another writer's and proves nothing.
+const MAX_PROOF: usize = 20;
+
+/// Hex characters kept of each hash in the tree (128 bits).
+const NODE_HEX: usize = 32;
 
 /// What makes two launches identical: the request without its per-Machine parts
 /// (the token, the Name, machine and machine-uid tags), hashed.
@@ -99,15 +117,98 @@ fn shared_request(request: &LaunchRequest) -> LaunchRequest {
     shared
 }
 
-/// The batch's ClientToken: `lb-` and 61 hex characters of the SHA-256 of the sorted
-/// member uids, the group and the invocation's `entropy` (64 characters, EC2's limit).
-pub fn batch_token(sorted_uids: &[&str], group: &str, entropy: u128) -> String {
+/// The batch's salt: a hash of the sorted member uids, the group and the invocation's
+/// `entropy`, so no two invocations (or groups) ever seal to the same token.
+pub fn batch_salt(sorted_uids: &[&str], group: &str, entropy: u128) -> String {
     let value = serde_json::json!({
         "members": sorted_uids,
         "group": group,
         "entropy": entropy.to_string(),
     });
-    format!("lb-{}", capstan_model::hash::short_hash(&value, 61))
+    short_hash(&value, NODE_HEX)
+}
+
+/// A member's leaf: its namespace, name and uid, the identity the non-batched
+/// ownership tags carry one by one.
+pub fn member_leaf(m: &Machine) -> String {
+    let meta = &m.metadata;
+    short_hash(
+        &("member", &meta.namespace, &meta.name, meta.uid.as_deref()),
+        NODE_HEX,
+    )
+}
+
+fn node(left: &str, right: &str) -> String {
+    short_hash(&("node", left, right), NODE_HEX)
+}
+
+/// The leaf that fills the tree up to a power of two: no member's leaf is ever it.
+fn empty_leaf() -> String {
+    short_hash(&("empty",), NODE_HEX)
+}
+
+/// The batch's ClientToken from its salt and root: `lb-` and 61 hex characters (64
+/// characters, EC2's limit).
+fn token_of(salt: &str, root: &str) -> String {
+    format!("lb-{}", short_hash(&("batch", salt, root), 61))
+}
+
+/// A batch sealed for its members in launch order: the token, and each member's path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sealed {
+    pub token: String,
+    pub proofs: Vec<Vec<String>>,
+}
+
+/// Seals `leaves` (the members' [`member_leaf`]s, in launch order) under `salt`: the
+/// Merkle tree over them, padded with [`empty_leaf`] to a power of two.
+pub fn seal(salt: &str, leaves: &[String]) -> Sealed {
+    let width = leaves.len().max(1).next_power_of_two();
+    let mut level: Vec<String> = leaves.to_vec();
+    level.resize(width, empty_leaf());
+    let mut proofs = vec![Vec::new(); leaves.len()];
+    let mut depth = 0;
+    while level.len() > 1 {
+        for (k, proof) in proofs.iter_mut().enumerate() {
+            proof.push(level[(k >> depth) ^ 1].clone());
+        }
+        level = level.chunks(2).map(|p| node(&p[0], &p[1])).collect();
+        depth += 1;
+    }
+    let root = level.pop().unwrap_or_else(empty_leaf);
+    Sealed {
+        token: token_of(salt, &root),
+        proofs,
+    }
+}
+
+/// Whether `m`'s `status.launchBatch` proves that its token was sealed with this
+/// Machine (namespace, name, uid) at the recorded index. True for a Machine launched
+/// alone (its tags prove it). A record another writer copied, forged or garbled
+/// proves nothing.
+pub fn proves_membership(m: &Machine) -> bool {
+    let Some(batch) = &m.status.launch_batch else {
+        return true;
+    };
+    if m.metadata.uid.as_deref().is_none_or(str::is_empty)
+        || batch.proof.len() > MAX_PROOF
+        || batch
+            .index
+            .checked_shr(batch.proof.len() as u32)
+            .unwrap_or(0)
+            != 0
+    {
+        return false;
+    }
+    let mut hash = member_leaf(m);
+    for (depth, sibling) in batch.proof.iter().enumerate() {
+        hash = if (batch.index >> depth) & 1 == 0 {
+            node(&hash, sibling)
+        } else {
+            node(sibling, &hash)
+        };
+    }
+    token_of(&batch.salt, &hash) == batch.token
 }
 
 /// Groups identical launches into batches of at most [`MAX_BATCH`], members sorted by
@@ -132,7 +233,7 @@ pub fn plan_batches(candidates: &[Candidate], entropy: u128) -> Vec<Batch> {
             }
             let uids: Vec<&str> = chunk.iter().map(|i| candidates[*i].uid.as_str()).collect();
             batches.push(Batch {
-                token: batch_token(&uids, &group, entropy),
+                salt: batch_salt(&uids, &group, entropy),
                 members: chunk.to_vec(),
             });
         }
@@ -140,12 +241,14 @@ pub fn plan_batches(candidates: &[Candidate], entropy: u128) -> Vec<Batch> {
     batches
 }
 
-/// The Machine as a member of batch `token` at `index`, before the call.
-pub fn join(m: &Machine, token: &str, index: u32) -> Machine {
+/// The Machine as member `index` of the sealed batch, before the call.
+pub fn join(m: &Machine, salt: &str, sealed: &Sealed, index: usize) -> Machine {
     let mut m = m.clone();
     m.status.launch_batch = Some(LaunchBatchMember {
-        token: token.to_string(),
-        index,
+        token: sealed.token.clone(),
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        salt: salt.to_string(),
+        proof: sealed.proofs.get(index).cloned().unwrap_or_default(),
     });
     m
 }
@@ -175,6 +278,8 @@ pub fn assign(members: usize, launch_indexes: &[Option<u32>]) -> Vec<Option<usiz
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn request(machine: &str, uid: &str, instance_type: &str) -> LaunchRequest {
@@ -216,9 +321,97 @@ mod tests {
         let batches = plan_batches(&c, 7);
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].members, vec![1, 2, 0]);
-        assert!(batches[0].token.len() <= 64);
         assert_eq!(plan_batches(&c, 7), batches, "deterministic");
-        assert_ne!(plan_batches(&c, 8)[0].token, batches[0].token);
+        assert_ne!(plan_batches(&c, 8)[0].salt, batches[0].salt);
+    }
+
+    fn machine(name: &str, uid: &str) -> Machine {
+        let mut m = Machine::default();
+        m.metadata.namespace = "default".into();
+        m.metadata.name = name.into();
+        m.metadata.uid = Some(uid.into());
+        m
+    }
+
+    fn members(n: usize) -> Vec<Machine> {
+        (0..n)
+            .map(|k| machine(&format!("web-{k}"), &format!("u{k}")))
+            .collect()
+    }
+
+    fn sealed_members(n: usize, salt: &str) -> Vec<Machine> {
+        let ms = members(n);
+        let leaves: Vec<String> = ms.iter().map(member_leaf).collect();
+        let sealed = seal(salt, &leaves);
+        assert!(sealed.token.len() <= 64, "EC2's ClientToken limit");
+        ms.iter()
+            .enumerate()
+            .map(|(k, m)| join(m, salt, &sealed, k))
+            .collect()
+    }
+
+    #[test]
+    fn every_member_of_any_size_of_batch_proves_its_own_slot() {
+        for n in 1..=17 {
+            let ms = sealed_members(n, "s");
+            let tokens: BTreeSet<_> = ms
+                .iter()
+                .map(|m| m.status.launch_batch.clone().map(|b| b.token))
+                .collect();
+            assert_eq!(tokens.len(), 1, "one token for the batch of {n}");
+            for m in &ms {
+                assert!(proves_membership(m), "member {} of {n}", m.metadata.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_copy_under_another_name_or_uid_proves_nothing() {
+        let ms = sealed_members(5, "s");
+        let mut renamed = ms[2].clone();
+        renamed.metadata.name = "web-2-copy".into();
+        assert!(!proves_membership(&renamed));
+        let mut other_uid = ms[2].clone();
+        other_uid.metadata.uid = Some("u9".into());
+        assert!(!proves_membership(&other_uid));
+        let mut moved = ms[2].clone();
+        moved.metadata.namespace = "team-b".into();
+        assert!(!proves_membership(&moved));
+    }
+
+    #[test]
+    fn a_member_claiming_anothers_index_or_batch_proves_nothing() {
+        let ms = sealed_members(5, "s");
+        // Member 3 takes member 2's index, then its whole record.
+        let mut m = ms[3].clone();
+        if let Some(b) = m.status.launch_batch.as_mut() {
+            b.index = 2;
+        }
+        assert!(!proves_membership(&m));
+        let mut m = ms[3].clone();
+        m.status.launch_batch = ms[2].status.launch_batch.clone();
+        assert!(!proves_membership(&m));
+        // An index past the path's width, an overlong path, another salt.
+        let mut m = ms[3].clone();
+        if let Some(b) = m.status.launch_batch.as_mut() {
+            b.index += 8;
+        }
+        assert!(!proves_membership(&m));
+        let mut m = ms[3].clone();
+        if let Some(b) = m.status.launch_batch.as_mut() {
+            b.proof = vec![String::new(); 64];
+        }
+        assert!(!proves_membership(&m));
+        let mut m = ms[3].clone();
+        if let Some(b) = m.status.launch_batch.as_mut() {
+            b.salt = "t".into();
+        }
+        assert!(!proves_membership(&m));
+        // A Machine without a uid proves nothing; one launched alone needs no proof.
+        let mut m = ms[3].clone();
+        m.metadata.uid = None;
+        assert!(!proves_membership(&m));
+        assert!(proves_membership(&machine("solo", "u7")));
     }
 
     #[test]

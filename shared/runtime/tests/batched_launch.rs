@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan_model::item::{self, Item, ItemKey, encode_desired};
+use capstan_model::item::{self, Item, ItemKey, encode_desired, encode_observed};
 use capstan_model::labels::TAG_LAUNCH_BATCH;
 use capstan_model::{
     Expect, Kind, Machine, MachineClass, MachineClassSpec, MachinePhase, MachineSet,
@@ -60,6 +60,72 @@ impl Store for DiesAfterLaunch {
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.dead()?;
         self.inner.transact(writes).await
+    }
+    async fn scan_page(
+        &self,
+        sk_prefix: &str,
+        start: Option<ItemKey>,
+    ) -> Result<ScanPage, StoreError> {
+        self.inner.scan_page(sk_prefix, start).await
+    }
+}
+
+/// The table, but the first write that touches `machine`'s items fails: it conflicts
+/// (another invocation got there first), or, `applied`, it takes effect and then
+/// times out (the caller cannot tell it happened).
+#[derive(Clone)]
+struct FailsOnce {
+    inner: MemStore,
+    machine: String,
+    applied: bool,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FailsOnce {
+    /// Whether this write is the one that fails.
+    fn fails<'a>(&self, mut keys: impl Iterator<Item = &'a ItemKey>) -> bool {
+        let needle = format!("#{}#", self.machine);
+        keys.any(|k| k.sk.contains(&needle))
+            && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn after(&self, fails: bool, applied: Result<(), StoreError>) -> Result<(), StoreError> {
+        match (fails, self.applied) {
+            (false, _) => applied,
+            (true, false) => Err(StoreError::Conflict),
+            (true, true) => applied.and(Err(StoreError::Unavailable("timed out".into()))),
+        }
+    }
+}
+
+impl Store for FailsOnce {
+    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        self.inner.query(pk, sk_prefix).await
+    }
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), StoreError> {
+        let fails = self.fails(item::item_key(&item).iter());
+        if fails && !self.applied {
+            return self.after(true, Ok(()));
+        }
+        self.after(fails, self.inner.put(item, expect).await)
+    }
+    async fn delete(&self, key: &ItemKey, expect: Expect) -> Result<(), StoreError> {
+        let fails = self.fails(std::iter::once(key));
+        if fails && !self.applied {
+            return self.after(true, Ok(()));
+        }
+        self.after(fails, self.inner.delete(key, expect).await)
+    }
+    async fn find_by_instance(&self, instance_id: &str) -> Result<Vec<ItemKey>, StoreError> {
+        self.inner.find_by_instance(instance_id).await
+    }
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let keys: Vec<ItemKey> = writes.iter().filter_map(Write::key).collect();
+        let fails = self.fails(keys.iter());
+        if fails && !self.applied {
+            return self.after(true, Ok(()));
+        }
+        self.after(fails, self.inner.transact(writes).await)
     }
     async fn scan_page(
         &self,
@@ -338,5 +404,137 @@ async fn ten_terminations_of_one_batch_share_one_terminate_instances() {
         calls.describe_instances - before.describe_instances,
         1,
         "one DescribeInstances for the cluster, none per Machine: {calls:?}"
+    );
+}
+
+/// Another writer copies a running batch member's items (its batch record included)
+/// under another name in the same partition, without the desired item: the copy reads
+/// as a Machine being deleted. Its record proves nothing, so no instance is ended.
+#[tokio::test]
+async fn a_copy_of_a_batch_members_record_under_another_name_terminates_nothing() {
+    let w = world();
+    w.create(&class()).await;
+    w.create(&machine_set(4)).await;
+    w.machine_set_creates().await;
+    let cp = w.control_plane(w.store.clone());
+    for _ in 0..4 {
+        w.machine_batch(&cp).await;
+    }
+    let machines = w.machines();
+    assert_one_instance_each(&w, &machines);
+    for (n, victim) in machines.iter().enumerate() {
+        let mut copy = victim.clone();
+        copy.metadata.name = format!("copy-{n}");
+        copy.metadata.owner_references.clear();
+        copy.metadata.labels.clear();
+        w.store
+            .put(
+                encode_observed(&Object::Machine(copy), "h", 1),
+                Expect::Absent,
+            )
+            .await
+            .expect("the copy");
+    }
+    for _ in 0..6 {
+        w.machine_batch(&cp).await;
+    }
+    assert!(
+        w.ec2.terminated_by_request().is_empty(),
+        "{:?}",
+        w.ec2.terminated_by_request()
+    );
+    assert_eq!(w.live_instances().len(), 4);
+    let copies = w.machines();
+    let copies: Vec<&Machine> = copies
+        .iter()
+        .filter(|m| m.metadata.name.starts_with("copy-"))
+        .collect();
+    assert_eq!(copies.len(), 4, "each copy is left in place");
+    for copy in copies {
+        assert!(
+            copy.status
+                .conditions
+                .get("InstanceOwned")
+                .is_some_and(|c| c.reason == "InstanceNotOwned"),
+            "{:?}",
+            copy.status.conditions
+        );
+    }
+}
+
+/// A member whose record loses to another writer is left out; the others are sealed
+/// again without it, launch in one call, and each proves its own instance.
+#[tokio::test]
+async fn a_member_that_loses_its_record_is_left_out_and_the_rest_launch_together() {
+    a_member_whose_record_fails_is_left_out(false).await;
+}
+
+/// A member whose record takes effect but times out holds a token no call is made
+/// for: it never takes the instance launched for another member (with the index it
+/// recorded), and launches its own later.
+#[tokio::test]
+async fn a_member_whose_record_times_out_never_shares_anothers_instance() {
+    a_member_whose_record_fails_is_left_out(true).await;
+}
+
+async fn a_member_whose_record_fails_is_left_out(applied: bool) {
+    let w = world();
+    w.create(&class()).await;
+    w.create(&machine_set(5)).await;
+    w.machine_set_creates().await;
+    let mut by_uid = w.machines();
+    by_uid.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
+    let loser = by_uid[2].metadata.name.clone();
+    let losing = w.control_plane(FailsOnce {
+        inner: w.store.clone(),
+        machine: loser.clone(),
+        applied,
+        failed: Arc::default(),
+    });
+    w.machine_batch(&losing).await;
+    assert_eq!(w.ec2.calls().run_instances, 1, "{:?}", w.ec2.calls());
+    assert_eq!(
+        w.ec2.launched_total(),
+        4,
+        "one instance per recorded member"
+    );
+    let launched: Vec<Machine> = w
+        .machines()
+        .into_iter()
+        .filter(|m| m.metadata.name != loser)
+        .collect();
+    assert_one_instance_each(&w, &launched);
+    for m in &launched {
+        assert!(
+            capstan_reconcile::launch_batch::proves_membership(m),
+            "{} proves its place",
+            m.metadata.name
+        );
+    }
+    let cp = w.control_plane(w.store.clone());
+    for _ in 0..40 {
+        w.machine_batch(&cp).await;
+    }
+    let machines = w.machines();
+    assert_eq!(
+        w.live_instances().len(),
+        5,
+        "{:?}",
+        machines
+            .iter()
+            .map(|m| (m.status.phase, &m.status.conditions))
+            .collect::<Vec<_>>()
+    );
+    let ids: BTreeSet<Option<String>> = machines
+        .iter()
+        .map(|m| m.status.instance_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 5, "five Machines, five instances: {ids:?}");
+    assert!(
+        machines
+            .iter()
+            .all(|m| m.status.phase == MachinePhase::Running),
+        "{:?}",
+        machines.iter().map(|m| m.status.phase).collect::<Vec<_>>()
     );
 }

@@ -373,6 +373,11 @@ pub struct MachineStatus {
 }
 
 /// A Machine's place in a batched launch (`status.launchBatch`).
+///
+/// The token commits to every member's namespace, name and uid in launch order (a
+/// Merkle root, salted): `proof` is the path from this Machine's leaf to that root, so
+/// only the Machine that really is member `index` can show it. A copy of the item
+/// under another name carries the same record and proves nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
@@ -381,6 +386,12 @@ pub struct LaunchBatchMember {
     pub token: String,
     /// The AmiLaunchIndex of the instance that is this Machine's.
     pub index: u32,
+    /// The batch's salt (the launching invocation's entropy), hashed into the token.
+    #[serde(default)]
+    pub salt: String,
+    /// The sibling hashes from this Machine's leaf up to the batch's root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proof: Vec<String>,
 }
 
 /// The steps of a Machine's deletion when its Cluster declares `spec.access`, in order
