@@ -79,11 +79,14 @@ pub async fn build(
                 c.spec.subnets.clone(),
                 c.spec.instance_types.clone(),
             ),
-            Object::Machine(m) => (
-                m.spec.launch.image_id.clone(),
-                m.spec.launch.subnets.clone(),
-                m.spec.launch.instance_types.clone(),
-            ),
+            Object::Machine(m) => match m.spec.launch() {
+                Some(l) => (
+                    l.image_id.clone(),
+                    l.subnets.clone(),
+                    l.instance_types.clone(),
+                ),
+                None => continue,
+            },
             _ => continue,
         };
         config.ec2.images.insert(image);

@@ -94,7 +94,7 @@ async fn a_class_ami_change_rolls_five_machines_never_below_five_available_nor_a
             let done = ms.len() == 5
                 && ms
                     .iter()
-                    .all(|m| m.spec.launch.image_id == NEW_AMI && is_ready(m))
+                    .all(|m| m.spec.launch().is_some_and(|l| l.image_id == NEW_AMI) && is_ready(m))
                 && cp.not_converged().is_empty();
             (!done).then(|| vec!["rolling".to_string()])
         },
@@ -153,7 +153,9 @@ async fn on_delete_rolls_nothing_until_a_machine_is_deleted() {
     let workers = pool_machines(&cp, "workers");
     assert_eq!(workers.len(), 3);
     assert!(
-        workers.iter().all(|m| m.spec.launch.image_id != NEW_AMI),
+        workers
+            .iter()
+            .all(|m| m.spec.launch().is_none_or(|l| l.image_id != NEW_AMI)),
         "OnDelete rolls nothing by itself"
     );
     assert_eq!(cp.ec2.launched_total(), 6);
@@ -169,7 +171,7 @@ async fn on_delete_rolls_nothing_until_a_machine_is_deleted() {
     assert_eq!(workers.len(), 3, "{}", cp.describe());
     let new: Vec<_> = workers
         .iter()
-        .filter(|m| m.spec.launch.image_id == NEW_AMI)
+        .filter(|m| m.spec.launch().is_some_and(|l| l.image_id == NEW_AMI))
         .collect();
     assert_eq!(
         new.len(),

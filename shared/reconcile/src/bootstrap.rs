@@ -111,7 +111,9 @@ pub fn machine_user_data(
     cluster_name: &str,
     cluster: &EksCluster,
 ) -> Result<Option<String>, BootstrapError> {
-    let launch = &m.spec.launch;
+    let Some(launch) = m.spec.launch() else {
+        return Ok(None);
+    };
     if launch
         .bootstrap
         .as_ref()

@@ -8,7 +8,7 @@ use capstan_model::labels::{
     RESERVED_PREFIX, TAG_CLUSTER, TAG_INSTALLATION, TAG_LAUNCH_BATCH, TAG_MACHINE, TAG_MACHINE_UID,
     TAG_NAMESPACE,
 };
-use capstan_model::{LaunchRequest, LaunchSpec, Machine, MachineClassSpec};
+use capstan_model::{LaunchRef, LaunchRequest, LaunchSpec, Machine, MachineClassSpec};
 
 /// The launch spec a new Machine gets from its class: a copy, so a later class edit
 /// rolls Machines through a new MachineSet instead of changing live ones.
@@ -28,12 +28,42 @@ pub fn launch_spec(class: &MachineClassSpec) -> LaunchSpec {
     }
 }
 
+/// The hash a [`LaunchRef`] names: of the resolved spec, so equal specs hash equal.
+pub fn launch_hash(launch: &LaunchSpec) -> String {
+    capstan_model::hash::short_hash(launch, 16)
+}
+
+/// The reference a MachineSet's new Machine carries instead of a copy of `launch`
+/// (the class's spec, without its subnets when `single_subnet`).
+pub fn launch_ref(launch: &LaunchSpec, single_subnet: bool) -> LaunchRef {
+    LaunchRef {
+        hash: launch_hash(launch),
+        single_subnet,
+    }
+}
+
+/// The launch spec `reference` names, if `class` still resolves to it. A class edited
+/// since the Machine was made resolves to another hash: None, and the Machine waits
+/// for the rollout that replaces it rather than launch from a spec it was not made
+/// with.
+pub fn resolve_launch(class: &MachineClassSpec, reference: &LaunchRef) -> Option<LaunchSpec> {
+    let mut launch = launch_spec(class);
+    if reference.single_subnet {
+        launch.subnets.clear();
+    }
+    (launch_hash(&launch) == reference.hash).then_some(launch)
+}
+
 /// The tags every instance carries from launch: the class's own, then the Cluster's and
 /// pool's (`additionalTags`), then Capstan's, which win. Nothing without
 /// `capstan.dev/installation` is ever terminated.
 pub fn instance_tags(machine: &Machine, installation: &str) -> BTreeMap<String, String> {
     let m = &machine.metadata;
-    let mut tags = machine.spec.launch.tags.clone();
+    let mut tags = machine
+        .spec
+        .launch()
+        .map(|l| l.tags.clone())
+        .unwrap_or_default();
     tags.extend(additional_tags(machine));
     tags.entry("Name".to_string())
         .or_insert_with(|| m.name.clone());
@@ -159,7 +189,9 @@ pub struct Offering {
 /// the class in the Machine's own failure domain, then each type in the class's next
 /// subnet, and so on. A Machine made before subnets were recorded only has its own.
 pub fn offerings(machine: &Machine) -> Vec<Offering> {
-    let launch = &machine.spec.launch;
+    let Some(launch) = machine.spec.launch() else {
+        return Vec::new();
+    };
     let own = &machine.spec.failure_domain;
     let subnets = std::iter::once(own).chain(launch.subnets.iter().filter(|s| *s != own));
     subnets
@@ -175,7 +207,8 @@ pub fn offerings(machine: &Machine) -> Vec<Offering> {
 /// The RunInstances request for `machine`'s instance in `offering`: the idempotency
 /// token is the Machine's uid, so a repeated launch returns the first instance.
 pub fn launch_request(machine: &Machine, offering: &Offering, installation: &str) -> LaunchRequest {
-    let launch = &machine.spec.launch;
+    let unset = LaunchSpec::default();
+    let launch = machine.spec.launch().unwrap_or(&unset);
     LaunchRequest {
         client_token: machine.metadata.uid.clone().unwrap_or_default(),
         image_id: launch.image_id.clone(),

@@ -170,6 +170,23 @@ pub fn decide(
     match situation(m) {
         Situation::NotLaunched { retry_after } => match retry_after {
             Some(t) if t > now => d.requeue(until(now, t)),
+            _ if m.spec.launch().is_none() => {
+                // Its launchRef does not resolve: the class was edited since the
+                // Machine was made (its MachineSet's rollout replaces it) or is not in
+                // this cluster. Never launched from a spec it was not made with;
+                // looked at again after the longest backoff.
+                let message = format!(
+                    "MachineClass {:?} is not in this cluster or no longer resolves to the launch spec this Machine was made with (launchRef {}): it is not launched; a rollout replaces it, or write spec.launch out",
+                    m.spec.machine_class,
+                    m.spec
+                        .launch_ref
+                        .as_ref()
+                        .map(|r| r.hash.as_str())
+                        .unwrap_or_default()
+                );
+                set_not_ready(m, "LaunchSpecUnresolved", message, now);
+                d.requeue(BACKOFF_MAX);
+            }
             _ => {
                 let Some(offering) = next_offering(m, now) else {
                     let message = "the launch spec names no instance type: fix the MachineClass";
@@ -466,9 +483,8 @@ fn bootstrap_access(
     access: Option<&ClusterAccess>,
 ) -> Result<Option<ClusterAccess>, String> {
     if m.spec
-        .launch
-        .bootstrap
-        .as_ref()
+        .launch()
+        .and_then(|l| l.bootstrap.as_ref())
         .and_then(|b| b.eks.as_ref())
         .is_none()
     {
@@ -658,7 +674,10 @@ pub fn record_interruption(
         return None;
     }
     if kind == Interruption::RebalanceRecommendation
-        && !m.spec.launch.market.replace_on_rebalance_recommendation
+        && !m
+            .spec
+            .launch()
+            .is_some_and(|l| l.market.replace_on_rebalance_recommendation)
     {
         return None;
     }

@@ -15,7 +15,7 @@ use capstan_model::{
 
 use crate::conditions::{HEALTH_CHECK_SUCCEEDED, INTERRUPTED, NODE_READY, report_unreadable};
 use crate::deployment::current_set_name;
-use crate::launch::launch_spec;
+use crate::launch::{launch_ref, launch_spec};
 use crate::lifecycle::{Ctx, Decision, cascade, owner_ref};
 use crate::names;
 use crate::plan::Action;
@@ -78,11 +78,14 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
                 let mut taken: Vec<String> =
                     owned.iter().map(|s| s.object.name().to_string()).collect();
                 let mut launch = launch_spec(&class.spec);
-                if ms.spec.template.spec.failure_domain.is_some() {
+                let pinned = ms.spec.template.spec.failure_domain.is_some();
+                if pinned {
                     // Pinned to one subnet: capacity fallback may change instance
                     // type but never leaves the pinned subnet.
                     launch.subnets.clear();
                 }
+                // Each Machine names the spec by hash; the class holds it once.
+                let reference = launch_ref(&launch, pinned);
                 let missing = want - staying.len() - unreadable.len();
                 if missing > MAX_CREATES_PER_PASS {
                     // The rest on the next pass, which the new Machines' events bring.
@@ -96,7 +99,7 @@ pub fn decide(ms: &mut MachineSet, tree: &Tree, ctx: &Ctx, deleting: bool) -> De
                     *per_domain.entry(domain.clone()).or_default() += 1;
                     let name = fresh_name(&ms.metadata.name, ctx.entropy, i as u64, &taken);
                     taken.push(name.clone());
-                    let machine = new_machine(ms, &name, domain, launch.clone());
+                    let machine = new_machine(ms, &name, domain, reference.clone());
                     d.children.push(Action::PutDesired {
                         object: Object::Machine(machine),
                         expect: Expect::Absent,
@@ -313,7 +316,7 @@ fn new_machine(
     ms: &MachineSet,
     name: &str,
     failure_domain: String,
-    launch: capstan_model::LaunchSpec,
+    launch_ref: capstan_model::LaunchRef,
 ) -> Machine {
     let t = &ms.spec.template;
     let labels = machine_labels(ms);
@@ -332,7 +335,9 @@ fn new_machine(
             version: t.spec.version.clone(),
             machine_class: t.spec.machine_class.clone(),
             failure_domain,
-            launch,
+            launch: Default::default(),
+            launch_ref: Some(launch_ref),
+            resolved_launch: None,
             additional_tags: t.spec.additional_tags.clone(),
             taints: t.spec.taints.clone(),
             deletion: t.spec.deletion.clone(),

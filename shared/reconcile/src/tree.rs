@@ -107,7 +107,34 @@ impl Tree {
                 }
             }
         }
+        tree.resolve_launches();
         tree
+    }
+
+    /// Gives every Machine with a `launchRef` the launch spec its class resolves it to
+    /// ([`crate::launch::resolve_launch`]), when the class was read with it.
+    fn resolve_launches(&mut self) {
+        let classes: BTreeMap<String, capstan_model::MachineClassSpec> = self
+            .objects
+            .iter()
+            .filter_map(|((kind, name), s)| match (&s.object, kind) {
+                (Object::MachineClass(c), Kind::MachineClass) => {
+                    Some((name.clone(), c.spec.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for stored in self.objects.values_mut() {
+            let Object::Machine(m) = &mut stored.object else {
+                continue;
+            };
+            let Some(reference) = &m.spec.launch_ref else {
+                continue;
+            };
+            m.spec.resolved_launch = classes
+                .get(&m.spec.machine_class)
+                .and_then(|class| crate::launch::resolve_launch(class, reference));
+        }
     }
 
     /// The object `name` of `kind` if its observed item cannot be read.

@@ -103,6 +103,7 @@ fn machine(name: &str) -> Machine {
             additional_tags: Default::default(),
             taints: Vec::new(),
             deletion: Default::default(),
+            ..Default::default()
         },
         status: Default::default(),
     }
@@ -410,6 +411,87 @@ fn scale_up_spreads_new_machines_over_the_least_populated_subnets() {
         SUBNETS.map(String::from).to_vec(),
         "one new Machine per subnet keeps 4 Machines within one of balanced"
     );
+}
+
+/// The Machines a set creates, as the plan writes them.
+fn created(plan: &capstan_reconcile::Plan) -> Vec<Machine> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PutDesired {
+                object: Object::Machine(m),
+                expect: Expect::Absent,
+            } => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_sets_machines_name_their_launch_spec_and_launch_from_the_class_as_it_was() {
+    let ms = Object::MachineSet(machine_set(2));
+    let t = tree(&[
+        (ms.clone(), Stored::Live),
+        (Object::MachineClass(class()), Stored::Live),
+    ]);
+    let made = created(&decide(&key(&ms), &t, &ctx(1)));
+    assert_eq!(made.len(), 2);
+    let m = made[0].clone();
+    assert!(m.spec.launch_ref.is_some() && m.spec.launch.is_unset());
+    let item = encode_desired(&Object::Machine(m.clone()), 1);
+    let Some(AttrValue::M(spec)) = item.get("spec") else {
+        panic!("a spec: {item:?}");
+    };
+    assert!(
+        !spec.contains_key("launch") && spec.contains_key("launchRef"),
+        "the item names the spec instead of copying it: {spec:?}"
+    );
+
+    // Read back with its class: the spec the class resolves to, and a launch from it.
+    let o = Object::Machine(m);
+    let with_class = |c: MachineClass| {
+        tree(&[
+            (o.clone(), Stored::New),
+            (Object::MachineClass(c), Stored::Live),
+        ])
+    };
+    let t = with_class(class());
+    let read = t
+        .get(Kind::Machine, o.name())
+        .and_then(|s| s.object.as_machine())
+        .expect("the Machine");
+    assert_eq!(
+        read.spec.launch(),
+        Some(&capstan_reconcile::launch::launch_spec(&class().spec))
+    );
+    let plan = decide(&key(&o), &t, &ctx(5));
+    let Some(Action::Launch { request, .. }) = plan.actions.last() else {
+        panic!("a launch: {plan:#?}");
+    };
+    assert_eq!(request.image_id, "ami-0abcdef1234567890");
+
+    // The class edited since: the Machine is not launched from a spec it was not made
+    // with, and says why.
+    let mut edited = class();
+    edited.spec.image_id = "ami-0fedcba9876543210".into();
+    let plan = decide(&key(&o), &with_class(edited), &ctx(5));
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch { .. })),
+        "{plan:#?}"
+    );
+    let waiting = observed_machine(&plan).expect("the Machine says why");
+    assert_eq!(
+        waiting
+            .status
+            .conditions
+            .get(condition::READY)
+            .map(|c| c.reason.as_str()),
+        Some("LaunchSpecUnresolved")
+    );
+    assert_ne!(waiting.status.phase, MachinePhase::Failed);
 }
 
 #[test]

@@ -495,7 +495,7 @@ proptest! {
         w.settle(40);
         let ms = w.machines();
         prop_assert_eq!(ms.len() as i32, desired);
-        prop_assert!(ms.iter().all(|m| m.spec.launch.image_id == AMI_NEW && is_ready(m)));
+        prop_assert!(ms.iter().all(|m| m.spec.launch().is_some_and(|l| l.image_id == AMI_NEW) && is_ready(m)));
         let sets = w.tree().of_kind(Kind::MachineSet).count();
         prop_assert_eq!(sets, 1, "old sets are pruned");
     }
@@ -533,7 +533,9 @@ proptest! {
         w.settle(12);
         w.put_desired(class(AMI_NEW));
         w.settle(12);
-        prop_assert!(w.machines().iter().all(|m| m.spec.launch.image_id == AMI_OLD));
+        // The old Machines stay; their launchRef no longer resolves against the
+        // edited class (they were made from the old one).
+        prop_assert!(w.machines().iter().all(|m| m.spec.launch().is_none_or(|l| l.image_id == AMI_OLD)));
         let deletions = deletions.min(desired as usize);
         for m in w.machines().iter().take(deletions) {
             w.items.remove(&ItemKey::of(&Object::Machine(m.clone()).key(), Part::Desired));
@@ -541,7 +543,7 @@ proptest! {
         w.settle(20);
         let ms = w.machines();
         prop_assert_eq!(ms.len() as i32, desired);
-        let new = ms.iter().filter(|m| m.spec.launch.image_id == AMI_NEW).count();
+        let new = ms.iter().filter(|m| m.spec.launch().is_some_and(|l| l.image_id == AMI_NEW)).count();
         prop_assert_eq!(new, deletions);
     }
 
@@ -637,7 +639,7 @@ proptest! {
         let image = if roll { AMI_NEW } else { AMI_OLD };
         let ms = w.machines();
         prop_assert_eq!(ms.len() as i32, desired);
-        prop_assert!(ms.iter().all(|m| m.status.phase == MachinePhase::Running && m.spec.launch.image_id == image),
+        prop_assert!(ms.iter().all(|m| m.status.phase == MachinePhase::Running && m.spec.launch().is_some_and(|l| l.image_id == image)),
             "{:?}", ms.iter().map(|m| (&m.metadata.name, m.status.phase)).collect::<Vec<_>>());
         // One live instance per Machine, and none that no Machine holds.
         let live: Vec<&String> = w.instances.iter().filter(|(_, i)| i.1.is_live()).map(|(_, i)| &i.0).collect();

@@ -123,6 +123,16 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         for prefix in &prefixes {
             items.extend(self.store.query(&pk, Some(prefix)).await?);
         }
+        if key.kind == Kind::Machine
+            && let Some(class) = referenced_class(&items)
+        {
+            // The class its launchRef resolves against (capstan_reconcile::launch).
+            items.extend(
+                self.store
+                    .query(&pk, Some(&object_prefix(Kind::MachineClass, &class)))
+                    .await?,
+            );
+        }
         Ok(Tree::from_items(&items))
     }
 
@@ -817,6 +827,23 @@ impl DeferredTerminate {
 /// A Machine's plan that writes the Machine (Provisioning) and then launches its
 /// instance, not yet performed: the Machine reconciler launches identical ones
 /// together ([`crate::launch_batch`]).
+/// The class a Machine's desired item resolves its `launchRef` against, read from the
+/// raw item (the class is read before the Machine is decoded); None without a
+/// `launchRef`.
+fn referenced_class(items: &[capstan_model::Item]) -> Option<String> {
+    let spec = items
+        .iter()
+        .find_map(|i| match (item_key(i), i.get("spec")) {
+            (Some(k), Some(AttrValue::M(spec))) if k.sk.starts_with("Machine#") => Some(spec),
+            _ => None,
+        })?;
+    spec.get("launchRef")?;
+    match spec.get("machineClass") {
+        Some(AttrValue::S(class)) if !class.is_empty() => Some(class.clone()),
+        _ => None,
+    }
+}
+
 pub(crate) struct DeferredLaunch {
     pub key: ObjectKey,
     /// The plan's actions: its writes, then the `Launch`.

@@ -267,6 +267,9 @@ async fn a_forged_item_costs_another_namespace_nothing_over_the_wire() {
         .expect("the forged write");
     // Desired and observed, launch requested but unrecorded: recovery looks by tag.
     let mut squatter = forged(&theirs, "team-a", "squatter");
+    // Its launch spec written out (team-a has no class its launchRef resolves against).
+    squatter.spec.launch = theirs.spec.launch().cloned().expect("team-b's launch spec");
+    squatter.spec.launch_ref = None;
     squatter.status = Default::default();
     squatter.status.phase = MachinePhase::Provisioning;
     // Requested longer ago than DescribeInstances' grace: finding nothing carrying its

@@ -165,9 +165,21 @@ pub struct MachineSpec {
     pub machine_class: String,
     /// The subnet this Machine's instance goes to.
     pub failure_domain: String,
-    /// Everything RunInstances needs, resolved from the MachineClass when the Machine
-    /// was created, so a later class edit rolls Machines instead of mutating them.
+    /// Everything RunInstances needs, written out: how a Machine made by hand says how
+    /// to launch it. A MachineSet's Machines carry `launchRef` instead and leave this
+    /// unset (read it through [`MachineSpec::launch`]).
+    #[serde(skip_serializing_if = "LaunchSpec::is_unset")]
     pub launch: LaunchSpec,
+    /// The launch spec by reference: the one `machineClass` resolves to, as it was when
+    /// the Machine was made (its hash), instead of a copy on every Machine item. A
+    /// later class edit rolls Machines through a new MachineSet; a Machine whose class
+    /// no longer resolves to this hash is never launched from the edited class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_ref: Option<LaunchRef>,
+    /// `launchRef` resolved against the class as read with the Machine; never stored.
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub resolved_launch: Option<LaunchSpec>,
     /// Tags from the Cluster and pool, kept in step with its MachineSet's template in
     /// place; the instance gets them at launch and through CreateTags after.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -179,6 +191,30 @@ pub struct MachineSpec {
     /// place.
     #[serde(skip_serializing_if = "MachineDeletion::is_default")]
     pub deletion: MachineDeletion,
+}
+
+impl MachineSpec {
+    /// The launch spec: the inline one, or the one `launchRef` resolved to. None for a
+    /// reference whose class is gone or no longer resolves to its hash.
+    pub fn launch(&self) -> Option<&LaunchSpec> {
+        match &self.launch_ref {
+            None => Some(&self.launch),
+            Some(_) => self.resolved_launch.as_ref(),
+        }
+    }
+}
+
+/// `spec.launchRef`: which launch spec of the Machine's class the Machine was made with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchRef {
+    /// The hash of the launch spec resolved from the class (16 hex characters).
+    pub hash: String,
+    /// The pool is pinned to the Machine's failure domain: the class's other subnets
+    /// are not capacity fallbacks (the resolved spec lists no subnets).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_subnet: bool,
 }
 
 /// A fully resolved launch: no defaults left to apply, nothing left to look up.
@@ -207,6 +243,13 @@ pub struct LaunchSpec {
     /// (the cluster's endpoint and certificate authority are read then, not copied here).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<Bootstrap>,
+}
+
+impl LaunchSpec {
+    /// Nothing set: how a Machine with a `launchRef` stores its inline spec.
+    pub fn is_unset(&self) -> bool {
+        *self == LaunchSpec::default()
+    }
 }
 
 /// Where a Machine is in its life (Cluster API's phases).

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 
 use crate::kinds::{
-    ClusterSpec, MachineClassSpec, MachineDeploymentSpec, MachineHealthCheckSpec, MachineSetSpec,
-    MachineSpec, MachineTemplate, WorkerPool,
+    ClusterSpec, LaunchRef, MachineClassSpec, MachineDeploymentSpec, MachineHealthCheckSpec,
+    MachineSetSpec, MachineSpec, MachineTemplate, WorkerPool,
 };
 use crate::object::Object;
 use crate::parse::FieldError;
@@ -344,8 +344,38 @@ fn machine(v: &mut Errors, spec: &MachineSpec) {
         );
     }
     failure_domain(v, "spec.failureDomain", &spec.failure_domain);
-    launch(v, "spec.launch", &LaunchFields::from(&spec.launch));
+    match &spec.launch_ref {
+        None => launch(v, "spec.launch", &LaunchFields::from(&spec.launch)),
+        Some(reference) => launch_ref(v, spec, reference),
+    }
     deletion(v, "spec.deletion", &spec.deletion);
+}
+
+/// A launch spec by reference: a hash that can be one, resolved against a named class,
+/// and no inline spec beside it.
+fn launch_ref(v: &mut Errors, spec: &MachineSpec, reference: &LaunchRef) {
+    if !spec.launch.is_unset() {
+        v.push(
+            "spec.launch",
+            "is set beside spec.launchRef",
+            "set one: spec.launch (the launch spec written out) or spec.launchRef (the one spec.machineClass resolves to)",
+        );
+    }
+    if spec.machine_class.is_empty() {
+        v.push(
+            "spec.machineClass",
+            "is required with spec.launchRef",
+            "name the MachineClass the reference resolves against",
+        );
+    }
+    let hash = &reference.hash;
+    if hash.len() != 16 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        v.push(
+            "spec.launchRef.hash",
+            format!("must be 16 hex characters, found {hash:?}"),
+            "leave launchRef to the MachineSet that made the Machine, or write spec.launch out instead",
+        );
+    }
 }
 
 fn machine_health_check(v: &mut Errors, spec: &MachineHealthCheckSpec) {

@@ -174,13 +174,6 @@ fn field<'a>(value: &'a AttrValue, name: &str) -> Option<&'a AttrValue> {
     }
 }
 
-fn field_mut<'a>(value: &'a mut AttrValue, name: &str) -> Option<&'a mut AttrValue> {
-    match value {
-        AttrValue::M(m) => m.get_mut(name),
-        _ => None,
-    }
-}
-
 /// The item under another name (and partition), without owners or labels, so nothing
 /// of the workload's adopts or selects it.
 fn renamed(item: &Item, pk: &str, name: &str) -> Item {
@@ -231,9 +224,14 @@ fn invalidate(item: &mut Item, rng: &mut Rng) -> &'static str {
     let Some(spec) = item.get_mut("spec") else {
         return "no spec";
     };
-    let Some(launch) = field_mut(spec, "launch") else {
-        return "no launch";
+    // A MachineSet's Machine names its launch spec (`launchRef`): the raw writer
+    // writes one out beside it, invalid in one of the ways below.
+    let AttrValue::M(fields) = spec else {
+        return "no spec";
     };
+    let launch = fields
+        .entry("launch".to_string())
+        .or_insert_with(|| AttrValue::M(Item::new()));
     let set = |value: &mut AttrValue, path: &[&str], to: AttrValue| {
         let mut at = value;
         for p in &path[..path.len() - 1] {

@@ -577,7 +577,7 @@ pub fn unmet(script: &Script, trees: &[Tree], items: usize) -> Vec<String> {
         if let Some(image) = &script.expect_image {
             let old = machines
                 .iter()
-                .filter(|m| &m.spec.launch.image_id != image)
+                .filter(|m| m.spec.launch().is_none_or(|l| &l.image_id != image))
                 .count();
             if old > 0 {
                 problems.push(format!(
