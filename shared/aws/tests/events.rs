@@ -123,14 +123,7 @@ async fn stream_router_reports_a_malformed_record_by_its_sequence_number_after_r
 async fn cluster_reconciler_reconciles_the_named_cluster_once_and_reports_only_the_malformed_message()
  {
     let w = world("2026-01-01T00:00:05Z");
-    let objects = capstan_model::manifest::read_manifests(
-        "quickstart.yaml",
-        include_str!("../../../examples/quickstart.yaml"),
-    )
-    .expect("quickstart");
-    capstan_runtime::apply::apply(&w.store, &objects)
-        .await
-        .expect("apply");
+    apply_quickstart(&w).await;
     let response = w
         .functions
         .queue(Reconciler::Cluster, &sample("sqs-cluster-changed.json"))
@@ -204,14 +197,7 @@ fn the_work_queue_sample_splits_into_the_reconcilers_own_samples() {
 async fn the_dispatcher_hands_each_reconciler_its_share_and_answers_their_failures() {
     // An hour after the events: instance-events drops the old notification.
     let w = world("2026-01-01T01:00:00Z");
-    let objects = capstan_model::manifest::read_manifests(
-        "quickstart.yaml",
-        include_str!("../../../examples/quickstart.yaml"),
-    )
-    .expect("quickstart");
-    capstan_runtime::apply::apply(&w.store, &objects)
-        .await
-        .expect("apply");
+    apply_quickstart(&w).await;
     let response = capstan_runtime::dispatch::dispatch(
         &InProcess(&w.functions),
         &sample("sqs-work-queue.json"),
@@ -278,6 +264,18 @@ async fn instance_events_takes_a_spot_interruption_warning_for_an_unknown_instan
 #[tokio::test]
 async fn drift_sweep_runs_on_the_scheduled_event() {
     let w = world("2026-01-01T00:05:00Z");
+    apply_quickstart(&w).await;
+    let report = w
+        .functions
+        .schedule(&sample("scheduled-event.json"))
+        .await
+        .expect("sweep");
+    assert_eq!(report.resynced, 3, "the Cluster and its two MachineClasses");
+    assert!(report.orphans_terminated.is_empty());
+}
+
+/// `capstan apply -f examples/quickstart.yaml` into the world's table.
+async fn apply_quickstart(w: &World) {
     let objects = capstan_model::manifest::read_manifests(
         "quickstart.yaml",
         include_str!("../../../examples/quickstart.yaml"),
@@ -286,11 +284,4 @@ async fn drift_sweep_runs_on_the_scheduled_event() {
     capstan_runtime::apply::apply(&w.store, &objects)
         .await
         .expect("apply");
-    let report = w
-        .functions
-        .schedule(&sample("scheduled-event.json"))
-        .await
-        .expect("sweep");
-    assert_eq!(report.resynced, 3, "the Cluster and its two MachineClasses");
-    assert!(report.orphans_terminated.is_empty());
 }

@@ -15,7 +15,7 @@ use aws_sdk_lambda::config::retry::RetryConfig;
 use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 use capstan_aws::Names;
 use capstan_aws::invoke::LambdaInvoker;
-use capstan_runtime::dispatch::{Invoke, InvokeError, dispatch};
+use capstan_runtime::dispatch::{Invoke, InvokeError, dispatch, failed_ids};
 use capstan_runtime::routes::{Reconciler, wrap};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -196,16 +196,6 @@ fn message(id: &str, r: Reconciler, name: &str) -> SqsMessage {
     m
 }
 
-fn failed(response: &SqsBatchResponse) -> Vec<String> {
-    let mut ids: Vec<String> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone())
-        .collect();
-    ids.sort();
-    ids
-}
-
 #[tokio::test]
 async fn a_batch_is_dispatched_over_lambdas_invoke_api_and_each_failure_kind_fails_its_group() {
     let behaviours: BTreeMap<String, Behaviour> = [
@@ -237,7 +227,7 @@ async fn a_batch_is_dispatched_over_lambdas_invoke_api_and_each_failure_kind_fai
     let response = dispatch(&invoker, &batch).await;
     // Reported by the machine reconciler: 2; the cluster reconciler's function error: 3;
     // the machineset reconciler throttled after the SDK's retries: 4.
-    assert_eq!(failed(&response), vec!["2", "3", "4"]);
+    assert_eq!(failed_ids(&response), vec!["2", "3", "4"]);
 
     // Each reconciler got its own messages, synchronously, unwrapped to the event.
     let machine = fixture.received("capstan-machine-reconciler");

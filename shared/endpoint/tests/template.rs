@@ -99,39 +99,43 @@ impl Template {
     }
 }
 
+/// Every statement of a role's inline policies.
+fn statements<'a>(t: &'a Template, role: &str) -> Vec<&'a Value> {
+    t.resource(role)["Properties"]["Policies"]
+        .as_array()
+        .expect("Policies")
+        .iter()
+        .flat_map(|p| {
+            p["PolicyDocument"]["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .collect()
+}
+
+/// One value or a list of them, as a policy statement's `Action` and `Resource` are.
+fn one_or_many(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    }
+}
+
 /// The statements of a role's inline policies that allow `action`, with their resources
 /// as logical ids (`Fn::GetAtt: [Id, Arn]`) or as written.
 fn allowed(t: &Template, role: &str, action: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for policy in t.resource(role)["Properties"]["Policies"]
-        .as_array()
-        .expect("Policies")
-    {
-        for s in policy["PolicyDocument"]["Statement"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let actions: Vec<&Value> = match &s["Action"] {
-                Value::Array(a) => a.iter().collect(),
-                one => vec![one],
-            };
-            if s["Effect"] != "Allow" || !actions.iter().any(|a| *a == action) {
-                continue;
-            }
-            let resources: Vec<&Value> = match &s["Resource"] {
-                Value::Array(r) => r.iter().collect(),
-                one => vec![one],
-            };
-            for r in resources {
-                found.push(match r["Fn::GetAtt"][0].as_str() {
-                    Some(id) => id.to_string(),
-                    None => r.to_string(),
-                });
-            }
-        }
-    }
-    found
+    statements(t, role)
+        .into_iter()
+        .filter(|s| {
+            s["Effect"] == "Allow" && one_or_many(&s["Action"]).contains(&&Value::from(action))
+        })
+        .flat_map(|s| one_or_many(&s["Resource"]))
+        .map(|r| match r["Fn::GetAtt"][0].as_str() {
+            Some(id) => id.to_string(),
+            None => r.to_string(),
+        })
+        .collect()
 }
 
 fn role_of(function: &Value) -> &str {
@@ -320,27 +324,11 @@ fn one_dispatcher_reads_the_work_queue_and_no_reconciler_has_a_queue_of_its_own(
             "{role}: {action}"
         );
     }
-    let mut actions: BTreeSet<String> = BTreeSet::new();
-    for policy in t.resource(role)["Properties"]["Policies"]
-        .as_array()
-        .expect("Policies")
-    {
-        for s in policy["PolicyDocument"]["Statement"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            match &s["Action"] {
-                Value::Array(a) => {
-                    actions.extend(a.iter().filter_map(|x| x.as_str().map(String::from)))
-                }
-                Value::String(a) => {
-                    actions.insert(a.clone());
-                }
-                _ => {}
-            }
-        }
-    }
+    let actions: BTreeSet<String> = statements(&t, role)
+        .into_iter()
+        .flat_map(|s| one_or_many(&s["Action"]))
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
     let expected: BTreeSet<String> = [
         "logs:CreateLogStream",
         "logs:PutLogEvents",

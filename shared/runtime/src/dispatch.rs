@@ -105,6 +105,17 @@ pub fn group(batch: &SqsEvent) -> Groups {
     groups
 }
 
+/// The message ids a batch response reports as failed, sorted.
+pub fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
+    let mut ids: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// The messages of `event` that its reconciler's `answer` says failed: the ones it
 /// reported, or all of them when the invocation failed or reported an id it was not given.
 pub fn failures_of(
@@ -120,11 +131,7 @@ pub fn failures_of(
     let all = || ids.iter().map(|id| id.to_string()).collect::<Vec<_>>();
     match answer {
         Ok(response) => {
-            let reported: Vec<String> = response
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect();
+            let reported = failed_ids(&response);
             if let Some(stranger) = reported.iter().find(|id| !ids.contains(id.as_str())) {
                 warn!(step = "dispatch", function = reconciler.name(), message = %stranger, "the reconciler reported a message it was not given; failing its whole group");
                 return all();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use capstan_runtime::dispatch::{Invoke, InvokeError, dispatch, group};
+use capstan_runtime::dispatch::{Invoke, InvokeError, dispatch, failed_ids, group};
 use capstan_runtime::routes::{Reconciler, wrap};
 use serde_json::{Value, json};
 
@@ -119,16 +119,6 @@ fn wrapped(id: &str, r: Reconciler, event: &Value) -> SqsMessage {
     message(id, wrap(r, event).to_string())
 }
 
-fn failed(response: &SqsBatchResponse) -> Vec<String> {
-    let mut ids: Vec<String> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone())
-        .collect();
-    ids.sort();
-    ids
-}
-
 /// The mixed batch a burst gives: a Machine's change wakes its own reconciler, its
 /// MachineSet's and the health checks; a Cluster changed beside it.
 fn mixed_batch() -> SqsEvent {
@@ -146,7 +136,7 @@ fn mixed_batch() -> SqsEvent {
 async fn each_reconciler_is_given_exactly_its_messages_unwrapped_to_the_event() {
     let lambda = FakeLambda::default();
     let response = dispatch(&lambda, &mixed_batch()).await;
-    assert!(failed(&response).is_empty());
+    assert!(failed_ids(&response).is_empty());
     assert_eq!(
         lambda.calls.borrow().len(),
         4,
@@ -188,14 +178,14 @@ async fn the_answer_is_the_union_of_what_each_reconciler_reported() {
         .answering(Reconciler::Machine, Answer::Fail(vec!["5"]))
         .answering(Reconciler::HealthCheck, Answer::Fail(vec!["3"]));
     let response = dispatch(&lambda, &mixed_batch()).await;
-    assert_eq!(failed(&response), vec!["3", "5"]);
+    assert_eq!(failed_ids(&response), vec!["3", "5"]);
 }
 
 #[tokio::test]
 async fn a_throttled_invocation_fails_its_whole_group_and_nothing_else() {
     let lambda = FakeLambda::default().answering(Reconciler::Machine, Answer::Throttled);
     let response = dispatch(&lambda, &mixed_batch()).await;
-    assert_eq!(failed(&response), vec!["1", "5"]);
+    assert_eq!(failed_ids(&response), vec!["1", "5"]);
 }
 
 #[tokio::test]
@@ -204,7 +194,7 @@ async fn a_function_error_fails_its_whole_group_beside_reported_failures() {
         .answering(Reconciler::Cluster, Answer::FunctionError)
         .answering(Reconciler::MachineSet, Answer::Fail(vec!["2"]));
     let response = dispatch(&lambda, &mixed_batch()).await;
-    assert_eq!(failed(&response), vec!["2", "4"]);
+    assert_eq!(failed_ids(&response), vec!["2", "4"]);
 }
 
 #[tokio::test]
@@ -212,7 +202,7 @@ async fn a_reconciler_reporting_a_message_it_was_not_given_fails_its_whole_group
     // An id outside the batch would make Lambda fail the dispatcher's whole batch.
     let lambda = FakeLambda::default().answering(Reconciler::Machine, Answer::Fail(vec!["4"]));
     let response = dispatch(&lambda, &mixed_batch()).await;
-    assert_eq!(failed(&response), vec!["1", "5"]);
+    assert_eq!(failed_ids(&response), vec!["1", "5"]);
 }
 
 #[tokio::test]
@@ -227,7 +217,7 @@ async fn messages_that_are_not_wrapped_are_failed_and_the_rest_dispatched() {
     b.records.push(message("8", "not json".to_string()));
     let lambda = FakeLambda::default();
     let response = dispatch(&lambda, &b).await;
-    assert_eq!(failed(&response), vec!["6", "7", "8"]);
+    assert_eq!(failed_ids(&response), vec!["6", "7", "8"]);
     assert_eq!(lambda.given(Reconciler::Machine).len(), 2);
     let g = group(&b);
     assert_eq!(g.unreadable, vec!["6", "7", "8"]);
@@ -241,7 +231,7 @@ async fn the_groups_run_side_by_side() {
     };
     let started = std::time::Instant::now();
     let response = dispatch(&lambda, &mixed_batch()).await;
-    assert!(failed(&response).is_empty());
+    assert!(failed_ids(&response).is_empty());
     assert_eq!(
         lambda.in_flight.borrow().1,
         4,
