@@ -394,16 +394,9 @@ fn scale_up_spreads_new_machines_over_the_least_populated_subnets() {
         (Object::Machine(existing), Stored::Live),
     ]);
     let plan = decide(&key(&ms), &t, &ctx(1));
-    let mut domains: Vec<String> = plan
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::PutDesired {
-                object: Object::Machine(m),
-                expect: Expect::Absent,
-            } => Some(m.spec.failure_domain.clone()),
-            _ => None,
-        })
+    let mut domains: Vec<String> = created(&plan)
+        .into_iter()
+        .map(|m| m.spec.failure_domain)
         .collect();
     domains.sort();
     assert_eq!(

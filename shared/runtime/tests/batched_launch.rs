@@ -241,6 +241,20 @@ impl World {
     }
 }
 
+/// A class and a MachineSet of `replicas`, its Machines made and launched (four
+/// Machine-reconciler invocations).
+async fn launched_pool(replicas: i32) -> World {
+    let w = world();
+    w.create(&class()).await;
+    w.create(&machine_set(replicas)).await;
+    w.machine_set_creates().await;
+    let cp = w.control_plane(w.store.clone());
+    for _ in 0..4 {
+        w.machine_batch(&cp).await;
+    }
+    w
+}
+
 fn meta(name: &str) -> ObjectMeta {
     ObjectMeta {
         name: name.into(),
@@ -375,14 +389,8 @@ async fn a_crash_after_run_instances_before_recording_launches_no_second_instanc
 
 #[tokio::test]
 async fn ten_terminations_of_one_batch_share_one_terminate_instances() {
-    let w = world();
-    w.create(&class()).await;
-    w.create(&machine_set(10)).await;
-    w.machine_set_creates().await;
+    let w = launched_pool(10).await;
     let cp = w.control_plane(w.store.clone());
-    for _ in 0..4 {
-        w.machine_batch(&cp).await;
-    }
     assert_eq!(w.live_instances().len(), 10);
     let before = w.ec2.calls();
     w.store
@@ -412,14 +420,8 @@ async fn ten_terminations_of_one_batch_share_one_terminate_instances() {
 /// as a Machine being deleted. Its record proves nothing, so no instance is ended.
 #[tokio::test]
 async fn a_copy_of_a_batch_members_record_under_another_name_terminates_nothing() {
-    let w = world();
-    w.create(&class()).await;
-    w.create(&machine_set(4)).await;
-    w.machine_set_creates().await;
+    let w = launched_pool(4).await;
     let cp = w.control_plane(w.store.clone());
-    for _ in 0..4 {
-        w.machine_batch(&cp).await;
-    }
     let machines = w.machines();
     assert_one_instance_each(&w, &machines);
     for (n, victim) in machines.iter().enumerate() {
