@@ -10,8 +10,9 @@ use capstan_model::labels::{
 };
 use capstan_model::{LaunchRef, LaunchRequest, LaunchSpec, Machine, MachineClassSpec};
 
-/// The launch spec a new Machine gets from its class: a copy, so a later class edit
-/// rolls Machines through a new MachineSet instead of changing live ones.
+/// The launch spec a class resolves to: what a MachineSet's Machines name by hash
+/// ([`launch_ref`]), so a later class edit rolls Machines through a new MachineSet
+/// instead of changing live ones.
 pub fn launch_spec(class: &MachineClassSpec) -> LaunchSpec {
     LaunchSpec {
         image_id: class.image_id.clone(),

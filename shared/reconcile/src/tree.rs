@@ -112,7 +112,8 @@ impl Tree {
     }
 
     /// Gives every Machine with a `launchRef` the launch spec its class resolves it to
-    /// ([`crate::launch::resolve_launch`]), when the class was read with it.
+    /// ([`crate::launch::resolve_launch`]), when the class was read with it. Each
+    /// distinct reference is resolved (and hashed) once per tree, not once per Machine.
     fn resolve_launches(&mut self) {
         let classes: BTreeMap<String, capstan_model::MachineClassSpec> = self
             .objects
@@ -124,6 +125,10 @@ impl Tree {
                 _ => None,
             })
             .collect();
+        let mut resolved: BTreeMap<
+            (String, capstan_model::LaunchRef),
+            Option<capstan_model::LaunchSpec>,
+        > = BTreeMap::new();
         for stored in self.objects.values_mut() {
             let Object::Machine(m) = &mut stored.object else {
                 continue;
@@ -131,9 +136,14 @@ impl Tree {
             let Some(reference) = &m.spec.launch_ref else {
                 continue;
             };
-            m.spec.resolved_launch = classes
-                .get(&m.spec.machine_class)
-                .and_then(|class| crate::launch::resolve_launch(class, reference));
+            m.spec.resolved_launch = resolved
+                .entry((m.spec.machine_class.clone(), reference.clone()))
+                .or_insert_with(|| {
+                    classes
+                        .get(&m.spec.machine_class)
+                        .and_then(|class| crate::launch::resolve_launch(class, reference))
+                })
+                .clone();
         }
     }
 

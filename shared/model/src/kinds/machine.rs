@@ -205,7 +205,7 @@ impl MachineSpec {
 }
 
 /// `spec.launchRef`: which launch spec of the Machine's class the Machine was made with.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LaunchRef {
