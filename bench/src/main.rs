@@ -553,7 +553,12 @@ async fn bench_scale(clusters: u32, workers: u32) -> Result<(), String> {
         peak.map_or("unknown".to_string(), |m| format!("{m:.0} MiB")),
         if reset { "" } else { " (process peak)" },
     );
-    println!();
+    let requeues = cp.bus.requeues();
+    println!(
+        "\nRequeues: {} sent, {} of them for an object that already had one pending, due no later.\n",
+        thousands(requeues.sent),
+        thousands(requeues.redundant),
+    );
     print_load("whole run", &cp.load().clone());
     Ok(())
 }
@@ -684,6 +689,13 @@ async fn bench_calls(workers: u32) -> Result<(), String> {
             per(writes),
         );
     }
+    let requeues = cp.bus.requeues();
+    println!(
+        "\nRequeues over the lifecycle: {} sent ({:.2} per Machine), {} of them for an object that already had one pending, due no later.",
+        thousands(requeues.sent),
+        requeues.sent as f64 / machines as f64,
+        thousands(requeues.redundant),
+    );
     println!(
         "\nThe EC2 adapter also sends one DescribeInstances (by id, the tag-guard check) before each TerminateInstances; the simulated EC2 counts the API the port is asked for.\n"
     );

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ports::{BusEvent, ChangeKind, StreamRecord};
+use crate::requeue::Chain;
 use crate::routes::{EC2_SOURCE, EC2_STATE_CHANGE, RESYNC, SOURCE, changed};
 
 /// What an object event says: which object, which of its items, and its owner.
@@ -30,6 +31,14 @@ pub struct ObjectEvent {
     /// reconcile ([`autoscale_event`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub autoscale: bool,
+    /// On a requeue: when the reconcile that asked for it began (Unix milliseconds),
+    /// so a stale one can be dropped on arrival ([`crate::requeue`]).
+    #[serde(
+        default,
+        rename = "requeuedAt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub requeued_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +112,7 @@ pub fn changed_event(record: &StreamRecord, now: Timestamp) -> Option<BusEvent> 
         ),
         owner,
         autoscale: false,
+        requeued_at: None,
     };
     let mut event = envelope(
         SOURCE,
@@ -134,6 +144,7 @@ pub fn resync_event(key: &ObjectKey, now: Timestamp) -> BusEvent {
         change: None,
         owner: None,
         autoscale: false,
+        requeued_at: None,
     };
     envelope(
         SOURCE,
@@ -152,6 +163,30 @@ pub fn autoscale_event(cluster: &ObjectKey, now: Timestamp) -> BusEvent {
         detail.insert("autoscale".into(), Value::Bool(true));
     }
     event
+}
+
+/// The message that looks at `key`'s `chain` again, asked for by a reconcile that
+/// began at `requested_at` ([`crate::requeue`]).
+pub fn requeue_event(
+    key: &ObjectKey,
+    chain: Chain,
+    requested_at: Timestamp,
+    now: Timestamp,
+) -> BusEvent {
+    let mut event = match chain {
+        Chain::Reconcile => resync_event(key, now),
+        Chain::Autoscale => autoscale_event(key, now),
+    };
+    if let Some(detail) = event.detail.as_object_mut() {
+        detail.insert("requeuedAt".into(), requested_at.as_millisecond().into());
+    }
+    event
+}
+
+/// When the reconcile that asked for `event` (a requeue) began; None for any other event.
+pub fn requeued_at(event: &BusEvent) -> Option<Timestamp> {
+    let ms = event.detail.get("requeuedAt")?.as_i64()?;
+    Timestamp::from_millisecond(ms).ok()
 }
 
 /// An EC2 state-change notification's instance, state and time; None if it is not one.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use capstan_model::item::{Item, ItemKey, Part, object_prefix, partition_key};
-use capstan_model::{Kind, ObjectKey};
+use capstan_model::{Kind, ObjectKey, Timestamp};
 use capstan_reconcile::Tree;
 use capstan_reconcile::machine::{Interruption, record_instance_state, record_interruption};
 use tracing::{debug, error, info, warn};
@@ -17,9 +17,10 @@ use crate::control_plane::{
     ControlPlane, DeferredLaunch, DeferredTerminate, HandlerError, Reconciled, machine_from,
 };
 use crate::events::{
-    ObjectEvent, autoscale_event, changed_event, event_time, instance_state_change, resync_event,
+    ObjectEvent, changed_event, event_time, instance_state_change, requeue_event, requeued_at,
 };
 use crate::ports::{Bus, BusEvent, Compute, Expect, Store, StoreError, StreamRecord, Workload};
+use crate::requeue::{Chain, Marker, marker_item, marker_key, parse_marker};
 use crate::routes::{EC2_REBALANCE, EC2_SOURCE, EC2_SPOT_INTERRUPTION, Reconciler};
 
 /// SQS delays a message by at most 15 minutes.
@@ -71,7 +72,10 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         }
         let mut outcome = BatchOutcome::default();
         let mut by_target: BTreeMap<Target, Vec<String>> = BTreeMap::new();
+        // Each requeue's time of asking ([`crate::requeue`]); other messages have none.
+        let mut requeued: BTreeMap<String, Option<Timestamp>> = BTreeMap::new();
         for d in batch {
+            requeued.insert(d.message_id.clone(), requeued_at(&d.event));
             match targets(reconciler, &d.event) {
                 Ok(ts) => {
                     for t in ts {
@@ -119,9 +123,21 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         let defer = reconciler == Reconciler::Machine && self.batch_launches;
         let mut deferred: Vec<(DeferredLaunch, Vec<String>)> = Vec::new();
         let mut terminations: Vec<(DeferredTerminate, Vec<String>)> = Vec::new();
+        let mut deferred_looks: BTreeMap<ObjectKey, Look> = BTreeMap::new();
         for (target, messages) in by_object {
+            let chain = match &target {
+                Target::Autoscale(_) => Chain::Autoscale,
+                _ => Chain::Reconcile,
+            };
+            let look = self
+                .look(target.key(), chain, newest_request(&messages, &requeued))
+                .await;
+            if look.stale {
+                debug!(reconciler = reconciler.name(), object = %target.key(), "a later decision's requeue is on its way; this one is dropped");
+                continue;
+            }
             if let Target::Autoscale(cluster) = &target {
-                match self.autoscale_target(reconciler, cluster).await {
+                match self.autoscale_target(reconciler, cluster, &look).await {
                     Ok(o) => {
                         outcome.scaled_up += o.scaled_up;
                         outcome.scaled_down += o.scaled_down;
@@ -137,19 +153,23 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             let result = match &target {
                 Target::Object(key) if defer && key.kind == Kind::Machine => {
                     match self.reconcile_or_defer(key, true).await {
-                        Ok(Reconciled::Done(after)) => self.requeue(reconciler, key, after).await,
+                        Ok(Reconciled::Done(after)) => {
+                            self.requeue(reconciler, key, &look, after).await
+                        }
                         Ok(Reconciled::Launch(launch)) => {
+                            deferred_looks.insert(key.clone(), look);
                             deferred.push((launch, messages));
                             continue;
                         }
                         Ok(Reconciled::Terminate(t)) => {
+                            deferred_looks.insert(key.clone(), look);
                             terminations.push((t, messages));
                             continue;
                         }
                         Err(e) => Err(e),
                     }
                 }
-                _ => self.reconcile_target(reconciler, target.key()).await,
+                _ => self.reconcile_target(reconciler, target.key(), &look).await,
             };
             if let Err(e) = result {
                 warn!(reconciler = reconciler.name(), object = %target.key(), error = %e, retryable = e.is_retryable(), "reconcile failed");
@@ -168,7 +188,12 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             results.extend(self.terminate_together(terminations).await);
             for ((key, result), messages) in keys.iter().zip(results).zip(messages) {
                 let result = match result {
-                    Ok(after) => self.requeue(reconciler, key, after).await,
+                    Ok(after) => {
+                        let look = deferred_looks
+                            .remove(key)
+                            .unwrap_or_else(|| Look::unread(Chain::Reconcile, self.clock.now()));
+                        self.requeue(reconciler, key, &look, after).await
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = result {
@@ -186,23 +211,89 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         &self,
         reconciler: Reconciler,
         key: &ObjectKey,
+        look: &Look,
     ) -> Result<(), HandlerError> {
         let after = self.reconcile(key).await?;
-        self.requeue(reconciler, key, after).await
+        self.requeue(reconciler, key, look, after).await
     }
 
-    /// Asks `reconciler` to look at `key` again `after` this long (None: not at all).
+    /// Starts a look at `key`'s `chain`. For a look that only requeues asked for
+    /// (`requested`: when the newest of them was asked for), reads the chain's marker
+    /// first: a later decision's requeue on its way makes this look stale.
+    async fn look(&self, key: &ObjectKey, chain: Chain, requested: Option<Timestamp>) -> Look {
+        let mut look = Look::unread(chain, self.clock.now());
+        if let Some(requested) = requested {
+            let marker = self.marker(key, chain).await;
+            look.stale = marker.is_some_and(|m| m.supersedes(requested));
+            look.marker = Some(marker);
+        }
+        look
+    }
+
+    /// The requeue marker of `key`'s `chain`; None when there is none or it cannot be
+    /// read (then nothing is skipped or dropped: at worst a message is repeated).
+    async fn marker(&self, key: &ObjectKey, chain: Chain) -> Option<Marker> {
+        let mk = marker_key(key, chain);
+        match self.store.query(&mk.pk, Some(&mk.sk)).await {
+            Ok(items) => items
+                .iter()
+                .filter(|it| capstan_model::item::item_key(it).as_ref() == Some(&mk))
+                .find_map(parse_marker),
+            Err(e) => {
+                debug!(object = %key, error = %e, "reading the requeue marker failed");
+                None
+            }
+        }
+    }
+
+    /// Asks `reconciler` to look at `key` again `after` this long (None: not at all),
+    /// keeping one requeue pending per object ([`crate::requeue`]): nothing is sent
+    /// when a look no later is already on its way, and the message sent is recorded.
     async fn requeue(
         &self,
         reconciler: Reconciler,
         key: &ObjectKey,
+        look: &Look,
         after: Option<Duration>,
     ) -> Result<(), HandlerError> {
-        if let Some(after) = after {
-            let event = resync_event(key, self.clock.now());
-            self.bus
-                .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))
-                .await?;
+        let now = self.clock.now();
+        let mk = marker_key(key, look.chain);
+        let Some(after) = after.map(|a| a.min(MAX_REQUEUE)) else {
+            // A requeued look that asks for no other ends its chain.
+            if let Some(Some(m)) = look.marker
+                && m.due <= now
+            {
+                match self.store.delete(&mk, Expect::Version(m.rv)).await {
+                    Ok(()) | Err(StoreError::Conflict) => {}
+                    Err(e) => {
+                        debug!(object = %key, error = %e, "removing the requeue marker failed; its TTL will")
+                    }
+                }
+            }
+            return Ok(());
+        };
+        let due = now.checked_add(after).unwrap_or(now);
+        let marker = match look.marker {
+            Some(known) => known,
+            None => self.marker(key, look.chain).await,
+        };
+        if marker.is_some_and(|m| m.covers(now, due)) {
+            debug!(reconciler = reconciler.name(), object = %key, "a look no later is already on its way");
+            return Ok(());
+        }
+        let event = requeue_event(key, look.chain, look.started, now);
+        self.bus.requeue(reconciler.name(), event, after).await?;
+        // Recorded only once sent, so a marker always names a message that exists.
+        let (rv, expect) = marker.map_or((0, Expect::Absent), |m| (m.rv, Expect::Version(m.rv)));
+        match self
+            .store
+            .put(marker_item(&mk, due, look.started, rv), expect)
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(e) => {
+                debug!(object = %key, error = %e, "recording the requeue failed; a later one may repeat it")
+            }
         }
         Ok(())
     }
@@ -212,14 +303,11 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         &self,
         reconciler: Reconciler,
         cluster: &ObjectKey,
+        look: &Look,
     ) -> Result<crate::autoscale::AutoscaleOutcome, HandlerError> {
         let outcome = self.autoscale(cluster).await?;
-        if let Some(after) = outcome.recheck {
-            let event = autoscale_event(cluster, self.clock.now());
-            self.bus
-                .requeue(reconciler.name(), event, after.min(MAX_REQUEUE))
-                .await?;
-        }
+        self.requeue(reconciler, cluster, look, outcome.recheck)
+            .await?;
         Ok(outcome)
     }
 
@@ -473,6 +561,44 @@ pub fn instance_warning(
     };
     let id = event.detail.get("instance-id")?.as_str()?.to_string();
     Some((id, kind, event_time(event)?))
+}
+
+/// One look at a target: which chain it continues, when it began, and the chain's
+/// requeue marker when it was read first ([`crate::requeue`]).
+#[derive(Clone, Copy, Debug)]
+struct Look {
+    chain: Chain,
+    started: Timestamp,
+    /// Read before the reconcile (Some(None): there is none); None when not read.
+    marker: Option<Option<Marker>>,
+    /// A later decision's requeue is on its way: this look is dropped.
+    stale: bool,
+}
+
+impl Look {
+    fn unread(chain: Chain, started: Timestamp) -> Look {
+        Look {
+            chain,
+            started,
+            marker: None,
+            stale: false,
+        }
+    }
+}
+
+/// When the newest of `messages` was asked for, if every one is a requeue; None if
+/// any came from elsewhere (a change, an EC2 event, the sweep), which is never stale.
+fn newest_request(
+    messages: &[String],
+    requeued: &BTreeMap<String, Option<Timestamp>>,
+) -> Option<Timestamp> {
+    messages
+        .iter()
+        .map(|m| requeued.get(m).copied().flatten())
+        .try_fold(None, |newest: Option<Timestamp>, at| {
+            at.map(|at| Some(newest.map_or(at, |n| n.max(at))))
+        })
+        .flatten()
 }
 
 /// What one event asks a reconciler to look at.

@@ -18,6 +18,7 @@ pub mod handlers;
 mod launch_batch;
 pub mod metrics;
 pub mod node;
+pub mod requeue;
 pub mod sweep;
 mod terminate_batch;
 

@@ -133,6 +133,19 @@ struct State {
     shuffle: Option<Rng>,
     published_total: u64,
     faults: VecDeque<BusError>,
+    requeues: RequeueCount,
+    /// Per (queue, object): the earliest due time of a requeue sent for it, kept while
+    /// it is in the future (what [`RequeueCount::redundant`] counts against).
+    pending_requeues: BTreeMap<(Reconciler, String), Timestamp>,
+}
+
+/// Requeues sent (SendMessage with a delay), and of them how many asked for an
+/// object that already had one pending, due no later: a second chain of re-looks for
+/// one object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequeueCount {
+    pub sent: u64,
+    pub redundant: u64,
 }
 
 impl MemBus {
@@ -151,6 +164,8 @@ impl MemBus {
                 receipts: 0,
                 ids: Rng::new(0xb05_e7e7),
                 published_total: 0,
+                requeues: RequeueCount::default(),
+                pending_requeues: BTreeMap::new(),
                 faults: VecDeque::new(),
             })),
         }
@@ -299,6 +314,11 @@ impl MemBus {
         self.lock().published_total
     }
 
+    /// Requeues sent so far, and how many of them were redundant.
+    pub fn requeues(&self) -> RequeueCount {
+        self.lock().requeues
+    }
+
     /// The next `put_events` or `requeue` fails with `err` and has no effect. Faults
     /// queue up.
     pub fn fail_next(&self, err: BusError) {
@@ -377,6 +397,26 @@ impl State {
         }
     }
 
+    /// Counts a requeue of `event`'s object to `queue`, due at `due`.
+    fn count_requeue(
+        &mut self,
+        queue: Reconciler,
+        event: &BusEvent,
+        now: Timestamp,
+        due: Timestamp,
+    ) {
+        self.requeues.sent += 1;
+        let pending = self
+            .pending_requeues
+            .entry((queue, requeued_object(event)))
+            .or_insert(now);
+        if *pending > now && *pending <= due {
+            self.requeues.redundant += 1;
+        } else {
+            *pending = due;
+        }
+    }
+
     /// SendMessage.
     fn send(&mut self, queue: Reconciler, event: BusEvent, visible_at: Timestamp) {
         self.sent += 1;
@@ -392,6 +432,20 @@ impl State {
             },
         );
     }
+}
+
+/// The object (and whether it is the autoscaler's pass) a requeued event is about.
+fn requeued_object(event: &BusEvent) -> String {
+    let field = |name: &str| {
+        event
+            .detail
+            .get(name)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    ["namespace", "cluster", "kind", "name", "autoscale"]
+        .map(field)
+        .join("/")
 }
 
 fn find(q: &Queue, receipt: &str) -> Option<u64> {
@@ -429,7 +483,9 @@ impl Bus for MemBus {
                 "SQS caps DelaySeconds at 900; delivering after 15 minutes"
             );
         }
-        state.send(target, event, after(now, delay.min(MAX_DELAY)));
+        let due = after(now, delay.min(MAX_DELAY));
+        state.count_requeue(target, &event, now, due);
+        state.send(target, event, due);
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ pub mod simulator;
 pub mod store;
 pub mod workload;
 
-pub use bus::{Delivery, MemBus, Message};
+pub use bus::{Delivery, MemBus, Message, RequeueCount};
 pub use clock::{ManualClock, SeededEntropy};
 pub use ec2::{Bucket, Ec2Calls, Ec2Config, Ec2Limits, Ec2Op, SimEc2};
 pub use platform::MemPlatform;

@@ -306,6 +306,7 @@ fn status_changed(name: &str, now: capstan_model::Timestamp) -> Delivery {
         change: Some("MODIFY".into()),
         owner: None,
         autoscale: false,
+        requeued_at: None,
     };
     Delivery {
         message_id: name.to_string(),
