@@ -166,6 +166,33 @@ async fn deleting_the_cluster_terminates_every_instance_and_removes_every_item()
     );
 }
 
+/// Every object woken by several events while a look at it is already on its way
+/// (the cluster's deletion wakes each Machine by its own change, its set's, and EC2's
+/// state changes) keeps one requeue pending, even with every event delivered twice in
+/// shuffled order; and the markers that keep it so leave with the objects.
+#[tokio::test]
+async fn an_object_keeps_one_requeue_pending_and_its_markers_leave_with_it() {
+    for duplicate in [false, true] {
+        let mut cp = control_plane(5, |c| {
+            c.ec2.shutdown_delay = std::time::Duration::from_secs(30);
+            c.delivery.duplicate = duplicate;
+            c.delivery.shuffle_seed = duplicate.then_some(5);
+        });
+        cp.apply(&quickstart()).await.expect("apply");
+        converge(&mut cp).await;
+        assert!(cp.delete(&cluster_key()).await.expect("delete"));
+        drain(&mut cp).await;
+        let requeues = cp.bus.requeues();
+        assert!(requeues.sent > 0, "the deletion waits on EC2 by requeues");
+        assert_eq!(
+            requeues.redundant, 0,
+            "duplicate={duplicate}: {} of {} requeues sent while one no later was pending",
+            requeues.redundant, requeues.sent
+        );
+        assert!(cp.store.is_empty(), "no requeue marker is left behind");
+    }
+}
+
 /// A summary of the end state that does not depend on generated names.
 fn end_state(cp: &capstan_embedded::Embedded) -> Vec<String> {
     let mut out: Vec<String> = machines(cp)

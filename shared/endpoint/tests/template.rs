@@ -15,8 +15,10 @@ use std::collections::BTreeSet;
 
 use capstan_aws::Names;
 use capstan_aws::provision::{DEFAULT_BUS, MAX_RECEIVE_COUNT, rule_bus, rule_pattern};
-use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, PK, SK};
-use capstan_runtime::routes::{BATCH_SIZE, Reconciler, unwrap};
+use capstan_model::item::{INSTANCE_ID, INSTANCE_INDEX, PK, Part, SK, sort_key};
+use capstan_model::{Kind, ObjectKey};
+use capstan_runtime::requeue::{Chain, TTL_ATTRIBUTE, marker_key};
+use capstan_runtime::routes::{BATCH_SIZE, Reconciler, matches, stream_filter, unwrap};
 use serde_json::{Value, json};
 
 struct Template {
@@ -440,8 +442,49 @@ fn the_table_has_the_keys_stream_and_index_the_code_uses() {
         true
     );
     assert_eq!(p["DeletionProtectionEnabled"], true);
+    assert_eq!(
+        p["TimeToLiveSpecification"],
+        json!({"AttributeName": TTL_ATTRIBUTE, "Enabled": true})
+    );
     let bus = t.resources("AWS::Events::EventBus");
     assert_eq!(t.resolve(&bus[0].1["Properties"]["Name"]), names.bus);
+}
+
+#[test]
+fn the_stream_invokes_the_router_for_every_objects_records_and_no_requeue_markers() {
+    let t = Template::load();
+    let router = t.function_for("stream-router");
+    let mapping = &router["Properties"]["Events"]["TableStream"]["Properties"];
+    let filters = mapping["FilterCriteria"]["Filters"]
+        .as_array()
+        .expect("the stream mapping has filters");
+    assert_eq!(filters.len(), 1);
+    let pattern: Value = serde_json::from_str(
+        filters[0]["Pattern"]
+            .as_str()
+            .expect("a filter's pattern is a string"),
+    )
+    .expect("the pattern is JSON");
+    assert_eq!(
+        pattern,
+        stream_filter(),
+        "the template and the simulator filter alike"
+    );
+    let record = |sk: &str| json!({"eventName": "MODIFY", "dynamodb": {"Keys": {"pk": {"S": "team-a#prod"}, "sk": {"S": sk}}}});
+    for kind in Kind::ALL {
+        for part in [Part::Desired, Part::Observed] {
+            let sk = sort_key(kind, "web-1", part);
+            assert!(
+                matches(&pattern, &record(&sk)),
+                "{sk} must reach the router"
+            );
+        }
+    }
+    let marker = marker_key(
+        &ObjectKey::new("team-a", "prod", Kind::Machine, "web-1"),
+        Chain::Reconcile,
+    );
+    assert!(!matches(&pattern, &record(&marker.sk)));
 }
 
 #[test]

@@ -130,7 +130,7 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
                 _ => Chain::Reconcile,
             };
             let look = self
-                .look(target.key(), chain, newest_request(&messages, &requeued))
+                .look(target.key(), chain, requeues_in(&messages, &requeued))
                 .await;
             if look.stale {
                 debug!(reconciler = reconciler.name(), object = %target.key(), "a later decision's requeue is on its way; this one is dropped");
@@ -217,33 +217,36 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         self.requeue(reconciler, key, look, after).await
     }
 
-    /// Starts a look at `key`'s `chain`. For a look that only requeues asked for
-    /// (`requested`: when the newest of them was asked for), reads the chain's marker
-    /// first: a later decision's requeue on its way makes this look stale.
-    async fn look(&self, key: &ObjectKey, chain: Chain, requested: Option<Timestamp>) -> Look {
+    /// Starts a look at `key`'s `chain`. A look that requeues asked for continues
+    /// their chain: it reads the chain's marker first, and if only requeues asked for
+    /// it and a later decision's is on its way, the look is stale.
+    async fn look(&self, key: &ObjectKey, chain: Chain, requeues: Requeues) -> Look {
         let mut look = Look::unread(chain, self.clock.now());
-        if let Some(requested) = requested {
-            let marker = self.marker(key, chain).await;
-            look.stale = marker.is_some_and(|m| m.supersedes(requested));
-            look.marker = Some(marker);
+        look.requeued = requeues != Requeues::None;
+        if look.requeued {
+            // Unread, nothing is dropped: at worst a look is repeated.
+            match self.marker(key, chain).await {
+                Ok(marker) => {
+                    look.stale = match requeues {
+                        Requeues::Only(newest) => marker.is_some_and(|m| m.supersedes(newest)),
+                        _ => false,
+                    };
+                    look.marker = Some(marker);
+                }
+                Err(e) => debug!(object = %key, error = %e, "reading the requeue marker failed"),
+            }
         }
         look
     }
 
-    /// The requeue marker of `key`'s `chain`; None when there is none or it cannot be
-    /// read (then nothing is skipped or dropped: at worst a message is repeated).
-    async fn marker(&self, key: &ObjectKey, chain: Chain) -> Option<Marker> {
+    /// The requeue marker of `key`'s `chain`, if there is a readable one.
+    async fn marker(&self, key: &ObjectKey, chain: Chain) -> Result<Option<Marker>, StoreError> {
         let mk = marker_key(key, chain);
-        match self.store.query(&mk.pk, Some(&mk.sk)).await {
-            Ok(items) => items
-                .iter()
-                .filter(|it| capstan_model::item::item_key(it).as_ref() == Some(&mk))
-                .find_map(parse_marker),
-            Err(e) => {
-                debug!(object = %key, error = %e, "reading the requeue marker failed");
-                None
-            }
-        }
+        let items = self.store.query(&mk.pk, Some(&mk.sk)).await?;
+        Ok(items
+            .iter()
+            .filter(|it| capstan_model::item::item_key(it).as_ref() == Some(&mk))
+            .find_map(parse_marker))
     }
 
     /// Asks `reconciler` to look at `key` again `after` this long (None: not at all),
@@ -258,32 +261,39 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
     ) -> Result<(), HandlerError> {
         let now = self.clock.now();
         let mk = marker_key(key, look.chain);
+        if after.is_none() && !look.requeued {
+            return Ok(());
+        }
+        let known = match look.marker {
+            Some(known) => Ok(known),
+            None => self.marker(key, look.chain).await,
+        };
         let Some(after) = after.map(|a| a.min(MAX_REQUEUE)) else {
-            // A requeued look that asks for no other ends its chain.
-            if let Some(Some(m)) = look.marker
+            // A requeued look that asks for no other ends its chain and removes its
+            // marker. If that fails, even on a conflict (someone wrote the marker
+            // since), the message fails: redelivered, it finds the newer decision's
+            // marker and is dropped, or removes the marker it reads then.
+            if let Some(m) = known?
                 && m.due <= now
             {
-                match self.store.delete(&mk, Expect::Version(m.rv)).await {
-                    Ok(()) | Err(StoreError::Conflict) => {}
-                    Err(e) => {
-                        debug!(object = %key, error = %e, "removing the requeue marker failed; its TTL will")
-                    }
-                }
+                self.store.delete(&mk, Expect::Version(m.rv)).await?;
             }
             return Ok(());
         };
         let due = now.checked_add(after).unwrap_or(now);
-        let marker = match look.marker {
-            Some(known) => known,
-            None => self.marker(key, look.chain).await,
-        };
-        if marker.is_some_and(|m| m.covers(now, due)) {
+        if let Ok(Some(m)) = known
+            && m.covers(now, due)
+        {
             debug!(reconciler = reconciler.name(), object = %key, "a look no later is already on its way");
             return Ok(());
         }
         let event = requeue_event(key, look.chain, look.started, now);
         self.bus.requeue(reconciler.name(), event, after).await?;
-        // Recorded only once sent, so a marker always names a message that exists.
+        // Recorded only once sent, so a marker always names a message that exists;
+        // unrecorded, a later requeue may repeat this one, nothing more.
+        let Ok(marker) = known else {
+            return Ok(());
+        };
         let (rv, expect) = marker.map_or((0, Expect::Absent), |m| (m.rv, Expect::Version(m.rv)));
         match self
             .store
@@ -573,6 +583,8 @@ struct Look {
     marker: Option<Option<Marker>>,
     /// A later decision's requeue is on its way: this look is dropped.
     stale: bool,
+    /// Only requeues asked for this look: it continues (or ends) their chain.
+    requeued: bool,
 }
 
 impl Look {
@@ -582,23 +594,32 @@ impl Look {
             started,
             marker: None,
             stale: false,
+            requeued: false,
         }
     }
 }
 
-/// When the newest of `messages` was asked for, if every one is a requeue; None if
-/// any came from elsewhere (a change, an EC2 event, the sweep), which is never stale.
-fn newest_request(
-    messages: &[String],
-    requeued: &BTreeMap<String, Option<Timestamp>>,
-) -> Option<Timestamp> {
-    messages
+/// Which of a look's messages are requeues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Requeues {
+    /// None: a change, an EC2 event or the sweep asked for the look.
+    None,
+    /// Some, beside messages from elsewhere (which are never stale).
+    Some,
+    /// Only requeues; the newest was asked for then.
+    Only(Timestamp),
+}
+
+fn requeues_in(messages: &[String], requeued: &BTreeMap<String, Option<Timestamp>>) -> Requeues {
+    let asked: Vec<Option<Timestamp>> = messages
         .iter()
         .map(|m| requeued.get(m).copied().flatten())
-        .try_fold(None, |newest: Option<Timestamp>, at| {
-            at.map(|at| Some(newest.map_or(at, |n| n.max(at))))
-        })
-        .flatten()
+        .collect();
+    match asked.iter().flatten().max() {
+        None => Requeues::None,
+        Some(newest) if asked.iter().all(Option::is_some) => Requeues::Only(*newest),
+        Some(_) => Requeues::Some,
+    }
 }
 
 /// What one event asks a reconciler to look at.

@@ -19,8 +19,10 @@
 //!   a look can come when that decision asked rather than the earlier one. It still
 //!   comes: this delays a look but never loses one.
 //! - **Done**: a requeued look that asks for no further requeue deletes the marker.
-//!   If that delete fails, the table's TTL (`expiresAt`, a day after the due time)
-//!   removes the marker instead.
+//!   If that delete fails, the message fails too, and its redelivery tries again.
+//!   A marker left anyway (its last message dead-lettered) is removed by the drift
+//!   sweep once it is 15 minutes past due, or else by the table's TTL (`expiresAt`,
+//!   a day after the due time).
 //!
 //! Markers are an optimisation and nothing more. A lost, stale or foreign marker
 //! costs an extra message or a later look, never an instance.
@@ -36,6 +38,8 @@ use capstan_model::{ObjectKey, Timestamp};
 
 /// The sort-key prefix of every marker (the stream filter's exclusion).
 pub const MARKER_PREFIX: &str = "Requeue#";
+/// The attribute the table's TTL reads (infra/template.yaml): Unix seconds.
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
 /// How long after its due time DynamoDB's TTL may remove a marker.
 const MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -72,6 +76,23 @@ impl Marker {
     }
 }
 
+/// How long past its due time a marker outlives any use: its message has come and
+/// gone (or died). The drift sweep removes such markers ([`outlived`]).
+pub const MARKER_LINGER: Duration = Duration::from_secs(15 * 60);
+
+/// Whether `marker`'s message is long past: the sweep may remove it.
+pub fn outlived(marker: &Marker, now: Timestamp) -> bool {
+    marker.due.checked_add(MARKER_LINGER).is_ok_and(|t| t < now)
+}
+
+/// Whether `pk` is a partition of requeue markers.
+pub fn is_marker_partition(pk: &str) -> bool {
+    pk.ends_with(MARKER_PARTITION_SUFFIX)
+}
+
+/// The suffix of a markers' partition key, after the cluster's.
+const MARKER_PARTITION_SUFFIX: &str = "#requeue";
+
 /// Where the marker of `key`'s `chain` lives.
 pub fn marker_key(key: &ObjectKey, chain: Chain) -> ItemKey {
     let suffix = match chain {
@@ -79,7 +100,10 @@ pub fn marker_key(key: &ObjectKey, chain: Chain) -> ItemKey {
         Chain::Autoscale => "#autoscale",
     };
     ItemKey {
-        pk: format!("{}#requeue", partition_key(&key.namespace, &key.cluster)),
+        pk: format!(
+            "{}{MARKER_PARTITION_SUFFIX}",
+            partition_key(&key.namespace, &key.cluster)
+        ),
         sk: format!("{MARKER_PREFIX}{}#{}{suffix}", key.kind, key.name),
     }
 }
@@ -98,7 +122,7 @@ pub fn marker_item(key: &ItemKey, due: Timestamp, requested_at: Timestamp, rv: u
         (RV.to_string(), AttrValue::N((rv + 1).to_string())),
         ("due".to_string(), millis(due)),
         ("requestedAt".to_string(), millis(requested_at)),
-        ("expiresAt".to_string(), AttrValue::N(expires)),
+        (TTL_ATTRIBUTE.to_string(), AttrValue::N(expires)),
     ])
 }
 
@@ -166,6 +190,8 @@ mod tests {
             !m.covers(at(30), at(300)),
             "a look already due is no longer pending"
         );
+        assert!(!outlived(&m, at(30 + 15 * 60)));
+        assert!(outlived(&m, at(31 + 15 * 60)));
         assert!(m.supersedes(at(-1)));
         assert!(!m.supersedes(at(0)), "its own message is not stale");
         let autoscale = marker_key(

@@ -126,17 +126,32 @@ impl Reconciler {
     }
 }
 
-/// Whether `event` (an EventBridge event as JSON) matches `pattern`. The subset of the
-/// pattern language Capstan uses: nested objects whose leaves are arrays of allowed
-/// values; a field the pattern names must be present and equal one of them.
+/// Whether `event` (an EventBridge event, or a stream record, as JSON) matches
+/// `pattern`. The subset of the pattern language Capstan uses: nested objects whose
+/// leaves are arrays of allowed values or `{"prefix": …}` rules; a field the pattern
+/// names must be present and equal one of them, or begin with the prefix.
 pub fn matches(pattern: &Value, event: &Value) -> bool {
     match (pattern, event) {
         (Value::Object(p), Value::Object(e)) => p
             .iter()
             .all(|(k, sub)| e.get(k).is_some_and(|v| matches(sub, v))),
-        (Value::Array(allowed), v) => allowed.iter().any(|a| a == v),
+        (Value::Array(allowed), v) => allowed.iter().any(|a| match (a, v) {
+            (Value::Object(rule), Value::String(s)) if rule.len() == 1 => rule
+                .get("prefix")
+                .and_then(Value::as_str)
+                .is_some_and(|p| s.starts_with(p)),
+            _ => a == v,
+        }),
         _ => false,
     }
+}
+
+/// The stream mapping's filter (infra/template.yaml, `TableStream`'s `FilterCriteria`):
+/// only records of Capstan's objects invoke the stream router. Every kind's sort key
+/// begins `Cluster#` or `Machine`; requeue markers (`Requeue#…`, [`crate::requeue`])
+/// and items of other writers' making would invoke it for nothing.
+pub fn stream_filter() -> Value {
+    json!({"dynamodb": {"Keys": {"sk": {"S": [{"prefix": "Cluster#"}, {"prefix": "Machine"}]}}}})
 }
 
 /// The queues an event goes to.

@@ -19,6 +19,7 @@ use crate::autoscale::autoscaled;
 use crate::control_plane::{ControlPlane, HandlerError};
 use crate::events::{autoscale_event, resync_event};
 use crate::ports::{Bus, Compute, Instance, Store, StoreError, Workload};
+use crate::requeue::{is_marker_partition, outlived, parse_marker};
 
 /// An instance tagged as ours with no Machine is terminated only when older than this.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(300);
@@ -34,6 +35,8 @@ pub struct SweepReport {
     pub failures: usize,
     /// Objects whose observed item cannot be read (left alone, reported).
     pub unreadable: usize,
+    /// Requeue markers long past due removed ([`crate::requeue::outlived`]).
+    pub markers_removed: usize,
 }
 
 impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
@@ -148,9 +151,37 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
             orphans = report.orphans_terminated.len(),
             failures = report.failures,
             unreadable = report.unreadable,
+            markers_removed = report.markers_removed,
             "sweep done"
         );
         Ok(report)
+    }
+
+    /// Removes the markers whose chain ended without removing them (its last message
+    /// dead-lettered, or the removal failed): sooner than the table's TTL, so the
+    /// table holds only what is live. Conditional on the version read.
+    async fn remove_outlived_markers(
+        &self,
+        items: &[Item],
+        now: capstan_model::Timestamp,
+        report: &mut SweepReport,
+    ) {
+        for it in items {
+            let (Some(key), Some(marker)) = (item::item_key(it), parse_marker(it)) else {
+                continue;
+            };
+            if !outlived(&marker, now) {
+                continue;
+            }
+            match self.store.delete(&key, Expect::Version(marker.rv)).await {
+                Ok(()) => report.markers_removed += 1,
+                Err(StoreError::Conflict) => {}
+                Err(e) => {
+                    warn!(step = "sweep", marker = %key.sk, error = %e, "removing an outlived requeue marker failed; skipped");
+                    report.failures += 1;
+                }
+            }
+        }
     }
 
     /// One partition (one cluster's items): asks every object's reconciler to look
@@ -167,6 +198,10 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         let Some(pk) = items.first().and_then(item::item_key).map(|k| k.pk) else {
             return;
         };
+        if is_marker_partition(&pk) {
+            self.remove_outlived_markers(items, now, report).await;
+            return;
+        }
         let keys: BTreeSet<ObjectKey> = items
             .iter()
             .filter_map(item::item_key)

@@ -54,7 +54,14 @@ impl MemPlatform {
 
     /// The stream's next batch, as the event source mapping delivers it.
     pub fn next_stream_batch(&mut self, max: usize) -> Option<DynamoDbEvent> {
-        self.unrouted.extend(self.store.take_stream());
+        // The event source mapping's filter drops records before any invocation.
+        let filter = capstan_runtime::routes::stream_filter();
+        self.unrouted.extend(
+            self.store
+                .take_stream()
+                .into_iter()
+                .filter(|r| capstan_runtime::routes::matches(&filter, &stream_record_json(r))),
+        );
         if self.unrouted.is_empty() {
             return None;
         }

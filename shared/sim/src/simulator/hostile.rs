@@ -43,10 +43,15 @@ pub struct HostileWrite {
 
 /// True for keys the hostile writer made (not the workload's).
 pub fn is_hostile(key: &ItemKey) -> bool {
-    key.pk.starts_with(&format!("{INTRUDER_NAMESPACE}#"))
-        || key.pk.ends_with("#elsewhere")
-        || key
-            .sk
+    // A requeue marker is as hostile as the object it keeps the requeue of.
+    let pk = key.pk.strip_suffix("#requeue").unwrap_or(&key.pk);
+    let sk = key
+        .sk
+        .strip_prefix(capstan_runtime::requeue::MARKER_PREFIX)
+        .unwrap_or(&key.sk);
+    pk.starts_with(&format!("{INTRUDER_NAMESPACE}#"))
+        || pk.ends_with("#elsewhere")
+        || sk
             .split('#')
             .nth(1)
             .is_some_and(|name| name.starts_with(HOSTILE_PREFIX))

@@ -859,10 +859,13 @@ impl Run {
     }
 
     fn unconverged(&self, script: &Script, trees: &[Tree]) -> Vec<String> {
-        let items = self
-            .store
-            .with_items(|all| all.keys().filter(|k| !hostile::is_hostile(k)).count());
-        let mut problems = workloads::unmet(script, trees, items);
+        let left: Vec<String> = self.store.with_items(|all| {
+            all.keys()
+                .filter(|k| !hostile::is_hostile(k))
+                .map(|k| format!("{} {}", k.pk, k.sk))
+                .collect()
+        });
+        let mut problems = workloads::unmet(script, trees, &left);
         for tree in trees {
             // A Machine failed from outside stays Failed until a health check remediates
             // it, and its owners report not Ready because of it: both are expected.

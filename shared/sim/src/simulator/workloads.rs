@@ -551,10 +551,15 @@ pub fn script(name: &str) -> Option<Script> {
 }
 
 /// What differs from the script's expected end state, one line each.
-pub fn unmet(script: &Script, trees: &[Tree], items: usize) -> Vec<String> {
+/// `items`: the keys of the workload's items left in the table.
+pub fn unmet(script: &Script, trees: &[Tree], items: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
-    if script.expect_empty && items > 0 {
-        problems.push(format!("{items} items left after the cluster was deleted"));
+    if script.expect_empty && !items.is_empty() {
+        problems.push(format!(
+            "{} items left after the cluster was deleted, e.g. {}",
+            items.len(),
+            items.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
     for (namespace, cluster, pool, want) in &script.expect {
         let machines: Vec<_> = trees
