@@ -195,6 +195,58 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// The `--faults` list that [`Faults::parse`] reads back as these faults: `all`
+    /// when they are, otherwise each fault on with its rate. For the replay line.
+    pub fn spec(&self) -> String {
+        if *self == Faults::all() {
+            return "all".into();
+        }
+        let rates = [
+            ("drop", self.drop),
+            ("duplicate", self.duplicate),
+            ("delay", self.delay),
+            ("throttle", self.throttle),
+            ("5xx", self.server_error),
+            ("timeout", self.timeout_after_success),
+            ("conflict", self.concurrent_write),
+            ("capacity", self.capacity),
+            ("external", self.external),
+            ("spot", self.spot),
+            ("hostile", self.hostile),
+            ("nodes", self.nodes),
+        ];
+        let flags = [
+            ("reorder", self.reorder),
+            ("throttling", self.ec2_limits),
+            ("stale", self.stale_reads),
+            ("no-idempotency", self.ignore_client_token),
+        ];
+        let mut out: Vec<String> = rates
+            .iter()
+            .filter(|(_, r)| *r > 0.0)
+            .map(|(name, r)| format!("{name}={r}"))
+            .collect();
+        out.extend(
+            flags
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(name, _)| name.to_string()),
+        );
+        if self.foreign_instances > 0 {
+            out.push(format!("foreign={}", self.foreign_instances));
+        }
+        if self.concurrency > 0 {
+            out.push(format!("concurrency={}", self.concurrency));
+        }
+        if out.is_empty() {
+            "none".into()
+        } else {
+            out.join(",")
+        }
+    }
+}
+
 /// A fault's rate from `name=rate`: a probability from 0 to 1.
 fn parse_rate(name: &str, rate: &str) -> Result<f64, String> {
     match rate.parse::<f64>() {
@@ -1178,5 +1230,27 @@ fn spec_replicas(item: &Item) -> Option<i64> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_faults_spec_reads_back_as_the_same_faults() {
+        for list in [
+            "all",
+            "none",
+            "timeout,no-idempotency",
+            "drop=0.2,reorder,throttling,foreign=3,concurrency=5",
+            "hostile=0.05,nodes,stale,spot=1",
+        ] {
+            let faults = Faults::parse(list).expect("a known list");
+            let spec = faults.spec();
+            assert_eq!(Faults::parse(&spec), Ok(faults), "{list} → {spec}");
+        }
+        assert_eq!(Faults::all().spec(), "all");
+        assert_eq!(Faults::none().spec(), "none");
     }
 }

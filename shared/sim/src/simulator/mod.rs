@@ -80,6 +80,8 @@ pub struct Simulation {
 pub struct Report {
     pub seed: u64,
     pub workload: String,
+    /// The faults of the run, as `--faults` takes them (for the replay line).
+    pub faults: String,
     pub steps: u64,
     /// Virtual time from start to end.
     pub virtual_time: Duration,
@@ -105,7 +107,7 @@ impl Report {
         };
         let tail = self.trace.len().saturating_sub(TRACE_TAIL);
         format!(
-            "seed {} workload {} broke {} after {} steps:\n  {}\nlast steps:\n{}\ntree at the end:\n{}replay: capstan sim --replay {} --workload {}",
+            "seed {} workload {} broke {} after {} steps:\n  {}\nlast steps:\n{}\ntree at the end:\n{}replay: capstan sim --replay {} --workload {} --faults {}",
             self.seed,
             self.workload,
             v.invariant,
@@ -114,7 +116,8 @@ impl Report {
             self.trace[tail..].join("\n"),
             self.final_tree,
             self.seed,
-            self.workload
+            self.workload,
+            self.faults
         )
     }
 }
@@ -317,6 +320,7 @@ impl Simulation {
         Report {
             seed: self.seed,
             workload: self.workload.clone(),
+            faults: self.faults.spec(),
             steps: run.steps,
             virtual_time: Duration::try_from(run.clock.now().duration_since(run.start))
                 .unwrap_or_default(),
@@ -333,6 +337,7 @@ impl Simulation {
         Report {
             seed: self.seed,
             workload: self.workload.clone(),
+            faults: self.faults.spec(),
             steps: 0,
             virtual_time: Duration::ZERO,
             converged_after: None,
