@@ -272,13 +272,7 @@ fn a_final_launch_error_fails_the_machine_and_a_retryable_one_backs_off() {
     );
     let o = Object::Machine(failed);
     let plan = decide(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(100));
-    assert!(
-        !plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Launch { .. })),
-        "no hot retry of a final error"
-    );
+    assert!(!launches(&plan), "no hot retry of a final error");
 
     let waiting = after_launch(
         &m,
@@ -292,19 +286,10 @@ fn a_final_launch_error_fails_the_machine_and_a_retryable_one_backs_off() {
     assert_eq!(waiting.status.retry_after, Some(at(11)));
     let o = Object::Machine(waiting);
     let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::Live)]), &ctx(5));
-    assert!(
-        !plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Launch { .. }))
-    );
+    assert!(!launches(&plan));
     assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(6)));
     let plan = decide(&key(&o), &tree(&[(o, Stored::Live)]), &ctx(11));
-    assert!(
-        plan.actions
-            .iter()
-            .any(|a| matches!(a, Action::Launch { .. }))
-    );
+    assert!(launches(&plan));
 }
 
 #[test]
@@ -407,6 +392,13 @@ fn scale_up_spreads_new_machines_over_the_least_populated_subnets() {
 }
 
 /// The Machines a set creates, as the plan writes them.
+/// Whether the plan launches an instance.
+fn launches(plan: &capstan_reconcile::Plan) -> bool {
+    plan.actions
+        .iter()
+        .any(|a| matches!(a, Action::Launch { .. }))
+}
+
 fn created(plan: &capstan_reconcile::Plan) -> Vec<Machine> {
     plan.actions
         .iter()
@@ -468,13 +460,7 @@ fn a_sets_machines_name_their_launch_spec_and_launch_from_the_class_as_it_was() 
     let mut edited = class();
     edited.spec.image_id = "ami-0fedcba9876543210".into();
     let plan = decide(&key(&o), &with_class(edited), &ctx(5));
-    assert!(
-        !plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Launch { .. })),
-        "{plan:#?}"
-    );
+    assert!(!launches(&plan), "{plan:#?}");
     let waiting = observed_machine(&plan).expect("the Machine says why");
     assert_eq!(
         waiting
@@ -668,13 +654,7 @@ fn a_machine_with_eks_bootstrap_launches_through_its_clusters_access_or_waits_fo
 
     // No Cluster with spec.access.eks: nothing is launched, and the Machine says why.
     let plan = decide(&key(&o), &tree(&[(o.clone(), Stored::New)]), &ctx(5));
-    assert!(
-        !plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::Launch { .. })),
-        "{plan:#?}"
-    );
+    assert!(!launches(&plan), "{plan:#?}");
     let waiting = observed_machine(&plan).expect("status written");
     assert_eq!(waiting.status.phase, MachinePhase::Pending);
     let ready = waiting

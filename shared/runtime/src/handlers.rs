@@ -259,11 +259,11 @@ impl<S: Store, C: Compute, B: Bus, W: Workload> ControlPlane<S, C, B, W> {
         look: &Look,
         after: Option<Duration>,
     ) -> Result<(), HandlerError> {
-        let now = self.clock.now();
-        let mk = marker_key(key, look.chain);
         if after.is_none() && !look.requeued {
             return Ok(());
         }
+        let now = self.clock.now();
+        let mk = marker_key(key, look.chain);
         let known = match look.marker {
             Some(known) => Ok(known),
             None => self.marker(key, look.chain).await,
@@ -583,7 +583,8 @@ struct Look {
     marker: Option<Option<Marker>>,
     /// A later decision's requeue is on its way: this look is dropped.
     stale: bool,
-    /// Only requeues asked for this look: it continues (or ends) their chain.
+    /// A requeue asked for this look (perhaps beside other events): it continues
+    /// or ends their chain.
     requeued: bool,
 }
 

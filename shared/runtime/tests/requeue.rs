@@ -81,6 +81,16 @@ impl World {
             .failed
     }
 
+    /// Writes the marker of the Cluster's `chain`: a look due at `due`, asked for by a
+    /// decision that began at `requested_at`.
+    async fn put_marker(&self, chain: Chain, due: Timestamp, requested_at: Timestamp) {
+        let key = marker_key(&self.cluster, chain);
+        self.store
+            .put(marker_item(&key, due, requested_at, 0), Expect::Absent)
+            .await
+            .expect("the marker is written");
+    }
+
     /// Whether the Cluster has been reconciled: its reconciler wrote the observed item.
     fn reconciled(&self) -> bool {
         let key = item::ItemKey::of(&self.cluster, Part::Observed);
@@ -96,14 +106,8 @@ async fn a_requeue_a_later_decision_superseded_is_dropped_and_the_current_one_ac
     let w = world().await;
     let now = w.clock.now();
     // A decision that began now asked for a look in a minute; its message is on the way.
-    let marker = marker_key(&w.cluster, Chain::Reconcile);
-    w.store
-        .put(
-            marker_item(&marker, now + Duration::from_secs(60), now, 0),
-            Expect::Absent,
-        )
-        .await
-        .expect("the marker is written");
+    w.put_marker(Chain::Reconcile, now + Duration::from_secs(60), now)
+        .await;
 
     // An older decision's requeue arrives: dropped, not failed, nothing reconciled.
     let failed = w.deliver_requeue(now - Duration::from_secs(10)).await;
@@ -143,19 +147,11 @@ async fn the_sweep_removes_a_marker_long_past_due_and_keeps_a_pending_one() {
     let now = w.clock.now();
     let old = marker_key(&w.cluster, Chain::Reconcile);
     let pending = marker_key(&w.cluster, Chain::Autoscale);
-    w.store
-        .put(marker_item(&old, now, now, 0), Expect::Absent)
-        .await
-        .expect("written");
+    w.put_marker(Chain::Reconcile, now, now).await;
     w.clock.advance(Duration::from_secs(20 * 60));
     let later = w.clock.now();
-    w.store
-        .put(
-            marker_item(&pending, later + Duration::from_secs(60), later, 0),
-            Expect::Absent,
-        )
-        .await
-        .expect("written");
+    w.put_marker(Chain::Autoscale, later + Duration::from_secs(60), later)
+        .await;
     let report = w.cp.sweep().await.expect("the sweep runs");
     assert_eq!(report.markers_removed, 1);
     let keys: Vec<_> = w.store.items().iter().filter_map(item::item_key).collect();
